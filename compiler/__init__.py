@@ -1,0 +1,1 @@
+"""GXO compiler: playbook loader, expression language, resolver, type checker and the gxoc CLI."""

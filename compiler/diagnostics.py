@@ -1,0 +1,319 @@
+"""Diagnostics: source spans, the registry of codes, and the text/JSON/SARIF renderers.
+
+Every problem the compiler finds is a ``Diagnostic`` with a stable kebab-case code from
+``CODES``.  Phases append to a ``Diagnostics`` sink; all problems of a run are reported
+together, sorted by position.  ``docs/diagnostics.md`` documents every code (a test keeps the
+two in sync).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+ERROR = "error"
+WARNING = "warning"
+NOTE = "note"
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """A region of a source file: 1-based lines and columns, end exclusive; path as given."""
+
+    path: str
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+    @staticmethod
+    def point(path: str, line: int, col: int, width: int = 1) -> "Span":
+        return Span(path, line, col, line, col + max(width, 1))
+
+
+@dataclass(frozen=True, slots=True)
+class CodeInfo:
+    category: str
+    severity: str
+    summary: str
+
+
+#: The registry of codes, grouped by category (design.md section 10).
+CODES: dict[str, CodeInfo] = {
+    # YAML and schema
+    "yaml-syntax": CodeInfo("yaml", ERROR, "the file is not valid YAML"),
+    "yaml-limit": CodeInfo("yaml", ERROR, "the file exceeds a loader limit (size, depth, nodes, aliases)"),
+    "bool-string": CodeInfo("yaml", WARNING, "a YAML 1.1 boolean word (yes/no/on/off) is a string here"),
+    "duplicate-key": CodeInfo("yaml", ERROR, "a mapping has the same key twice"),
+    "unknown-key": CodeInfo("schema", ERROR, "a key that the playbook schema does not define"),
+    "legacy-tasks-key": CodeInfo("schema", ERROR, "a v0.1 key (tasks, task_policy, type) that was renamed"),
+    "schema-version": CodeInfo("schema", ERROR, "schemaVersion is missing, malformed or not major 1"),
+    "invalid-value": CodeInfo("schema", ERROR, "a value of the wrong type or outside its allowed values"),
+    # names and references
+    "duplicate-name": CodeInfo("names", ERROR, "two workloads (or pipeline steps) share a name"),
+    "duplicate-register": CodeInfo("names", ERROR, "two workloads register the same key"),
+    "reserved-name": CodeInfo("names", ERROR, "a name in the kernel's reserved _gxo namespace"),
+    "template-syntax": CodeInfo("expressions", ERROR, "a template or condition does not parse"),
+    "unknown-function": CodeInfo("expressions", ERROR, "a call to a function the language does not have"),
+    "unknown-module": CodeInfo("names", ERROR, "process.module names no declared module"),
+    "undefined-name": CodeInfo("names", ERROR, "a reference to a name that no register, var or loop defines"),
+    "unknown-field": CodeInfo("types", ERROR, "a field that the referenced value's type does not have"),
+    # types
+    "type-mismatch": CodeInfo("types", ERROR, "a value whose type cannot be used where it stands"),
+    # lifecycle and streams
+    "stream-input": CodeInfo("streams", ERROR, "stream_inputs that the module or the producer cannot take"),
+    "stream-deadlock": CodeInfo("streams", ERROR, "a consumer that waits on its own producer"),
+    "lifecycle-unsupported": CodeInfo("lifecycle", ERROR, "a module or key used under a lifecycle it does not support"),
+    # graph
+    "dependency-cycle": CodeInfo("graph", ERROR, "workloads that depend on each other in a cycle"),
+    # security
+    "path-escape": CodeInfo("security", WARNING, "a literal path param that leaves the workspace"),
+    "secret-in-log": CodeInfo("security", WARNING, "a secret flowing into a param that is logged or summarised"),
+    # build
+    "not-implemented": CodeInfo("build", ERROR, "a declared module whose code is not in this release"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    message: str
+    span: Span | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    code: str
+    severity: str
+    message: str
+    span: Span
+    help: str | None = None
+    notes: tuple[Note, ...] = ()
+
+    def sort_key(self) -> tuple[str, int, int, str, str]:
+        return (self.span.path, self.span.line, self.span.col, self.code, self.message)
+
+
+@dataclass
+class Diagnostics:
+    """A sink that phases append to; ``has_errors`` decides whether later phases may run."""
+
+    items: list[Diagnostic] = field(default_factory=list)
+
+    def add(
+        self,
+        code: str,
+        message: str,
+        span: Span,
+        *,
+        help: str | None = None,
+        notes: Iterable[Note] = (),
+        severity: str | None = None,
+    ) -> None:
+        info = CODES[code]  # KeyError here is a bug: every code must be registered
+        self.items.append(
+            Diagnostic(code, severity or info.severity, message, span, help, tuple(notes))
+        )
+
+    def extend(self, other: Iterable[Diagnostic]) -> None:
+        self.items.extend(other)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(d.severity == ERROR for d in self.items)
+
+    def sorted(self) -> list[Diagnostic]:
+        seen: set[tuple] = set()
+        out = []
+        for d in sorted(self.items, key=Diagnostic.sort_key):
+            key = (d.code, d.message, d.span)
+            if key not in seen:
+                seen.add(key)
+                out.append(d)
+        return out
+
+    def __iter__(self) -> Iterator[Diagnostic]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+_COLORS = {ERROR: "\033[1;31m", WARNING: "\033[1;33m", NOTE: "\033[1;36m"}
+_BOLD = "\033[1m"
+_BLUE = "\033[1;34m"
+_RESET = "\033[0m"
+
+
+def render_text(diags: list[Diagnostic], sources: dict[str, str], *, color: bool = False) -> str:
+    """``path:line:col: severity[code]: message``, the source line, a caret span, help/notes."""
+    out: list[str] = []
+
+    def paint(text: str, style: str) -> str:
+        return f"{style}{text}{_RESET}" if color else text
+
+    for d in diags:
+        sp = d.span
+        head = f"{sp.path}:{sp.line}:{sp.col}: "
+        out.append(
+            paint(head, _BOLD)
+            + paint(f"{d.severity}[{d.code}]", _COLORS.get(d.severity, ""))
+            + paint(f": {d.message}", _BOLD)
+        )
+        out.extend(_snippet(sp, sources, paint))
+        if d.help:
+            out.append(f"  {paint('help', _BOLD)}: {d.help}")
+        for n in d.notes:
+            if n.span is not None:
+                out.append(f"  {paint('note', _BOLD)}: {n.span.path}:{n.span.line}:{n.span.col}: {n.message}")
+            else:
+                out.append(f"  {paint('note', _BOLD)}: {n.message}")
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def _snippet(sp: Span, sources: dict[str, str], paint) -> list[str]:
+    text = sources.get(sp.path)
+    if text is None:
+        return []
+    lines = text.splitlines()
+    if not 1 <= sp.line <= len(lines):
+        return []
+    src = lines[sp.line - 1].replace("\t", " ")
+    gutter = str(sp.line)
+    pad = " " * len(gutter)
+    if sp.end_line == sp.line:
+        width = max(sp.end_col - sp.col, 1)
+    else:
+        width = max(len(src) - sp.col + 1, 1)
+    caret = " " * (sp.col - 1) + "^" + "~" * (width - 1)
+    return [
+        f" {paint(gutter, _BLUE)} {paint('|', _BLUE)} {src}".rstrip(),
+        f" {pad} {paint('|', _BLUE)} {paint(caret, _BOLD)}",
+    ]
+
+
+def summary_line(diags: list[Diagnostic], files: int) -> str:
+    errors = sum(1 for d in diags if d.severity == ERROR)
+    warnings = sum(1 for d in diags if d.severity == WARNING)
+    noun = "file" if files == 1 else "files"
+    if not diags:
+        return f"ok: {files} {noun} checked, no problems"
+    parts = []
+    if errors:
+        parts.append(f"{errors} error{'s' if errors != 1 else ''}")
+    if warnings:
+        parts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
+    notes = len(diags) - errors - warnings
+    if notes:
+        parts.append(f"{notes} note{'s' if notes != 1 else ''}")
+    return f"found {', '.join(parts)} in {files} {noun} checked"
+
+
+def to_json(d: Diagnostic) -> dict:
+    sp = d.span
+    return {
+        "path": sp.path,
+        "line": sp.line,
+        "column": sp.col,
+        "end_line": sp.end_line,
+        "end_column": sp.end_col,
+        "severity": d.severity,
+        "code": d.code,
+        "message": d.message,
+        "help": d.help,
+        "notes": [
+            {"message": n.message, **({"path": n.span.path, "line": n.span.line, "column": n.span.col} if n.span else {})}
+            for n in d.notes
+        ],
+    }
+
+
+def render_json(diags: list[Diagnostic]) -> str:
+    """One JSON object per line (mypy's JSON formatter)."""
+    return "".join(json.dumps(to_json(d), ensure_ascii=False, sort_keys=True) + "\n" for d in diags)
+
+
+_SARIF_LEVEL = {ERROR: "error", WARNING: "warning", NOTE: "note"}
+
+
+def render_sarif(diags: list[Diagnostic], version: str) -> str:
+    """SARIF 2.1.0, as GitHub code scanning accepts it (one run, rules from the registry)."""
+    used = sorted({d.code for d in diags})
+    rules = [
+        {
+            "id": code,
+            "name": "".join(p.capitalize() for p in code.split("-")),
+            "shortDescription": {"text": CODES[code].summary},
+            "helpUri": f"https://gxo.dev/docs/diagnostics#{code}",
+            "defaultConfiguration": {"level": _SARIF_LEVEL[CODES[code].severity]},
+            "properties": {"tags": [CODES[code].category]},
+        }
+        for code in used
+    ]
+    index = {code: i for i, code in enumerate(used)}
+    results = []
+    for d in diags:
+        sp = d.span
+        text = d.message + (f"\nhelp: {d.help}" if d.help else "")
+        for n in d.notes:
+            text += f"\nnote: {n.message}"
+        results.append(
+            {
+                "ruleId": d.code,
+                "ruleIndex": index[d.code],
+                "level": _SARIF_LEVEL[d.severity],
+                "message": {"text": text},
+                "locations": [
+                    {
+                        "physicalLocation": {
+                            "artifactLocation": {"uri": sp.path, "uriBaseId": "%SRCROOT%"},
+                            "region": {
+                                "startLine": sp.line,
+                                "startColumn": sp.col,
+                                "endLine": sp.end_line,
+                                "endColumn": max(sp.end_col, sp.col + 1) if sp.end_line == sp.line else sp.end_col,
+                            },
+                        }
+                    }
+                ],
+                "partialFingerprints": {
+                    "primaryLocationLineHash": f"{d.code}:{sp.path}:{sp.line}:{sp.col}"
+                },
+            }
+        )
+    doc = {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "gxoc",
+                        "informationUri": "https://gxo.dev",
+                        "semanticVersion": version,
+                        "version": version,
+                        "rules": rules,
+                    }
+                },
+                "columnKind": "unicodeCodePoints",
+                "results": results,
+            }
+        ],
+    }
+    return json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str | None:
+    """``did you mean 'x'?`` from the closest candidate, or None."""
+    import difflib
+
+    cands = sorted(set(candidates))
+    best = difflib.get_close_matches(name, cands, n=1, cutoff=0.6)
+    if not best:
+        lowered = {c.lower(): c for c in cands}
+        if name.lower() in lowered:
+            best = [lowered[name.lower()]]
+    return f"did you mean '{best[0]}'?" if best else None

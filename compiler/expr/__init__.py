@@ -1,0 +1,1 @@
+"""The GXO expression language: AST, parser and function signatures."""

@@ -1,0 +1,1 @@
+"""Package data: JSON Schemas for playbooks and plans."""

@@ -1,0 +1,83 @@
+"""The declaration of a module: its contract with the compiler and the kernel."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Literal
+
+#: Lifecycle names.  A module's ``lifecycles`` governs ``supervise`` and the ``event_driven``
+#: *source* role only: every run-to-completion module may run under ``run_once``,
+#: ``scheduled`` and as an ``event_driven`` instance (design.md section 10).
+LIFECYCLES = ("run_once", "supervise", "event_driven", "scheduled")
+
+#: How a module treats ``stream_inputs``: ``none`` (refuses them), ``optional`` (reads them when
+#: given, drains otherwise), ``required`` (one or more), ``one`` (exactly one), ``two_or_more``.
+StreamInput = Literal["none", "optional", "required", "one", "two_or_more"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModuleSpec:
+    name: str  # "namespace:action", or a bare name such as "exec"
+    layer: str  # "L1".."L6", or "X" for modules outside the layer model (test:*, stream:*)
+    description: str  # one line
+    lifecycles: tuple[str, ...] = ("run_once",)
+    params_schema: dict[str, Any] = field(default_factory=dict)  # JSON Schema 2020-12
+    summary_schema: dict[str, Any] = field(default_factory=dict)  # JSON Schema of the summary
+    record_schema: dict[str, Any] | None = None  # records it emits; None = no output stream
+    stream_input: StreamInput = "none"
+    #: params evaluated once per stream record (record fields at the top of the scope), as
+    #: dotted paths where ``*`` matches every list item: ``("template",)``, ``("on.*.template",)``
+    per_record_params: tuple[str, ...] = ()
+    #: params that are condition expressions (operators may stand outside ``{{ }}``)
+    condition_params: tuple[str, ...] = ()
+    #: params that are workspace paths (contained at run time; literal escapes warn)
+    path_params: tuple[str, ...] = ()
+    #: params whose value shows up in the summary, logs or events (a secret there leaks)
+    logged_params: tuple[str, ...] = ()
+    #: params that must be literal (not templated), e.g. template:render's template
+    literal_params: tuple[str, ...] = ()
+    inline: bool = False  # pure, non-blocking, bounded: run inside the scheduler step
+    implemented: bool = False  # False: declared only; `gxoc build` refuses it (not-implemented)
+    #: ``summary_from_params``: the summary *is* the params map (control:identity)
+    summary_from_params: bool = False
+
+
+_BUILTIN_NAMESPACES = (
+    "gxo.stdlib.core",
+    "gxo.stdlib.filesystem",
+    "gxo.stdlib.control",
+    "gxo.stdlib.connection",
+    "gxo.stdlib.dns",
+    "gxo.stdlib.http",
+    "gxo.stdlib.ssh",
+    "gxo.stdlib.data",
+    "gxo.stdlib.database",
+    "gxo.stdlib.template",
+    "gxo.stdlib.stream",
+    "gxo.stdlib.test",
+)
+
+
+@lru_cache(maxsize=1)
+def registry() -> dict[str, ModuleSpec]:
+    """All declared modules by name, built-ins first, then ``gxo.modules`` entry points."""
+    specs: dict[str, ModuleSpec] = {}
+    for modname in _BUILTIN_NAMESPACES:
+        mod = importlib.import_module(modname)
+        for spec in mod.MODULES:
+            if spec.name in specs:
+                raise RuntimeError(f"module {spec.name!r} declared twice")
+            specs[spec.name] = spec
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="gxo.modules"):
+        try:
+            loaded = ep.load()
+        except Exception:  # noqa: BLE001 - a broken plugin must not break the compiler
+            continue
+        for spec in loaded if isinstance(loaded, (list, tuple)) else (loaded,):
+            if isinstance(spec, ModuleSpec) and spec.name not in specs:
+                specs[spec.name] = spec
+    return specs

@@ -1,0 +1,117 @@
+"""The restricted YAML loader: positions for every scalar style, limits, YAML 1.2 scalars."""
+
+from __future__ import annotations
+
+import pytest
+
+from gxo.compiler.diagnostics import Diagnostics
+from gxo.compiler.loader import MAX_BYTES, MapNode, ScalarNode, load_playbook
+
+
+def load(text: str):
+    d = Diagnostics()
+    loaded = load_playbook(text.encode("utf-8"), "p.yaml", d)
+    return loaded.root, d
+
+
+def value_node(text: str, key: str = "a") -> ScalarNode:
+    root, _ = load(text)
+    assert isinstance(root, MapNode)
+    node = root.get(key)
+    assert isinstance(node, ScalarNode)
+    return node
+
+
+@pytest.mark.parametrize(
+    ("text", "pos"),
+    [
+        ('a: "{{ .x }}"\n', (1, 5)),
+        ("a: '{{ .x }}'\n", (1, 5)),
+        ("a: {{ .x }}\n".replace("{{", "x {{"), (1, 6)),
+        ('a: "é\\t\\u00e9{{ .x }}"\n', (1, 14)),
+        ("a: 'it''s {{ .x }}'\n", (1, 11)),
+        ("a: |\n  one\n  two {{ .x }}\n", (3, 7)),
+        ("a: >\n  one\n  two {{ .x }}\n", (3, 7)),
+        ("a: plain\n  more {{ .x }}\n", (2, 8)),
+        ('a: "one\n  two {{ .x }}"\n', (2, 7)),
+        ('a: "one \\\n  two{{ .x }}"\n', (2, 6)),
+    ],
+)
+def test_offset_positions_for_every_style(text: str, pos: tuple[int, int]) -> None:
+    node = value_node(text)
+    assert node.position(node.value.index("{{")) == pos
+
+
+def test_yaml_12_core_scalars() -> None:
+    root, d = load("a: 0644\nb: 0o644\nc: 0x1F\nd: true\ne: True\nf: ~\ng: 1.5\nh: yes\ni: 'yes'\nj: .inf\n")
+    vals = {k.value: v.value for k, v in root.items}
+    assert vals["a"] == 644 and vals["b"] == 0o644 and vals["c"] == 31
+    assert vals["d"] is True and vals["e"] is True and vals["f"] is None and vals["g"] == 1.5
+    assert vals["h"] == "yes" and vals["i"] == "yes" and vals["j"] == float("inf")
+    codes = [x.code for x in d]
+    assert codes == ["bool-string"]  # only the plain `yes`
+    assert d.items[0].span.line == 8
+
+
+def test_duplicate_key_points_at_both() -> None:
+    _, d = load("a: 1\nb: 2\na: 3\n")
+    (diag,) = d.items
+    assert diag.code == "duplicate-key" and diag.span.line == 3
+    assert diag.notes[0].span.line == 1
+
+
+def test_billion_laughs_is_rejected_quickly() -> None:
+    import time
+
+    bomb = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    prev = "a"
+    for name in "bcdefghi":
+        bomb += f"{name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]\n"
+        prev = name
+    t0 = time.perf_counter()
+    root, d = load(bomb)
+    assert root is None and [x.code for x in d] == ["yaml-limit"]
+    assert time.perf_counter() - t0 < 5  # generous: the real bound is measured in bench/loader_bomb.py
+
+
+def test_merge_key_bomb_is_rejected() -> None:
+    text = "a: &a {x: 1, y: 2}\n"
+    prev = "a"
+    for i in range(30):
+        name = f"m{i}"
+        text += f"{name}: &{name} {{<<: [*{prev}], k{i}: [*{prev}, *{prev}]}}\n"
+        prev = name
+    root, d = load(text)
+    assert root is None and [x.code for x in d] == ["yaml-limit"]
+
+
+def test_nesting_depth_limit() -> None:
+    root, d = load("a: " + "[" * 65 + "]" * 65 + "\n")
+    assert root is None and d.items[0].code == "yaml-limit" and "nesting" in d.items[0].message
+    root, d = load("a: " + "[" * 60 + "]" * 60 + "\n")
+    assert root is not None and not d.items
+
+
+def test_size_limit() -> None:
+    d = Diagnostics()
+    loaded = load_playbook(b"a: 1\n" + b"#" * MAX_BYTES, "p.yaml", d)
+    assert loaded.root is None and d.items[0].code == "yaml-limit"
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (b"a: [1, 2\n", "flow"),
+        (b"\xff\xfe", "UTF-8"),
+        (b"", "empty"),
+        (b"a: 1\n---\nb: 2\n", "more than one"),
+        (b"a: *nope\n", "alias"),
+        (b"a: !!python/object:os.system x\n", "unsupported YAML tag"),
+        (b"a:\n\tb: 1\n", ""),
+    ],
+)
+def test_bad_yaml_is_a_diagnostic(data: bytes, fragment: str) -> None:
+    d = Diagnostics()
+    load_playbook(data, "p.yaml", d)
+    assert d.items and d.items[0].code in ("yaml-syntax", "yaml-limit")
+    assert fragment in d.items[0].message

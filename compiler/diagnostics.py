@@ -37,41 +37,66 @@ class CodeInfo:
     category: str
     severity: str
     summary: str
+    fix: str  # how to fix it, for docs/diagnostics.md
 
 
 #: The registry of codes, grouped by category (design.md section 10).
 CODES: dict[str, CodeInfo] = {
     # YAML and schema
-    "yaml-syntax": CodeInfo("yaml", ERROR, "the file is not valid YAML"),
-    "yaml-limit": CodeInfo("yaml", ERROR, "the file exceeds a loader limit (size, depth, nodes, aliases)"),
-    "bool-string": CodeInfo("yaml", WARNING, "a YAML 1.1 boolean word (yes/no/on/off) is a string here"),
-    "duplicate-key": CodeInfo("yaml", ERROR, "a mapping has the same key twice"),
-    "unknown-key": CodeInfo("schema", ERROR, "a key that the playbook schema does not define"),
-    "legacy-tasks-key": CodeInfo("schema", ERROR, "a v0.1 key (tasks, task_policy, type) that was renamed"),
-    "schema-version": CodeInfo("schema", ERROR, "schemaVersion is missing, malformed or not major 1"),
-    "invalid-value": CodeInfo("schema", ERROR, "a value of the wrong type or outside its allowed values"),
+    "yaml-syntax": CodeInfo("yaml", ERROR, "the file is not valid YAML",
+        'Fix the YAML at the position shown; quote values that start with `{{`, `*`, `&` or hold `: `.'),
+    "yaml-limit": CodeInfo("yaml", ERROR, "the file exceeds a loader limit (size, depth, nodes, aliases)",
+        'Keep playbooks under 10 MB and 64 levels deep, and reuse anchors sparingly: aliases may not expand past 250,000 nodes.'),
+    "bool-string": CodeInfo("yaml", WARNING, "a YAML 1.1 boolean word (yes/no/on/off) is a string here",
+        'Write `true`/`false` for a boolean, or quote the word (`\"yes\"`) to say you mean the string.'),
+    "duplicate-key": CodeInfo("yaml", ERROR, "a mapping has the same key twice",
+        'Remove one of the two keys; YAML would silently keep only one.'),
+    "unknown-key": CodeInfo("schema", ERROR, "a key that the playbook schema does not define",
+        'Correct the spelling (the hint names the closest key) or move the key to the block it belongs to.'),
+    "legacy-tasks-key": CodeInfo("schema", ERROR, "a v0.1 key (tasks, task_policy, type) that was renamed",
+        'Rename the v0.1 key as the hint says (`tasks` -> `workloads`, `task_policy` -> `workload_policy`, `type` -> `process.module`).'),
+    "schema-version": CodeInfo("schema", ERROR, "schemaVersion is missing, malformed or not major 1",
+        'Write `schemaVersion: \"1.0.0\"`: a semantic version whose major is 1.'),
+    "invalid-value": CodeInfo("schema", ERROR, "a value of the wrong type or outside its allowed values",
+        'Give a value of the type and range the key documents (the hint quotes it).'),
     # names and references
-    "duplicate-name": CodeInfo("names", ERROR, "two workloads (or pipeline steps) share a name"),
-    "duplicate-register": CodeInfo("names", ERROR, "two workloads register the same key"),
-    "reserved-name": CodeInfo("names", ERROR, "a name in the kernel's reserved _gxo namespace"),
-    "template-syntax": CodeInfo("expressions", ERROR, "a template or condition does not parse"),
-    "unknown-function": CodeInfo("expressions", ERROR, "a call to a function the language does not have"),
-    "unknown-module": CodeInfo("names", ERROR, "process.module names no declared module"),
-    "undefined-name": CodeInfo("names", ERROR, "a reference to a name that no register, var or loop defines"),
-    "unknown-field": CodeInfo("types", ERROR, "a field that the referenced value's type does not have"),
+    "duplicate-name": CodeInfo("names", ERROR, "two workloads (or pipeline steps) share a name",
+        'Give every workload (and every pipeline step) its own name.'),
+    "duplicate-register": CodeInfo("names", ERROR, "two workloads register the same key",
+        'Give every `register` its own key, distinct from the vars.'),
+    "reserved-name": CodeInfo("names", ERROR, "a name in the kernel's reserved _gxo namespace",
+        'Pick a name outside `_gxo`: that namespace is written by the kernel.'),
+    "template-syntax": CodeInfo("expressions", ERROR, "a template or condition does not parse",
+        'Fix the expression at the caret: close every `{{`, `(`, string and `if`/`range`/`with` block.'),
+    "unknown-function": CodeInfo("expressions", ERROR, "a call to a function the language does not have",
+        'Use a function the language has (the hint names the closest); see docs/expressions.md.'),
+    "unknown-module": CodeInfo("names", ERROR, "process.module names no declared module",
+        'Use a declared module name (the hint names the closest); see docs/modules/.'),
+    "undefined-name": CodeInfo("names", ERROR, "a reference to a name that no register, var or loop defines",
+        'Reference a register, a var, `_gxo` or the loop variable; check the spelling.'),
+    "unknown-field": CodeInfo("types", ERROR, "a field that the referenced value's type does not have",
+        "Use a field that the value has: registered values have the fields of the module's summary."),
     # types
-    "type-mismatch": CodeInfo("types", ERROR, "a value whose type cannot be used where it stands"),
+    "type-mismatch": CodeInfo("types", ERROR, "a value whose type cannot be used where it stands",
+        'Convert the value (`int`, `float`, `str`) or compare values of the same type.'),
     # lifecycle and streams
-    "stream-input": CodeInfo("streams", ERROR, "stream_inputs that the module or the producer cannot take"),
-    "stream-deadlock": CodeInfo("streams", ERROR, "a consumer that waits on its own producer"),
-    "lifecycle-unsupported": CodeInfo("lifecycle", ERROR, "a module or key used under a lifecycle it does not support"),
+    "stream-input": CodeInfo("streams", ERROR, "stream_inputs that the module or the producer cannot take",
+        'List only stream producers in `stream_inputs`, and as many as the module reads.'),
+    "stream-deadlock": CodeInfo("streams", ERROR, "a consumer that waits on its own producer",
+        "Do not make a consumer wait for the producer it streams from; read the producer's summary in another workload."),
+    "lifecycle-unsupported": CodeInfo("lifecycle", ERROR, "a module or key used under a lifecycle it does not support",
+        'Use the key or module under a lifecycle that supports it, or change the policy.'),
     # graph
-    "dependency-cycle": CodeInfo("graph", ERROR, "workloads that depend on each other in a cycle"),
+    "dependency-cycle": CodeInfo("graph", ERROR, "workloads that depend on each other in a cycle",
+        "Remove one of the references (or needs) on the cycle's path."),
     # security
-    "path-escape": CodeInfo("security", WARNING, "a literal path param that leaves the workspace"),
-    "secret-in-log": CodeInfo("security", WARNING, "a secret flowing into a param that is logged or summarised"),
+    "path-escape": CodeInfo("security", WARNING, "a literal path param that leaves the workspace",
+        'Use a path relative to the workspace; absolute paths and `..` that leave it are refused at run time.'),
+    "secret-in-log": CodeInfo("security", WARNING, "a secret flowing into a param that is logged or summarised",
+        'Pass secrets only through params that are not echoed in summaries or logs (e.g. `environment`).'),
     # build
-    "not-implemented": CodeInfo("build", ERROR, "a declared module whose code is not in this release"),
+    "not-implemented": CodeInfo("build", ERROR, "a declared module whose code is not in this release",
+        'Use a module whose code ships in this release, or wait for the release that brings it.'),
 }
 
 

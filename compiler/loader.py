@@ -332,13 +332,13 @@ class _Converter:
             self.diags.add("yaml-syntax", f"unsupported YAML tag '{node.tag}'", self.span(node),
                            help="remove the tag; playbooks use plain YAML data only")
 
-    def scalar(self, node: yaml.ScalarNode) -> ScalarNode:
+    def scalar(self, node: yaml.ScalarNode, *, is_key: bool = False) -> ScalarNode:
         style = node.style or ""
         raw = node.value
         value: Any = raw
         if node.tag == _PLAIN_TAG and style == "":
             value, is_bool_word = _resolve_plain(raw)
-            if is_bool_word:
+            if is_bool_word and not is_key:  # a key is a name (`on:` of data:join), never a boolean
                 self.diags.add(
                     "bool-string",
                     f"'{raw}' is the string \"{raw}\", not a boolean",
@@ -375,7 +375,7 @@ class _Converter:
                 self.diags.add("yaml-syntax", "a mapping key must be a plain value, not a list or mapping",
                                self.span(knode), help="quote the key, or restructure the mapping")
                 continue
-            key = self.scalar(knode)
+            key = self.scalar(knode, is_key=True)
             hashable = key.value if not isinstance(key.value, float) or key.value == key.value else str(key.value)
             if hashable in seen:
                 first = seen[hashable]

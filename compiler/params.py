@@ -1,0 +1,84 @@
+"""Module params against the module's JSON Schema, for the values known at compile time.
+
+Templated strings are checked by the type checker (their type comes from the expression), so
+schema errors located at or under a templated value are dropped here.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from gxo.compiler.diagnostics import Diagnostics, did_you_mean
+from gxo.compiler.loader import MapNode, YNode, walk_path
+
+
+@lru_cache(maxsize=None)
+def _validator(name: str):
+    import jsonschema
+
+    from gxo.stdlib import registry
+
+    return jsonschema.Draft202012Validator(registry()[name].params_schema)
+
+
+def _templated(value: Any) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "${" in value
+    if isinstance(value, list):
+        return any(_templated(v) for v in value)
+    if isinstance(value, dict):
+        return any(_templated(v) for v in value.values())
+    return False
+
+
+def validate_params(module: str, plain: Any, node: YNode | None, anchor: YNode, anchor_key, diags: Diagnostics,
+                    prefix: str = "params") -> None:
+    """Report schema violations of ``module``'s params; ``anchor``/``anchor_key`` locate
+    problems that have no node of their own (a missing param)."""
+    if plain is None:
+        plain = {}
+    errors = sorted(_validator(module).iter_errors(plain), key=lambda e: [str(p) for p in e.absolute_path])
+    seen: set = set()
+    for err in errors:
+        path = tuple(err.absolute_path)
+        if _templated(err.instance) and err.validator not in ("additionalProperties", "required"):
+            continue
+        target = walk_path(node, path) if node is not None else None
+        if err.validator == "additionalProperties":
+            allowed = list(err.schema.get("properties", {}))
+            for key in err.instance:
+                if key in allowed or (module, path, key) in seen:
+                    continue
+                seen.add((module, path, key))
+                parent = walk_path(node, path)
+                k = parent.key_node(key) if isinstance(parent, MapNode) else None
+                span = k.span if k else (anchor_key.span if anchor_key else anchor.span)
+                diags.add("unknown-key", f"module '{module}' has no param '{key}'", span,
+                          help=did_you_mean(key, allowed) or ("its params are: " + ", ".join(allowed) if allowed else "it takes no params"))
+            continue
+        if err.validator == "required":
+            missing = err.message.split("'")[1] if "'" in err.message else "a param"
+            where = prefix + "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in path)
+            span = (target.span if target is not None and path else None) or (anchor_key.span if anchor_key else anchor.span)
+            sub = err.schema.get("properties", {}).get(missing, {}) if isinstance(err.schema, dict) else {}
+            diags.add("invalid-value", f"module '{module}' needs param '{missing}'" + (f" in {where}" if path else ""),
+                      span, help=sub.get("description") if isinstance(sub, dict) else None)
+            continue
+        if (err.validator, path) in seen:
+            continue
+        seen.add((err.validator, path))
+        where = prefix + "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in path)
+        span = target.span if target is not None else (anchor_key.span if anchor_key else anchor.span)
+        help_text = err.schema.get("description") if isinstance(err.schema, dict) else None
+        if err.validator == "enum":
+            opts = err.schema["enum"]
+            msg = f"{where} must be one of {', '.join(json.dumps(o) for o in opts)}, got {json.dumps(err.instance)}"
+            if isinstance(err.instance, str):
+                help_text = did_you_mean(err.instance, [str(o) for o in opts]) or help_text
+        elif err.validator == "type":
+            msg = f"{where} must be of type {err.validator_value}, got {json.dumps(err.instance)[:60]}"
+        else:
+            msg = f"{where}: {err.message[:200]}"
+        diags.add("invalid-value", msg, span, help=help_text)

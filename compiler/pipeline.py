@@ -1,0 +1,45 @@
+"""The front end's named stages, run in order on one playbook: load, validate, model,
+resolve, deps.  Each stage appends to the same ``Diagnostics``; later stages run even after
+errors where they can, so that one run reports every problem (blockers stop it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gxo.compiler.diagnostics import Diagnostics
+from gxo.compiler.loader import MapNode, load_playbook
+from gxo.compiler.schema import validate_playbook
+
+STAGES = ("load", "validate", "model", "resolve", "deps")
+
+
+@dataclass
+class Result:
+    path: str
+    source: str
+    diags: Diagnostics
+    playbook: object | None = None
+    analysis: object | None = None
+    graph: object | None = None
+
+
+def check_source(data: bytes | str, path: str) -> Result:
+    diags = Diagnostics()
+    loaded = load_playbook(data, path, diags)
+    res = Result(path, loaded.source, diags)
+    root = loaded.root
+    if root is None:
+        return res
+    validate_playbook(root, diags)
+    if not isinstance(root, MapNode):
+        return res
+    from gxo.compiler.graph import build_graph
+    from gxo.compiler.model import build_model
+    from gxo.compiler.resolve import resolve
+
+    pb = build_model(root, diags)
+    res.playbook = pb
+    an = resolve(pb, diags)
+    res.analysis = an
+    res.graph = build_graph(an, diags)
+    return res

@@ -1,0 +1,431 @@
+"""Phase ``resolve``: names, modules, lifecycles and stream rules; then types and references.
+
+Checks that every name is defined once, every module is declared and allowed under its
+lifecycle, and every ``stream_inputs`` link can carry records; then type-checks every
+expression site (``typecheck``) with the scope it runs in and collects its references, from
+which ``graph`` infers the state edges.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from dataclasses import dataclass, field
+
+from gxo.compiler import types as T
+from gxo.compiler.diagnostics import Diagnostics, Note, did_you_mean
+from gxo.compiler.expr import ast
+from gxo.compiler.loader import MapNode, ScalarNode, YNode, to_plain, walk_path
+from gxo.compiler.model import ExprSite, Playbook, Workload
+from gxo.compiler.records import RecordTypes
+from gxo.compiler.typecheck import Ref, Scope, check_site
+from gxo.stdlib import registry
+
+#: consumers that only wait for their inputs' end-of-stream: any workload may feed them
+_WAITS_ONLY = {"control:barrier"}
+_LEGACY_MODULES = {"generate:from_list": "data:generate_from_list", "stream:join": "data:join"}
+_CRON_FIELD = re.compile(r"^(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?(,(\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?)*$")
+
+
+@dataclass
+class Analysis:
+    playbook: Playbook
+    by_name: dict[str, Workload]
+    by_register: dict[str, Workload]
+    refs: dict[str, list[Ref]] = field(default_factory=dict)  # workload name -> refs
+    site_types: dict[int, T.Type] = field(default_factory=dict)  # id(site) -> type
+    register_types: dict[str, T.Type] = field(default_factory=dict)
+    record_types: RecordTypes | None = None
+
+
+def resolve(pb: Playbook, diags: Diagnostics) -> Analysis:
+    by_name: dict[str, Workload] = {}
+    by_register: dict[str, Workload] = {}
+    for w in pb.workloads:
+        if w.name_node is not None:
+            if w.name in by_name:
+                first = by_name[w.name]
+                diags.add("duplicate-name", f"workload name '{w.name}' is used twice", w.name_node.span,
+                          help="workload names must be unique; rename one",
+                          notes=[Note("first used here", first.name_node.span if first.name_node else None)])
+            else:
+                by_name[w.name] = w
+    for w in pb.workloads:
+        if w.register is None or w.register_node is None:
+            continue
+        if w.register.startswith("_gxo"):
+            diags.add("reserved-name", f"register '{w.register}' is in the reserved _gxo namespace",
+                      w.register_node.span, help="the _gxo namespace is written by the kernel only; pick another name")
+            continue
+        if w.register in by_register:
+            first = by_register[w.register]
+            diags.add("duplicate-register", f"register '{w.register}' is used by two workloads",
+                      w.register_node.span, help="each workload must register under its own key",
+                      notes=[Note(f"first registered by '{first.name}'", first.register_node.span if first.register_node else None)])
+            continue
+        if w.register in pb.vars:
+            diags.add("duplicate-register", f"register '{w.register}' has the same name as a var",
+                      w.register_node.span, help="rename the register or the var; a reference could mean either")
+            continue
+        by_register[w.register] = w
+    an = Analysis(pb, by_name, by_register)
+    for w in pb.workloads:
+        _check_module(w, diags)
+        _check_lifecycle(w, an, diags)
+        _check_links(w, an, diags)
+        _check_steps(w, diags)
+    an.record_types = RecordTypes(an, diags)
+    _register_types(an)
+    _check_sites(an, diags)
+    return an
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_module(w: Workload, diags: Diagnostics) -> None:
+    if w.module_node is None or not w.module:
+        return
+    if w.spec is None:
+        if w.module in _LEGACY_MODULES:
+            help_text = f"the module was renamed: write '{_LEGACY_MODULES[w.module]}'"
+        else:
+            help_text = did_you_mean(w.module, registry()) or "see docs/modules/ for the declared modules"
+        diags.add("unknown-module", f"unknown module '{w.module}'", w.module_node.span, help=help_text)
+
+
+def _key_span(node: MapNode, *path: str):
+    cur: YNode | None = node
+    for p in path[:-1]:
+        cur = cur.get(p) if isinstance(cur, MapNode) else None
+    if isinstance(cur, MapNode):
+        k = cur.key_node(path[-1])
+        return k.span if k else None
+    return None
+
+
+def _check_lifecycle(w: Workload, an: Analysis, diags: Diagnostics) -> None:
+    life = w.node.get("lifecycle")
+    if not isinstance(life, MapNode):
+        return
+    pol = w.policy
+    for key, needed in (("restart", "supervise"), ("backoff", "supervise"), ("source", "event_driven"), ("cron", "scheduled")):
+        k = life.key_node(key)
+        if k is not None and pol != needed:
+            diags.add("lifecycle-unsupported", f"'{key}' applies only to policy {needed}, not {pol}", k.span,
+                      help=f"remove '{key}', or set policy: {needed}")
+    for needed_key, pol_name in (("source", "event_driven"), ("cron", "scheduled")):
+        if pol == pol_name and life.get(needed_key) is None:
+            span = w.policy_node.span if w.policy_node else life.span
+            diags.add("invalid-value", f"policy {pol_name} needs lifecycle.{needed_key}", span,
+                      help="name the producer whose records start instances" if needed_key == "source"
+                      else "give a 5-field cron expression, e.g. cron: \"*/5 * * * *\"")
+    cron = life.get("cron")
+    if isinstance(cron, ScalarNode) and isinstance(cron.value, str):
+        fields = cron.value.split()
+        if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+            diags.add("invalid-value", f"'{cron.value}' is not a 5-field cron expression", cron.span,
+                      help="minute hour day-of-month month day-of-week, e.g. \"30 2 * * *\"")
+    if pol == "supervise" and w.spec is not None and "supervise" not in w.spec.lifecycles:
+        diags.add("lifecycle-unsupported", f"module '{w.module}' runs to completion and cannot be supervised",
+                  w.module_node.span if w.module_node else w.node.span,
+                  help=f"use policy run_once or scheduled; modules that can be supervised: {_supervisable()}")
+    if w.source is not None and pol == "event_driven":
+        name, node = w.source
+        src = an.by_name.get(name)
+        if src is None:
+            diags.add("undefined-name", f"source '{name}' is not a workload", node.span,
+                      help=did_you_mean(name, an.by_name) or None)
+        elif name == w.name:
+            diags.add("dependency-cycle", f"workload '{w.name}' is its own event source", node.span)
+        elif src.spec is not None and src.spec.record_schema is None:
+            diags.add("stream-input", f"source '{name}' ({src.module}) produces no records to start instances from",
+                      node.span, help="an event source must be a stream producer such as connection:listen")
+
+
+def _supervisable() -> str:
+    return ", ".join(sorted(n for n, s in registry().items() if "supervise" in s.lifecycles))
+
+
+def _check_links(w: Workload, an: Analysis, diags: Diagnostics) -> None:
+    seen: set[str] = set()
+    for name, node in w.needs:
+        if name == w.name:
+            diags.add("dependency-cycle", f"workload '{w.name}' needs itself", node.span)
+        elif name not in an.by_name:
+            diags.add("undefined-name", f"needs: '{name}' is not a workload", node.span,
+                      help=did_you_mean(name, an.by_name) or None)
+    for name, node in w.stream_inputs:
+        if name in seen:
+            continue
+        seen.add(name)
+        if name == w.name:
+            diags.add("stream-input", f"workload '{w.name}' lists itself in stream_inputs", node.span,
+                      help="a workload cannot consume its own stream")
+            continue
+        prod = an.by_name.get(name)
+        if prod is None:
+            diags.add("undefined-name", f"stream input '{name}' is not a workload", node.span,
+                      help=did_you_mean(name, an.by_name) or None)
+        elif prod.spec is not None and prod.spec.record_schema is None and w.module not in _WAITS_ONLY:
+            diags.add("stream-input", f"'{name}' ({prod.module}) produces no stream", node.span,
+                      help="stream_inputs must name producers such as data:generate_from_list, "
+                      "data:parse, filesystem:list, passthrough or data:map")
+    if w.spec is None:
+        return
+    n = len({n for n, _ in w.stream_inputs})
+    kind = w.spec.stream_input
+    key = w.node.key_node("stream_inputs")
+    where = key.span if key is not None else (w.module_node.span if w.module_node else w.node.span)
+    if kind == "none" and n:
+        diags.add("stream-input", f"module '{w.module}' takes no stream inputs", where,
+                  help="remove stream_inputs, or pass data through state with register/templates")
+    elif kind == "required" and not n:
+        diags.add("stream-input", f"module '{w.module}' needs stream_inputs", where,
+                  help="name the producer(s) it reads: stream_inputs: [producer]")
+    elif kind == "one" and n != 1:
+        diags.add("stream-input", f"module '{w.module}' reads exactly one stream input, got {n}", where,
+                  help="put a passthrough in front to merge several streams" if n > 1 else "add stream_inputs: [producer]")
+    elif kind == "two_or_more" and n < 2:
+        diags.add("stream-input", f"module '{w.module}' needs at least two stream inputs, got {n}", where)
+    if w.module == "data:join" and w.params_node is not None:
+        on = w.params_node.get("on")
+        inputs = {n for n, _ in w.stream_inputs}
+        for item in getattr(on, "items", []):
+            s = item.get("stream") if isinstance(item, MapNode) else None
+            if isinstance(s, ScalarNode) and isinstance(s.value, str) and s.value not in inputs:
+                diags.add("stream-input", f"join side '{s.value}' is not one of this workload's stream_inputs",
+                          s.span, help=did_you_mean(s.value, inputs) or "list it in stream_inputs")
+
+
+def _check_steps(w: Workload, diags: Diagnostics) -> None:
+    ids: dict[str, ScalarNode] = {}
+    for st in w.steps:
+        if st.id_node is not None:
+            if st.id in ids:
+                diags.add("duplicate-name", f"step id '{st.id}' is used twice in this pipeline", st.id_node.span,
+                          notes=[Note("first used here", ids[st.id].span)])
+            ids.setdefault(st.id, st.id_node)
+        if st.uses_node is not None and st.spec is None and st.uses:
+            diags.add("unknown-module", f"unknown module '{st.uses}'", st.uses_node.span,
+                      help=did_you_mean(st.uses, registry()) or None)
+    for st in w.steps:
+        for name, node in st.needs:
+            if name not in ids:
+                diags.add("undefined-name", f"step '{name}' is not defined in this pipeline", node.span,
+                          help=did_you_mean(name, ids) or None)
+            elif name == st.id:
+                diags.add("dependency-cycle", f"step '{st.id}' needs itself", node.span)
+
+
+# ---------------------------------------------------------------------------------------------
+# Types of registers and sites
+
+
+def _register_types(an: Analysis) -> None:
+    for name, w in an.by_register.items():
+        if w.spec is None:
+            t: T.Type = T.ANY
+        elif w.spec.summary_from_params:
+            t = T.of_value(to_plain(w.params_node)) if w.params_node is not None else T.MapT(())
+            if any(s.param_path is not None for s in w.exprs):
+                t = _open_templated(t)
+        else:
+            t = T.from_schema(w.spec.summary_schema)
+        an.register_types[name] = T.ListT(t) if w.is_looped else t
+
+
+def _open_templated(t: T.Type) -> T.Type:
+    """control:identity with templated params: field types are only known at run time."""
+    if isinstance(t, T.MapT):
+        return T.MapT(tuple((k, _open_templated(v) if not isinstance(v, T.Prim) else (T.ANY if v == T.STR else v))
+                            for k, v in t.fields), open=False)
+    return t
+
+
+def _gxo_type(an: Analysis) -> T.Type:
+    status = T.MapT((("status", T.STR),))
+    wl = T.MapT(tuple((n, status) for n in an.by_name))
+    return T.MapT((
+        ("workloads", wl),
+        ("tasks", wl),
+        ("workspace", T.MapT((("path", T.STR),))),
+        ("playbook", T.MapT((("id", T.STR), ("name", T.STR)))),
+        ("run", T.MapT((("id", T.STR),))),
+        ("resume_payload", T.ANY),
+    ))
+
+
+def _base_names(an: Analysis) -> dict[str, tuple[T.Type, str]]:
+    names: dict[str, tuple[T.Type, str]] = {}
+    for k, v in an.playbook.vars.items():
+        names[k] = (T.of_value(v) if not (isinstance(v, str) and ("{{" in v or "${" in v)) else T.ANY, "var")
+    for k, t in an.register_types.items():
+        names[k] = (t, "register")
+    names["_gxo"] = (_gxo_type(an), "gxo")
+    return names
+
+
+def _loop_elem(w: Workload, an: Analysis) -> T.Type:
+    node = w.loop_node
+    if node is None:
+        return T.ANY
+    if isinstance(node, ScalarNode) and isinstance(node.value, str):
+        t = next((an.site_types.get(id(s)) for s in w.exprs if s.where == "loop"), None) or T.ANY
+        if isinstance(t, T.ListT):
+            return t.elem
+        if isinstance(t, T.DictT):
+            return t.value
+        if isinstance(t, T.MapT):
+            return T.union(v for _, v in t.fields) if t.fields and not t.open else T.ANY
+        return T.ANY
+    t = T.of_value(to_plain(node))
+    return t.elem if isinstance(t, T.ListT) else T.ANY
+
+
+def _check_sites(an: Analysis, diags: Diagnostics) -> None:
+    base = _base_names(an)
+    var_scope = Scope({k: v for k, v in base.items() if v[1] == "var"})
+    for site in an.playbook.var_exprs:
+        res = check_site(site, var_scope, diags)
+        an.site_types[id(site)] = res.type
+    for w in an.playbook.workloads:
+        refs: list[Ref] = []
+        # `loop` first: the loop variable's type comes from it
+        ordered = sorted(w.exprs, key=lambda s: s.where != "loop")
+        for site in ordered:
+            scope = _scope_for(w, site, an, base)
+            res = check_site(site, scope, diags)
+            an.site_types[id(site)] = res.type
+            refs.extend(res.refs)
+            _check_secrets(w, site, res.secrets, diags)
+            _check_param_type(w, site, res.type, diags)
+        _check_literal_params(w, diags)
+        _check_paths(w, diags)
+        an.refs[w.name] = refs
+
+
+def _scope_for(w: Workload, site: ExprSite, an: Analysis, base: dict) -> Scope:
+    names = dict(base)
+    if w.is_looped and site.where != "loop":
+        names[w.loop_var] = (_loop_elem(w, an), "loop")
+    if site.step is not None or (w.module == "stream:pipeline" and site.per_record):
+        for st in w.steps:
+            names.setdefault(st.id, (T.ANY, "step"))
+            if st.register:
+                names.setdefault(st.register, (T.ANY, "step"))
+        rec = an.record_types.input_type(w) if an.record_types else T.ANY
+        return Scope(names, open=True, record=None if rec == T.ANY else None)
+    if site.per_record and not w.stream_inputs and w.source is None:
+        # no input stream: an assert evaluates once against the state; a module that takes no
+        # inputs (http:request success_when/fail_when) sees its own summary over the state
+        if w.spec is not None and w.spec.stream_input == "none":
+            summary = T.from_schema(w.spec.summary_schema)
+            if isinstance(summary, T.MapT):
+                for k, v in summary.fields:
+                    names[k] = (v, "record")
+        return Scope(names)
+    if site.per_record:
+        rec = an.record_types.input_type(w) if an.record_types else T.ANY
+        if w.module == "data:join":  # join key templates see state + record
+            if isinstance(rec, T.MapT):
+                for k, v in rec.fields:
+                    names.setdefault(k, (v, "record"))
+            return Scope(names, open=not isinstance(rec, T.MapT) or rec.open, record=rec)
+        if isinstance(rec, T.MapT):
+            rec_names = {k: (v, "record") for k, v in rec.fields}
+            return Scope(rec_names, open=rec.open, record=rec)
+        return Scope({}, open=True, record=rec)
+    return Scope(names)
+
+
+def _match_prefix(patterns: tuple[str, ...], path: tuple | None) -> bool:
+    if path is None:
+        return False
+    for p in patterns:
+        parts = p.split(".")
+        if len(parts) <= len(path) and all(a == "*" and isinstance(b, int) or a == b for a, b in zip(parts, path)):
+            return True
+    return False
+
+
+def _check_secrets(w: Workload, site: ExprSite, secrets: list, diags: Diagnostics) -> None:
+    if not secrets or w.spec is None or site.param_path is None:
+        return
+    if w.spec.summary_from_params or _match_prefix(w.spec.logged_params, site.param_path):
+        for name, span in secrets:
+            diags.add("secret-in-log", f"secret '{name}' flows into {site.where}, which {w.module} "
+                      f"{'returns in its summary' if w.spec.summary_from_params else 'logs or returns in its summary'}",
+                      span, help="pass the secret through a param that is not echoed (e.g. environment), "
+                      "or accept that GXO redacts it as [REDACTED_SECRET]")
+
+
+def subschema(schema: dict, path: tuple) -> dict | None:
+    cur: object = schema
+    for seg in path:
+        if not isinstance(cur, dict):
+            return None
+        if isinstance(seg, int):
+            cur = cur.get("items")
+        else:
+            props = cur.get("properties", {})
+            if seg in props:
+                cur = props[seg]
+            elif isinstance(cur.get("additionalProperties"), dict):
+                cur = cur["additionalProperties"]
+            else:
+                return None
+    return cur if isinstance(cur, dict) else None
+
+
+def _check_param_type(w: Workload, site: ExprSite, t: T.Type, diags: Diagnostics) -> None:
+    if w.spec is None or site.param_path is None or site.step is not None:
+        return
+    if not isinstance(site.tree, ast.Template) or site.tree.single is None:
+        return
+    sub = subschema(w.spec.params_schema, site.param_path)
+    if sub is None:
+        return
+    want = T.from_schema(sub)
+    if want == T.STR or T.STR in T.options(want):
+        return  # converted to its text form
+    if not T.assignable(t, want):
+        diags.add("type-mismatch", f"{site.where} must be {want}, but the expression gives {t}", site.node.span,
+                  help=sub.get("description"))
+
+
+def _check_literal_params(w: Workload, diags: Diagnostics) -> None:
+    """Validate the literal (non-templated) part of the params against the module schema."""
+    if w.spec is None or w.spec.summary_from_params or not w.spec.params_schema:
+        return
+    from gxo.compiler.params import validate_params
+
+    node = w.params_node
+    proc = w.node.get("process")
+    key = proc.key_node("params") if isinstance(proc, MapNode) else None
+    validate_params(w.module, to_plain(node) if node is not None else {}, node,
+                    w.module_node or w.node, key, diags)
+    for st in w.steps:
+        if st.spec is None or st.spec.summary_from_params or not st.spec.params_schema:
+            continue
+        step_node = w.params_node.get("steps").items[st.index]  # type: ignore[union-attr]
+        with_key = step_node.key_node("with") if isinstance(step_node, MapNode) else None
+        validate_params(st.uses, to_plain(st.with_node) if st.with_node is not None else {}, st.with_node,
+                        st.uses_node or step_node, with_key, diags, prefix=f"steps[{st.index}].with")
+
+
+def _check_paths(w: Workload, diags: Diagnostics) -> None:
+    if w.spec is None or w.params_node is None:
+        return
+    for p in w.spec.path_params:
+        node = walk_path(w.params_node, tuple(p.split(".")))
+        if not isinstance(node, ScalarNode) or not isinstance(node.value, str):
+            continue
+        v = node.value
+        if "{{" in v or "${" in v:
+            continue
+        norm = posixpath.normpath(v)
+        if v.startswith("/") or norm == ".." or norm.startswith("../"):
+            diags.add("path-escape", f"path {json.dumps(v)} leaves the workspace; the run will refuse it",
+                      node.span, help="paths are relative to the run's workspace (_gxo.workspace.path)")

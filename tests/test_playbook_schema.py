@@ -1,0 +1,576 @@
+"""The playbook JSON Schema (schemas/playbook.schema.json): well-formed, strict, and one error per rule.
+
+Every invalid case changes one thing in a valid playbook and must produce exactly one error, at
+the expected instance path and from the expected keyword: that is what lets the compiler map a
+schema error to one precise diagnostic (span + hint from the schema's ``description``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Iterator
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from jsonschema import Draft202012Validator
+
+DELETE = object()  # a patch value that removes the key
+
+
+def _load_schema() -> dict[str, Any]:
+    text = (files("gxo.schemas") / "playbook.schema.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+SCHEMA = _load_schema()
+VALIDATOR = Draft202012Validator(SCHEMA)
+
+
+def _errors(doc: Any) -> list[tuple[tuple[Any, ...], str]]:
+    return sorted(
+        ((tuple(e.absolute_path), str(e.validator)) for e in VALIDATOR.iter_errors(doc)),
+        key=repr,
+    )
+
+
+def _patched(doc: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """Apply ``{"/json/pointer": value}`` patches to a deep copy of ``doc``."""
+    out = copy.deepcopy(doc)
+    for pointer, value in patch.items():
+        parts: list[Any] = [int(p) if p.isdigit() else p for p in pointer.strip("/").split("/")]
+        target: Any = out
+        for part in parts[:-1]:
+            target = target[part]
+        if value is DELETE:
+            del target[parts[-1]]
+        else:
+            target[parts[-1]] = value
+    return out
+
+
+# A minimal valid playbook that the cases below change one key at a time.
+BASE: dict[str, Any] = {
+    "name": "demo",
+    "schemaVersion": "1.0.0",
+    "workloads": [
+        {
+            "name": "a",
+            "lifecycle": {"policy": "run_once"},
+            "process": {"module": "exec", "params": {"command": "true"}},
+        }
+    ],
+}
+
+# A playbook that uses every key the schema defines (checked by test_full_playbook_uses_every_key).
+FULL: dict[str, Any] = {
+    "name": "everything",
+    "schemaVersion": "v1.0.0",
+    "vars": {"env": "staging", "users": ["alice", "bob"], "limits": {"cpu": 2}},
+    "state_policy": {"access_mode": "deep_copy"},
+    "channel_policy": {"buffer_size": 0, "overflow_strategy": "drop_oldest"},
+    "workload_policy": {"max_concurrency": 8, "skip_on_no_input": False},
+    "workloads": [
+        {
+            "name": "listener",
+            "lifecycle": {
+                "policy": "supervise",
+                "restart": "always",
+                "backoff": {
+                    "base": "1s",
+                    "cap": "60s",
+                    "jitter": 0.1,
+                    "max_restarts": 5,
+                    "restart_window": "10m",
+                },
+            },
+            "process": {"module": "connection:listen", "params": {"network": "tcp", "address": ":8080"}},
+            "security_context": {
+                "seccomp": "default-minimal",
+                "namespaces": {
+                    "mount": True,
+                    "pid": True,
+                    "ipc": True,
+                    "uts": True,
+                    "user": True,
+                    "net": False,
+                },
+                "resources": {
+                    "memory_bytes": 268435456,
+                    "cpu_quota_us": 50000,
+                    "cpu_period_us": 100000,
+                    "cpu_weight": 200,
+                },
+                "no_new_privileges": True,
+                "user": "nobody",
+                "read_only_paths": ["/etc", "/usr"],
+                "root_filesystem": "/srv/rootfs",
+            },
+        },
+        {
+            "name": "handler",
+            "lifecycle": {"policy": "event_driven", "source": "listener"},
+            "process": {
+                "module": "stream:pipeline",
+                "params": {"steps": [{"id": "read", "uses": "connection:read", "with": {"connection_id": "{{ .connection_id }}"}}]},
+            },
+            "security_context": {"seccomp_profile_path": "profiles/strict.json"},
+        },
+        {
+            "name": "nightly",
+            "lifecycle": {"policy": "scheduled", "cron": "30 2 * * *"},
+            "process": {"module": "exec", "params": {"command": "date"}},
+            "timeout": "5m",
+        },
+        {
+            "name": "seed",
+            "lifecycle": {"policy": "run_once"},
+            "process": {"module": "data:generate_from_list", "params": {"items": [1, 2, 3]}},
+        },
+        {
+            "name": "consume",
+            "lifecycle": {"policy": "run_once"},
+            "process": {"module": "passthrough"},
+            "stream_inputs": ["seed"],
+            "policy": {"skip_on_no_input": True},
+            "register": "consumed",
+        },
+        {
+            "name": "write-files",
+            "lifecycle": {"policy": "run_once"},
+            "process": {
+                "module": "filesystem:write",
+                "params": {"path": "home/{{ .user }}.txt", "content": "hi {{ .user }}", "mode": "0600"},
+            },
+            "register": "written",
+            "needs": ["consume"],
+            "when": '{{ eq .env "staging" }}',
+            "loop": "{{ .users }}",
+            "loop_control": {"loop_var": "user", "parallel": 2},
+            "retry": {
+                "attempts": 3,
+                "delay": "2s",
+                "max_delay": "10s",
+                "backoff_factor": 2.0,
+                "jitter": 0.1,
+                "on_error": True,
+            },
+            "timeout": "1m30s",
+            "ignore_errors": True,
+            "state_policy": {"access_mode": "unsafe_direct_reference"},
+        },
+    ],
+}
+
+
+def _subschema(ref: str) -> dict[str, Any]:
+    return SCHEMA["$defs"][ref]
+
+
+def _walk(node: Any, where: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every subschema (dict) of the schema, with a JSON-pointer-like location."""
+    if isinstance(node, dict):
+        yield where, node
+        for key, value in node.items():
+            yield from _walk(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _walk(value, f"{where}/{i}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The schema itself
+
+
+def test_check_schema() -> None:
+    Draft202012Validator.check_schema(SCHEMA)
+
+
+def test_dialect_and_versioned_id() -> None:
+    assert SCHEMA["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert re.search(r"/v1(\.json)?$", SCHEMA["$id"]), SCHEMA["$id"]
+
+
+def test_every_object_is_strict() -> None:
+    free_maps = {"#/properties/vars", "#/$defs/Process/properties/params"}
+    for where, node in _walk(SCHEMA):
+        if node.get("type") == "object" and where not in free_maps:
+            assert node.get("additionalProperties") is False, where
+    for where in free_maps:
+        assert "additionalProperties" not in _resolve_pointer(where), where
+
+
+def _resolve_pointer(where: str) -> dict[str, Any]:
+    node: Any = SCHEMA
+    for part in where.removeprefix("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def test_every_property_has_a_description() -> None:
+    missing = []
+    for where, node in _walk(SCHEMA):
+        if node.get("type") == "object" and "properties" in node:
+            for key, prop in node["properties"].items():
+                if not (isinstance(prop, dict) and prop.get("description", "").strip()):
+                    missing.append(f"{where}/properties/{key}")
+    assert missing == []
+    for name, node in SCHEMA["$defs"].items():
+        assert node.get("description", "").strip(), f"$defs/{name}"
+
+
+def test_forbidden_keys_explain_themselves() -> None:
+    """A context-dependent ban is ``{"not": {}, "description": ...}`` so its error carries a hint."""
+    bans = [(where, node) for where, node in _walk(SCHEMA) if node.get("not") == {}]
+    assert len(bans) == 5, "expected bans of restart, backoff, source, cron, seccomp_profile_path"
+    for where, node in bans:
+        assert node.get("description", "").strip(), where
+
+
+def test_legacy_keys_are_absent() -> None:
+    """tasks / task_policy / restart_policy get rename diagnostics from the compiler, not the schema."""
+    for where, node in _walk(SCHEMA):
+        props = node.get("properties", {})
+        for legacy in ("tasks", "task_policy", "restart_policy", "type", "resource_limits", "templating"):
+            assert legacy not in props, f"{where} has legacy key {legacy}"
+
+
+def test_required_keys() -> None:
+    assert set(SCHEMA["required"]) == {"name", "schemaVersion", "workloads"}
+    assert set(_subschema("Workload")["required"]) == {"name", "lifecycle", "process"}
+    assert _subschema("Lifecycle")["required"] == ["policy"]
+    assert _subschema("Process")["required"] == ["module"]
+
+
+def test_duration_pattern_is_go_syntax() -> None:
+    assert _subschema("Duration")["pattern"] == "^([0-9]+(\\.[0-9]+)?(ns|us|\u00b5s|ms|s|m|h))+$"
+
+
+# ---------------------------------------------------------------------------------------------
+# Valid documents
+
+
+def test_base_is_valid() -> None:
+    assert _errors(BASE) == []
+
+
+def test_full_playbook_is_valid() -> None:
+    assert _errors(FULL) == []
+
+
+def test_full_playbook_uses_every_key() -> None:
+    """FULL must exercise every property of the schema, so adding a key means adding it there."""
+
+    def used(objs: list[dict[str, Any]]) -> set[str]:
+        return set().union(*(o.keys() for o in objs))
+
+    workloads = FULL["workloads"]
+    lifecycles = [w["lifecycle"] for w in workloads]
+    contexts = [w["security_context"] for w in workloads if "security_context" in w]
+    expected = {
+        "top level": (SCHEMA, [FULL]),
+        "Workload": (_subschema("Workload"), workloads),
+        "Lifecycle": (_subschema("Lifecycle"), lifecycles),
+        "Backoff": (_subschema("Backoff"), [lc["backoff"] for lc in lifecycles if "backoff" in lc]),
+        "Process": (_subschema("Process"), [w["process"] for w in workloads]),
+        "LoopControl": (_subschema("LoopControl"), [w["loop_control"] for w in workloads if "loop_control" in w]),
+        "Retry": (_subschema("Retry"), [w["retry"] for w in workloads if "retry" in w]),
+        "StatePolicy": (_subschema("StatePolicy"), [FULL["state_policy"]]),
+        "ChannelPolicy": (_subschema("ChannelPolicy"), [FULL["channel_policy"]]),
+        "WorkloadPolicy": (_subschema("WorkloadPolicy"), [FULL["workload_policy"]]),
+        "WorkloadLevelPolicy": (_subschema("WorkloadLevelPolicy"), [w["policy"] for w in workloads if "policy" in w]),
+        "SecurityContext": (_subschema("SecurityContext"), contexts),
+        "Namespaces": (_subschema("Namespaces"), [c["namespaces"] for c in contexts if "namespaces" in c]),
+        "Resources": (_subschema("Resources"), [c["resources"] for c in contexts if "resources" in c]),
+    }
+    for label, (schema, objs) in expected.items():
+        assert used(objs) == set(schema["properties"]), label
+
+
+VALID_PATCHES: dict[str, dict[str, Any]] = {
+    "schemaVersion-v-prefix": {"/schemaVersion": "v1.2.3"},
+    # the schema checks the shape only; the compiler's schema-version diagnostic checks major == 1
+    "schemaVersion-other-major": {"/schemaVersion": "2.0.0"},
+    "vars-empty": {"/vars": {}},
+    "vars-nested": {"/vars": {"a": {"b": [1, {"c": None}]}, "flag": True}},
+    "name-chars": {"/workloads/0/name": "build_App-9"},
+    "register-underscore": {"/workloads/0/register": "_private1"},
+    # reserved _gxo registers are the compiler's reserved-name diagnostic, not a schema error
+    "register-reserved-left-to-compiler": {"/workloads/0/register": "_gxo_x"},
+    "process-without-params": {"/workloads/0/process": {"module": "passthrough"}},
+    "process-nested-params": {"/workloads/0/process/params": {"a": {"b": ["{{ .x }}"]}}},
+    "when-true": {"/workloads/0/when": True},
+    "when-false": {"/workloads/0/when": False},
+    "when-template": {"/workloads/0/when": "{{ .x.exit_code }} == 0"},
+    "loop-list": {"/workloads/0/loop": [1, "two", {"three": 3}]},
+    "loop-empty-list": {"/workloads/0/loop": []},
+    "loop-template": {"/workloads/0/loop": "{{ .rows }}"},
+    "loop-control-defaults": {"/workloads/0/loop_control": {}},
+    "stream-inputs-and-needs": {"/workloads/0/stream_inputs": ["p-1", "p_2"], "/workloads/0/needs": ["x"]},
+    "duration-ns": {"/workloads/0/timeout": "1ns"},
+    "duration-us": {"/workloads/0/timeout": "250us"},
+    "duration-micro-sign": {"/workloads/0/timeout": "250\u00b5s"},
+    "duration-fraction": {"/workloads/0/timeout": "1.5s"},
+    "duration-compound": {"/workloads/0/timeout": "1h30m10.5s"},
+    "duration-zero": {"/workloads/0/timeout": "0s"},
+    "retry-empty": {"/workloads/0/retry": {}},
+    "retry-integer-factor": {"/workloads/0/retry": {"backoff_factor": 1, "jitter": 1, "attempts": 1}},
+    "retry-zero-delay": {"/workloads/0/retry": {"delay": "0s"}},
+    "buffer-unbuffered": {"/channel_policy": {"buffer_size": 0}},
+    "channel-policy-empty": {"/channel_policy": {}},
+    "supervise-minimal": {"/workloads/0/lifecycle": {"policy": "supervise"}},
+    "supervise-never": {"/workloads/0/lifecycle": {"policy": "supervise", "restart": "never"}},
+    "supervise-on-failure-backoff": {
+        "/workloads/0/lifecycle": {
+            "policy": "supervise",
+            "restart": "on_failure",
+            "backoff": {"base": "500ms", "max_restarts": 0},
+        }
+    },
+    "event-driven": {"/workloads/0/lifecycle": {"policy": "event_driven", "source": "listener"}},
+    "scheduled-every-5-min": {"/workloads/0/lifecycle": {"policy": "scheduled", "cron": "*/5 * * * *"}},
+    "scheduled-weekdays": {"/workloads/0/lifecycle": {"policy": "scheduled", "cron": "0 2 * * 1-5"}},
+    "scheduled-names": {"/workloads/0/lifecycle": {"policy": "scheduled", "cron": "0 0 1,15 JAN MON"}},
+    "security-context-empty": {"/workloads/0/security_context": {}},
+    "security-context-unconfined": {"/workloads/0/security_context": {"seccomp": "unconfined"}},
+    "security-context-profile": {"/workloads/0/security_context": {"seccomp_profile_path": "default"}},
+}
+
+
+@pytest.mark.parametrize("patch", VALID_PATCHES.values(), ids=VALID_PATCHES.keys())
+def test_valid(patch: dict[str, Any]) -> None:
+    assert _errors(_patched(BASE, patch)) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# One rule, one error
+
+
+W = "/workloads/0"
+WP = ("workloads", 0)
+LC = (*WP, "lifecycle")
+SC = (*WP, "security_context")
+
+
+def _lifecycle(**kw: Any) -> dict[str, Any]:
+    return {f"{W}/lifecycle": kw}
+
+
+# id -> (patch, expected instance path, expected keyword)
+INVALID: dict[str, tuple[dict[str, Any], tuple[Any, ...], str]] = {
+    # top level
+    "unknown-top-level-key": ({"/extra": 1}, (), "additionalProperties"),
+    "legacy-tasks": ({"/tasks": []}, (), "additionalProperties"),
+    "legacy-task-policy": ({"/task_policy": {"skip_on_no_input": True}}, (), "additionalProperties"),
+    "legacy-templating": ({"/templating": {"engine": "go"}}, (), "additionalProperties"),
+    "missing-name": ({"/name": DELETE}, (), "required"),
+    "empty-name": ({"/name": ""}, ("name",), "minLength"),
+    "name-not-string": ({"/name": 7}, ("name",), "type"),
+    "missing-schemaVersion": ({"/schemaVersion": DELETE}, (), "required"),
+    "schemaVersion-two-parts": ({"/schemaVersion": "1.0"}, ("schemaVersion",), "pattern"),
+    "schemaVersion-major-only": ({"/schemaVersion": "v1"}, ("schemaVersion",), "pattern"),
+    "schemaVersion-number": ({"/schemaVersion": 1.0}, ("schemaVersion",), "type"),
+    "missing-workloads": ({"/workloads": DELETE}, (), "required"),
+    "empty-workloads": ({"/workloads": []}, ("workloads",), "minItems"),
+    "workloads-not-list": ({"/workloads": {"a": {}}}, ("workloads",), "type"),
+    "vars-not-map": ({"/vars": ["a"]}, ("vars",), "type"),
+    # workload keys
+    "unknown-workload-key": ({f"{W}/depends_on": ["b"]}, WP, "additionalProperties"),
+    "legacy-workload-type": ({f"{W}/type": "exec"}, WP, "additionalProperties"),
+    "future-on-failure": ({f"{W}/on_failure": []}, WP, "additionalProperties"),
+    "missing-workload-name": ({f"{W}/name": DELETE}, WP, "required"),
+    "bad-name-space": ({f"{W}/name": "build app"}, (*WP, "name"), "pattern"),
+    "bad-name-dot": ({f"{W}/name": "a.b"}, (*WP, "name"), "pattern"),
+    "missing-lifecycle": ({f"{W}/lifecycle": DELETE}, WP, "required"),
+    "missing-process": ({f"{W}/process": DELETE}, WP, "required"),
+    "missing-module": ({f"{W}/process": {"params": {}}}, (*WP, "process"), "required"),
+    "empty-module": ({f"{W}/process/module": ""}, (*WP, "process", "module"), "minLength"),
+    "params-not-map": ({f"{W}/process/params": ["x"]}, (*WP, "process", "params"), "type"),
+    "unknown-process-key": ({f"{W}/process/timeout": "1s"}, (*WP, "process"), "additionalProperties"),
+    "bad-register-digit": ({f"{W}/register": "1abc"}, (*WP, "register"), "pattern"),
+    "bad-register-dash": ({f"{W}/register": "my-reg"}, (*WP, "register"), "pattern"),
+    "stream-inputs-duplicate": ({f"{W}/stream_inputs": ["p", "p"]}, (*WP, "stream_inputs"), "uniqueItems"),
+    "stream-inputs-bad-name": ({f"{W}/stream_inputs": ["p q"]}, (*WP, "stream_inputs", 0), "pattern"),
+    "stream-inputs-not-list": ({f"{W}/stream_inputs": "p"}, (*WP, "stream_inputs"), "type"),
+    "needs-duplicate": ({f"{W}/needs": ["b", "b"]}, (*WP, "needs"), "uniqueItems"),
+    "needs-not-list": ({f"{W}/needs": "b"}, (*WP, "needs"), "type"),
+    "when-number": ({f"{W}/when": 1}, (*WP, "when"), "type"),
+    "loop-map": ({f"{W}/loop": {"a": 1}}, (*WP, "loop"), "type"),
+    "loop-var-dash": ({f"{W}/loop_control": {"loop_var": "my-var"}}, (*WP, "loop_control", "loop_var"), "pattern"),
+    "loop-parallel-zero": ({f"{W}/loop_control": {"parallel": 0}}, (*WP, "loop_control", "parallel"), "minimum"),
+    "loop-control-unknown": ({f"{W}/loop_control": {"label": "x"}}, (*WP, "loop_control"), "additionalProperties"),
+    "timeout-no-unit": ({f"{W}/timeout": "5"}, (*WP, "timeout"), "pattern"),
+    "timeout-days": ({f"{W}/timeout": "1d"}, (*WP, "timeout"), "pattern"),
+    "timeout-number": ({f"{W}/timeout": 30}, (*WP, "timeout"), "type"),
+    "ignore-errors-string": ({f"{W}/ignore_errors": "yes"}, (*WP, "ignore_errors"), "type"),
+    "workload-access-mode": (
+        {f"{W}/state_policy": {"access_mode": "shallow"}},
+        (*WP, "state_policy", "access_mode"),
+        "enum",
+    ),
+    "workload-policy-unknown": ({f"{W}/policy": {"max_concurrency": 2}}, (*WP, "policy"), "additionalProperties"),
+    "workload-policy-type": ({f"{W}/policy": {"skip_on_no_input": "true"}}, (*WP, "policy", "skip_on_no_input"), "type"),
+    # retry
+    "retry-attempts-zero": ({f"{W}/retry": {"attempts": 0}}, (*WP, "retry", "attempts"), "minimum"),
+    "retry-attempts-float": ({f"{W}/retry": {"attempts": 2.5}}, (*WP, "retry", "attempts"), "type"),
+    "retry-bad-delay": ({f"{W}/retry": {"delay": "2 seconds"}}, (*WP, "retry", "delay"), "pattern"),
+    "retry-negative-max-delay": ({f"{W}/retry": {"max_delay": "-1s"}}, (*WP, "retry", "max_delay"), "pattern"),
+    "retry-factor-below-one": ({f"{W}/retry": {"backoff_factor": 0.5}}, (*WP, "retry", "backoff_factor"), "minimum"),
+    "retry-jitter-two": ({f"{W}/retry": {"jitter": 2}}, (*WP, "retry", "jitter"), "maximum"),
+    "retry-jitter-negative": ({f"{W}/retry": {"jitter": -0.1}}, (*WP, "retry", "jitter"), "minimum"),
+    "retry-on-error-string": ({f"{W}/retry": {"on_error": "yes"}}, (*WP, "retry", "on_error"), "type"),
+    "retry-circuit-breaker": ({f"{W}/retry": {"circuit_breaker": {}}}, (*WP, "retry"), "additionalProperties"),
+    # playbook policies
+    "access-mode": ({"/state_policy": {"access_mode": "copy"}}, ("state_policy", "access_mode"), "enum"),
+    "state-policy-unknown": ({"/state_policy": {"mode": "deep_copy"}}, ("state_policy",), "additionalProperties"),
+    "negative-buffer-size": ({"/channel_policy": {"buffer_size": -1}}, ("channel_policy", "buffer_size"), "minimum"),
+    "buffer-size-float": ({"/channel_policy": {"buffer_size": 1.5}}, ("channel_policy", "buffer_size"), "type"),
+    "overflow-strategy": (
+        {"/channel_policy": {"overflow_strategy": "drop"}},
+        ("channel_policy", "overflow_strategy"),
+        "enum",
+    ),
+    "max-concurrency-zero": (
+        {"/workload_policy": {"max_concurrency": 0}},
+        ("workload_policy", "max_concurrency"),
+        "minimum",
+    ),
+    "worker-pool-size": (
+        {"/workload_policy": {"worker_pool_size": 4}},
+        ("workload_policy",),
+        "additionalProperties",
+    ),
+    # lifecycle
+    "lifecycle-not-map": ({f"{W}/lifecycle": "run_once"}, LC, "type"),
+    "missing-policy": (_lifecycle(), LC, "required"),
+    "unknown-policy": (_lifecycle(policy="daemon"), (*LC, "policy"), "enum"),
+    "unknown-policy-with-restart": (_lifecycle(policy="daemon", restart="always"), (*LC, "policy"), "enum"),
+    "lifecycle-unknown-key": (_lifecycle(policy="run_once", interval="5m"), LC, "additionalProperties"),
+    "restart-policy-alias": (_lifecycle(policy="supervise", restart_policy="always"), LC, "additionalProperties"),
+    "restart-under-run-once": (_lifecycle(policy="run_once", restart="always"), (*LC, "restart"), "not"),
+    "restart-under-scheduled": (
+        _lifecycle(policy="scheduled", cron="* * * * *", restart="on_failure"),
+        (*LC, "restart"),
+        "not",
+    ),
+    "backoff-under-event-driven": (
+        _lifecycle(policy="event_driven", source="p", backoff={"base": "1s"}),
+        (*LC, "backoff"),
+        "not",
+    ),
+    "restart-bad-value": (_lifecycle(policy="supervise", restart="sometimes"), (*LC, "restart"), "enum"),
+    "event-driven-without-source": (_lifecycle(policy="event_driven"), LC, "required"),
+    "scheduled-without-cron": (_lifecycle(policy="scheduled"), LC, "required"),
+    "source-under-supervise": (_lifecycle(policy="supervise", source="p"), (*LC, "source"), "not"),
+    "source-under-run-once": (_lifecycle(policy="run_once", source="p"), (*LC, "source"), "not"),
+    "cron-under-run-once": (_lifecycle(policy="run_once", cron="* * * * *"), (*LC, "cron"), "not"),
+    "source-bad-name": (_lifecycle(policy="event_driven", source="a b"), (*LC, "source"), "pattern"),
+    "cron-four-fields": (_lifecycle(policy="scheduled", cron="* * * *"), (*LC, "cron"), "pattern"),
+    "cron-six-fields": (_lifecycle(policy="scheduled", cron="0 * * * * *"), (*LC, "cron"), "pattern"),
+    "cron-not-string": (_lifecycle(policy="scheduled", cron=5), (*LC, "cron"), "type"),
+    "backoff-jitter-two": (
+        _lifecycle(policy="supervise", backoff={"jitter": 2}),
+        (*LC, "backoff", "jitter"),
+        "maximum",
+    ),
+    "backoff-negative-max-restarts": (
+        _lifecycle(policy="supervise", backoff={"max_restarts": -1}),
+        (*LC, "backoff", "max_restarts"),
+        "minimum",
+    ),
+    "backoff-bad-base": (_lifecycle(policy="supervise", backoff={"base": "fast"}), (*LC, "backoff", "base"), "pattern"),
+    "backoff-bad-window": (
+        _lifecycle(policy="supervise", backoff={"restart_window": "10"}),
+        (*LC, "backoff", "restart_window"),
+        "pattern",
+    ),
+    "backoff-unknown-key": (_lifecycle(policy="supervise", backoff={"factor": 3}), (*LC, "backoff"), "additionalProperties"),
+    # security_context
+    "security-unknown-key": ({f"{W}/security_context": {"privileged": True}}, SC, "additionalProperties"),
+    "seccomp-unknown-profile": ({f"{W}/security_context": {"seccomp": "strict"}}, (*SC, "seccomp"), "enum"),
+    "seccomp-and-profile-path": (
+        {f"{W}/security_context": {"seccomp": "default", "seccomp_profile_path": "p.json"}},
+        (*SC, "seccomp_profile_path"),
+        "not",
+    ),
+    "profile-path-empty": ({f"{W}/security_context": {"seccomp_profile_path": ""}}, (*SC, "seccomp_profile_path"), "minLength"),
+    "namespaces-unknown": ({f"{W}/security_context": {"namespaces": {"cgroup": True}}}, (*SC, "namespaces"), "additionalProperties"),
+    "namespaces-not-bool": ({f"{W}/security_context": {"namespaces": {"net": "yes"}}}, (*SC, "namespaces", "net"), "type"),
+    "resources-string": (
+        {f"{W}/security_context": {"resources": {"memory_bytes": "1G"}}},
+        (*SC, "resources", "memory_bytes"),
+        "type",
+    ),
+    "resources-weight-zero": (
+        {f"{W}/security_context": {"resources": {"cpu_weight": 0}}},
+        (*SC, "resources", "cpu_weight"),
+        "minimum",
+    ),
+    "resources-period-too-small": (
+        {f"{W}/security_context": {"resources": {"cpu_period_us": 10}}},
+        (*SC, "resources", "cpu_period_us"),
+        "minimum",
+    ),
+    "resource-limits-alias": ({f"{W}/security_context": {"resource_limits": {}}}, SC, "additionalProperties"),
+    "read-only-paths-string": ({f"{W}/security_context": {"read_only_paths": "/etc"}}, (*SC, "read_only_paths"), "type"),
+    "no-new-privileges-string": (
+        {f"{W}/security_context": {"no_new_privileges": "true"}},
+        (*SC, "no_new_privileges"),
+        "type",
+    ),
+    "user-number": ({f"{W}/security_context": {"user": 1000}}, (*SC, "user"), "type"),
+}
+
+
+@pytest.mark.parametrize(("patch", "path", "keyword"), INVALID.values(), ids=INVALID.keys())
+def test_invalid(patch: dict[str, Any], path: tuple[Any, ...], keyword: str) -> None:
+    assert _errors(_patched(BASE, patch)) == [(path, keyword)]
+
+
+def test_forbidden_key_error_carries_its_reason() -> None:
+    doc = _patched(BASE, _lifecycle(policy="run_once", restart="always"))
+    (error,) = VALIDATOR.iter_errors(doc)
+    assert "supervise" in error.schema["description"]
+
+
+def test_missing_source_error_carries_its_reason() -> None:
+    doc = _patched(BASE, _lifecycle(policy="event_driven"))
+    (error,) = VALIDATOR.iter_errors(doc)
+    assert "source" in error.schema["description"]
+
+
+def test_errors_in_several_workloads_are_all_reported() -> None:
+    doc = copy.deepcopy(BASE)
+    doc["workloads"].append({"name": "b c", "lifecycle": {"policy": "scheduled"}, "process": {"module": "exec"}})
+    doc["workloads"][0]["retry"] = {"attempts": 0}
+    assert _errors(doc) == [
+        (("workloads", 0, "retry", "attempts"), "minimum"),
+        (("workloads", 1, "lifecycle"), "required"),
+        (("workloads", 1, "name"), "pattern"),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The user guide's complete examples (```yaml fences) are valid playbooks
+
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "playbook.md"
+_FENCE = re.compile(r"^```yaml[ \t]*\n(.*?)^```[ \t]*$", re.M | re.S)
+
+
+def _doc_examples() -> list[str]:
+    return _FENCE.findall(DOC.read_text(encoding="utf-8"))
+
+
+def test_guide_has_complete_examples() -> None:
+    assert len(_doc_examples()) >= 4
+
+
+@pytest.mark.parametrize("index", range(len(_doc_examples()) if DOC.exists() else 0))
+def test_guide_example_is_valid(index: int) -> None:
+    doc = yaml.safe_load(_doc_examples()[index])
+    assert _errors(doc) == []

@@ -23,6 +23,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/check_scale.py
+	$(PY) bench/loader_bomb.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -44,7 +44,7 @@ def generate(n: int = N) -> str:
                     "        items: [{id: 1, v: 2}, {id: 2, v: 3}]"]
         elif kind == 6:  # per-record map
             out += [f"    stream_inputs: [w{i - 1:04d}]", "    process:", "      module: data:map", "      params:",
-                    "        template: '{\"id\": {{ .id }}, \"double\": {{ mul .v 2 }}}'"]
+                    "        template: '{\"id\": {{ .id }}, \"double\": {{ .v * 2 }}}'"]
         elif kind == 7:  # filter
             out += [f"    stream_inputs: [w{i - 1:04d}]", "    process:", "      module: data:filter", "      params:",
                     "        condition: '{{ .double }} > 4'"]

@@ -146,26 +146,29 @@ def template_record_type(tree: ast.Template, text: str) -> T.Type:
             pieces.append(_PLACEHOLDER.format(i))
         else:
             return T.MapT((), open=True)
-    raw = "".join(pieces)
-    # placeholders outside quotes become JSON strings so that the text parses
-    out, in_str, esc = [], False, False
-    for ch in raw:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
+    # an action outside a JSON string becomes a quoted placeholder, inside one a bare one
+    out: list[str] = []
+    in_str = esc = False
+    for piece in pieces:
+        m = re.fullmatch("\u0000([0-9]+)\u0000", piece)
+        if m:
+            mark = f"\u0001{m.group(1)}\u0001"
+            out.append(mark if in_str else f'"{mark}"')
+            continue
+        for ch in piece:
+            if in_str:
+                if esc:
+                    esc = False
+                elif ch == "\\":
+                    esc = True
+                elif ch == '"':
+                    in_str = False
             elif ch == '"':
-                in_str = False
-            out.append(ch)
-        else:
-            if ch == '"':
                 in_str = True
             out.append(ch)
-    candidate = re.sub("\u0000([0-9]+)\u0000", lambda m: f"\"\u0001{m.group(1)}\u0001\"", "".join(out))
-    candidate = candidate.replace("\"\"\u0001", "\"\u0001").replace("\u0001\"\"", "\u0001\"")
+    candidate = "".join(out)
     try:
-        value = json.loads(candidate)
+        value = json.loads(candidate, strict=False)  # placeholders are control characters
     except ValueError:
         return T.MapT((), open=True)
     if not isinstance(value, dict):

@@ -24,6 +24,7 @@ from gxo.stdlib import registry
 
 #: consumers that only wait for their inputs' end-of-stream: any workload may feed them
 _WAITS_ONLY = {"control:barrier"}
+_POLICIES = ("run_once", "supervise", "event_driven", "scheduled")
 _LEGACY_MODULES = {"generate:from_list": "data:generate_from_list", "stream:join": "data:join"}
 _CRON_FIELD = re.compile(r"^(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?(,(\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?)*$")
 
@@ -112,7 +113,7 @@ def _check_lifecycle(w: Workload, an: Analysis, diags: Diagnostics) -> None:
     pol = w.policy
     for key, needed in (("restart", "supervise"), ("backoff", "supervise"), ("source", "event_driven"), ("cron", "scheduled")):
         k = life.key_node(key)
-        if k is not None and pol != needed:
+        if k is not None and pol != needed and pol in _POLICIES:
             diags.add("lifecycle-unsupported", f"'{key}' applies only to policy {needed}, not {pol}", k.span,
                       help=f"remove '{key}', or set policy: {needed}")
     for needed_key, pol_name in (("source", "event_driven"), ("cron", "scheduled")):
@@ -301,9 +302,16 @@ def _check_sites(an: Analysis, diags: Diagnostics) -> None:
             refs.extend(res.refs)
             _check_secrets(w, site, res.secrets, diags)
             _check_param_type(w, site, res.type, diags)
+            if site.where == "loop" and not _iterable(res.type):
+                diags.add("type-mismatch", f"loop must be a list or a mapping, but the expression gives {res.type}",
+                          site.node.span, help="loop over a list (or a mapping's values), e.g. loop: \"{{ .hosts }}\"")
         _check_literal_params(w, diags)
         _check_paths(w, diags)
         an.refs[w.name] = refs
+
+
+def _iterable(t: T.Type) -> bool:
+    return any(o == T.ANY or isinstance(o, (T.ListT, T.MapT, T.DictT)) for o in T.options(t))
 
 
 def _scope_for(w: Workload, site: ExprSite, an: Analysis, base: dict) -> Scope:

@@ -171,6 +171,8 @@ def _report(err, root: YNode, instance: Any, diags: Diagnostics, seen: set) -> N
     if conditional and "lifecycle" in path:
         return
     validator = err.validator
+    if validator == "pattern" and path and path[-1] == "cron":
+        return  # the resolver explains cron expressions field by field
     if validator == "not":
         key = path[-1] if path else "this key"
         why = err.schema.get("description") if isinstance(err.schema, dict) else None
@@ -221,7 +223,9 @@ def _report(err, root: YNode, instance: Any, diags: Diagnostics, seen: set) -> N
             hint = did_you_mean(value, [str(o) for o in options])
             help_text = hint or help_text
     elif validator == "pattern":
-        msg = f"{where} {json.dumps(value)} does not match the required pattern {err.schema.get('pattern')}"
+        msg = f"{where} {json.dumps(value)} is not in the required form"
+        if not help_text:
+            help_text = f"it must match {err.schema.get('pattern')}"
     elif validator in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
         bound = err.schema.get(validator)
         word = {"minimum": "at least", "exclusiveMinimum": "more than", "maximum": "at most",

@@ -243,6 +243,16 @@ class Checker:
             if self.scope.open:
                 self.result.refs.append(Ref(str(first), path, first_span, "record"))
                 return T.ANY
+            rec = self.scope.record
+            if isinstance(rec, T.MapT):
+                self.diags.add(
+                    "unknown-field",
+                    f"the input records have no field '{first}'",
+                    first_span,
+                    help=did_you_mean(str(first), rec.names())
+                    or (f"their fields are: {', '.join(rec.names())}" if rec.names() else "they have no fields"),
+                )
+                return T.ANY
             self.diags.add(
                 "undefined-name",
                 f"'{first}' is not defined",

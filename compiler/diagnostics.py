@@ -53,7 +53,7 @@ CODES: dict[str, CodeInfo] = {
         'Remove one of the two keys; YAML would silently keep only one.'),
     "unknown-key": CodeInfo("schema", ERROR, "a key that the playbook schema does not define",
         'Correct the spelling (the hint names the closest key) or move the key to the block it belongs to.'),
-    "legacy-tasks-key": CodeInfo("schema", ERROR, "a v0.1 key (tasks, task_policy, type) that was renamed",
+    "legacy-tasks-key": CodeInfo("schema", ERROR, "a v0.1 key (tasks, task_policy, type, params, restart_policy) that was renamed",
         'Rename the v0.1 key as the hint says (`tasks` -> `workloads`, `task_policy` -> `workload_policy`, `type` -> `process.module`).'),
     "schema-version": CodeInfo("schema", ERROR, "schemaVersion is missing, malformed or not major 1",
         'Write `schemaVersion: \"1.0.0\"`: a semantic version whose major is 1.'),

@@ -203,6 +203,7 @@ def load_playbook(data: bytes | str, path: str, diags: Diagnostics) -> Loaded:
         diags.add("yaml-syntax", "the playbook is empty", Span.point(path, 1, 1),
                   help="a playbook needs at least `name`, `schemaVersion` and `workloads`")
         return Loaded(None, text)
+    _CURRENT_SOURCE["text"] = text
     if not _precheck(text, path, diags):
         return Loaded(None, text)
     try:
@@ -220,13 +221,16 @@ def load_playbook(data: bytes | str, path: str, diags: Diagnostics) -> Loaded:
     if total > MAX_NODES:
         diags.add(
             "yaml-limit",
-            f"the document expands to {total:,} nodes through aliases and merge keys; the limit is {MAX_NODES:,}",
-            Span.point(path, 1, 1),
+            f"the document expands to more than {MAX_NODES:,} nodes through aliases and merge keys",
+            Span.point(path, composed.start_mark.line + 1, composed.start_mark.column + 1),
             help="an alias bomb, or a playbook that should reuse less through anchors",
         )
         return Loaded(None, text)
     conv = _Converter(path, text, diags)
     return Loaded(conv.convert(composed), text)
+
+
+_CURRENT_SOURCE: dict[str, str] = {}
 
 
 def _precheck(text: str, path: str, diags: Diagnostics) -> bool:
@@ -275,7 +279,21 @@ def _yaml_error(exc: yaml.MarkedYAMLError, path: str, diags: Diagnostics) -> Non
         help_text = "define the anchor (&name) before its alias (*name)"
     elif "found unhashable key" in problem or "found character '{'" in problem:
         help_text = "a value that starts with '{{' must be quoted: when: \"{{ .x }}\""
+    src_line = _source_line(exc, line)
+    if help_text is None and "cannot start any token" in problem and "\t" in src_line[: max(col, 1)]:
+        help_text = "YAML indentation must use spaces, not tabs"
+    elif help_text is None and col >= 2 and src_line[col - 2 : col - 1] == "*" and "alias" in str(exc).lower():
+        col -= 1
+        msg = "a plain value that starts with '*' is read as an alias"
+        help_text = "quote the value, e.g. cron: \"*/15 * * * *\""
     diags.add("yaml-syntax", msg, Span.point(path, line, col), help=help_text)
+
+
+def _source_line(exc: yaml.MarkedYAMLError, line: int) -> str:
+    mark = exc.problem_mark or exc.context_mark
+    buf = getattr(mark, "buffer", None) or _CURRENT_SOURCE.get("text") or ""
+    lines = buf.split("\n")
+    return lines[line - 1] if 0 < line <= len(lines) else ""
 
 
 def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
@@ -292,6 +310,18 @@ def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
         size = 1
     memo[key] = min(size, MAX_NODES + 1)
     return memo[key]
+
+
+def _is_unquoted_template(node: yaml.Node) -> bool:
+    return (
+        isinstance(node, yaml.MappingNode)
+        and node.flow_style is True
+        and len(node.value) == 1
+        and isinstance(node.value[0][0], yaml.MappingNode)
+        and node.value[0][0].flow_style is True
+        and isinstance(node.value[0][1], yaml.ScalarNode)
+        and node.value[0][1].value == ""
+    )
 
 
 class _Converter:
@@ -318,6 +348,13 @@ class _Converter:
             self.memo[key] = seq
             seq.items = [self.convert(n) for n in node.value]
             return seq
+        elif _is_unquoted_template(node):
+            # `when: {{ .x }}` parses as a flow mapping inside a flow mapping: report it once and
+            # keep the text, so that the rest of the playbook is still checked
+            text = self.text[node.start_mark.index : node.end_mark.index]
+            self.diags.add("yaml-syntax", "a value that starts with '{{' must be quoted", self.span(node),
+                           help=f"YAML reads an unquoted {{{{ as a mapping: write '{text}' in quotes")
+            out = ScalarNode(self.span(node), text, "", self.text, node.start_mark.index, node.end_mark.index)
         else:
             self._check_tag(node, "tag:yaml.org,2002:map")
             mapping = MapNode(self.span(node))

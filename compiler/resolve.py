@@ -70,6 +70,7 @@ def resolve(pb: Playbook, diags: Diagnostics) -> Analysis:
                       w.register_node.span, help="rename the register or the var; a reference could mean either")
             continue
         by_register[w.register] = w
+    _check_reserved(pb, diags)
     an = Analysis(pb, by_name, by_register)
     for w in pb.workloads:
         _check_module(w, diags)
@@ -83,6 +84,24 @@ def resolve(pb: Playbook, diags: Diagnostics) -> Analysis:
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _check_reserved(pb: Playbook, diags: Diagnostics) -> None:
+    """Vars, loop variables and step registers may not shadow the kernel's `_gxo`."""
+    help_text = "the _gxo namespace is written by the kernel only; pick another name"
+    if pb.vars_node is not None:
+        for k, _ in pb.vars_node.items:
+            if isinstance(k.value, str) and k.value.startswith("_gxo"):
+                diags.add("reserved-name", f"var '{k.value}' is in the reserved _gxo namespace", k.span, help=help_text)
+    for w in pb.workloads:
+        lc = w.node.get("loop_control")
+        lv = lc.get("loop_var") if isinstance(lc, MapNode) else None
+        if isinstance(lv, ScalarNode) and isinstance(lv.value, str) and lv.value.startswith("_gxo"):
+            diags.add("reserved-name", f"loop_var '{lv.value}' is in the reserved _gxo namespace", lv.span, help=help_text)
+        for st in w.steps:
+            if st.register and st.register.startswith("_gxo") and st.register_node is not None:
+                diags.add("reserved-name", f"step register '{st.register}' is in the reserved _gxo namespace",
+                          st.register_node.span, help=help_text)
 
 
 def _check_module(w: Workload, diags: Diagnostics) -> None:
@@ -143,6 +162,11 @@ def _check_lifecycle(w: Workload, an: Analysis, diags: Diagnostics) -> None:
         elif src.spec is not None and src.spec.record_schema is None:
             diags.add("stream-input", f"source '{name}' ({src.module}) produces no records to start instances from",
                       node.span, help="an event source must be a stream producer such as connection:listen")
+        elif src.spec is not None and "event_driven" not in src.spec.lifecycles:
+            diags.add("lifecycle-unsupported", f"'{name}' ({src.module}) cannot be an event source",
+                      node.span, help="event sources are long-running producers: "
+                      + ", ".join(sorted(n for n, sp in registry().items() if "event_driven" in sp.lifecycles
+                                         and sp.record_schema is not None)))
 
 
 def _supervisable() -> str:
@@ -250,7 +274,6 @@ def _gxo_type(an: Analysis) -> T.Type:
     wl = T.MapT(tuple((n, status) for n in an.by_name))
     return T.MapT((
         ("workloads", wl),
-        ("tasks", wl),
         ("workspace", T.MapT((("path", T.STR),))),
         ("playbook", T.MapT((("id", T.STR), ("name", T.STR)))),
         ("run", T.MapT((("id", T.STR),))),
@@ -325,6 +348,16 @@ def _scope_for(w: Workload, site: ExprSite, an: Analysis, base: dict) -> Scope:
                 names.setdefault(st.register, (T.ANY, "step"))
         rec = an.record_types.input_type(w) if an.record_types else T.ANY
         return Scope(names, open=True, record=None if rec == T.ANY else None)
+    if w.policy == "event_driven" and w.source is not None and not site.per_record:
+        # an event-driven instance sees its event record's fields at the top, over the state
+        rec = an.record_types.input_type(w) if an.record_types else T.ANY
+        if isinstance(rec, T.MapT):
+            for k, v in rec.fields:
+                names[k] = (v, "record")
+        return Scope(names, open=not isinstance(rec, T.MapT) or rec.open)
+    if site.per_record and not w.stream_inputs and w.source is None and w.spec is not None \
+            and w.spec.stream_input in ("one", "required", "two_or_more"):
+        return Scope({}, open=True)  # the missing input is reported once, by the stream rules
     if site.per_record and not w.stream_inputs and w.source is None:
         # no input stream: an assert evaluates once against the state; a module that takes no
         # inputs (http:request success_when/fail_when) sees its own summary over the state

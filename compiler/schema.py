@@ -35,6 +35,8 @@ _LEGACY = {
         "restart_policy": "`restart_policy:` is spelled `restart:` (always, on_failure, never)",
     },
 }
+#: a required key -> the v0.1 key that stands in its place (reported as legacy-tasks-key instead)
+_REPLACED_BY = {"workloads": "tasks", "process": "type"}
 _SPECIAL_HINTS = {
     "depends_on": "GXO infers ordering from references; for an explicit edge write `needs: [<name>]`",
     "stream_input": "the key is `stream_inputs:` (a list of producer names)",
@@ -203,6 +205,10 @@ def _report(err, root: YNode, instance: Any, diags: Diagnostics, seen: set) -> N
     if validator == "required":
         missing = re.findall(r"'([^']+)' is a required property", err.message)
         name = missing[0] if missing else "a key"
+        present = err.instance if isinstance(err.instance, dict) else {}
+        if _REPLACED_BY.get(name, "") in present:
+            return  # the legacy key that stands for it is reported with its rename
+
         if path == () and name == "schemaVersion":
             code = "schema-version"
         msg = f"missing required key '{name}' in {where}"
@@ -236,6 +242,13 @@ def _report(err, root: YNode, instance: Any, diags: Diagnostics, seen: set) -> N
     elif validator == "minLength":
         msg = f"{where} must not be empty"
     elif validator == "uniqueItems":
+        items = value if isinstance(value, list) else []
+        dup = next((i for i, v in enumerate(items) if v in items[:i]), None)
+        if dup is not None:
+            node = walk_path(root, path + (dup,))
+            diags.add(code, f"{where} lists {json.dumps(items[dup])} twice", node.span if node else _node_span(root, path),
+                      help="remove the repeated entry")
+            return
         msg = f"{where} lists the same item twice"
     elif validator in ("oneOf", "anyOf"):
         msg = f"{where} must be {_describe(err.schema)}, got {_type_name(value)}"

@@ -272,8 +272,10 @@ class Checker:
             nxt = _step(t, seg)
             if nxt is None:
                 if isinstance(t, T.MapT):
+                    legacy = "_gxo.tasks was renamed: write ._gxo.workloads.<name>.status" \
+                        if prefix == "._gxo" and seg == "tasks" else None
                     self.diags.add("unknown-field", f"{prefix} has no field '{seg}'", seg_span,
-                                   help=did_you_mean(str(seg), t.names())
+                                   help=legacy or did_you_mean(str(seg), t.names())
                                    or (f"its fields are: {', '.join(t.names())}" if t.names() else None))
                 elif isinstance(t, T.ListT):
                     self.diags.add("unknown-field", f"{prefix} is a list: index it with a number, not '{seg}'",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -60,19 +60,33 @@ _BUILTIN_NAMESPACES = (
 )
 
 
+_NAMESPACE_OF: dict[str, str] = {}
+
+
+def namespace_of(name: str) -> str | None:
+    """The Python module that declares (and holds the code of) module ``name``."""
+    registry()
+    return _NAMESPACE_OF.get(name)
+
+
 @lru_cache(maxsize=1)
 def registry() -> dict[str, ModuleSpec]:
     """All declared modules by name, built-ins first, then ``gxo.modules`` entry points."""
     specs: dict[str, ModuleSpec] = {}
     for modname in _BUILTIN_NAMESPACES:
         mod = importlib.import_module(modname)
+        code = getattr(mod, "CODE", {})
         for spec in mod.MODULES:
             if spec.name in specs:
                 raise RuntimeError(f"module {spec.name!r} declared twice")
+            if spec.name in code and not spec.implemented:
+                spec = replace(spec, implemented=True)
             specs[spec.name] = spec
+            _NAMESPACE_OF[spec.name] = modname
     from importlib.metadata import entry_points
 
     for ep in entry_points(group="gxo.modules"):
+        # a plugin's declarations come from a module that also holds its CODE mapping
         try:
             loaded = ep.load()
         except Exception:  # noqa: BLE001 - a broken plugin must not break the compiler
@@ -80,4 +94,5 @@ def registry() -> dict[str, ModuleSpec]:
         for spec in loaded if isinstance(loaded, (list, tuple)) else (loaded,):
             if isinstance(spec, ModuleSpec) and spec.name not in specs:
                 specs[spec.name] = spec
+                _NAMESPACE_OF[spec.name] = ep.module
     return specs

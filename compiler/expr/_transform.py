@@ -293,6 +293,16 @@ class Build:
         return ast.MapLit(items=tuple(out), start=lbrace.start_pos, end=rbrace.end_pos)
 
 
+#: names from Jinja2 and Sprig that users reach for, and GXO's spelling of the same thing
+_OTHER_ENGINES = {
+    "capitalize": "title", "length": "len", "count": "len", "tojson": "toJson", "to_json": "toJson",
+    "from_json": "fromJson", "fromjson": "fromJson", "d": "default", "toString": "str", "string": "str",
+    "lowercase": "lower", "uppercase": "upper", "strip": "trim", "b64encode": "b64enc",
+    "b64decode": "b64dec", "regexMatch": "regex_match", "regexReplaceAll": "regex_replace",
+    "hasKey": "in", "sha256sum": "sha256", "uuidv4": "uuid",
+}
+
+
 def _unknown_function(name: str, start: int, end: int) -> None:
     if name in _UNSUPPORTED_KEYWORDS:
         _error(f"'{name}' is not supported in GXO templates", start, end,
@@ -303,10 +313,13 @@ def _unknown_function(name: str, start: int, end: int) -> None:
     literal = _LITERAL_SPELLINGS.get(name.lower())
     if hint is None and literal is not None:
         hint = f"keywords are lower case: write '{literal}'"
+    if hint is None and name in _OTHER_ENGINES and suggest(name) != _OTHER_ENGINES[name]:
+        hint = f"that is another template engine's name: GXO spells it '{_OTHER_ENGINES[name]}'"
     if hint is None:
         close = suggest(name)
         if close is not None:
             hint = f"did you mean '{close}'?"
         else:
-            hint = f"to read the field '{name}', write '.{name}'"
+            hint = (f"see docs/expressions.md for the functions; to read a field named '{name}', "
+                    f"write '.{name}'")
     _error(f"unknown function '{name}'", start, end, help=hint, code=UNKNOWN_FUNCTION)

@@ -1,0 +1,100 @@
+"""The module contract of the kernel: what a module's code receives and returns.
+
+A module is a class with ``name`` and ``perform(ctx, params)``.  ``perform`` may be ``async``
+(it runs on the kernel's loop and must await, never block) or a plain function (the kernel
+runs it in a worker thread).  It returns the summary, a JSON-serialisable value that becomes
+the registered value; it raises ``ModuleError`` (or a subclass) to fail the workload.  The
+kernel creates a new instance for every execution.
+
+Module code lives beside its declaration in ``gxo.stdlib.<namespace>`` and is listed in that
+file's ``CODE`` mapping (``{"exec": Exec}``); heavy imports happen inside ``perform`` so that
+importing a namespace stays cheap for the compiler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Protocol
+
+
+class GxoError(Exception):
+    """Base of every error the runtime reports to the user (never a traceback)."""
+
+
+class ModuleError(GxoError):
+    """A module's fatal failure.  ``summary`` is kept in the failure record when given
+    (``exec`` hands back its output with a non-zero exit)."""
+
+    def __init__(self, message: str, *, summary: Any = None) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
+class ValidationError(ModuleError):
+    """Bad params or a failed assertion."""
+
+
+class SecurityError(ModuleError):
+    """A param that breaks a security rule (a path outside the workspace)."""
+
+
+class Logger(Protocol):
+    def debug(self, msg: str, **attrs: Any) -> None: ...
+    def info(self, msg: str, **attrs: Any) -> None: ...
+    def warning(self, msg: str, **attrs: Any) -> None: ...
+    def error(self, msg: str, **attrs: Any) -> None: ...
+
+
+class Workspace(Protocol):
+    path: str
+
+    def resolve(self, user_path: str) -> str:
+        """The absolute path of ``user_path`` inside the workspace; raises SecurityError
+        when it (or a symlink on the way) leaves it."""
+        ...
+
+
+@dataclass
+class Context:
+    """What one execution of a module sees."""
+
+    workload: str  # the workload's name
+    run_id: str
+    logger: Logger
+    workspace: Workspace
+    state: Callable[[], dict[str, Any]]  # a read-only (copied) view of the whole state
+    dry_run: bool = False
+    plan_dir: str = "."  # folder holding the .gxp (exec resolves relative programs from it)
+    loop_index: int | None = None
+    #: register a cleanup coroutine run when the whole run ends (servers that outlive perform)
+    on_run_end: Callable[[Callable[[], Any]], None] = lambda fn: None
+    #: secret values known to this run, for modules that must keep them out of their output
+    redact: Callable[[str], str] = lambda text: text
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class Module:
+    """Base class of module code."""
+
+    name: ClassVar[str] = ""
+
+    def perform(self, ctx: Context, params: dict[str, Any]) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def load_module_class(name: str) -> type[Module] | None:
+    """The code of module ``name`` from its namespace's ``CODE`` mapping, or None."""
+    from gxo.stdlib._spec import namespace_of
+
+    modname = namespace_of(name)
+    if modname is None:
+        return None
+    mod = importlib.import_module(modname)
+    code = getattr(mod, "CODE", {})
+    return code.get(name)
+
+
+def is_async(module: Module) -> bool:
+    return asyncio.iscoroutinefunction(module.perform)

@@ -123,5 +123,7 @@ def internal_error(exc: BaseException) -> int:
     return EXIT_INTERNAL
 
 
+from gxo.compiler import cli_build  # noqa: E402,F401
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -13,8 +13,8 @@ importing a namespace stays cheap for the compiler.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Protocol
 
@@ -97,4 +97,4 @@ def load_module_class(name: str) -> type[Module] | None:
 
 
 def is_async(module: Module) -> bool:
-    return asyncio.iscoroutinefunction(module.perform)
+    return inspect.iscoroutinefunction(module.perform)

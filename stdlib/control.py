@@ -93,3 +93,48 @@ IDENTITY = ModuleSpec(
 )
 
 MODULES: tuple[ModuleSpec, ...] = (WAIT_FOR_SIGNAL, BARRIER, ASSERT, IDENTITY)
+
+
+# --------------------------------------------------------------------------- code
+#
+# Module code (design.md §8).  Both run inline in the scheduler step: plain, bounded functions.
+
+
+class Assert:
+    """``control:assert``: the kernel evaluates ``condition`` and passes its value here."""
+
+    name = "control:assert"
+
+    def perform(self, ctx, params):
+        from gxo.runtime.exprlib import text, truthy
+        from gxo.runtime.module import ValidationError
+        from gxo.stdlib import _params as p
+
+        params = p.check_map(params)
+        if "condition" not in params:
+            raise ValidationError("missing required parameter 'condition'")
+        value = params["condition"]
+        fail_message = p.opt_str(params, "fail_message")
+        if not truthy(value):
+            if fail_message:
+                raise ValidationError(fail_message)
+            try:
+                shown = text(value)
+            except Exception:  # noqa: BLE001 - only for the message
+                shown = repr(value)
+            if shown == "":
+                shown = '""'
+            raise ValidationError(f"assertion failed: the condition is {shown} (falsy)")
+        return {"condition_met": True, "evaluated_value": value}
+
+
+class Identity:
+    """``control:identity``: the summary is exactly the params map."""
+
+    name = "control:identity"
+
+    def perform(self, ctx, params):
+        return dict(params) if isinstance(params, dict) else {}
+
+
+CODE = {"control:assert": Assert, "control:identity": Identity}

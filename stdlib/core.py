@@ -69,3 +69,159 @@ PASSTHROUGH = ModuleSpec(
 )
 
 MODULES: tuple[ModuleSpec, ...] = (EXEC, PASSTHROUGH)
+
+
+# --------------------------------------------------------------------------- code
+#
+# Module code (design.md §8).  Heavy imports stay inside perform: the compiler imports this file.
+
+#: After SIGTERM to a cancelled child's process group, how long before SIGKILL.
+EXEC_KILL_GRACE_S = 2.0
+
+
+def _exec_summary(stdout: str, stderr: str, exit_code: int) -> dict:
+    stdout = stdout.rstrip("\n")
+    stderr = stderr.rstrip("\n")
+    import re
+
+    lines = re.split(r"\r?\n", stdout) if stdout else []
+    return {"stdout": stdout, "stderr": stderr, "stdout_lines": lines, "exit_code": exit_code}
+
+
+def _find_program(command: str, env_path: str | None, plan_dir: str) -> str | None:
+    """``command`` as a program path: absolute, found on PATH, or relative to the plan's folder."""
+    import os
+    import shutil
+
+    def runnable(path: str) -> bool:
+        return os.path.isfile(path) and os.access(path, os.X_OK)
+
+    if os.path.isabs(command):
+        return command if runnable(command) else None
+    if "/" not in command:
+        found = shutil.which(command, path=env_path)
+        if found:
+            return os.path.abspath(found)
+    candidate = os.path.abspath(os.path.join(plan_dir or ".", command))
+    return candidate if runnable(candidate) else None
+
+
+async def _kill_group(proc, grace: float) -> None:
+    """SIGTERM the child's whole process group, SIGKILL it after ``grace``, reap the child."""
+    import asyncio
+    import os
+    import signal
+
+    pgid = proc.pid  # start_new_session: the child leads its own group
+
+    def signal_group(sig: int) -> None:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    signal_group(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(asyncio.shield(proc.wait()), grace)
+    except (TimeoutError, asyncio.CancelledError):
+        pass
+    # Always: members of the group may outlive (or ignore SIGTERM unlike) the leader.  Linux
+    # never hands out a PID still used as a group id, so the group cannot be someone else's.
+    signal_group(signal.SIGKILL)
+    try:
+        await asyncio.shield(proc.wait())
+    except asyncio.CancelledError:
+        await proc.wait()
+
+
+class Exec:
+    """``exec``: run a program without a shell, in the workspace, capturing its output."""
+
+    name = "exec"
+
+    async def perform(self, ctx, params):
+        import asyncio
+        import os
+        import re
+
+        from gxo.runtime.module import ModuleError, ValidationError
+        from gxo.stdlib import _params as p
+
+        params = p.check_map(params)
+        command = p.req_str(params, "command")
+        args = p.opt_str_list(params, "args", scalars=True)
+        environment = p.opt_str_list(params, "environment")
+        env: dict[str, str] | None = None
+        if "environment" in params and params["environment"] is not None:
+            env = {}
+            for i, entry in enumerate(environment):
+                if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*=", entry):
+                    raise ValidationError(
+                        f"parameter 'environment'[{i}] must look like KEY=VALUE, got "
+                        f"{ctx.redact(entry)!r}"
+                    )
+                key, _, value = entry.partition("=")
+                env[key] = value
+        working_dir = p.opt_str(params, "working_dir")
+        cwd = ctx.workspace.resolve(working_dir) if working_dir else ctx.workspace.path
+
+        if ctx.dry_run:
+            ctx.logger.info("dry run: would run a command", command=command, args=args)
+            return {"dry_run": True, "command": command, "args": args,
+                    **_exec_summary("", "", 0)}
+
+        env_path = env.get("PATH") if env is not None and "PATH" in env else os.environ.get(
+            "PATH", os.defpath)
+        program = _find_program(command, env_path, ctx.plan_dir)
+        if program is None:
+            message = f"command not found: {command}"
+            raise ModuleError(message, summary=_exec_summary("", message, -1))
+        if not os.path.isdir(cwd):
+            message = f"working directory {working_dir or cwd!r} does not exist"
+            raise ModuleError(message, summary=_exec_summary("", message, -1))
+
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                program, *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            message = f"cannot start {command}: {exc.strerror or exc}"
+            raise ModuleError(message, summary=_exec_summary("", message, -1)) from None
+        ctx.logger.debug("started", command=command, pid=proc.pid)
+
+        try:
+            out, err = await proc.communicate()
+        except asyncio.CancelledError:
+            await _kill_group(proc, EXEC_KILL_GRACE_S)
+            raise
+        except BaseException:
+            await _kill_group(proc, 0)
+            raise
+        rc = proc.returncode
+        assert rc is not None
+        signame = ""
+        if rc < 0:  # killed by a signal: report it as a shell does, 128 + N
+            import signal
+
+            try:
+                signame = signal.Signals(-rc).name
+            except ValueError:
+                signame = f"signal {-rc}"
+            rc = 128 - rc
+        summary = _exec_summary(out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
+                                rc)
+        if rc != 0:
+            detail = f"killed by {signame}" if signame else f"exited with code {rc}"
+            last = summary["stderr"].strip().splitlines()[-1:] if summary["stderr"] else []
+            tail = f": {last[0][:500]}" if last else ""
+            raise ModuleError(f"command {command} {detail}{tail}", summary=summary)
+        return summary
+
+
+CODE = {"exec": Exec}

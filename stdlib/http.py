@@ -180,3 +180,347 @@ REQUEST = ModuleSpec(
 )
 
 MODULES: tuple[ModuleSpec, ...] = (LISTEN, RESPOND, REQUEST)
+
+
+# --------------------------------------------------------------------------- code
+#
+# Module code (design.md §8).  httpx is imported inside perform: the compiler imports this file.
+
+
+def _condition(params: dict, key: str):
+    """``success_when``/``fail_when``: None (absent), a bool, or a callable of the response.
+
+    They are per-response conditions (``per_record_params``): the kernel cannot evaluate them
+    before the request, so it hands over either a literal boolean or a function taking the
+    response summary (the record) and returning the condition's value.
+    """
+    from gxo.runtime.module import ValidationError
+
+    value = params.get(key)
+    if value is None or isinstance(value, bool) or callable(value):
+        return value
+    raise ValidationError(
+        f"parameter {key!r} reached the module as {type(value).__name__}, not as a boolean or "
+        f"a per-response condition: the kernel evaluates it for each response"
+    )
+
+
+def _holds(cond, summary: dict, key: str) -> bool:
+    from gxo.runtime.exprlib import truthy
+    from gxo.runtime.module import ValidationError
+
+    if isinstance(cond, bool):
+        return cond
+    try:
+        return truthy(cond(summary))
+    except Exception as exc:  # noqa: BLE001 - a condition that cannot be evaluated fails
+        raise ValidationError(f"{key} could not be evaluated: {exc}") from None
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
+
+
+def _is_xml(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in ("application/xml", "text/xml") or media.endswith("+xml")
+
+
+def _xml_to_value(text: str):
+    """XML as maps: an element is ``{tag: {"@attr": ..., "child": ..., "#text": ...}}``;
+    repeated children become lists; a leaf without attributes is its text."""
+    import xml.etree.ElementTree as ET
+
+    def convert(el):
+        children = list(el)
+        node: dict = {f"@{k}": v for k, v in el.attrib.items()}
+        for child in children:
+            value = convert(child)
+            if child.tag in node:
+                if not isinstance(node[child.tag], list):
+                    node[child.tag] = [node[child.tag]]
+                node[child.tag].append(value)
+            else:
+                node[child.tag] = value
+        body = (el.text or "").strip()
+        if not node:
+            return body
+        if body:
+            node["#text"] = body
+        return node
+
+    if "<!DOCTYPE" in text or "<!ENTITY" in text:
+        return None  # no entity expansion, ever
+    root = ET.fromstring(text)
+    return {root.tag: convert(root)}
+
+
+def _dig(value, dotted: str):
+    """``a.b.0.c`` into JSON; None when any step is missing."""
+    for part in dotted.split("."):
+        if isinstance(value, dict):
+            value = value.get(part)
+        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        else:
+            return None
+    return value
+
+
+class Request:
+    """``http:request``: one request (or a paginated series) with httpx.
+
+    Failure: a response is successful when ``success_when`` holds (default: status below 400);
+    a successful one still fails when ``fail_when`` holds.  A failure carries the response
+    summary.  Redirects are followed (at most 10); ``timeout`` bounds each request with its
+    redirects (each page of a paginated series has its own).
+    """
+
+    name = "http:request"
+
+    async def perform(self, ctx, params):
+        import asyncio
+        import time
+
+        from gxo.runtime.module import ModuleError, ValidationError
+        from gxo.stdlib import _params as p
+
+        params = p.check_map(params)
+        url = p.req_str(params, "url")
+        if not url.lower().startswith(("http://", "https://")) or any(c.isspace() for c in url):
+            raise ValidationError(f"parameter 'url' must be an absolute http:// or https:// URL, "
+                                  f"got {ctx.redact(url)!r}")
+        method = (p.opt_str(params, "method", "GET") or "GET").upper()
+        if method not in s.HTTP_METHODS:
+            raise ValidationError(f"parameter 'method' must be one of "
+                                  f"{', '.join(s.HTTP_METHODS)}; got {method!r}")
+        headers = p.opt_str_map(params, "headers")
+        query = p.opt_map(params, "query_params") or {}
+        query_items = []
+        for k, v in query.items():
+            if isinstance(v, (dict, list, tuple)) or v is None:
+                raise ValidationError(f"parameter 'query_params'.{k} must be a string, number "
+                                      f"or boolean")
+            query_items.append((str(k), p.scalar_text(v)))
+        body = p.opt_str(params, "body")
+        timeout = p.opt_duration(params, "timeout", "30s")
+        skip_tls = p.opt_bool(params, "skip_tls_verify", False)
+        cookie_jar = p.opt_bool(params, "cookie_jar", False)
+        auth = self._auth_params(p.opt_map(params, "auth"))
+        pagination = self._pagination_params(p.opt_map(params, "pagination"))
+        success_when = _condition(params, "success_when")
+        fail_when = _condition(params, "fail_when")
+
+        if ctx.dry_run:
+            ctx.logger.info("dry run: would send an HTTP request", method=method, url=url)
+            return {"status_code": 0, "headers": {}, "body": "", "json_body": None,
+                    "latency_ms": 0, "dry_run": True}
+        if skip_tls:
+            ctx.logger.warning(
+                "TLS CERTIFICATE VERIFICATION IS DISABLED (skip_tls_verify: true): the "
+                "connection can be intercepted; never use this in production", url=url)
+
+        import httpx
+
+        client_args: dict = {"verify": not skip_tls, "follow_redirects": True,
+                             "max_redirects": 10, "timeout": timeout}
+        if not cookie_jar:
+            import http.cookiejar
+
+            jar = http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(
+                allowed_domains=[]))  # keep no cookie
+            client_args["cookies"] = jar
+        async with httpx.AsyncClient(**client_args) as client:
+            async def send(u: str, first: bool):
+                req_headers = dict(headers)
+                kwargs: dict = {"headers": req_headers}
+                if first and query_items:
+                    kwargs["params"] = query_items
+                if body is not None:
+                    kwargs["content"] = body.encode("utf-8")
+                if auth is not None:
+                    kind, value = auth
+                    if kind == "basic":
+                        kwargs["auth"] = httpx.BasicAuth(*value)
+                    else:
+                        req_headers["Authorization"] = f"Bearer {value}"
+                started = time.perf_counter()
+                try:
+                    async with asyncio.timeout(timeout):
+                        response = await client.request(method, u, **kwargs)
+                except TimeoutError:
+                    raise ModuleError(f"HTTP {method} {u}: no complete response within "
+                                      f"{params.get('timeout') or '30s'}") from None
+                except httpx.TooManyRedirects:
+                    raise ModuleError(f"HTTP {method} {u}: more than 10 redirects") from None
+                except httpx.HTTPError as exc:
+                    raise ModuleError(f"HTTP {method} {u}: {type(exc).__name__}: {exc}") \
+                        from None
+                latency = int((time.perf_counter() - started) * 1000)
+                return response, latency
+
+            if auth is not None and auth[0] == "oauth2":
+                auth = ("bearer", await self._oauth2_token(client, auth[1], timeout))
+
+            pages: list = []
+            next_url: str | None = url
+            first = True
+            while next_url is not None:
+                response, latency = await send(next_url, first)
+                summary = self._summary(response, latency, ctx)
+                first = False
+                if pagination is None:
+                    break
+                pages.append(summary["json_body"])
+                if len(pages) >= pagination["max_pages"]:
+                    break
+                next_url = self._next_page(response, summary, pagination)
+                if next_url is not None and not self._ok(summary, success_when, fail_when):
+                    break
+            if pagination is not None:
+                summary["pages"] = pages
+
+        ok = _holds(success_when, summary, "success_when") if success_when is not None \
+            else summary["status_code"] < 400
+        if not ok:
+            why = "success_when is false" if success_when is not None else "status >= 400"
+            raise ModuleError(f"HTTP {method} {url}: status {summary['status_code']} ({why})",
+                              summary=summary)
+        if fail_when is not None and _holds(fail_when, summary, "fail_when"):
+            raise ModuleError(f"HTTP {method} {url}: fail_when holds (status "
+                              f"{summary['status_code']})", summary=summary)
+        return summary
+
+    @staticmethod
+    def _ok(summary, success_when, fail_when) -> bool:
+        if success_when is not None:
+            if not _holds(success_when, summary, "success_when"):
+                return False
+        elif summary["status_code"] >= 400:
+            return False
+        return not (fail_when is not None and _holds(fail_when, summary, "fail_when"))
+
+    @staticmethod
+    def _summary(response, latency: int, ctx) -> dict:
+        import json
+
+        content_type = response.headers.get("content-type", "")
+        headers: dict[str, str] = {}
+        for k, v in response.headers.multi_items():
+            k = k.lower()
+            headers[k] = f"{headers[k]}, {v}" if k in headers else v
+        text = response.text
+        summary = {"status_code": response.status_code, "headers": headers, "body": text,
+                   "json_body": None, "latency_ms": latency}
+        if _is_json(content_type) and text.strip():
+            try:
+                summary["json_body"] = json.loads(text)
+            except ValueError:
+                ctx.logger.warning("the response says JSON but its body is not valid JSON")
+        elif _is_xml(content_type) and text.strip():
+            try:
+                summary["xml_body"] = _xml_to_value(text)
+            except Exception:  # noqa: BLE001 - ParseError and friends: report no value
+                summary["xml_body"] = None
+        return summary
+
+    @staticmethod
+    def _next_page(response, summary: dict, pagination: dict) -> str | None:
+        from urllib.parse import urljoin
+
+        if pagination["strategy"] == "link_header":
+            link = response.links.get("next", {}).get("url")
+        else:
+            link = _dig(summary["json_body"], pagination["next_field"])
+        if not isinstance(link, str) or not link:
+            return None
+        return urljoin(str(response.url), link)
+
+    @staticmethod
+    def _auth_params(auth):
+        from gxo.runtime.module import ValidationError
+
+        if auth is None:
+            return None
+        if len(auth) != 1:
+            raise ValidationError("parameter 'auth' must hold exactly one of basic, bearer, "
+                                  "oauth2")
+        (kind, value), = auth.items()
+        if not isinstance(value, dict):
+            raise ValidationError(f"parameter 'auth'.{kind} must be a map")
+
+        def need(key: str, nonempty: bool = True) -> str:
+            v = value.get(key)
+            if not isinstance(v, str) or (nonempty and not v):
+                raise ValidationError(f"parameter 'auth'.{kind}.{key} must be a "
+                                      f"{'non-empty ' if nonempty else ''}string")
+            return v
+
+        if kind == "basic":
+            return ("basic", (need("user", False), need("pass", False)))
+        if kind == "bearer":
+            return ("bearer", need("token"))
+        if kind == "oauth2":
+            scopes = value.get("scopes") or []
+            if not isinstance(scopes, list) or not all(isinstance(x, str) for x in scopes):
+                raise ValidationError("parameter 'auth'.oauth2.scopes must be a list of strings")
+            return ("oauth2", {"token_url": need("token_url"), "client_id": need("client_id"),
+                               "client_secret": need("client_secret", False),
+                               "scopes": scopes})
+        raise ValidationError(f"parameter 'auth': unknown helper {kind!r} (basic, bearer, "
+                              f"oauth2)")
+
+    @staticmethod
+    def _pagination_params(pag):
+        from gxo.runtime.module import ValidationError
+
+        if pag is None:
+            return None
+        strategy = pag.get("strategy")
+        if strategy not in ("link_header", "next_field"):
+            raise ValidationError("parameter 'pagination'.strategy must be link_header or "
+                                  "next_field")
+        next_field = pag.get("next_field")
+        if strategy == "next_field" and (not isinstance(next_field, str) or not next_field):
+            raise ValidationError("parameter 'pagination'.next_field is required with "
+                                  "strategy next_field")
+        max_pages = pag.get("max_pages", 100)
+        if isinstance(max_pages, bool) or not isinstance(max_pages, int) or max_pages < 1:
+            raise ValidationError("parameter 'pagination'.max_pages must be a positive integer")
+        return {"strategy": strategy, "next_field": next_field, "max_pages": max_pages}
+
+    @staticmethod
+    async def _oauth2_token(client, conf: dict, timeout: float) -> str:
+        """The client-credentials grant (RFC 6749 §4.4), credentials in Basic auth (§2.3.1)."""
+        import asyncio
+
+        import httpx
+        from gxo.runtime.module import ModuleError
+
+        data = {"grant_type": "client_credentials"}
+        if conf["scopes"]:
+            data["scope"] = " ".join(conf["scopes"])
+        try:
+            async with asyncio.timeout(timeout):
+                response = await client.post(
+                    conf["token_url"], data=data,
+                    auth=httpx.BasicAuth(conf["client_id"], conf["client_secret"]),
+                    headers={"Accept": "application/json"})
+        except TimeoutError:
+            raise ModuleError("OAuth2 token request timed out") from None
+        except httpx.HTTPError as exc:
+            raise ModuleError(f"OAuth2 token request failed: {type(exc).__name__}: {exc}") \
+                from None
+        if response.status_code >= 400:
+            raise ModuleError(f"OAuth2 token request failed: status {response.status_code}")
+        try:
+            token = response.json().get("access_token")
+        except (ValueError, AttributeError):
+            token = None
+        if not isinstance(token, str) or not token:
+            raise ModuleError("OAuth2 token response holds no access_token")
+        return token
+
+
+CODE = {"http:request": Request}

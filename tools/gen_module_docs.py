@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from dataclasses import replace
 import json
 import re
 import sys
@@ -264,7 +265,10 @@ def build() -> dict[str, str]:
         if doc:
             lines += [doc, ""]
         lines += ["Back to the [module index](index.md).", ""]
+        code = getattr(mod, "CODE", {})
         for spec in mod.MODULES:
+            if spec.name in code and not spec.implemented:
+                spec = replace(spec, implemented=True)  # as registry() marks it
             lines += _module(spec)
             index_rows.append([
                 f"[{_code(spec.name)}]({page}#{_anchor(spec.name)})", spec.layer,

@@ -1,0 +1,417 @@
+"""``gxoc build``, ``show``, ``diff``, ``graph`` and ``keygen``: the plan side of the compiler CLI.
+
+Attached to the ``gxoc`` group of ``gxo.compiler.cli``.  Exit codes as ``gxoc check``'s: 0 ok, 1
+errors (nothing is written), 2 usage; a refused plan given to ``show``/``diff``/``graph`` exits
+3 like ``gxo exec``; never a traceback (``main`` turns our bugs into exit 70).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from gxo.compiler.cli import EXIT_ERRORS, cli
+from gxo.compiler.diagnostics import ERROR, WARNING, render_text, summary_line
+from gxo.runtime.plan import Plan, expr_id, to_data
+
+EXIT_REFUSED = 3
+
+
+def _read(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except IsADirectoryError:
+        raise click.UsageError(f"'{path}' is a directory, not a playbook") from None
+    except OSError as exc:
+        raise click.UsageError(f"cannot read '{path}': {exc.strerror}") from None
+
+
+def not_implemented(result: Any) -> None:
+    """Add ``not-implemented`` for every module (or pipeline step) whose code is not shipped."""
+    pb = result.playbook
+    if pb is None:
+        return
+    for w in pb.workloads:
+        if w.spec is not None and not w.spec.implemented and w.module_node is not None:
+            result.diags.add("not-implemented", f"module '{w.module}' is declared but its code is not in this release",
+                             w.module_node.span, help="gxoc check accepts it; gxoc build and gxo exec need its code")
+        for st in w.steps:
+            if st.spec is not None and not st.spec.implemented and st.uses_node is not None:
+                result.diags.add("not-implemented", f"module '{st.uses}' is declared but its code is not in this release",
+                                 st.uses_node.span, help="gxoc check accepts it; gxoc build and gxo exec need its code")
+
+
+def _print_diags(result: Any, warnings_as_errors: bool = False) -> bool:
+    """Print the diagnostics as ``gxoc check`` does; True when they stop the build."""
+    diags = result.diags.sorted()
+    if diags:
+        use_color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+        click.echo(render_text(diags, {result.path: result.source}, color=use_color), nl=False, color=use_color)
+        click.echo(summary_line(diags, 1))
+    failing = {ERROR, WARNING} if warnings_as_errors else {ERROR}
+    return any(d.severity in failing for d in diags)
+
+
+def _compile(path: str, *, build: bool, warnings_as_errors: bool = False) -> tuple[Any, bytes]:
+    from gxo.compiler.pipeline import check_source
+
+    data = _read(path)
+    result = check_source(data, path)
+    if build:
+        not_implemented(result)
+        if _print_diags(result, warnings_as_errors):
+            sys.exit(EXIT_ERRORS)
+    elif result.diags.has_errors:
+        _print_diags(result)
+        sys.exit(EXIT_ERRORS)
+    return result, data
+
+
+@cli.command()
+@click.argument("playbook", metavar="PLAYBOOK")
+@click.option("-o", "--output", metavar="PLAN.gxp", help="Where to write the plan (default: PLAYBOOK's stem + .gxp here).")
+@click.option("--no-native", is_flag=True, help="Skip the Cython build: the plan runs its bytecode.")
+@click.option("--sign", "sign_key", metavar="KEY", help="Sign the plan with this Ed25519 private key (gxoc keygen).")
+@click.option("--channel-buffer-size", type=click.IntRange(min=0), metavar="N",
+              help="Channel capacity where the playbook sets none (default 100).")
+@click.option("-j", "--jobs", type=click.IntRange(min=1), metavar="N", help="Parallel native shard builds (default: cores).")
+@click.option("--warnings-as-errors", is_flag=True, help="Refuse to build when there are warnings.")
+def build(playbook: str, output: str | None, no_native: bool, sign_key: str | None,
+          channel_buffer_size: int | None, jobs: int | None, warnings_as_errors: bool) -> None:
+    """Compile PLAYBOOK into a frozen, verifiable plan (.gxp)."""
+    from gxo.compiler.emit import NativeMembers, build_plan, emit_gxp, load_signing_key
+
+    signing_key = None
+    if sign_key is not None:
+        try:
+            signing_key = load_signing_key(sign_key)
+        except (OSError, ValueError, TypeError) as exc:
+            raise click.UsageError(f"--sign {sign_key}: {getattr(exc, 'strerror', None) or exc}") from None
+    result, data = _compile(playbook, build=True, warnings_as_errors=warnings_as_errors)
+    out = output or (Path(playbook).stem + ".gxp")
+    if os.path.isdir(out):
+        raise click.UsageError(f"-o {out}: is a directory")
+    built = build_plan(result, channel_buffer_size=channel_buffer_size, source_bytes=data)
+    native = None
+    if not no_native:
+        from gxo.compiler.native import NativeBuildError, build_native
+
+        try:
+            nr = build_native(built.items, header=built.header, plan_code_sha256=built.plan.plan_code_sha256, jobs=jobs)
+        except NativeBuildError as exc:
+            click.echo(f"gxoc: error: native build failed: {exc}", err=True)
+            click.echo("help: build with --no-native to skip Cython", err=True)
+            sys.exit(EXIT_ERRORS)
+        native = NativeMembers(nr.tag, nr.index, nr.shards)
+        click.echo(f"native: {len(nr.shards)} shard(s) for {nr.tag} ({nr.built} built, {nr.cached} cached) "
+                   f"in {nr.seconds:.2f} s", err=True)
+    try:
+        emit_gxp(out, built, native=native, signing_key=signing_key)
+    except OSError as exc:
+        click.echo(f"gxoc: error: cannot write '{out}': {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_ERRORS)
+    p = built.plan
+    click.echo(f"wrote {out}: {len(p.workloads)} workload(s), {len(p.expressions)} expression(s)"
+               f"{', native' if native else ''}{', signed' if signing_key is not None else ''}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading plans for show / diff / graph
+
+
+def _is_plan(path: str) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(2) == b"PK"
+    except OSError:
+        return False
+
+
+def load_any(path: str, trusted_keys: tuple[str, ...] = ()) -> Plan:
+    """A plan from a .gxp (verified) or a playbook (compiled in memory)."""
+    if not os.path.exists(path):
+        raise click.UsageError(f"no such file: '{path}'")
+    if _is_plan(path) or path.endswith(".gxp"):
+        from gxo.runtime.planfile import PlanRefused, open_plan
+
+        try:
+            return open_plan(path, trusted_keys=trusted_keys).plan
+        except PlanRefused as exc:
+            click.echo(f"gxoc: plan refused: {exc}", err=True)
+            sys.exit(EXIT_REFUSED)
+    from gxo.compiler.emit import build_plan
+
+    result, data = _compile(path, build=False)
+    return build_plan(result, source_bytes=data).plan
+
+
+@cli.command()
+@click.argument("plan_path", metavar="PLAN.gxp")
+@click.option("--json", "as_json", is_flag=True, help="Print manifest.json itself.")
+@click.option("--trusted-key", "trusted", multiple=True, metavar="PUB", help="Also check the signature against this key.")
+def show(plan_path: str, as_json: bool, trusted: tuple[str, ...]) -> None:
+    """Verify a plan and print what it holds."""
+    from gxo.runtime.plan import canonical_json
+    from gxo.runtime.planfile import PlanRefused, open_plan
+
+    if not os.path.exists(plan_path):
+        raise click.UsageError(f"no such file: '{plan_path}'")
+    try:
+        v = open_plan(plan_path, trusted_keys=trusted)
+    except PlanRefused as exc:
+        click.echo(f"gxoc: plan refused: {exc}", err=True)
+        sys.exit(EXIT_REFUSED)
+    p = v.plan
+    if as_json:
+        click.echo(canonical_json(p, pretty=True), nl=False)
+        return
+    sig = "unsigned"
+    if v.signed:
+        sig = f"signed (key {v.key_id}{', verified' if v.signature_checked else ', not checked: no --trusted-key'})"
+    click.echo(f"plan {p.name!r} (format {p.format_version}, gxoc {p.compiler_version})")
+    click.echo(f"source: {p.source.path} sha256 {p.source.sha256}")
+    click.echo(f"code: plan_code.py sha256 {p.plan_code_sha256}; bytecode {v.bytecode_index['cache_tag']}; "
+               f"native: {', '.join(sorted(v.native_indexes)) or 'none'}")
+    click.echo(f"signature: {sig}")
+    click.echo(f"modules: {', '.join(f'{m.name}@{m.version}' for m in p.modules) or 'none'}")
+    click.echo(f"workloads ({len(p.workloads)}), by level:")
+    for i, level in enumerate(p.levels or (tuple(w.name for w in p.workloads),)):
+        for name in level:
+            w = p.workload(name)
+            extra = []
+            if w.deps:
+                extra.append("after " + ", ".join(w.deps))
+            if w.stream_inputs:
+                extra.append("reads " + ", ".join(w.stream_inputs))
+            if w.register:
+                extra.append(f"register {w.register}")
+            if w.secret_params:
+                extra.append("secret " + ", ".join(w.secret_params))
+            click.echo(f"  [{i}] {w.name}: {w.module} ({w.lifecycle.policy})" + (f"; {'; '.join(extra)}" if extra else ""))
+    for c in p.channels:
+        click.echo(f"channel {c.producer} -> {c.consumer}: capacity {c.capacity}, {c.overflow}")
+    click.echo(f"expressions: {len(p.expressions)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# diff
+
+
+def _exprs(plan: Plan) -> dict[str, str]:
+    return {e.id: e.text for e in plan.expressions}
+
+
+def _resolve(value: Any, texts: dict[str, str]) -> Any:
+    """IR with expression references replaced by their source text, for comparison."""
+    eid = expr_id(value)
+    if eid is not None:
+        return {"$expr": texts.get(eid, eid)}
+    if isinstance(value, dict):
+        return {k: _resolve(v, texts) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, texts) for v in value]
+    return value
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, str]) -> None:
+    if isinstance(value, dict) and value and expr_id(value) is None and "$expr" not in value:
+        for k in sorted(value):
+            _flatten(value[k], f"{prefix}.{k}" if prefix else str(k), out)
+    elif isinstance(value, list) and value:
+        for i, v in enumerate(value):
+            _flatten(v, f"{prefix}[{i}]", out)
+    elif isinstance(value, dict) and set(value) == {"$expr"}:
+        out[prefix] = json.dumps(value["$expr"], ensure_ascii=False) + " (expression)"
+    else:
+        out[prefix] = json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+_IGNORED = {"index", "span"}
+
+
+def _workload_view(plan: Plan) -> dict[str, dict[str, str]]:
+    texts = _exprs(plan)
+    out = {}
+    for w in plan.workloads:
+        data = to_data(w)
+        for k in _IGNORED:
+            data.pop(k, None)
+        if data.get("when"):
+            data["when"] = {"$expr": texts.get(data["when"], data["when"])}
+        data = _resolve(data, texts)
+        flat: dict[str, str] = {}
+        _flatten(data, "", flat)
+        out[w.name] = flat
+    return out
+
+
+def semantic_diff(a: Plan, b: Plan) -> list[str]:
+    """Human lines: workloads added/removed/changed (with the changed fields), edges, vars, policies."""
+    lines: list[str] = []
+    for field_name in ("name", "max_concurrency"):
+        va, vb = getattr(a, field_name), getattr(b, field_name)
+        if va != vb:
+            lines.append(f"~ {field_name}: {json.dumps(va)} -> {json.dumps(vb)}")
+    va_flat: dict[str, str] = {}
+    vb_flat: dict[str, str] = {}
+    _flatten(_resolve(a.vars, _exprs(a)), "vars", va_flat)
+    _flatten(_resolve(b.vars, _exprs(b)), "vars", vb_flat)
+    for key in sorted(set(va_flat) | set(vb_flat)):
+        if va_flat.get(key) != vb_flat.get(key):
+            lines.append(f"~ {key}: {va_flat.get(key, '(absent)')} -> {vb_flat.get(key, '(absent)')}")
+    wa, wb = _workload_view(a), _workload_view(b)
+    for name in sorted(set(wb) - set(wa)):
+        lines.append(f"+ workload {name} ({b.workload(name).module})")
+    for name in sorted(set(wa) - set(wb)):
+        lines.append(f"- workload {name} ({a.workload(name).module})")
+    for name in sorted(set(wa) & set(wb)):
+        fa, fb = wa[name], wb[name]
+        changed = [k for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
+        if changed:
+            lines.append(f"~ workload {name}:")
+            for k in changed:
+                lines.append(f"    {k}: {fa.get(k, '(absent)')} -> {fb.get(k, '(absent)')}")
+    ea = {(e.source, e.target): "/".join(e.kinds) for e in a.edges}
+    eb = {(e.source, e.target): "/".join(e.kinds) for e in b.edges}
+    for key in sorted(set(eb) - set(ea)):
+        lines.append(f"+ edge {key[0]} -> {key[1]} ({eb[key]})")
+    for key in sorted(set(ea) - set(eb)):
+        lines.append(f"- edge {key[0]} -> {key[1]} ({ea[key]})")
+    for key in sorted(set(ea) & set(eb)):
+        if ea[key] != eb[key]:
+            lines.append(f"~ edge {key[0]} -> {key[1]}: {ea[key]} -> {eb[key]}")
+    ca = {(c.producer, c.consumer): f"capacity {c.capacity}, {c.overflow}" for c in a.channels}
+    cb = {(c.producer, c.consumer): f"capacity {c.capacity}, {c.overflow}" for c in b.channels}
+    for key in sorted(set(ca) & set(cb)):
+        if ca[key] != cb[key]:
+            lines.append(f"~ channel {key[0]} -> {key[1]}: {ca[key]} -> {cb[key]}")
+    ma = {m.name: m for m in a.modules}
+    mb = {m.name: m for m in b.modules}
+    for name in sorted(set(ma) & set(mb)):
+        if (ma[name].version, ma[name].schema_sha256) != (mb[name].version, mb[name].schema_sha256):
+            lines.append(f"~ module {name}: {ma[name].version} -> {mb[name].version}"
+                         + (" (schemas changed)" if ma[name].schema_sha256 != mb[name].schema_sha256 else ""))
+    return lines
+
+
+@cli.command()
+@click.argument("a", metavar="A")
+@click.argument("b", metavar="B")
+@click.option("--exit-code", is_flag=True, help="Exit 1 when the plans differ.")
+def diff(a: str, b: str, exit_code: bool) -> None:
+    """Semantic diff of two plans (.gxp) or playbooks: workloads, fields, edges, params."""
+    pa, pb = load_any(a), load_any(b)
+    lines = semantic_diff(pa, pb)
+    if not lines:
+        click.echo("no semantic differences")
+        return
+    click.echo(f"--- {a}\n+++ {b}")
+    for line in lines:
+        click.echo(line)
+    if exit_code:
+        sys.exit(EXIT_ERRORS)
+
+
+# ---------------------------------------------------------------------------------------------
+# graph
+
+def to_dot(plan: Plan) -> str:
+    def q(s: str) -> str:
+        return json.dumps(s, ensure_ascii=False)
+
+    out = [f"digraph {q(plan.name or 'plan')} {{", "  rankdir=LR;", "  node [shape=box];"]
+    for w in plan.workloads:
+        out.append(f"  {q(w.name)} [label={q(w.name + chr(10) + w.module)}];")
+    for e in plan.edges:
+        style = "dashed" if "stream" in e.kinds else ("dotted" if e.kinds == ("needs",) else "solid")
+        out.append(f"  {q(e.source)} -> {q(e.target)} [label={q('/'.join(e.kinds))}, style={style}];")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def to_mermaid(plan: Plan) -> str:
+    ids = {w.name: f"w{i}" for i, w in enumerate(plan.workloads)}
+    out = ["flowchart LR"]
+    for w in plan.workloads:
+        label = f"{w.name}<br/>{w.module}".replace('"', "#quot;")
+        out.append(f'  {ids[w.name]}["{label}"]')
+    for e in plan.edges:
+        arrow = "-.->" if "stream" in e.kinds else "-->"
+        out.append(f"  {ids[e.source]} {arrow}|{'/'.join(e.kinds)}| {ids[e.target]}")
+    return "\n".join(out) + "\n"
+
+
+@cli.command()
+@click.argument("source", metavar="PLAN.gxp|PLAYBOOK")
+@click.option("--format", "fmt", type=click.Choice(["dot", "mermaid", "svg"]), default="dot", show_default=True)
+@click.option("-o", "--output", metavar="FILE", help="Write to FILE instead of standard output.")
+def graph(source: str, fmt: str, output: str | None) -> None:
+    """Draw the workload graph (DOT, Mermaid, or SVG through Graphviz)."""
+    if fmt == "svg" and shutil.which("dot") is None:
+        click.echo("gxoc: error: --format svg needs Graphviz's 'dot' on PATH; "
+                   "install graphviz, or use --format dot or mermaid", err=True)
+        sys.exit(EXIT_ERRORS)
+    plan = load_any(source)
+    text = to_mermaid(plan) if fmt == "mermaid" else to_dot(plan)
+    if fmt == "svg":
+        proc = subprocess.run(check=False, args=["dot", "-Tsvg"], input=text.encode("utf-8"), capture_output=True)
+        if proc.returncode != 0:
+            click.echo(f"gxoc: error: dot failed: {proc.stderr.decode('utf-8', 'replace').strip()}", err=True)
+            sys.exit(EXIT_ERRORS)
+        data = proc.stdout
+    else:
+        data = text.encode("utf-8")
+    if output:
+        try:
+            Path(output).write_bytes(data)
+        except OSError as exc:
+            click.echo(f"gxoc: error: cannot write '{output}': {exc.strerror or exc}", err=True)
+            sys.exit(EXIT_ERRORS)
+    else:
+        click.echo(data.decode("utf-8"), nl=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# keygen
+
+
+@cli.command()
+@click.option("-o", "--output", required=True, metavar="KEY", help="Private key file (PEM, mode 0600); KEY.pub gets the public key.")
+@click.option("--force", is_flag=True, help="Overwrite existing key files.")
+def keygen(output: str, force: bool) -> None:
+    """Make an Ed25519 key pair for signing plans (gxoc build --sign KEY; gxo exec --trusted-key KEY.pub)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    pub_path = output + ".pub"
+    for p in (output, pub_path):
+        if os.path.exists(p) and not force:
+            raise click.UsageError(f"'{p}' exists; pass --force to overwrite it")
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    try:
+        if force and os.path.exists(output):
+            os.unlink(output)
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(private)
+        os.chmod(output, 0o600)
+        Path(pub_path).write_bytes(public)
+    except OSError as exc:
+        click.echo(f"gxoc: error: cannot write key: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_ERRORS)
+    from gxo.runtime.planfile import key_id
+
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    click.echo(f"wrote {output} (private, 0600) and {pub_path}; key id {key_id(raw)}")
+
+
+__all__ = ["build", "diff", "graph", "keygen", "semantic_diff", "show", "to_dot", "to_mermaid"]

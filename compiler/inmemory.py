@@ -1,0 +1,34 @@
+"""Compile a playbook in memory for ``gxo run`` and ``gxo test``: the same stages as
+``gxoc build`` (check, lower, generate code), without writing a ``.gxp``; the generated code is
+compiled to bytecode and its functions are handed to the kernel."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import IO, Any
+
+from gxo.compiler.diagnostics import ERROR, render_text, summary_line
+
+
+def compile_in_memory(path: str, stream: IO[str]) -> Any:
+    """A ``LoadedPlan`` for ``path``, or None after printing its errors to ``stream``."""
+    from gxo.compiler.cli_build import not_implemented
+    from gxo.compiler.emit import build_plan
+    from gxo.compiler.pipeline import check_source
+    from gxo.runtime.planfile import LoadedPlan
+
+    data = Path(path).read_bytes()
+    result = check_source(data, path)
+    not_implemented(result)
+    diags = result.diags.sorted()
+    if diags:
+        stream.write(render_text(diags, {result.path: result.source}))
+        stream.write(summary_line(diags, 1) + "\n")
+    if any(d.severity == ERROR for d in diags):
+        return None
+    built = build_plan(result, source_bytes=data)
+    namespace: dict[str, Any] = {"__name__": "gxo_plan_code"}
+    exec(compile(built.code, "plan/plan_code.py", "exec"), namespace)  # noqa: S102 - our own generated code
+    return LoadedPlan(plan=built.plan, functions=dict(namespace["FUNCTIONS"]),
+                      plan_dir=os.path.dirname(os.path.abspath(path)), native=False)

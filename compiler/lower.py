@@ -1,0 +1,343 @@
+"""Phase ``lower``: the checked model, analysis and graph become the frozen plan IR.
+
+Every expression site gets an id ``e0, e1, ...`` in source order (line, column); params, vars
+and literal loops become IR (plain JSON with ``{"$expr": id}`` where a templated string stood,
+and ``{"$lit": m}`` around a literal one-key map whose key is ``$expr`` or ``$lit``, so that it
+is never mistaken for a reference; the values inside ``m`` are IR again).  Durations become
+seconds, policies are resolved (workload > playbook > ``--channel-buffer-size`` > 100), and
+the graph gives deps (state and needs edges only: a stream consumer starts with its producer),
+levels and channels.  Nothing here holds an absolute path: spans name the playbook by its base
+name.  The plan's ``plan_code_sha256`` is left empty; ``emit`` fills it in once the code is
+rendered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+from fractions import Fraction
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from gxo.compiler import types as T
+from gxo.compiler.codegen import CodegenItem
+from gxo.compiler.expr import ast
+from gxo.compiler.loader import MapNode, ScalarNode, SeqNode, YNode, to_plain
+from gxo.compiler.model import ExprSite
+from gxo.compiler.model import Workload as MWorkload
+from gxo.compiler.resolve import subschema
+from gxo.runtime import plan as P
+from gxo.stdlib import ModuleSpec
+
+DEFAULT_CHANNEL_CAPACITY = 100
+DEFAULT_OVERFLOW = "block"
+
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|μs|ms|s|m|h)")
+_UNITS = {
+    "ns": Fraction(1, 10**9),
+    "us": Fraction(1, 10**6),
+    "µs": Fraction(1, 10**6),
+    "μs": Fraction(1, 10**6),
+    "ms": Fraction(1, 1000),
+    "s": Fraction(1),
+    "m": Fraction(60),
+    "h": Fraction(3600),
+}
+
+
+class LowerError(ValueError):
+    """The input cannot be lowered (it has errors the checker should have reported)."""
+
+
+def gxo_version() -> str:
+    try:
+        return version("gxo")
+    except PackageNotFoundError:  # running from a source tree
+        return "0.0.0+unknown"
+
+
+def parse_duration(text: str) -> float:
+    """Go duration syntax (``1h30m``, ``1.5s``, ``250ms``, ``10us``) in seconds.
+
+    Summed exactly as fractions, so ``0.1s`` is the float ``0.1`` on every machine."""
+    if not isinstance(text, str) or not text:
+        raise LowerError(f"not a duration: {text!r}")
+    if text == "0":
+        return 0.0
+    pos, total = 0, Fraction(0)
+    for m in _DURATION_PART.finditer(text):
+        if m.start() != pos:
+            break
+        total += Fraction(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(text):
+        raise LowerError(f"not a duration: {text!r}")
+    return float(total)
+
+
+def schema_sha256(spec: ModuleSpec) -> str:
+    """The digest of the canonical JSON of a module's declared schemas."""
+    data = {"params": spec.params_schema, "summary": spec.summary_schema, "record": spec.record_schema}
+    return hashlib.sha256(P.canonical_json(data).encode("utf-8")).hexdigest()
+
+
+def _tree_nodes(obj: Any):
+    """Every AST node under ``obj`` (dataclasses, tuples)."""
+    stack = [obj]
+    while stack:
+        cur = stack.pop()
+        if isinstance(cur, ast.Node):
+            yield cur
+            for name in cur.__dataclass_fields__:  # type: ignore[attr-defined]
+                stack.append(getattr(cur, name))
+        elif isinstance(cur, tuple):
+            stack.extend(cur)
+
+
+def reads_secret(tree: Any) -> bool:
+    return any(isinstance(n, ast.SecretRef) or (isinstance(n, ast.Call) and n.name == "secret") for n in _tree_nodes(tree))
+
+
+class _Lowerer:
+    def __init__(self, result: Any, channel_buffer_size: int | None, source_bytes: bytes | None) -> None:
+        if result.playbook is None or result.analysis is None or result.graph is None:
+            raise LowerError("the playbook did not get through the checker")
+        if result.diags.has_errors:
+            raise LowerError("the playbook has errors")
+        self.res = result
+        self.pb = result.playbook
+        self.an = result.analysis
+        self.graph = result.graph
+        self.flag_capacity = channel_buffer_size
+        self.base = posixpath.basename(str(result.path).replace("\\", "/")) or "playbook.yaml"
+        self.source_bytes = source_bytes if source_bytes is not None else result.source.encode("utf-8")
+        self.version = gxo_version()
+        self.ids: dict[int, str] = {}  # id(ScalarNode) -> expression id
+        self.sites: list[tuple[ExprSite, MWorkload | None]] = []
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def span(self, node: YNode) -> P.SourceSpan:
+        s = node.span
+        return P.SourceSpan(path=self.base, line=s.line, col=s.col, end_line=s.end_line, end_col=s.end_col)
+
+    def ir(self, node: YNode | None) -> Any:
+        """The IR of a YAML node: expression references where sites stand."""
+        if node is None:
+            return None
+        if isinstance(node, ScalarNode):
+            eid = self.ids.get(id(node))
+            return {"$expr": eid} if eid is not None else node.value
+        if isinstance(node, SeqNode):
+            return [self.ir(n) for n in node.items]
+        assert isinstance(node, MapNode)
+        out = {str(k.value): self.ir(v) for k, v in node.items}
+        if len(out) == 1 and next(iter(out)) in ("$expr", "$lit"):
+            return {"$lit": out}
+        return out
+
+    # -- expressions -----------------------------------------------------------------------
+
+    def number_sites(self) -> None:
+        sites: list[tuple[ExprSite, MWorkload | None]] = [(s, None) for s in self.pb.var_exprs]
+        for w in self.pb.workloads:
+            sites.extend((s, w) for s in w.exprs)
+        sites.sort(key=lambda sw: (sw[0].node.span.line, sw[0].node.span.col, sw[0].where))
+        for i, (site, _) in enumerate(sites):
+            if site.tree is None:
+                raise LowerError(f"{site.where}: expression did not parse")
+            self.ids[id(site.node)] = f"e{i}"
+        self.sites = sites
+
+    def as_text(self, site: ExprSite, w: MWorkload | None) -> bool:
+        if w is None or site.param_path is None:
+            return False
+        spec = site.step.spec if site.step is not None else w.spec
+        if spec is None or spec.summary_from_params:
+            return False
+        sub = subschema(spec.params_schema, site.param_path)
+        return sub is not None and T.from_schema(sub) == T.STR
+
+    def expressions(self) -> tuple[list[P.Expression], list[CodegenItem]]:
+        exprs, items = [], []
+        for site, w in self.sites:
+            eid = self.ids[id(site.node)]
+            tree = site.tree
+            native = isinstance(tree, ast.Condition) or (isinstance(tree, ast.Template) and tree.single is not None)
+            as_text = self.as_text(site, w)
+            span = self.span(site.node)
+            text = site.node.value if isinstance(site.node.value, str) else ""
+            exprs.append(P.Expression(
+                id=eid, workload=w.name if w is not None else "", where=site.where, mode=site.mode,
+                native=native, as_text=as_text, per_record=site.per_record, secret=reads_secret(tree),
+                span=span, text=text,
+            ))
+            owner = f" of '{w.name}'" if w is not None else ""
+            items.append(CodegenItem(id=eid, tree=tree, native=native, as_text=as_text,
+                                     source=f"{span} {site.where}{owner}"))
+        return exprs, items
+
+    # -- workloads -------------------------------------------------------------------------
+
+    def lifecycle(self, w: MWorkload) -> P.Lifecycle:
+        life = w.node.get("lifecycle")
+        life_d = to_plain(life) if isinstance(life, MapNode) else {}
+        pol = w.policy
+        if pol == "supervise":
+            b = life_d.get("backoff") or {}
+            backoff = P.Backoff(
+                base=parse_duration(b["base"]) if "base" in b else 1.0,
+                cap=parse_duration(b["cap"]) if "cap" in b else 60.0,
+                jitter=float(b.get("jitter", 0.1)),
+                max_restarts=int(b.get("max_restarts", 5)),
+                restart_window=parse_duration(b["restart_window"]) if "restart_window" in b else 600.0,
+            )
+            return P.Lifecycle(policy=pol, restart=life_d.get("restart", "on_failure"), backoff=backoff)
+        if pol == "event_driven":
+            return P.Lifecycle(policy=pol, source=life_d.get("source"))
+        if pol == "scheduled":
+            return P.Lifecycle(policy=pol, cron=life_d.get("cron"))
+        return P.Lifecycle(policy=pol)
+
+    def retry(self, w: MWorkload) -> P.Retry:
+        r = to_plain(w.node.get("retry")) or {}
+        if not isinstance(r, dict):
+            return P.Retry()
+        return P.Retry(
+            attempts=int(r.get("attempts", 1)),
+            delay=parse_duration(r["delay"]) if "delay" in r else 1.0,
+            max_delay=parse_duration(r["max_delay"]) if "max_delay" in r else None,
+            backoff_factor=float(r.get("backoff_factor", 1.0)),
+            jitter=float(r.get("jitter", 0.0)),
+            on_error=bool(r.get("on_error", True)),
+        )
+
+    def _policy(self, w: MWorkload, section: str, key: str, playbook_section: str | None = None) -> Any:
+        """A policy value: the workload's own section, else the playbook's, else None."""
+        own = to_plain(w.node.get(section))
+        if isinstance(own, dict) and key in own:
+            return own[key]
+        top = to_plain(self.pb.root.get(playbook_section or section))
+        if isinstance(top, dict) and key in top:
+            return top[key]
+        return None
+
+    def channel(self, producer: str, consumer: MWorkload) -> P.Channel:
+        cap = self._policy(consumer, "channel_policy", "buffer_size")
+        if cap is None:
+            cap = self.flag_capacity if self.flag_capacity is not None else DEFAULT_CHANNEL_CAPACITY
+        overflow = self._policy(consumer, "channel_policy", "overflow_strategy") or DEFAULT_OVERFLOW
+        return P.Channel(producer=producer, consumer=consumer.name, capacity=int(cap), overflow=str(overflow))
+
+    def workload(self, w: MWorkload, deps: dict[str, list[str]], dependents: dict[str, list[str]],
+                 level: dict[str, int]) -> P.Workload:
+        when_id, disabled = None, False
+        when_node = w.node.get("when")
+        if isinstance(when_node, ScalarNode):
+            if isinstance(when_node.value, bool):
+                disabled = not when_node.value
+            else:
+                when_id = self.ids.get(id(when_node))
+        loop_ir = self.ir(w.loop_node) if w.loop_node is not None else None
+        lc = to_plain(w.node.get("loop_control"))
+        parallel = int(lc.get("parallel", 1)) if isinstance(lc, dict) else 1
+        timeout = to_plain(w.node.get("timeout"))
+        skip = self._policy(w, "policy", "skip_on_no_input", "workload_policy")
+        access = self._policy(w, "state_policy", "access_mode")
+        secret_params = sorted(
+            s.where for s in w.exprs
+            if s.param_path is not None and s.where.startswith("params") and reads_secret(s.tree)
+        )
+        sc = w.node.get("security_context")
+        return P.Workload(
+            name=w.name,
+            index=w.index,
+            module=w.module,
+            module_version=self.version,
+            lifecycle=self.lifecycle(w),
+            params=self.ir(w.params_node) if w.params_node is not None else {},
+            when=when_id,
+            disabled=disabled,
+            loop=loop_ir,
+            loop_var=w.loop_var,
+            loop_parallel=parallel,
+            retry=self.retry(w),
+            timeout=parse_duration(timeout) if isinstance(timeout, str) else None,
+            register=w.register,
+            ignore_errors=to_plain(w.node.get("ignore_errors")) is True,
+            state_access=str(access or "deep_copy"),
+            skip_on_no_input=bool(skip),
+            stream_inputs=tuple(dict.fromkeys(n for n, _ in w.stream_inputs)),
+            needs=tuple(dict.fromkeys(n for n, _ in w.needs)),
+            deps=tuple(sorted(deps.get(w.name, ()))),
+            dependents=tuple(sorted(dependents.get(w.name, ()))),
+            level=level.get(w.name, 0),
+            inline=bool(w.spec.inline) if w.spec is not None else False,
+            secret_params=tuple(secret_params),
+            security_context=to_plain(sc) if sc is not None else None,
+            span=self.span(w.name_node if w.name_node is not None else w.node),
+        )
+
+    # -- the plan --------------------------------------------------------------------------
+
+    def lower(self) -> tuple[P.Plan, list[CodegenItem]]:
+        self.number_sites()
+        exprs, items = self.expressions()
+        edges = [P.Edge(source=u, target=v, kinds=k) for u, v, k in self.graph.edges()]
+        deps: dict[str, list[str]] = {}
+        dependents: dict[str, list[str]] = {}
+        for e in edges:
+            if set(e.kinds) & {"state", "needs"}:
+                deps.setdefault(e.target, []).append(e.source)
+                dependents.setdefault(e.source, []).append(e.target)
+        levels = tuple(tuple(sorted(lv)) for lv in self.graph.levels)
+        level = {n: i for i, lv in enumerate(levels) for n in lv}
+        by_name = {w.name: w for w in self.pb.workloads}
+        channels = sorted(
+            (self.channel(e.source, by_name[e.target]) for e in edges if "stream" in e.kinds),
+            key=lambda c: (c.producer, c.consumer),
+        )
+        workloads = tuple(self.workload(w, deps, dependents, level) for w in self.pb.workloads)
+        specs: dict[str, ModuleSpec] = {}
+        for w in self.pb.workloads:
+            if w.spec is not None:
+                specs[w.spec.name] = w.spec
+            for st in w.steps:
+                if st.spec is not None:
+                    specs[st.spec.name] = st.spec
+        modules = tuple(
+            P.ModuleRef(name=n, version=self.version, schema_sha256=schema_sha256(specs[n])) for n in sorted(specs)
+        )
+        var_types = []
+        vars_node = self.pb.vars_node
+        for k, v in (self.pb.vars or {}).items():
+            templated = isinstance(v, str) and ("{{" in v or "${" in v)
+            var_types.append((str(k), str(T.ANY if templated else T.of_value(v))))
+        wp = to_plain(self.pb.root.get("workload_policy"))
+        max_conc = wp.get("max_concurrency") if isinstance(wp, dict) else None
+        plan = P.Plan(
+            compiler_version=self.version,
+            name=self.pb.name,
+            source=P.Source(path=self.base, sha256=hashlib.sha256(self.source_bytes).hexdigest()),
+            vars=self.ir(vars_node) if vars_node is not None else {},
+            var_types=tuple(sorted(var_types)),
+            workloads=workloads,
+            edges=tuple(edges),
+            levels=levels,
+            channels=tuple(channels),
+            expressions=tuple(exprs),
+            modules=modules,
+            max_concurrency=int(max_conc) if isinstance(max_conc, int) else None,
+            plan_code_sha256="",
+        )
+        return plan, items
+
+
+def lower(result: Any, *, channel_buffer_size: int | None = None,
+          source_bytes: bytes | None = None) -> tuple[P.Plan, list[CodegenItem]]:
+    """Lower a clean ``check_source`` result to the plan IR and the code generator's items.
+
+    ``source_bytes`` are the playbook's bytes as read (its digest goes in the plan); by default
+    the decoded source, re-encoded as UTF-8."""
+    return _Lowerer(result, channel_buffer_size, source_bytes).lower()

@@ -1,0 +1,59 @@
+"""The event bus: every event of a run goes through ``Events.emit`` to its sinks.
+
+Sinks are plain callables taking an event dict.  Every string of every event is redacted
+(tracked secrets in their encoded forms, then keyword redaction) before any sink sees it, so
+no output that GXO writes can carry a secret.  Emitting with no sink costs one check.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+Sink = Callable[[dict[str, Any]], None]
+
+
+class Events:
+    def __init__(self, playbook: str, redact: Callable[[Any], Any]) -> None:
+        self.playbook = playbook
+        self.redact = redact
+        self.sinks: list[Sink] = []
+
+    def add(self, sink: Sink) -> None:
+        self.sinks.append(sink)
+
+    def emit(self, type_: str, **payload: Any) -> None:
+        if not self.sinks:
+            return
+        event = {"type": type_, "timestamp": time.time(), "playbook_name": self.playbook, **payload}
+        event = self.redact(event)
+        for sink in self.sinks:
+            sink(event)
+
+    def logger(self, workload: str) -> "EventLogger":
+        return EventLogger(self, workload)
+
+
+class EventLogger:
+    """The logger a module gets: its records are ``Log`` events bound to the workload."""
+
+    __slots__ = ("_events", "_workload")
+
+    def __init__(self, events: Events, workload: str) -> None:
+        self._events = events
+        self._workload = workload
+
+    def _log(self, level: str, msg: str, attrs: dict[str, Any]) -> None:
+        self._events.emit("Log", workload=self._workload, level=level, message=msg, **attrs)
+
+    def debug(self, msg: str, **attrs: Any) -> None:
+        self._log("DEBUG", msg, attrs)
+
+    def info(self, msg: str, **attrs: Any) -> None:
+        self._log("INFO", msg, attrs)
+
+    def warning(self, msg: str, **attrs: Any) -> None:
+        self._log("WARN", msg, attrs)
+
+    def error(self, msg: str, **attrs: Any) -> None:
+        self._log("ERROR", msg, attrs)

@@ -1,0 +1,525 @@
+"""The run_once kernel: a precomputed DAG scheduled on one asyncio loop.
+
+The plan carries every workload's dependencies, so scheduling is counting: a workload is
+ready when its in-degree reaches zero; ready workloads whose module is ``inline`` (pure and
+bounded) run right in the scheduler step, the others get one Task each, at most
+``max_concurrency`` at once.  Each instance follows the sequence of the reference checklist
+(section 2.3): ``when`` → ``loop`` → render params → retry(perform) under ``timeout`` →
+``register`` (redacted) → status.  A failure that is not ignored halts the run: running
+workloads are cancelled, the rest stay Pending.  An ignored failure skips its transitive
+dependents.  Nothing here imports the compiler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from gxo.runtime.events import Events
+from gxo.runtime.exprlib import EvalError, text, truthy
+from gxo.runtime.module import Context, GxoError, ModuleError, load_module_class
+from gxo.runtime.plan import Expression, Plan, Workload, expr_id
+
+PENDING, RUNNING, COMPLETED, FAILED, SKIPPED = "Pending", "Running", "Completed", "Failed", "Skipped"
+
+
+def default_concurrency() -> int:
+    return max(8, 4 * (os.cpu_count() or 1))
+
+
+@dataclass
+class Result:
+    """The outcome of one workload."""
+
+    name: str
+    status: str = PENDING
+    reason: str | None = None  # why it failed, was skipped or did not run
+    ignored: bool = False
+    changed: bool = False
+    started: float | None = None
+    ended: float | None = None
+    attempts: int = 0
+
+    @property
+    def duration(self) -> float:
+        if self.started is None or self.ended is None:
+            return 0.0
+        return self.ended - self.started
+
+
+@dataclass
+class Report:
+    name: str
+    run_id: str
+    results: dict[str, Result]
+    started: float
+    ended: float = 0.0
+    halted_by: str | None = None
+    interrupted: int | None = None  # signal number that stopped the run
+    timed_out: bool = False
+
+    @property
+    def failed(self) -> bool:
+        return self.halted_by is not None or any(r.status == FAILED and not r.ignored for r in self.results.values())
+
+
+class _Halt(Exception):
+    pass
+
+
+class ExprContext:
+    """What compiled expressions call back into: secrets (tainted), env, now."""
+
+    __slots__ = ("_secrets", "_tracker")
+
+    def __init__(self, secrets: Any, tracker: Any) -> None:
+        self._secrets = secrets
+        self._tracker = tracker
+
+    def secret(self, name: str) -> str:
+        from gxo.runtime.secrets import SecretNotFound
+
+        try:
+            value = self._secrets.get(name)
+        except SecretNotFound as exc:
+            raise EvalError(str(exc)) from None
+        self._tracker.add(value)
+        return value
+
+    def env(self, name: str) -> str:
+        return os.environ.get(name, "")
+
+    def now(self) -> Any:
+        import datetime
+
+        return datetime.datetime.now(datetime.timezone.utc)
+
+
+@dataclass
+class RunOptions:
+    vars: dict[str, Any] = field(default_factory=dict)  # --var / --vars-file overrides
+    dry_run: bool = False
+    max_concurrency: int | None = None
+    plan_dir: str = "."
+
+
+class Kernel:
+    def __init__(
+        self,
+        plan: Plan,
+        functions: dict[str, Callable[[Any, Any], Any]],
+        *,
+        state: Any,
+        workspace: Any,
+        secrets: Any,
+        tracker: Any,
+        events: Events,
+        options: RunOptions,
+    ) -> None:
+        self.plan = plan
+        self.fns = functions
+        self.exprs: dict[str, Expression] = {e.id: e for e in plan.expressions}
+        self.state = state
+        self.workspace = workspace
+        self.tracker = tracker
+        self.ectx = ExprContext(secrets, tracker)
+        self.events = events
+        self.opts = options
+        self.run_id = uuid.uuid4().hex
+        self.by_name = {w.name: w for w in plan.workloads}
+        self.deferred = _deferred_expressions(plan)
+        self.results = {w.name: Result(w.name) for w in plan.workloads}
+        self.limit = asyncio.Semaphore(options.max_concurrency or plan.max_concurrency or default_concurrency())
+        self.tasks: dict[str, asyncio.Task] = {}
+        self.cleanups: list[Callable[[], Any]] = []
+        self.halted_by: str | None = None
+        self._done: asyncio.Event | None = None
+        self._remaining = 0
+
+    # -- set-up ---------------------------------------------------------------------------------
+
+    def _seed_state(self) -> None:
+        scope: dict[str, Any] = {}
+        for key, value in (self.plan.vars or {}).items():
+            if key in self.opts.vars:
+                scope[key] = self.opts.vars[key]
+            else:
+                scope[key] = self.render(value, scope)
+        # `_gxo` is one live mapping owned by the kernel: status changes update it in place, so
+        # they never invalidate the store's cached view (readers that copy still get copies)
+        self.status_map: dict[str, dict[str, str]] = {w.name: {"status": PENDING} for w in self.plan.workloads}
+        scope["_gxo"] = {
+            "workloads": self.status_map,
+            "workspace": {"path": self.workspace.path},
+            "playbook": {"id": self.run_id, "name": self.plan.name},
+            "run": {"id": self.run_id},
+        }
+        self.state.load(scope)
+
+    def _set_status(self, name: str, status: str, *, emit: bool = True) -> None:
+        res = self.results[name]
+        old = res.status
+        res.status = status
+        self.status_map[name]["status"] = status
+        if emit:
+            self.events.emit("WorkloadStatusChanged", workload=name, old_status=old, new_status=status)
+
+    # -- rendering ------------------------------------------------------------------------------
+
+    def call(self, eid: str, scope: Any) -> Any:
+        if eid in self.deferred:
+            # a per-result condition (http:request success_when): the module calls it with the
+            # result's fields laid over the state
+            return lambda result, _e=eid, _s=scope: self.call_now(_e, {**_s, **result})
+        return self.call_now(eid, scope)
+
+    def call_now(self, eid: str, scope: Any) -> Any:
+        value = self.fns[eid](scope, self.ectx)
+        if self.exprs[eid].as_text and not isinstance(value, str):
+            value = text(value)
+        return value
+
+    def render(self, ir: Any, scope: Any) -> Any:
+        """Params IR to values: ``{"$expr": id}`` is evaluated, ``{"$lit": v}`` unwrapped."""
+        if isinstance(ir, dict):
+            if len(ir) == 1:
+                if "$expr" in ir:
+                    return self.call(ir["$expr"], scope)
+                if "$lit" in ir:  # a literal one-key map whose key is "$expr"/"$lit"; its values are IR
+                    return {k: self.render(v, scope) for k, v in ir["$lit"].items()}
+            return {k: self.render(v, scope) for k, v in ir.items()}
+        if isinstance(ir, list):
+            return [self.render(v, scope) for v in ir]
+        return ir
+
+    def where(self, eid: str) -> str:
+        e = self.exprs.get(eid)
+        return f"{e.span} ({e.where})" if e else eid
+
+    # -- scheduling -----------------------------------------------------------------------------
+
+    async def run(self) -> Report:
+        report = Report(self.plan.name, self.run_id, self.results, time.time())
+        self._seed_state()
+        self.events.emit("PlaybookStart", playbook_name=self.plan.name, run_id=self.run_id)
+        indeg = {w.name: len(w.deps) for w in self.plan.workloads}
+        self._done = asyncio.Event()
+        self._remaining = len(self.plan.workloads)
+        self._indeg = indeg
+        ready = [w for w in self.plan.workloads if indeg[w.name] == 0]
+        try:
+            if not ready and self.plan.workloads:
+                raise GxoError("no workload can start: the plan's dependencies are inconsistent")
+            self._dispatch(ready)
+            if self._remaining:
+                await self._done.wait()
+        finally:
+            await self._shutdown()
+            report.halted_by = self.halted_by
+            report.ended = time.time()
+            self.events.emit("PlaybookEnd", playbook_name=self.plan.name, status="Failed" if report.failed else "Completed",
+                             duration_ms=int((report.ended - report.started) * 1000))
+        return report
+
+    def _dispatch(self, ready: list[Workload]) -> None:
+        stack = list(reversed(ready))
+        while stack:
+            w = stack.pop()
+            if self.halted_by is not None:
+                continue
+            mod = self._module_for(w)
+            if w.inline and mod is not None and w.loop is None and w.timeout is None and w.retry.attempts == 1 \
+                    and not asyncio.iscoroutinefunction(mod.perform):
+                newly = self._run_inline(w, mod)
+                stack.extend(reversed(newly))
+            else:
+                self.tasks[w.name] = asyncio.get_running_loop().create_task(self._run_task(w), name=w.name)
+
+    def _module_for(self, w: Workload) -> Any:
+        cls = load_module_class(w.module)
+        return cls() if cls is not None else None
+
+    def _run_inline(self, w: Workload, mod: Any) -> list[Workload]:
+        res = self.results[w.name]
+        res.started = time.time()
+        self._set_status(w.name, RUNNING)
+        try:
+            scope = self.state.view()
+            if w.disabled or (w.when is not None and not self._when(w, scope)):
+                return self._finish(w, SKIPPED, "when evaluated false")
+            params = _copy(self.render(w.params, scope)) if w.state_access == "deep_copy" else self.render(w.params, scope)
+            res.attempts = 1
+            summary = mod.perform(self._context(w, None), params)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes the workload's status
+            return self._fail(w, exc)
+        return self._succeed(w, summary)
+
+    async def _run_task(self, w: Workload) -> None:
+        newly: list[Workload] = []
+        async with self.limit:
+            if self.halted_by is not None:
+                return
+            res = self.results[w.name]
+            res.started = time.time()
+            self._set_status(w.name, RUNNING)
+            try:
+                if w.timeout is not None:
+                    async with asyncio.timeout(w.timeout):
+                        summary = await self._instance(w)
+                else:
+                    summary = await self._instance(w)
+            except _Skip as skip:
+                newly = self._finish(w, SKIPPED, str(skip))
+            except TimeoutError:
+                newly = self._fail(w, KernelError(f"timed out after {_fmt_seconds(w.timeout)}"))
+            except asyncio.CancelledError:
+                if self.halted_by is not None:
+                    self._finish(w, FAILED, "cancelled: run halted")
+                raise
+            except Exception as exc:  # noqa: BLE001
+                newly = self._fail(w, exc)
+            else:
+                newly = self._succeed(w, summary)
+        if newly:
+            self._dispatch(newly)
+
+    def _when(self, w: Workload, scope: Any) -> bool:
+        try:
+            return truthy(self.call(w.when, scope))
+        except EvalError as exc:
+            raise KernelError(f"when could not be evaluated at {self.where(w.when)}: {exc}") from None
+
+    async def _instance(self, w: Workload) -> Any:
+        scope = self.state.view()
+        if w.disabled or (w.when is not None and not self._when(w, scope)):
+            raise _Skip("when evaluated false")
+        if w.loop is None:
+            return await self._attempts(w, scope, None)
+        items = self._loop_items(w, scope)
+        out: list[Any] = [None] * len(items)
+        sem = asyncio.Semaphore(max(1, w.loop_parallel))
+
+        async def one(i: int, item: Any) -> None:
+            async with sem:
+                out[i] = await self._attempts(w, {**scope, w.loop_var: item}, i)
+
+        if w.loop_parallel <= 1:
+            for i, item in enumerate(items):
+                await one(i, item)
+            return out
+        # the first failing iteration wins: the others are cancelled, its error is the workload's
+        tasks = [asyncio.ensure_future(one(i, item)) for i, item in enumerate(items)]
+        try:
+            for fut in asyncio.as_completed(tasks):
+                await fut
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return out
+
+    def _loop_items(self, w: Workload, scope: Any) -> list[Any]:
+        eid = expr_id(w.loop)
+        try:
+            value = self.call(eid, scope) if eid else self.render(w.loop, scope)
+        except EvalError as exc:
+            raise KernelError(f"loop could not be evaluated at {self.where(eid)}: {exc}") from None
+        if isinstance(value, dict):
+            return list(value.values())
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        raise KernelError(f"loop must give a list or a mapping, got {type(value).__name__}")
+
+    async def _attempts(self, w: Workload, scope: Any, index: int | None) -> Any:
+        retry = w.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            self.results[w.name].attempts += 1
+            try:
+                params = self.render(w.params, scope)
+                if w.state_access == "deep_copy":
+                    params = _copy(params)
+                return await self._perform(w, params, index)
+            except EvalError as exc:
+                raise KernelError(f"param resolution failed: {exc}") from None
+            except ModuleError as exc:
+                if attempt >= retry.attempts or not retry.on_error:
+                    raise
+                wait = retry.delay * (retry.backoff_factor ** (attempt - 1))
+                if retry.jitter:
+                    wait += wait * retry.jitter * (2 * random.random() - 1)
+                if retry.max_delay is not None:
+                    wait = min(wait, retry.max_delay)
+                wait = max(wait, 0.0)
+                self.events.emit("WorkloadRetry", workload=w.name, attempt=attempt, attempts=retry.attempts,
+                                 wait_s=round(wait, 3), error=self.tracker.redact(str(exc)))
+                await asyncio.sleep(wait)
+
+    async def _perform(self, w: Workload, params: Any, index: int | None) -> Any:
+        cls = load_module_class(w.module)
+        if cls is None:
+            raise KernelError(f"module '{w.module}' has no code in this release")
+        mod = cls()
+        ctx = self._context(w, index)
+        self.events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=index)
+        if asyncio.iscoroutinefunction(mod.perform):
+            summary = await mod.perform(ctx, params)
+        else:
+            summary = await asyncio.to_thread(mod.perform, ctx, params)
+        self.events.emit("ModuleExecutionEnd", workload=w.name, loop_iteration=index)
+        return summary
+
+    def _context(self, w: Workload, index: int | None) -> Context:
+        return Context(
+            workload=w.name,
+            run_id=self.run_id,
+            logger=self.events.logger(w.name),
+            workspace=self.workspace,
+            state=lambda: self.state.get_all(),
+            dry_run=self.opts.dry_run,
+            plan_dir=self.opts.plan_dir,
+            loop_index=index,
+            on_run_end=self.cleanups.append,
+            redact=self.tracker.redact,
+        )
+
+    # -- outcomes -------------------------------------------------------------------------------
+
+    def _succeed(self, w: Workload, summary: Any) -> list[Workload]:
+        res = self.results[w.name]
+        if isinstance(summary, dict) and summary.get("changed") is True:
+            res.changed = True
+        elif isinstance(summary, list) and any(isinstance(s, dict) and s.get("changed") is True for s in summary):
+            res.changed = True
+        if w.register:
+            self.state.set(w.register, self.tracker.redact_value(summary))
+        return self._finish(w, COMPLETED, None)
+
+    def _fail(self, w: Workload, exc: BaseException) -> list[Workload]:
+        from gxo.runtime.secrets import redact_keywords
+
+        reason = self.tracker.redact(_describe(exc))
+        if not isinstance(exc, KernelError):
+            reason = redact_keywords(reason)
+        res = self.results[w.name]
+        if w.ignore_errors:
+            res.ignored = True
+            newly = self._finish(w, FAILED, reason)
+            self._skip_dependents(w)
+            return newly
+        self._finish(w, FAILED, reason)
+        self._halt(w.name)
+        return []
+
+    def _finish(self, w: Workload, status: str, reason: str | None) -> list[Workload]:
+        res = self.results[w.name]
+        if res.status in (COMPLETED, FAILED, SKIPPED):
+            return []
+        res.ended = time.time()
+        res.reason = reason
+        self._set_status(w.name, status)
+        self.events.emit("WorkloadEnd", workload=w.name, final_status=status, error=reason, ignored=res.ignored,
+                         duration_ms=int(res.duration * 1000))
+        self._remaining -= 1
+        if self._remaining <= 0 and self._done is not None:
+            self._done.set()
+        newly: list[Workload] = []
+        if status in (COMPLETED, SKIPPED) and self.halted_by is None:
+            for d in w.dependents:
+                if self.results[d].status != PENDING:
+                    continue
+                self._indeg[d] -= 1
+                if self._indeg[d] == 0:
+                    newly.append(self.by_name[d])
+        return newly
+
+    def _skip_dependents(self, w: Workload) -> None:
+        stack = list(w.dependents)
+        while stack:
+            name = stack.pop()
+            if self.results[name].status != PENDING:
+                continue
+            self.results[name].started = self.results[name].ended = time.time()
+            self._finish(self.by_name[name], SKIPPED, "dependency failed (ignored)")
+            stack.extend(self.by_name[name].dependents)
+
+    def _halt(self, name: str) -> None:
+        if self.halted_by is not None:
+            return
+        self.halted_by = name
+        for other, task in self.tasks.items():
+            if other != name and not task.done():
+                task.cancel()
+        for res in self.results.values():
+            if res.status == PENDING:
+                res.reason = f"run halted by {name}"
+        if self._done is not None:
+            self._done.set()
+
+    async def _shutdown(self) -> None:
+        pending = [t for t in self.tasks.values() if not t.done()]
+        for t in pending:
+            t.cancel()
+        for t in pending:
+            try:
+                await t
+            except BaseException:  # noqa: BLE001 - cancellation and failures are already recorded
+                pass
+        for res in self.results.values():
+            if res.status == RUNNING:
+                res.status = FAILED
+                res.reason = res.reason or "cancelled: run stopped"
+                res.ended = time.time()
+        for fn in reversed(self.cleanups):
+            try:
+                out = fn()
+                if asyncio.iscoroutine(out):
+                    await out
+            except Exception:  # noqa: BLE001 - cleanup must not hide the run's result
+                pass
+
+
+class _Skip(Exception):
+    pass
+
+
+class KernelError(ModuleError):
+    """A failure the kernel words itself (params, when, loop, timeout): no keyword redaction,
+    which would eat the names it reports; tracked secret values are still redacted."""
+
+
+def _deferred_expressions(plan: Plan) -> set[str]:
+    """Per-record expressions of modules that read no stream are evaluated per result by the
+    module itself (``http:request``'s ``success_when``/``fail_when`` see the response)."""
+    from gxo.stdlib import registry
+
+    specs = registry()
+    owners = {w.name: specs.get(w.module) for w in plan.workloads}
+    return {
+        e.id for e in plan.expressions
+        if e.per_record and owners.get(e.workload) is not None and owners[e.workload].stream_input == "none"
+    }
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, (ModuleError, GxoError, EvalError)):
+        return str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "?"
+    return f"{s:g}s"
+
+
+def _copy(value: Any) -> Any:
+    from gxo.runtime.state import deep_copy
+
+    return deep_copy(value)

@@ -1,0 +1,164 @@
+"""What a run shows: plain progress lines, a live view on a terminal, ``--json`` events, the
+recap, and JUnit XML for ``gxo test``.  Every sink receives already-redacted events."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import IO, Any
+
+from gxo.runtime.kernel import COMPLETED, FAILED, PENDING, SKIPPED, Report
+
+_LABEL = {COMPLETED: "ok", FAILED: "failed", SKIPPED: "skipped"}
+
+
+class JsonSink:
+    """``--json``: one event object per line."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        self.stream.write(json.dumps(event, ensure_ascii=False, default=str, sort_keys=True) + "\n")
+        self.stream.flush()
+
+
+class PlainSink:
+    """One line per finished workload, retry and warning (for logs and CI)."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        t = event["type"]
+        if t == "WorkloadEnd":
+            status = event["final_status"]
+            label = "ignored" if event.get("ignored") else _LABEL.get(status, status.lower())
+            line = f"{label:<8} {event['workload']} ({event['duration_ms'] / 1000:.2f}s)"
+            if event.get("error"):
+                line += f": {event['error']}"
+            self.stream.write(line + "\n")
+        elif t == "WorkloadRetry":
+            self.stream.write(f"retry    {event['workload']} attempt {event['attempt']}/{event['attempts']} "
+                              f"failed, next in {event['wait_s']}s: {event['error']}\n")
+        elif t == "Log" and event.get("level") in ("WARN", "ERROR"):
+            self.stream.write(f"{event['level'].lower():<8} {event['workload']}: {event['message']}\n")
+        else:
+            return
+        self.stream.flush()
+
+
+class LiveView:
+    """On a terminal: a table of workloads and their states, refreshed as events arrive."""
+
+    def __init__(self, names: list[str], stream: IO[str]) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.status = {n: PENDING for n in names}
+        self.started: dict[str, float] = {}
+        self.notes: dict[str, str] = {}
+        self.console = Console(file=stream)
+        self.live = Live(self._table(), console=self.console, refresh_per_second=8, transient=False)
+
+    def __enter__(self) -> "LiveView":
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.live.update(self._table())
+        self.live.__exit__(*exc)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        t = event["type"]
+        if t == "WorkloadStatusChanged":
+            self.status[event["workload"]] = event["new_status"]
+            if event["new_status"] == "Running":
+                self.started[event["workload"]] = time.time()
+        elif t == "WorkloadEnd":
+            if event.get("ignored"):
+                self.notes[event["workload"]] = "ignored"
+            if event.get("error"):
+                self.notes[event["workload"]] = str(event["error"])[:80]
+        elif t == "WorkloadRetry":
+            self.notes[event["workload"]] = f"retry {event['attempt']}/{event['attempts']}"
+        else:
+            return
+        self.live.update(self._table())
+
+    def _table(self) -> Any:
+        from rich.table import Table
+
+        style = {COMPLETED: "green", FAILED: "red", SKIPPED: "yellow", "Running": "cyan", PENDING: "dim"}
+        table = Table(show_header=True, header_style="bold", box=None)
+        table.add_column("workload")
+        table.add_column("status")
+        table.add_column("time", justify="right")
+        table.add_column("")
+        now = time.time()
+        for name, st in self.status.items():
+            secs = f"{now - self.started[name]:.1f}s" if name in self.started and st == "Running" else ""
+            table.add_row(name, f"[{style.get(st, '')}]{st}[/]", secs, self.notes.get(name, ""))
+        return table
+
+
+def recap(report: Report, redact: Any) -> str:
+    """The final summary: problems first, then counts and the duration."""
+    counts = {"ok": 0, "changed": 0, "failed": 0, "ignored": 0, "skipped": 0, "not run": 0}
+    lines: list[str] = []
+    for res in report.results.values():
+        if res.status == COMPLETED:
+            counts["ok"] += 1
+            counts["changed"] += res.changed
+        elif res.status == FAILED:
+            counts["ignored" if res.ignored else "failed"] += 1
+            lines.append(f"  {'ignored' if res.ignored else 'failed'}: {res.name}: {res.reason}")
+        elif res.status == SKIPPED:
+            counts["skipped"] += 1
+            if res.reason and res.reason != "when evaluated false":
+                lines.append(f"  skipped: {res.name}: {res.reason}")
+        else:
+            counts["not run"] += 1
+            lines.append(f"  not run: {res.name}: {res.reason or 'run stopped'}")
+    status = "FAILED" if report.failed else "COMPLETED"
+    if report.interrupted:
+        status = "INTERRUPTED"
+    elif report.timed_out:
+        status = "TIMED OUT"
+    if report.halted_by is not None:  # the cause first
+        cause = [ln for ln in lines if ln.startswith(f"  failed: {report.halted_by}: ")]
+        lines = cause + [ln for ln in lines if ln not in cause]
+    head = f"PLAY RECAP {report.name}: {status} in {report.ended - report.started:.2f}s"
+    tail = "  " + "  ".join(f"{k}={v}" for k, v in counts.items())
+    return redact("\n".join([head, *lines, tail]) + "\n")
+
+
+def write_junit(path: str, cases: list[tuple[str, float, str | None]]) -> None:
+    """JUnit XML: one testcase per test file; ``failure`` carries the reason."""
+    from xml.sax.saxutils import escape, quoteattr
+
+    failures = sum(1 for _, _, err in cases if err)
+    total = sum(t for _, t, _ in cases)
+    out = ['<?xml version="1.0" encoding="UTF-8"?>',
+           f'<testsuites tests="{len(cases)}" failures="{failures}" time="{total:.3f}">',
+           f'  <testsuite name="gxo test" tests="{len(cases)}" failures="{failures}" time="{total:.3f}">']
+    for name, secs, err in cases:
+        out.append(f"    <testcase classname=\"gxo\" name={quoteattr(name)} time=\"{secs:.3f}\">")
+        if err:
+            out.append(f"      <failure message={quoteattr(err.splitlines()[0] if err else '')}>{escape(err)}</failure>")
+        out.append("    </testcase>")
+    out += ["  </testsuite>", "</testsuites>"]
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("\n".join(out) + "\n")
+
+
+def is_tty(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def stderr() -> IO[str]:
+    return sys.stderr

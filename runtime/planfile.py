@@ -1,0 +1,470 @@
+"""Open, verify and load a ``.gxp`` plan: every digest (and the signature where asked) is
+checked before any of its code runs.
+
+Order (docs/plan-format.md): the file must be a zip with exactly the known members and sane
+sizes; ``manifest.json`` must be the canonical text of a plan of this format version;
+``SIGNATURE`` is checked against the trusted keys (fail-closed: a trusted key makes an unsigned
+plan a refusal); ``plan_code.py`` must match the manifest's digest; ``plan/index.json`` pins the
+bytecode and every ``native/<tag>/index.json`` pins its shards.  Only then is the bytecode
+unmarshalled or a native shard loaded.  A failure raises ``PlanRefused``, one line naming the
+member (``gxo`` exits 3).  No pickle, no ``eval``; ``cryptography`` is imported only when a
+signature is checked.  This module never imports the compiler or its dependencies.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import marshal
+import os
+import re
+import shutil
+import sys
+import tempfile
+import types
+import zipfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gxo.runtime.module import GxoError
+from gxo.runtime.plan import Plan, PlanFormatError, canonical_json, decode_plan
+
+MANIFEST = "manifest.json"
+PLAN_CODE = "plan_code.py"
+PYC = "plan/plan_code.pyc"
+PYC_INDEX = "plan/index.json"
+SIGNATURE = "SIGNATURE"
+REQUIRED = (MANIFEST, PLAN_CODE, PYC_INDEX, PYC)
+NATIVE_MEMBER = re.compile(r"^native/([A-Za-z0-9_.+-]+)/(index\.json|shard_[0-9]{3}\.so)$")
+PYC_FILENAME = "plan/plan_code.py"  # the file name compiled into the bytecode
+BYTECODE_FORMAT = "gxo-bytecode"
+NATIVE_FORMAT = "gxo-native"
+SIGNATURE_FORMAT = "gxo-signature"
+INDEX_FORMAT_VERSION = 1
+SIGNATURE_DOMAIN = b"gxo-plan-signature/1\n"
+MAX_MEMBERS = 4096
+MAX_MEMBER_BYTES = 256 * 1024 * 1024
+MAX_TOTAL_BYTES = 1024 * 1024 * 1024
+EXIT_REFUSED = 3
+
+
+class PlanRefused(GxoError):
+    """The plan failed verification; the message is one line naming the member."""
+
+    exit_code = EXIT_REFUSED
+
+
+@dataclass
+class VerifiedPlan:
+    """A plan whose every member has been checked; nothing of it has run yet."""
+
+    path: str
+    plan: Plan
+    members: dict[str, bytes]
+    bytecode_index: dict[str, Any]
+    native_indexes: dict[str, dict[str, Any]]  # platform tag -> index
+    signed: bool  # carries a SIGNATURE
+    signature_checked: bool  # ... verified against a trusted key
+    key_id: str | None = None
+
+
+@dataclass
+class LoadedPlan:
+    plan: Plan
+    functions: dict[str, Callable[..., Any]]
+    plan_dir: str  # the folder that holds the .gxp (exec.command may be relative to it)
+    native: bool  # the functions come from native shards
+    warnings: list[str] = field(default_factory=list)
+    signed: bool = False
+    signature_checked: bool = False
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared format helpers (the compiler's emitter uses them too)
+
+
+def platform_tag() -> str:
+    """This interpreter's native tag, e.g. ``cpython-311-x86_64-linux-gnu``."""
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    tag = suffix.removeprefix(".")
+    return tag.rsplit(".", 1)[0]
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def canonical_bytes(obj: Any) -> bytes:
+    """The member text of a JSON member: canonical pretty JSON, UTF-8."""
+    return canonical_json(obj, pretty=True).encode("utf-8")
+
+
+def signature_message(manifest_compact: bytes, indexes: dict[str, bytes]) -> bytes:
+    """What ``SIGNATURE`` signs: the compact canonical manifest's digest and each index's."""
+    lines = [f"{MANIFEST} {sha256_hex(manifest_compact)}\n"]
+    lines.extend(f"{name} {sha256_hex(indexes[name])}\n" for name in sorted(indexes))
+    return SIGNATURE_DOMAIN + "".join(lines).encode("utf-8")
+
+
+def signed_indexes(members: dict[str, bytes]) -> dict[str, bytes]:
+    return {n: b for n, b in members.items() if n == PYC_INDEX or (n.startswith("native/") and n.endswith("/index.json"))}
+
+
+def key_id(public_raw: bytes) -> str:
+    return sha256_hex(public_raw)[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading
+
+
+def _strict_json(raw: bytes, member: str, path: str) -> Any:
+    where = f"{path}: member '{member}'"
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in items:
+            if k in out:
+                raise PlanRefused(f"{where}: duplicate key {k!r}")
+            out[k] = v
+        return out
+
+    def bad_constant(name: str) -> Any:
+        raise PlanRefused(f"{where}: {name} is not allowed")
+
+    try:
+        text = raw.decode("utf-8")
+        data = json.loads(text, object_pairs_hook=pairs, parse_constant=bad_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        if isinstance(exc, PlanRefused):
+            raise
+        raise PlanRefused(f"{where}: not valid JSON (damaged)") from None
+    try:
+        canonical = canonical_bytes(data)
+    except (TypeError, ValueError):
+        raise PlanRefused(f"{where}: not canonical JSON") from None
+    if canonical != raw:
+        raise PlanRefused(f"{where}: not in canonical form (edited or damaged)")
+    return data
+
+
+def read_members(path: str) -> dict[str, bytes]:
+    """Every member of the zip, CRC-checked, after checking names and sizes."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise PlanRefused(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if head[:2] != b"PK":
+        raise PlanRefused(f"{path}: not a GXO plan (not a zip file)")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise PlanRefused(f"{path}: truncated or not a zip file ({exc})") from None
+    members: dict[str, bytes] = {}
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_MEMBERS:
+            raise PlanRefused(f"{path}: too many members ({len(infos)})")
+        total = 0
+        for info in infos:
+            name = info.filename
+            if name in members:
+                raise PlanRefused(f"{path}: member '{name}' appears twice")
+            if info.file_size > MAX_MEMBER_BYTES:
+                raise PlanRefused(f"{path}: member '{name}' is too large ({info.file_size} bytes)")
+            total += info.file_size
+            if total > MAX_TOTAL_BYTES:
+                raise PlanRefused(f"{path}: members too large in total")
+            if not _known_member(name):
+                raise PlanRefused(f"{path}: unknown member '{name}'")
+            try:
+                members[name] = zf.read(info)
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
+                raise PlanRefused(f"{path}: member '{name}' is damaged ({exc})") from None
+            if len(members[name]) != info.file_size:
+                raise PlanRefused(f"{path}: member '{name}' is truncated")
+    for req in REQUIRED:
+        if req not in members:
+            raise PlanRefused(f"{path}: missing member '{req}'")
+    return members
+
+
+def _known_member(name: str) -> bool:
+    return name in REQUIRED or name == SIGNATURE or NATIVE_MEMBER.match(name) is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Verification (no plan code runs here)
+
+
+def _load_trusted_key(key: Any) -> Any:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    if isinstance(key, Ed25519PublicKey):
+        return key
+    if isinstance(key, (str, os.PathLike)):
+        try:
+            with open(key, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise PlanRefused(f"trusted key {os.fspath(key)}: cannot read: {exc.strerror or exc}") from None
+        label = os.fspath(key)
+    else:
+        data, label = bytes(key), "trusted key"
+    try:
+        if len(data) == 32:
+            return Ed25519PublicKey.from_public_bytes(data)
+        loaded = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError):
+        raise PlanRefused(f"{label}: not an Ed25519 public key (PEM)") from None
+    if not isinstance(loaded, Ed25519PublicKey):
+        raise PlanRefused(f"{label}: not an Ed25519 public key")
+    return loaded
+
+
+def _check_signature(path: str, members: dict[str, bytes], manifest_compact: bytes,
+                     trusted_keys: Iterable[Any]) -> tuple[bool, bool, str | None]:
+    keys = list(trusted_keys)
+    raw = members.get(SIGNATURE)
+    if raw is None:
+        if keys:
+            raise PlanRefused(f"{path}: member '{SIGNATURE}' is missing: the plan is unsigned and a trusted key is required")
+        return False, False, None
+    sig = _strict_json(raw, SIGNATURE, path)
+    if (not isinstance(sig, dict) or set(sig) != {"format", "format_version", "algorithm", "key_id", "signature"}
+            or sig["format"] != SIGNATURE_FORMAT or sig["format_version"] != INDEX_FORMAT_VERSION
+            or sig["algorithm"] != "ed25519" or not isinstance(sig["signature"], str)
+            or not isinstance(sig["key_id"], str)):
+        raise PlanRefused(f"{path}: member '{SIGNATURE}' is malformed")
+    if not keys:
+        return True, False, sig["key_id"]
+    try:
+        signature = base64.b64decode(sig["signature"].encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError):
+        raise PlanRefused(f"{path}: member '{SIGNATURE}' is malformed (bad base64)") from None
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import serialization
+
+    message = signature_message(manifest_compact, signed_indexes(members))
+    for key in keys:
+        pub = _load_trusted_key(key)
+        try:
+            pub.verify(signature, message)
+        except InvalidSignature:
+            continue
+        raw_pub = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return True, True, key_id(raw_pub)
+    raise PlanRefused(f"{path}: member '{SIGNATURE}': bad signature (not made by a trusted key over this plan)")
+
+
+def _check_bytecode_index(path: str, members: dict[str, bytes], plan: Plan) -> dict[str, Any]:
+    idx = _strict_json(members[PYC_INDEX], PYC_INDEX, path)
+    want = {"format", "format_version", "magic", "cache_tag", "plan_code_sha256", "sha256"}
+    if not isinstance(idx, dict) or set(idx) != want or idx["format"] != BYTECODE_FORMAT:
+        raise PlanRefused(f"{path}: member '{PYC_INDEX}' is malformed")
+    if idx["format_version"] != INDEX_FORMAT_VERSION:
+        raise PlanRefused(f"{path}: member '{PYC_INDEX}' has format version {idx['format_version']!r}")
+    if idx["plan_code_sha256"] != plan.plan_code_sha256:
+        raise PlanRefused(f"{path}: member '{PYC_INDEX}' belongs to another plan_code.py")
+    pyc = members[PYC]
+    if sha256_hex(pyc) != idx["sha256"]:
+        raise PlanRefused(f"{path}: member '{PYC}' does not match its digest (tampered or damaged)")
+    if not isinstance(idx["magic"], str) or pyc[:4].hex() != idx["magic"]:
+        raise PlanRefused(f"{path}: member '{PYC}' does not carry the magic its index names")
+    return idx
+
+
+def _check_native(path: str, members: dict[str, bytes], plan: Plan) -> dict[str, dict[str, Any]]:
+    tags: dict[str, set[str]] = {}
+    for name in members:
+        m = NATIVE_MEMBER.match(name)
+        if m:
+            tags.setdefault(m.group(1), set()).add(m.group(2))
+    expr_ids = [e.id for e in plan.expressions]
+    out: dict[str, dict[str, Any]] = {}
+    for tag, files in sorted(tags.items()):
+        index_name = f"native/{tag}/index.json"
+        if "index.json" not in files:
+            raise PlanRefused(f"{path}: missing member '{index_name}'")
+        idx = _strict_json(members[index_name], index_name, path)
+        want = {"format", "format_version", "platform", "cache_tag", "plan_code_sha256", "shards"}
+        if not isinstance(idx, dict) or set(idx) != want or idx["format"] != NATIVE_FORMAT:
+            raise PlanRefused(f"{path}: member '{index_name}' is malformed")
+        if idx["format_version"] != INDEX_FORMAT_VERSION:
+            raise PlanRefused(f"{path}: member '{index_name}' has format version {idx['format_version']!r}")
+        if idx["platform"] != tag:
+            raise PlanRefused(f"{path}: member '{index_name}' names platform {idx['platform']!r}, not {tag!r}")
+        if idx["plan_code_sha256"] != plan.plan_code_sha256:
+            raise PlanRefused(f"{path}: member '{index_name}' belongs to another plan_code.py")
+        shards = idx["shards"]
+        if not isinstance(shards, list):
+            raise PlanRefused(f"{path}: member '{index_name}' is malformed")
+        listed: set[str] = set()
+        seen_ids: list[str] = []
+        for i, sh in enumerate(shards):
+            if (not isinstance(sh, dict) or set(sh) != {"file", "module", "sha256", "functions"}
+                    or sh["file"] != f"shard_{i:03d}.so" or not isinstance(sh["module"], str)
+                    or not re.fullmatch(r"gxo_shard_[0-9a-f]{20}", sh["module"])
+                    or not isinstance(sh["functions"], list)
+                    or not all(isinstance(f, str) for f in sh["functions"])):
+                raise PlanRefused(f"{path}: member '{index_name}' is malformed (shard {i})")
+            member = f"native/{tag}/{sh['file']}"
+            if member not in members:
+                raise PlanRefused(f"{path}: missing member '{member}'")
+            if sha256_hex(members[member]) != sh["sha256"]:
+                raise PlanRefused(f"{path}: member '{member}' does not match its digest (tampered or damaged)")
+            listed.add(sh["file"])
+            seen_ids.extend(sh["functions"])
+        extra = files - listed - {"index.json"}
+        if extra:
+            raise PlanRefused(f"{path}: unknown member 'native/{tag}/{min(extra)}'")
+        if seen_ids != expr_ids:
+            raise PlanRefused(f"{path}: member '{index_name}' does not list this plan's expressions")
+        out[tag] = idx
+    return out
+
+
+def verify_members(path: str, members: dict[str, bytes], *, trusted_keys: Iterable[Any] = ()) -> VerifiedPlan:
+    data = _strict_json(members[MANIFEST], MANIFEST, path)
+    try:
+        plan = decode_plan(data)
+    except PlanFormatError as exc:
+        raise PlanRefused(f"{path}: member '{MANIFEST}': {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise PlanRefused(f"{path}: member '{MANIFEST}' is malformed ({exc})") from None
+    compact = canonical_json(data).encode("utf-8")
+    signed, checked, kid = _check_signature(path, members, compact, trusted_keys)
+    if sha256_hex(members[PLAN_CODE]) != plan.plan_code_sha256:
+        raise PlanRefused(f"{path}: member '{PLAN_CODE}' does not match the manifest's digest (tampered or damaged)")
+    bidx = _check_bytecode_index(path, members, plan)
+    nidx = _check_native(path, members, plan)
+    return VerifiedPlan(path, plan, members, bidx, nidx, signed, checked, kid)
+
+
+def open_plan(path: str, *, trusted_keys: Iterable[Any] = ()) -> VerifiedPlan:
+    """Read and verify a plan without running any of its code (``gxoc show``, ``gxoc diff``)."""
+    return verify_members(path, read_members(path), trusted_keys=trusted_keys)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading (only after verification)
+
+_NATIVE_MODULES: dict[str, types.ModuleType] = {}  # shard digest -> loaded module
+
+
+def _functions_of(mod: Any, wanted: list[str], what: str, path: str) -> dict[str, Callable[..., Any]]:
+    table = getattr(mod, "FUNCTIONS", None)
+    if not isinstance(table, tuple):
+        raise PlanRefused(f"{path}: {what} defines no FUNCTIONS table")
+    out: dict[str, Callable[..., Any]] = {}
+    for entry in table:
+        if not (isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str) and callable(entry[1])):
+            raise PlanRefused(f"{path}: {what} has a malformed FUNCTIONS table")
+        out[entry[0]] = entry[1]
+    if sorted(out) != sorted(wanted):
+        raise PlanRefused(f"{path}: {what} does not define exactly this plan's expressions")
+    return out
+
+
+def _load_bytecode(v: VerifiedPlan, warnings: list[str]) -> dict[str, Callable[..., Any]]:
+    magic = importlib.util.MAGIC_NUMBER
+    pyc = v.members[PYC]
+    if pyc[:4] == magic:
+        try:
+            code = marshal.loads(pyc[4:])
+        except (ValueError, EOFError, TypeError):
+            raise PlanRefused(f"{v.path}: member '{PYC}' is damaged") from None
+        if not isinstance(code, types.CodeType):
+            raise PlanRefused(f"{v.path}: member '{PYC}' is not a code object")
+        what = f"member '{PYC}'"
+    else:
+        warnings.append(
+            f"{PYC} was compiled for {v.bytecode_index['cache_tag']}, not {sys.implementation.cache_tag}: "
+            f"compiling {PLAN_CODE} instead"
+        )
+        code = compile(v.members[PLAN_CODE].decode("utf-8"), PYC_FILENAME, "exec", dont_inherit=True)
+        what = f"member '{PLAN_CODE}'"
+    mod = types.ModuleType("gxo_plan_code")
+    mod.__file__ = PYC_FILENAME
+    _register_source(v)
+    exec(code, mod.__dict__)  # noqa: S102 - the verified bytecode of the generated plan code
+    return _functions_of(mod, [e.id for e in v.plan.expressions], what, v.path)
+
+
+def _register_source(v: VerifiedPlan) -> None:
+    import linecache
+
+    text = v.members[PLAN_CODE].decode("utf-8", errors="replace")
+    linecache.cache[PYC_FILENAME] = (len(text), None, text.splitlines(True), PYC_FILENAME)
+
+
+def _load_native(v: VerifiedPlan, tag: str) -> dict[str, Callable[..., Any]]:
+    idx = v.native_indexes[tag]
+    functions: dict[str, Callable[..., Any]] = {}
+    tmp: str | None = None
+    try:
+        for sh in idx["shards"]:
+            digest = sh["sha256"]
+            mod = _NATIVE_MODULES.get(digest)
+            if mod is None:
+                if tmp is None:
+                    tmp = tempfile.mkdtemp(prefix="gxo-native-")  # private: mode 0700
+                name = sh["module"]
+                so = os.path.join(tmp, name + importlib.machinery.EXTENSION_SUFFIXES[0])
+                fd = os.open(so, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o500)
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(v.members[f"native/{tag}/{sh['file']}"])
+                loader = importlib.machinery.ExtensionFileLoader(name, so)
+                spec = importlib.util.spec_from_file_location(name, so, loader=loader)
+                if spec is None:
+                    raise PlanRefused(f"{v.path}: member 'native/{tag}/{sh['file']}' cannot be loaded")
+                try:
+                    mod = importlib.util.module_from_spec(spec)
+                    loader.exec_module(mod)
+                except ImportError as exc:
+                    raise PlanRefused(f"{v.path}: member 'native/{tag}/{sh['file']}' does not load: {exc}") from None
+                _NATIVE_MODULES[digest] = mod
+            functions.update(_functions_of(mod, sh["functions"], f"member 'native/{tag}/{sh['file']}'", v.path))
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return functions
+
+
+def load_plan(path: str, *, trusted_keys: Iterable[Any] = (), require_native: bool = False,
+              allow_native: bool = True) -> LoadedPlan:
+    """Verify ``path`` completely, then load its expression functions.
+
+    Native shards for this interpreter are preferred; shards for another one fall back to the
+    bytecode with a warning, or are refused under ``require_native``."""
+    v = open_plan(path, trusted_keys=trusted_keys)
+    warnings: list[str] = []
+    tag = platform_tag()
+    use_native = False
+    if allow_native or require_native:
+        if tag in v.native_indexes:
+            use_native = True
+        elif require_native:
+            if v.native_indexes:
+                found = ", ".join(sorted(v.native_indexes))
+                raise PlanRefused(f"{path}: member 'native/{found}/index.json': native code for another interpreter ({tag} needed)")
+            raise PlanRefused(f"{path}: member 'native/{tag}/index.json' is missing: the plan has no native code (--require-native)")
+        elif v.native_indexes:
+            warnings.append(
+                f"native code built for {', '.join(sorted(v.native_indexes))}, not {tag}: running the bytecode instead"
+            )
+    functions = _load_native(v, tag) if use_native else _load_bytecode(v, warnings)
+    return LoadedPlan(
+        plan=v.plan, functions=functions, plan_dir=os.path.dirname(os.path.abspath(path)), native=use_native,
+        warnings=warnings, signed=v.signed, signature_checked=v.signature_checked,
+    )
+
+
+def refusal_line(exc: PlanRefused) -> str:
+    """The one line ``gxo exec`` prints for a refused plan (exit 3)."""
+    return f"gxo: plan refused: {exc}"

@@ -1,0 +1,256 @@
+"""Plan verification: every way of damaging a ``.gxp`` is refused before any code runs.
+
+``tampered_variants`` is shared with the ``gxo exec`` tests (exit 3 for each variant):
+``from test_plan_tamper import make_plan, tampered_variants``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from gxo.compiler.emit import build_plan, emit_gxp, sign_members, zip_bytes
+from gxo.compiler.pipeline import check_source
+from gxo.runtime import planfile as F
+from gxo.runtime.plan import canonical_json
+from gxo.runtime.planfile import PlanRefused, load_plan, open_plan, refusal_line
+
+PLAYBOOK = b"""name: tamper
+schemaVersion: "1.0.0"
+vars:
+  who: world
+workloads:
+  - name: greet
+    lifecycle: {policy: run_once}
+    process:
+      module: exec
+      params:
+        command: echo
+        args: ["hello {{ .who }}", "{{ len .who }}"]
+    register: greeted
+  - name: check
+    lifecycle: {policy: run_once}
+    process:
+      module: control:assert
+      params:
+        condition: '{{ .greeted.exit_code }} == 0'
+"""
+
+
+def make_plan(folder: Path, *, name: str = "plan.gxp", key=None, playbook: bytes = PLAYBOOK) -> Path:
+    """A small valid plan (bytecode only; signed when ``key`` is an Ed25519 private key)."""
+    result = check_source(playbook, "playbook.yaml")
+    assert not result.diags.has_errors
+    out = folder / name
+    emit_gxp(str(out), build_plan(result, source_bytes=playbook), signing_key=key)
+    return out
+
+
+def read_members(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as zf:
+        return {n: zf.read(n) for n in zf.namelist()}
+
+
+def rewrite(path: Path, out: Path, members: dict[str, bytes]) -> Path:
+    """A well-formed zip (valid CRCs) with the given members: only our digests can tell."""
+    out.write_bytes(zip_bytes(members))
+    return out
+
+
+def flip_raw(path: Path, out: Path, member: str) -> Path:
+    """Flip one byte inside ``member``'s data in the zip file itself (its CRC no longer fits)."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(member)
+    # local header: 30 bytes + name + extra, then the data
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start + info.file_size // 2] ^= 0x01
+    out.write_bytes(bytes(data))
+    return out
+
+
+def tampered_variants(plan: Path, out_dir: Path) -> list[tuple[str, Path]]:
+    """(label, path) of damaged copies of ``plan``: each must be refused (``gxo exec`` exit 3)."""
+    members = read_members(plan)
+    out: list[tuple[str, Path]] = []
+    for name in sorted(members):
+        safe = name.replace("/", "_")
+        out.append((f"raw-flip:{name}", flip_raw(plan, out_dir / f"raw-{safe}.gxp", name)))
+        changed = dict(members)
+        b = bytearray(changed[name])
+        b[len(b) // 2] ^= 0x01
+        changed[name] = bytes(b)
+        out.append((f"flip:{name}", rewrite(plan, out_dir / f"flip-{safe}.gxp", changed)))
+    raw = plan.read_bytes()
+    for cut in (0, 10, len(raw) // 2, len(raw) - 1):
+        p = out_dir / f"trunc-{cut}.gxp"
+        p.write_bytes(raw[:cut])
+        out.append((f"truncated:{cut}", p))
+    missing = dict(members)
+    del missing[F.PYC]
+    out.append(("missing:pyc", rewrite(plan, out_dir / "missing.gxp", missing)))
+    extra = dict(members, **{"evil.py": b"print('pwned')\n"})
+    out.append(("unknown-member", rewrite(plan, out_dir / "extra.gxp", extra)))
+    foreign = io.BytesIO()
+    with zipfile.ZipFile(foreign, "w") as zf:
+        zf.writestr("hello.txt", "not a plan")
+    (out_dir / "foreign.gxp").write_bytes(foreign.getvalue())
+    out.append(("foreign-zip", out_dir / "foreign.gxp"))
+    (out_dir / "text.gxp").write_text("name: not a plan\n")
+    out.append(("not-a-zip", out_dir / "text.gxp"))
+    return out
+
+
+@pytest.fixture
+def plan(tmp_path: Path) -> Path:
+    return make_plan(tmp_path)
+
+
+@pytest.fixture
+def keypair(tmp_path: Path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    pub = tmp_path / "key.pub"
+    pub.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                  serialization.PublicFormat.SubjectPublicKeyInfo))
+    return key, pub
+
+
+def test_valid_plan_loads(plan: Path) -> None:
+    loaded = load_plan(str(plan))
+    assert sorted(loaded.functions) == ["e0", "e1", "e2"]
+    assert loaded.functions["e0"]({"who": "gxo"}, None) == "hello gxo"
+    assert loaded.native is False and loaded.warnings == []
+    assert loaded.plan_dir == str(plan.parent)
+
+
+def test_every_tampered_variant_is_refused(plan: Path, tmp_path: Path) -> None:
+    out_dir = tmp_path / "bad"
+    out_dir.mkdir()
+    variants = tampered_variants(plan, out_dir)
+    assert len(variants) > 15
+    for label, path in variants:
+        with pytest.raises(PlanRefused) as info:
+            load_plan(str(path))
+        msg = str(info.value)
+        assert "\n" not in msg, label
+        assert path.name in msg or "member" in msg, (label, msg)
+        assert refusal_line(info.value).startswith("gxo: plan refused: ")
+
+
+@pytest.mark.parametrize("member", [F.MANIFEST, F.PLAN_CODE, F.PYC, F.PYC_INDEX])
+def test_rewritten_member_names_the_member(plan: Path, tmp_path: Path, member: str) -> None:
+    members = read_members(plan)
+    b = bytearray(members[member])
+    b[len(b) // 2] ^= 0x01
+    members[member] = bytes(b)
+    with pytest.raises(PlanRefused, match=member.replace(".", r"\.")):
+        load_plan(str(rewrite(plan, tmp_path / "x.gxp", members)))
+
+
+def test_consistent_edit_without_signature_is_caught_only_by_signature(plan: Path, tmp_path: Path, keypair) -> None:
+    key, pub = keypair
+    signed = make_plan(tmp_path, name="signed.gxp", key=key)
+    assert load_plan(str(signed), trusted_keys=[str(pub)]).signature_checked
+    # rewrite plan_code.py and fix every digest: only the signature can tell
+    members = read_members(signed)
+    code = members[F.PLAN_CODE].replace(b"hello ", b"HELLO ")
+    manifest = json.loads(members[F.MANIFEST])
+    manifest["plan_code_sha256"] = F.sha256_hex(code)
+    members[F.PLAN_CODE] = code
+    members[F.MANIFEST] = F.canonical_bytes(manifest)
+    pyc = members[F.PYC][:4] + __import__("marshal").dumps(compile(code.decode(), F.PYC_FILENAME, "exec"))
+    members[F.PYC] = pyc
+    idx = json.loads(members[F.PYC_INDEX])
+    idx.update(sha256=F.sha256_hex(pyc), plan_code_sha256=F.sha256_hex(code))
+    members[F.PYC_INDEX] = F.canonical_bytes(idx)
+    forged = rewrite(signed, tmp_path / "forged.gxp", members)
+    assert load_plan(str(forged)).functions["e0"]({"who": "x"}, None) == "HELLO x"  # no key: accepted
+    with pytest.raises(PlanRefused, match="bad signature"):
+        load_plan(str(forged), trusted_keys=[str(pub)])
+
+
+def test_unsigned_with_trusted_key_is_refused(plan: Path, keypair) -> None:
+    _, pub = keypair
+    with pytest.raises(PlanRefused, match="unsigned"):
+        load_plan(str(plan), trusted_keys=[str(pub)])
+
+
+def test_wrong_key_is_refused(tmp_path: Path, keypair) -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    _, pub = keypair
+    other = make_plan(tmp_path, name="other.gxp", key=Ed25519PrivateKey.generate())
+    with pytest.raises(PlanRefused, match="bad signature"):
+        load_plan(str(other), trusted_keys=[str(pub)])
+    assert load_plan(str(other)).signed  # without a trusted key the signature is not checked
+
+
+def test_signature_covers_indexes(tmp_path: Path, keypair) -> None:
+    key, pub = keypair
+    signed = make_plan(tmp_path, name="s.gxp", key=key)
+    members = read_members(signed)
+    del members[F.SIGNATURE]
+    members[F.SIGNATURE] = sign_members({k: v for k, v in members.items() if k != F.PYC_INDEX} | {
+        F.PYC_INDEX: members[F.PYC_INDEX] + b""}, key)
+    assert load_plan(str(rewrite(signed, tmp_path / "ok.gxp", members)), trusted_keys=[pub.read_bytes()]).signature_checked
+    idx = json.loads(members[F.PYC_INDEX])
+    idx["cache_tag"] = "cpython-00"
+    members[F.PYC_INDEX] = F.canonical_bytes(idx)
+    with pytest.raises(PlanRefused, match="bad signature"):
+        load_plan(str(rewrite(signed, tmp_path / "bad.gxp", members)), trusted_keys=[str(pub)])
+
+
+def test_non_canonical_manifest_is_refused(plan: Path, tmp_path: Path) -> None:
+    members = read_members(plan)
+    members[F.MANIFEST] = canonical_json(json.loads(members[F.MANIFEST])).encode()  # compact, not pretty
+    with pytest.raises(PlanRefused, match="'manifest.json': not in canonical form"):
+        load_plan(str(rewrite(plan, tmp_path / "x.gxp", members)))
+
+
+def test_unknown_manifest_field_and_version_are_refused(plan: Path, tmp_path: Path) -> None:
+    members = read_members(plan)
+    data = json.loads(members[F.MANIFEST])
+    for change, pattern in (({"extra": 1}, "unknown field"), ({"format_version": 99}, "version 99")):
+        bad = dict(members, **{F.MANIFEST: F.canonical_bytes({**data, **change})})
+        with pytest.raises(PlanRefused, match=pattern):
+            load_plan(str(rewrite(plan, tmp_path / "x.gxp", bad)))
+
+
+def test_foreign_bytecode_falls_back_to_source(plan: Path, tmp_path: Path) -> None:
+    members = read_members(plan)
+    pyc = b"\x00\x00\r\n" + members[F.PYC][4:]
+    idx = json.loads(members[F.PYC_INDEX])
+    idx.update(magic=pyc[:4].hex(), sha256=F.sha256_hex(pyc), cache_tag="cpython-00")
+    members.update({F.PYC: pyc, F.PYC_INDEX: F.canonical_bytes(idx)})
+    loaded = load_plan(str(rewrite(plan, tmp_path / "x.gxp", members)))
+    assert loaded.functions["e1"]({"who": "abc"}, None) == load_plan(str(plan)).functions["e1"]({"who": "abc"}, None)
+    assert any("cpython-00" in w for w in loaded.warnings)
+
+
+def test_open_plan_runs_no_code(plan: Path) -> None:
+    v = open_plan(str(plan))
+    assert v.plan.name == "tamper" and not v.signed and v.native_indexes == {}
+
+
+def test_runtime_loader_imports_no_compiler(plan: Path) -> None:
+    code = (
+        "import sys\n"
+        "from gxo.runtime.planfile import load_plan\n"
+        f"lp = load_plan({str(plan)!r})\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('lark','yaml','jsonschema','networkx','jinja2','Cython','cryptography') "
+        "or m.startswith('gxo.compiler')]\n"
+        "assert not bad, bad\n"
+        "print(sorted(lp.functions))\n"
+    )
+    proc = subprocess.run(check=False, args=[sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert "e0" in proc.stdout

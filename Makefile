@@ -17,6 +17,8 @@ $(STAMP): $(PY) pyproject.toml setup.py
 
 demo: $(STAMP)
 	$(VENV)/bin/gxoc check examples/
+	$(VENV)/bin/gxoc build examples/hello.yaml -o build/hello.gxp
+	$(VENV)/bin/gxo exec build/hello.gxp
 
 test: $(STAMP)
 	$(PY) -m pytest -q

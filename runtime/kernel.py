@@ -13,6 +13,8 @@ dependents.  Nothing here imports the compiler.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import json
 import os
 import random
 import time
@@ -24,6 +26,7 @@ from gxo.runtime.events import Events
 from gxo.runtime.exprlib import EvalError, text, truthy
 from gxo.runtime.module import Context, GxoError, ModuleError, load_module_class
 from gxo.runtime.plan import Expression, Plan, Workload, expr_id
+from gxo.runtime.state import deep_copy
 
 PENDING, RUNNING, COMPLETED, FAILED, SKIPPED = "Pending", "Running", "Completed", "Failed", "Skipped"
 
@@ -52,7 +55,7 @@ class Result:
         return self.ended - self.started
 
 
-@dataclass
+@dataclass(repr=False)
 class Report:
     name: str
     run_id: str
@@ -133,6 +136,11 @@ class Kernel:
         self.run_id = uuid.uuid4().hex
         self.by_name = {w.name: w for w in plan.workloads}
         self.deferred = _deferred_expressions(plan)
+        self.inline_cls = self._inline_classes()
+        # render() builds fresh containers from the IR; only values that expressions read from
+        # the state can alias it, so only params with expressions are copied (deep_copy mode)
+        self.copy_params = {w.name for w in plan.workloads
+                            if w.state_access == "deep_copy" and "$expr" in json.dumps(w.params)}
         self.results = {w.name: Result(w.name) for w in plan.workloads}
         self.limit = asyncio.Semaphore(options.max_concurrency or plan.max_concurrency or default_concurrency())
         self.tasks: dict[str, asyncio.Task] = {}
@@ -166,7 +174,7 @@ class Kernel:
         old = res.status
         res.status = status
         self.status_map[name]["status"] = status
-        if emit:
+        if emit and self.events.sinks:
             self.events.emit("WorkloadStatusChanged", workload=name, old_status=old, new_status=status)
 
     # -- rendering ------------------------------------------------------------------------------
@@ -232,17 +240,25 @@ class Kernel:
             w = stack.pop()
             if self.halted_by is not None:
                 continue
-            mod = self._module_for(w)
-            if w.inline and mod is not None and w.loop is None and w.timeout is None and w.retry.attempts == 1 \
-                    and not asyncio.iscoroutinefunction(mod.perform):
-                newly = self._run_inline(w, mod)
-                stack.extend(reversed(newly))
+            cls = self.inline_cls.get(w.name)
+            if cls is not None:
+                newly = self._run_inline(w, cls())
+                if newly:
+                    stack.extend(reversed(newly))
             else:
                 self.tasks[w.name] = asyncio.get_running_loop().create_task(self._run_task(w), name=w.name)
 
-    def _module_for(self, w: Workload) -> Any:
-        cls = load_module_class(w.module)
-        return cls() if cls is not None else None
+    def _inline_classes(self) -> dict[str, Any]:
+        """Workloads that run inside the scheduler step: an inline module with sync code and
+        none of loop, timeout or retries (those need a task)."""
+        out = {}
+        for w in self.plan.workloads:
+            if not w.inline or w.loop is not None or w.timeout is not None or w.retry.attempts != 1:
+                continue
+            cls = load_module_class(w.module)
+            if cls is not None and not inspect.iscoroutinefunction(cls.perform):
+                out[w.name] = cls
+        return out
 
     def _run_inline(self, w: Workload, mod: Any) -> list[Workload]:
         res = self.results[w.name]
@@ -252,7 +268,9 @@ class Kernel:
             scope = self.state.view()
             if w.disabled or (w.when is not None and not self._when(w, scope)):
                 return self._finish(w, SKIPPED, "when evaluated false")
-            params = _copy(self.render(w.params, scope)) if w.state_access == "deep_copy" else self.render(w.params, scope)
+            params = self.render(w.params, scope)
+            if w.name in self.copy_params:
+                params = deep_copy(params)
             res.attempts = 1
             summary = mod.perform(self._context(w, None), params)
         except Exception as exc:  # noqa: BLE001 - every failure becomes the workload's status
@@ -343,8 +361,8 @@ class Kernel:
             self.results[w.name].attempts += 1
             try:
                 params = self.render(w.params, scope)
-                if w.state_access == "deep_copy":
-                    params = _copy(params)
+                if w.name in self.copy_params:
+                    params = deep_copy(params)
                 return await self._perform(w, params, index)
             except EvalError as exc:
                 raise KernelError(f"param resolution failed: {exc}") from None
@@ -381,7 +399,7 @@ class Kernel:
             run_id=self.run_id,
             logger=self.events.logger(w.name),
             workspace=self.workspace,
-            state=lambda: self.state.get_all(),
+            state=self.state.get_all,
             dry_run=self.opts.dry_run,
             plan_dir=self.opts.plan_dir,
             loop_index=index,
@@ -424,7 +442,8 @@ class Kernel:
         res.ended = time.time()
         res.reason = reason
         self._set_status(w.name, status)
-        self.events.emit("WorkloadEnd", workload=w.name, final_status=status, error=reason, ignored=res.ignored,
+        if self.events.sinks:
+            self.events.emit("WorkloadEnd", workload=w.name, final_status=status, error=reason, ignored=res.ignored,
                          duration_ms=int(res.duration * 1000))
         self._remaining -= 1
         if self._remaining <= 0 and self._done is not None:
@@ -518,8 +537,3 @@ def _fmt_seconds(s: float | None) -> str:
         return "?"
     return f"{s:g}s"
 
-
-def _copy(value: Any) -> Any:
-    from gxo.runtime.state import deep_copy
-
-    return deep_copy(value)

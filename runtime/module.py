@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Protocol
 
@@ -84,6 +85,7 @@ class Module:
         raise NotImplementedError
 
 
+@lru_cache(maxsize=None)
 def load_module_class(name: str) -> type[Module] | None:
     """The code of module ``name`` from its namespace's ``CODE`` mapping, or None."""
     from gxo.stdlib._spec import namespace_of

@@ -26,6 +26,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/check_scale.py
 	$(PY) bench/loader_bomb.py
+	$(PY) bench/kernel.py
+	$(PY) bench/expressions.py
+	$(PY) bench/state.py
+	$(PY) bench/coldstart.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

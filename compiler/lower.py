@@ -144,11 +144,15 @@ class _Lowerer:
         for w in self.pb.workloads:
             sites.extend((s, w) for s in w.exprs)
         sites.sort(key=lambda sw: (sw[0].node.span.line, sw[0].node.span.col, sw[0].where))
-        for i, (site, _) in enumerate(sites):
+        unique: list[tuple[ExprSite, MWorkload | None]] = []
+        for site, w in sites:
             if site.tree is None:
                 raise LowerError(f"{site.where}: expression did not parse")
-            self.ids[id(site.node)] = f"e{i}"
-        self.sites = sites
+            if id(site.node) in self.ids:
+                continue  # one YAML string reached twice through an alias: one function serves both
+            self.ids[id(site.node)] = f"e{len(unique)}"
+            unique.append((site, w))
+        self.sites = unique
 
     def as_text(self, site: ExprSite, w: MWorkload | None) -> bool:
         if w is None or site.param_path is None:

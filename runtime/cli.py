@@ -12,7 +12,6 @@ import os
 import re
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,20 @@ EXIT_USAGE, EXIT_REFUSED, EXIT_INTERNAL = 2, 3, 70
 
 
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # ~20 ms: only for --version
+
     try:
         return version("gxo")
     except PackageNotFoundError:
         return "0.0.0+unknown"
+
+
+def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``--version`` as click.version_option prints it, with the version looked up only when asked."""
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(f"gxo {_version()}", color=ctx.color)
+    ctx.exit()
 
 
 class Refused(click.ClickException):
@@ -138,7 +147,8 @@ def _run_options(f: Any) -> Any:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(_version(), "--version", prog_name="gxo", message="%(prog)s %(version)s")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_show_version,
+              help="Show the version and exit.")
 def cli() -> None:
     """gxo: run frozen GXO plans (.gxp) built by `gxoc build`."""
 
@@ -220,20 +230,26 @@ def test_cmd(paths, junit_path, pattern) -> None:
         files = [f for f in files if rx.search(f)]
     if not files:
         raise click.UsageError("no test playbooks (*.test.yaml) found")
-    cases: list[tuple[str, float, str | None]] = []
+    cases: list[tuple[str, float, str | None, str | None]] = []
     for f in files:
         t0 = time.perf_counter()
         buf = io.StringIO()
         loaded = compile_quiet(f, buf)
+        cause = None
         if loaded is None:
             err = "does not compile:\n" + buf.getvalue()
+            cause = "does not compile: " + (buf.getvalue().strip().splitlines() or [""])[0]
         else:
             out = io.StringIO()
             opts = RunOptions(plan_dir=str(Path(f).resolve().parent))
             code, report = execute(loaded.plan, loaded.functions, opts, Outputs(stream=out, live=False))
             err = None if code == 0 else (out.getvalue().strip() or f"exit {code}")
+            if err is not None:  # the JUnit message: what failed (reasons are already redacted)
+                failed = [f"{r.name}: {r.reason}" for r in (report.results.values() if report else [])
+                          if r.status == "Failed" and not r.ignored]
+                cause = "; ".join(failed) or f"exit {code}"
         secs = time.perf_counter() - t0
-        cases.append((f, secs, err))
+        cases.append((f, secs, err, cause))
         click.echo(f"{'PASS' if err is None else 'FAIL'} {f} ({secs:.2f}s)")
         if err:
             click.echo("    " + err.replace("\n", "\n    "))

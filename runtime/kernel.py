@@ -146,6 +146,10 @@ class Kernel:
         self.tasks: dict[str, asyncio.Task] = {}
         self.cleanups: list[Callable[[], Any]] = []
         self.halted_by: str | None = None
+        #: why the run is being stopped from outside (a signal, the run's deadline), set by the
+        #: driver before it cancels the run: the reason given to the workloads it cancels
+        self.stop_reason: str | None = None
+        self.report = Report(plan.name, self.run_id, self.results, time.time())
         self._done: asyncio.Event | None = None
         self._remaining = 0
 
@@ -212,7 +216,8 @@ class Kernel:
     # -- scheduling -----------------------------------------------------------------------------
 
     async def run(self) -> Report:
-        report = Report(self.plan.name, self.run_id, self.results, time.time())
+        report = self.report
+        report.started = time.time()
         self._seed_state()
         self.events.emit("PlaybookStart", playbook_name=self.plan.name, run_id=self.run_id)
         indeg = {w.name: len(w.deps) for w in self.plan.workloads}
@@ -230,9 +235,31 @@ class Kernel:
             await self._shutdown()
             report.halted_by = self.halted_by
             report.ended = time.time()
-            self.events.emit("PlaybookEnd", playbook_name=self.plan.name, status="Failed" if report.failed else "Completed",
-                             duration_ms=int((report.ended - report.started) * 1000))
+            self._emit_end(report)
         return report
+
+    def _emit_end(self, report: Report) -> None:
+        """``PlaybookEnd`` with the totals of checklist 2.16 (workloads never started count as
+        ``pending``) and the cause of a failed or stopped run."""
+        counts = {"completed": 0, "failed": 0, "ignored": 0, "skipped": 0, "pending": 0}
+        for res in self.results.values():
+            if res.status == COMPLETED:
+                counts["completed"] += 1
+            elif res.status == FAILED:
+                counts["ignored" if res.ignored else "failed"] += 1
+            elif res.status == SKIPPED:
+                counts["skipped"] += 1
+            else:
+                counts["pending"] += 1
+        error = None
+        if self.halted_by is not None:
+            error = f"run halted by {self.halted_by}: {self.results[self.halted_by].reason}"
+        elif self.stop_reason is not None:
+            error = self.stop_reason
+        failed = report.failed or self.stop_reason is not None
+        self.events.emit("PlaybookEnd", playbook_name=self.plan.name, status="Failed" if failed else "Completed",
+                         duration_ms=int((report.ended - report.started) * 1000), total_workloads=len(self.results),
+                         error_message=error, **counts)
 
     def _dispatch(self, ready: list[Workload]) -> None:
         stack = list(reversed(ready))
@@ -268,13 +295,20 @@ class Kernel:
             scope = self.state.view()
             if w.disabled or (w.when is not None and not self._when(w, scope)):
                 return self._finish(w, SKIPPED, "when evaluated false")
-            params = self.render(w.params, scope)
+            try:
+                params = self.render(w.params, scope)
+            except EvalError as exc:  # worded as on the task path (and so not keyword-redacted)
+                raise KernelError(f"param resolution failed: {exc}") from None
             if w.name in self.copy_params:
                 params = deep_copy(params)
             res.attempts = 1
+            if self.events.sinks:
+                self.events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=None)
             summary = mod.perform(self._context(w, None), params)
         except Exception as exc:  # noqa: BLE001 - every failure becomes the workload's status
             return self._fail(w, exc)
+        if self.events.sinks:
+            self.events.emit("ModuleExecutionEnd", workload=w.name, loop_iteration=None, summary=summary)
         return self._succeed(w, summary)
 
     async def _run_task(self, w: Workload) -> None:
@@ -390,7 +424,8 @@ class Kernel:
             summary = await mod.perform(ctx, params)
         else:
             summary = await asyncio.to_thread(mod.perform, ctx, params)
-        self.events.emit("ModuleExecutionEnd", workload=w.name, loop_iteration=index)
+        # the summary as the module returned it; the event bus redacts it like every event
+        self.events.emit("ModuleExecutionEnd", workload=w.name, loop_iteration=index, summary=summary)
         return summary
 
     def _context(self, w: Workload, index: int | None) -> Context:
@@ -490,11 +525,9 @@ class Kernel:
                 await t
             except BaseException:  # noqa: BLE001 - cancellation and failures are already recorded
                 pass
-        for res in self.results.values():
-            if res.status == RUNNING:
-                res.status = FAILED
-                res.reason = res.reason or "cancelled: run stopped"
-                res.ended = time.time()
+        for name, res in self.results.items():
+            if res.status == RUNNING:  # cancelled from outside (signal, deadline): say so, as an event too
+                self._finish(self.by_name[name], FAILED, f"cancelled: {self.stop_reason or 'run stopped'}")
         for fn in reversed(self.cleanups):
             try:
                 out = fn()
@@ -516,10 +549,9 @@ class KernelError(ModuleError):
 def _deferred_expressions(plan: Plan) -> set[str]:
     """Per-record expressions of modules that read no stream are evaluated per result by the
     module itself (``http:request``'s ``success_when``/``fail_when`` see the response)."""
-    from gxo.stdlib import registry
+    from gxo.stdlib._spec import spec_of
 
-    specs = registry()
-    owners = {w.name: specs.get(w.module) for w in plan.workloads}
+    owners = {w.name: spec_of(w.module) for w in plan.workloads}
     return {
         e.id for e in plan.expressions
         if e.per_record and owners.get(e.workload) is not None and owners[e.workload].stream_input == "none"

@@ -134,23 +134,32 @@ def recap(report: Report, redact: Any) -> str:
     return redact("\n".join([head, *lines, tail]) + "\n")
 
 
-def write_junit(path: str, cases: list[tuple[str, float, str | None]]) -> None:
-    """JUnit XML: one testcase per test file; ``failure`` carries the reason."""
+def write_junit(path: str, cases: list[tuple[str, float, str | None, str | None]]) -> None:
+    """JUnit XML: one testcase per test file (name, seconds, output of a failed run, cause);
+    ``failure`` carries the cause as its message and the run's output as its text."""
     from xml.sax.saxutils import escape, quoteattr
 
-    failures = sum(1 for _, _, err in cases if err)
-    total = sum(t for _, t, _ in cases)
+    failures = sum(1 for c in cases if c[2])
+    total = sum(c[1] for c in cases)
     out = ['<?xml version="1.0" encoding="UTF-8"?>',
            f'<testsuites tests="{len(cases)}" failures="{failures}" time="{total:.3f}">',
            f'  <testsuite name="gxo test" tests="{len(cases)}" failures="{failures}" time="{total:.3f}">']
-    for name, secs, err in cases:
+    for name, secs, err, cause in cases:
         out.append(f"    <testcase classname=\"gxo\" name={quoteattr(name)} time=\"{secs:.3f}\">")
         if err:
-            out.append(f"      <failure message={quoteattr(err.splitlines()[0] if err else '')}>{escape(err)}</failure>")
+            message = _xml_text(cause or err.splitlines()[0])
+            out.append(f"      <failure message={quoteattr(message)}>{escape(_xml_text(err))}</failure>")
         out.append("    </testcase>")
     out += ["  </testsuite>", "</testsuites>"]
     with open(path, "w", encoding="utf-8") as fh:
         fh.write("\n".join(out) + "\n")
+
+
+def _xml_text(text: str) -> str:
+    """``text`` without the characters XML 1.0 cannot hold (a child's output may have any)."""
+    import re
+
+    return re.sub("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]", "\ufffd", text)
 
 
 def is_tty(stream: IO[str]) -> bool:

@@ -89,54 +89,72 @@ def execute(
 
 
 def _drive(kernel: Kernel, timeout: float | None) -> tuple[int, Report]:
-    """Run the kernel on a fresh loop with signal handling and an optional run deadline."""
-    got_signal: list[int] = []
+    """Run the kernel on a fresh loop with signal handling and an optional run deadline.
+
+    A signal or the deadline sets ``kernel.stop_reason`` and then cancels the run, so the
+    workloads it cancels say why and the report keeps its real start time.
+    """
+    stopped: list[int | str] = []  # the first signal number, or "timeout"
 
     async def main() -> Report:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
 
-        def on_signal(sig: int) -> None:
-            if not got_signal:
-                got_signal.append(sig)
+        def stop(cause: int | str, reason: str) -> None:
+            if not stopped:
+                stopped.append(cause)
+                kernel.stop_reason = reason
                 task.cancel()
 
         installed = []
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
-                loop.add_signal_handler(sig, on_signal, sig)
+                loop.add_signal_handler(sig, stop, sig, f"run interrupted by {signal.Signals(sig).name}")
                 installed.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
                 pass
+        deadline = None
+        if timeout is not None:
+            deadline = loop.call_later(timeout, stop, "timeout", f"run timed out after {timeout:g}s")
         try:
-            if timeout is not None:
-                async with asyncio.timeout(timeout):
-                    return await kernel.run()
             return await kernel.run()
         finally:
+            if deadline is not None:
+                deadline.cancel()
             for sig in installed:
                 loop.remove_signal_handler(sig)
 
     try:
         report = asyncio.run(main())
-    except TimeoutError:
-        report = _partial(kernel)
-        report.timed_out = True
-        return EXIT_TIMEOUT, report
     except (asyncio.CancelledError, KeyboardInterrupt):
         report = _partial(kernel)
-        sig = got_signal[0] if got_signal else signal.SIGINT
-        report.interrupted = sig
+        if stopped and stopped[0] == "timeout":
+            report.timed_out = True
+            return EXIT_TIMEOUT, report
+        sig = stopped[0] if stopped else signal.SIGINT
+        report.interrupted = int(sig)
         return (EXIT_SIGTERM if sig == signal.SIGTERM else EXIT_SIGINT), report
+    if stopped:  # the cancellation landed after the kernel had finished: still a stopped run
+        if stopped[0] == "timeout":
+            report.timed_out = True
+            return EXIT_TIMEOUT, report
+        report.interrupted = int(stopped[0])
+        return (EXIT_SIGTERM if stopped[0] == signal.SIGTERM else EXIT_SIGINT), report
     return (EXIT_FAILED if report.failed else EXIT_OK), report
 
 
 def _partial(kernel: Kernel) -> Report:
+    """The report of a run stopped from outside: what the kernel recorded, nothing left Running."""
     import time
 
+    report = kernel.report
     for res in kernel.results.values():
         if res.status == "Running":
             res.status = "Failed"
-            res.reason = res.reason or "cancelled: run stopped"
-    return Report(kernel.plan.name, kernel.run_id, kernel.results, time.time(), time.time(), kernel.halted_by)
+            res.reason = res.reason or f"cancelled: {kernel.stop_reason or 'run stopped'}"
+            res.ended = res.ended or time.time()
+    report.halted_by = kernel.halted_by
+    if not report.ended:
+        report.ended = time.time()
+    return report

@@ -137,4 +137,17 @@ class Identity:
         return dict(params) if isinstance(params, dict) else {}
 
 
-CODE = {"control:assert": Assert, "control:identity": Identity}
+class Barrier:
+    """``control:barrier``: wait until every stream input has ended; a failed input fails it."""
+
+    name = "control:barrier"
+
+    async def perform(self, ctx, params):
+        from gxo.runtime.streams import inputs_of
+
+        inputs = inputs_of(ctx)
+        await inputs.drain()  # raises UpstreamFailed when a producer failed
+        return {"synchronized_streams": inputs.names}
+
+
+CODE = {"control:assert": Assert, "control:identity": Identity, "control:barrier": Barrier}

@@ -193,6 +193,9 @@ class Exec:
         except OSError as exc:
             message = f"cannot start {command}: {exc.strerror or exc}"
             raise ModuleError(message, summary=_exec_summary("", message, -1)) from None
+        except ValueError as exc:  # a NUL byte in an argument or the environment
+            message = f"cannot start {command}: {exc} (an argument or variable holds a NUL character)"
+            raise ModuleError(message, summary=_exec_summary("", message, -1)) from None
         ctx.logger.debug("started", command=command, pid=proc.pid)
 
         try:
@@ -219,9 +222,31 @@ class Exec:
         if rc != 0:
             detail = f"killed by {signame}" if signame else f"exited with code {rc}"
             last = summary["stderr"].strip().splitlines()[-1:] if summary["stderr"] else []
-            tail = f": {last[0][:500]}" if last else ""
+            # redact before cutting: a cut through an encoded secret would leak its first half
+            tail = f": {ctx.redact(last[0])[:500]}" if last else ""
             raise ModuleError(f"command {command} {detail}{tail}", summary=summary)
         return summary
 
 
-CODE = {"exec": Exec}
+class Passthrough:
+    """``passthrough``: forward every record of every input, unchanged, to every output."""
+
+    name = "passthrough"
+
+    async def perform(self, ctx, params):
+        from gxo.runtime.streams import inputs_of, output_of
+
+        inputs = inputs_of(ctx)
+        out = output_of(ctx)
+        n = 0
+        async for _producer, batch in inputs:
+            n += len(batch)
+            await out.send_batch(batch)
+        if n == 0:
+            message = ("no records received from the stream inputs" if len(inputs)
+                       else "no stream inputs")
+            return {"records_processed": 0, "message": message}
+        return {"records_processed": n}
+
+
+CODE = {"exec": Exec, "passthrough": Passthrough}

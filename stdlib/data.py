@@ -321,3 +321,898 @@ FORMAT = ModuleSpec(
 MODULES: tuple[ModuleSpec, ...] = (
     GENERATE_FROM_LIST, PARSE, MAP, FILTER, JOIN, AGGREGATE, FORMAT,
 )
+
+
+# --------------------------------------------------------------------------- code
+#
+# Module code (design.md §8).  Every module here is an async ``perform`` on the kernel's loop;
+# streams come from ctx.extras (gxo.runtime.streams documents the contract).  Heavy imports stay
+# inside functions: the compiler imports this file.
+
+
+def _is_record(value) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+
+
+def _error_text(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+class GenerateFromList:
+    """``data:generate_from_list``: one record per item (maps as they are, others wrapped)."""
+
+    name = "data:generate_from_list"
+
+    async def perform(self, ctx, params):
+        from gxo.runtime.module import ValidationError
+        from gxo.runtime.streams import errors_of, output_of
+        from gxo.stdlib import _params as p
+
+        params = p.check_map(params)
+        items = params.get("items")
+        if items is None:
+            raise ValidationError("missing required parameter 'items'")
+        if not isinstance(items, (list, tuple)):
+            raise ValidationError(f"parameter 'items' must be a list, got {p.kind(items)}")
+        out = output_of(ctx)
+        errors = errors_of(ctx)
+        size = out.batch_size
+        batch: list = []
+        sent = 0
+        for i, item in enumerate(items):
+            if isinstance(item, dict):
+                if not _is_record(item):
+                    errors.report(i, ctx.workload, "item is a map whose keys are not all strings")
+                    continue
+                record = item
+            else:
+                record = {"item": item}
+            batch.append(record)
+            if len(batch) >= size:
+                sent += len(batch)
+                await out.send_batch(batch)
+                batch = []
+        if batch:
+            sent += len(batch)
+            await out.send_batch(batch)
+        return {"records_generated": sent}
+
+
+# -- data:parse -------------------------------------------------------------------------------
+
+
+def _walk_path(doc, path: str):
+    """``doc`` at the dotted ``path`` (numeric segments index lists)."""
+    from gxo.runtime.module import ModuleError
+
+    node = doc
+    for seg in path.split("."):
+        if seg == "":
+            continue
+        if isinstance(node, dict) and seg in node:
+            node = node[seg]
+        elif isinstance(node, list) and seg.lstrip("-").isdigit() and -len(node) <= int(seg) < len(node):
+            node = node[int(seg)]
+        else:
+            raise ModuleError(f"json_path {path!r}: no element {seg!r} in the document")
+    return node
+
+
+def _document_records(doc, report) -> list:
+    """json/yaml: each element of a top-level list is a record, a single map is one record."""
+    if isinstance(doc, dict):
+        items = [doc]
+    elif isinstance(doc, list):
+        items = doc
+    else:
+        from gxo.runtime.module import ModuleError
+        from gxo.stdlib._params import kind
+
+        raise ModuleError(f"the document is a {kind(doc)}: expected a list of maps or a map")
+    records = []
+    for i, item in enumerate(items):
+        if _is_record(item):
+            records.append(item)
+        else:
+            from gxo.stdlib._params import kind
+
+            report(i, f"element {i} is a {kind(item)}, not a map with string keys")
+    return records
+
+
+def _parse_csv(content: str, options: dict, report) -> list:
+    import csv
+    import io
+
+    delimiter = options.get("delimiter") or ","
+    headers = options.get("headers")
+    rows = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter, strict=True)
+    records = []
+    position = 0
+    try:
+        for row in rows:
+            if not row:
+                continue  # a blank line
+            if headers is None:
+                headers = row
+                continue
+            if len(row) != len(headers):
+                report(position, f"row has {len(row)} fields, the header has {len(headers)}")
+            else:
+                records.append(dict(zip(headers, row)))
+            position += 1
+    except csv.Error as exc:
+        from gxo.runtime.module import ModuleError
+
+        raise ModuleError(f"invalid csv at line {rows.line_num}: {exc}") from None
+    return records
+
+
+def _parse_regex(content: str, options: dict) -> list:
+    import re
+
+    from gxo.runtime.module import ValidationError
+
+    pattern = options.get("pattern")
+    if not isinstance(pattern, str) or pattern == "":
+        raise ValidationError("format regex needs format_options.pattern")
+    try:
+        rx = re.compile(pattern, re.MULTILINE)
+    except re.error as exc:
+        raise ValidationError(f"format_options.pattern is not a valid regular expression: "
+                              f"{exc}") from None
+    named = {index: name for name, index in rx.groupindex.items()}
+    unnamed = [i for i in range(1, rx.groups + 1) if i not in named]
+    names = options.get("capture_groups")
+    if names is not None:
+        if len(names) != len(unnamed):
+            raise ValidationError(f"format_options.capture_groups names {len(names)} groups, "
+                                  f"the pattern has {len(unnamed)} unnamed groups")
+        named.update(zip(unnamed, names))
+    else:
+        named.update((i, f"group{i}") for i in unnamed)
+    order = sorted(named)
+    records = []
+    for m in rx.finditer(content):
+        if not order:
+            records.append({"match": m.group(0)})
+        else:
+            records.append({named[i]: m.group(i) for i in order})
+    return records
+
+
+def _logfmt_line(line: str) -> dict:
+    """One logfmt line: ``key=value``, ``key="quoted \\" value"``, a bare ``key`` is true."""
+    out: dict = {}
+    i, n = 0, len(line)
+    while i < n:
+        while i < n and line[i] in " \t":
+            i += 1
+        if i >= n:
+            break
+        start = i
+        while i < n and line[i] not in " \t=\"":
+            i += 1
+        key = line[start:i]
+        if key == "":
+            raise ValueError(f"expected a key at column {i + 1}")
+        if i < n and line[i] == "=":
+            i += 1
+            if i < n and line[i] == '"':
+                i += 1
+                chars = []
+                while True:
+                    if i >= n:
+                        raise ValueError(f"unterminated quoted value of {key!r}")
+                    c = line[i]
+                    if c == "\\" and i + 1 < n:
+                        nxt = line[i + 1]
+                        chars.append({"n": "\n", "t": "\t", "r": "\r"}.get(nxt, nxt))
+                        i += 2
+                        continue
+                    if c == '"':
+                        i += 1
+                        break
+                    chars.append(c)
+                    i += 1
+                value = "".join(chars)
+                if i < n and line[i] not in " \t":
+                    raise ValueError(f"garbage after the quoted value of {key!r}")
+            else:
+                start = i
+                while i < n and line[i] not in " \t":
+                    i += 1
+                value = line[start:i]
+                if '"' in value:
+                    raise ValueError(f"stray quote in the value of {key!r}")
+            out[key] = value
+        elif i < n and line[i] == '"':
+            raise ValueError(f"stray quote after key {key!r}")
+        else:
+            out[key] = True
+    return out
+
+
+class Parse:
+    """``data:parse``: a text blob into records."""
+
+    name = "data:parse"
+
+    async def perform(self, ctx, params):
+        from gxo.runtime.module import ModuleError, ValidationError
+        from gxo.runtime.streams import errors_of, output_of
+        from gxo.stdlib import _params as p
+
+        params = p.check_map(params)
+        content = p.req_str(params, "content", nonempty=False)
+        fmt = p.opt_enum(params, "format", PARSE_FORMATS)
+        if fmt is None:
+            raise ValidationError("missing required parameter 'format'")
+        options = p.opt_map(params, "format_options") or {}
+        errors = errors_of(ctx)
+
+        def report(position: int, message: str) -> None:
+            errors.report(position, ctx.workload, message)
+
+        if fmt in ("json", "yaml"):
+            if fmt == "json":
+                import json
+
+                try:
+                    doc = json.loads(content)
+                except ValueError as exc:
+                    raise ModuleError(f"invalid json: {exc}") from None
+            else:
+                import yaml  # lazily: only the yaml format needs PyYAML
+
+                try:
+                    doc = yaml.safe_load(content)
+                except yaml.YAMLError as exc:
+                    raise ModuleError(f"invalid yaml: {exc}") from None
+            path = options.get("json_path")
+            if path:
+                doc = _walk_path(doc, path)
+            records = _document_records(doc, report)
+        elif fmt == "csv":
+            records = _parse_csv(content, options, report)
+        elif fmt == "text_lines":
+            skip = bool(options.get("skip_empty", False))
+            records = [{"line": line} for line in content.splitlines() if line or not skip]
+        elif fmt == "regex":
+            records = _parse_regex(content, options)
+        else:  # logfmt
+            records = []
+            position = 0
+            for line in content.splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    records.append(_logfmt_line(line))
+                except ValueError as exc:
+                    report(position, f"invalid logfmt: {exc}")
+                position += 1
+        out = output_of(ctx)
+        size = out.batch_size
+        for i in range(0, len(records), size):
+            await out.send_batch(records[i:i + size])
+        return {"records_parsed": len(records)}
+
+
+# -- one-in/one-out transforms ----------------------------------------------------------------
+
+
+def _as_record(value):
+    """data:map's result as a record: a map, or text that decodes to a JSON object."""
+    import json
+
+    from gxo.stdlib._params import kind
+
+    if isinstance(value, dict):
+        if _is_record(value):
+            return value
+        raise ValueError("the template yields a map whose keys are not all strings")
+    if isinstance(value, str):
+        try:
+            decoded = json.loads(value)
+        except ValueError:
+            raise ValueError(f"the template must render a JSON object, got text "
+                             f"{value[:80]!r}") from None
+        if isinstance(decoded, dict):
+            return decoded
+        raise ValueError(f"the template must render a JSON object, got a JSON {kind(decoded)}")
+    raise ValueError(f"the template must render a JSON object, got {kind(value)}")
+
+
+def _one_input(ctx, module: str):
+    from gxo.runtime.module import ValidationError
+    from gxo.runtime.streams import inputs_of
+
+    inputs = inputs_of(ctx)
+    if len(inputs) > 1:
+        raise ValidationError(f"{module} reads exactly one stream input, got {len(inputs)}")
+    return inputs
+
+
+class Map:
+    """``data:map``: one output record per input record, from ``template``."""
+
+    name = "data:map"
+
+    async def perform(self, ctx, params):
+        from gxo.runtime._state_cy import deep_copy
+        from gxo.runtime.module import ValidationError
+        from gxo.runtime.streams import errors_of, output_of
+
+        if not isinstance(params, dict) or "template" not in params:
+            raise ValidationError("missing required parameter 'template'")
+        template = params["template"]
+        inputs = _one_input(ctx, "data:map")
+        out = output_of(ctx)
+        errors = errors_of(ctx)
+        if callable(template):
+            fn = template
+        else:  # a literal: every record is (a copy of) the same object
+            try:
+                constant = _as_record(template)
+            except ValueError as exc:
+                raise ValidationError(f"parameter 'template': {exc}") from None
+
+            def fn(_record):
+                return deep_copy(constant)
+
+        positions: dict = {}
+        n_in = n_out = 0
+        async for producer, batch in inputs:
+            base = positions.get(producer, 0)
+            positions[producer] = base + len(batch)
+            result = []
+            append = result.append
+            for i, record in enumerate(batch):
+                try:
+                    value = fn(record)
+                    if type(value) is not dict:
+                        value = _as_record(value)
+                    append(value)
+                except Exception as exc:  # noqa: BLE001 - a record error, not a failure
+                    errors.report(base + i, producer, _error_text(exc))
+            n_in += len(batch)
+            n_out += len(result)
+            if result:
+                await out.send_batch(result)
+        return {"records_in": n_in, "records_out": n_out}
+
+
+class Filter:
+    """``data:filter``: forward the records whose condition is truthy."""
+
+    name = "data:filter"
+
+    async def perform(self, ctx, params):
+        from gxo.runtime.exprlib import truthy
+        from gxo.runtime.module import ValidationError
+        from gxo.runtime.streams import errors_of, output_of
+
+        if not isinstance(params, dict) or "condition" not in params:
+            raise ValidationError("missing required parameter 'condition'")
+        condition = params["condition"]
+        inputs = _one_input(ctx, "data:filter")
+        out = output_of(ctx)
+        errors = errors_of(ctx)
+        positions: dict = {}
+        n_in = n_out = 0
+        if not callable(condition):
+            keep_all = truthy(condition)
+            async for _producer, batch in inputs:
+                n_in += len(batch)
+                if keep_all:
+                    n_out += len(batch)
+                    await out.send_batch(batch)
+            return {"records_in": n_in, "records_out": n_out}
+        for_record = condition
+        async for producer, batch in inputs:
+            base = positions.get(producer, 0)
+            positions[producer] = base + len(batch)
+            kept = []
+            append = kept.append
+            for i, record in enumerate(batch):
+                try:
+                    if truthy(for_record(record)):
+                        append(record)
+                except Exception as exc:  # noqa: BLE001 - a record error: the record is dropped
+                    errors.report(base + i, producer, _error_text(exc))
+            n_in += len(batch)
+            n_out += len(kept)
+            if kept:
+                await out.send_batch(kept)
+        return {"records_in": n_in, "records_out": n_out}
+
+
+# -- data:join --------------------------------------------------------------------------------
+
+
+def _join_key(value):
+    """A join key normalised (checklist §3.L4): ints, whole floats and integer strings become
+    int; other strings stay as they are; anything else is a record error (ValueError)."""
+    import re
+
+    from gxo.stdlib._params import kind
+
+    t = type(value)
+    if t is int:
+        return value
+    if t is str:
+        if re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):
+            return int(value)
+        return value
+    if t is float:
+        if value.is_integer():
+            return int(value)
+        raise ValueError(f"join key {value!r} is not an integer")
+    if isinstance(value, bool) or value is None or not isinstance(value, (int, str)):
+        raise ValueError(f"join key of type {kind(value)} is not supported")
+    return int(value) if isinstance(value, int) else str(value)
+
+
+class Join:
+    """``data:join``: a hash join of one probe stream against one or more build streams."""
+
+    name = "data:join"
+
+    async def perform(self, ctx, params):
+        import itertools
+
+        from gxo.runtime._state_cy import deep_copy
+        from gxo.runtime.module import ModuleError, ValidationError
+        from gxo.runtime.streams import errors_of, inputs_of, output_of
+        from gxo.stdlib import _params as p
+
+        params = p.check_map(params)
+        join_type = p.opt_enum(params, "join_type", ("inner", "left", "right", "outer"))
+        if join_type is None:
+            raise ValidationError("missing required parameter 'join_type'")
+        on = params.get("on")
+        if not isinstance(on, list) or len(on) < 2:
+            raise ValidationError("parameter 'on' must list at least two streams")
+        inputs = inputs_of(ctx)
+        names = inputs.names
+        keys: dict = {}  # stream -> key function of a record
+        roles: dict = {}
+        for i, entry in enumerate(on):
+            if not isinstance(entry, dict):
+                raise ValidationError(f"on[{i}] must be a map")
+            stream, role = entry.get("stream"), entry.get("role")
+            if stream not in names:
+                raise ValidationError(f"on[{i}].stream {stream!r} is not a stream input "
+                                      f"(inputs: {', '.join(names) or 'none'})")
+            if stream in roles:
+                raise ValidationError(f"on[{i}]: stream {stream!r} is listed twice")
+            if role not in ("build", "probe"):
+                raise ValidationError(f"on[{i}].role must be build or probe")
+            has_field, has_tpl = "field" in entry, "template" in entry
+            if has_field == has_tpl:
+                raise ValidationError(f"on[{i}] needs exactly one of field and template")
+            roles[stream] = role
+            if has_field:
+                field = entry["field"]
+
+                def key_of(record, _f=field):
+                    if not isinstance(record, dict) or _f not in record:
+                        raise ValueError(f"missing join field {_f!r}")
+                    return _join_key(record[_f])
+            else:
+                tpl = entry["template"]
+
+                def key_of(record, _t=tpl):
+                    return _join_key(_t(record) if callable(_t) else _t)
+            keys[stream] = key_of
+        missing = [n for n in names if n not in roles]
+        if missing:
+            raise ValidationError(f"parameter 'on' has no entry for stream {missing[0]!r}")
+        probes = [n for n in names if roles[n] == "probe"]
+        if len(probes) != 1:
+            raise ValidationError(f"parameter 'on' must name exactly one probe stream, got "
+                                  f"{len(probes)}")
+        probe = probes[0]
+        builds = [n for n in names if roles[n] == "build"]
+        output = p.opt_map(params, "output") or {}
+        strategy = output.get("merge_strategy", "flat") or "flat"
+        if strategy not in ("flat", "nested"):
+            raise ValidationError("output.merge_strategy must be flat or nested")
+        nesting = output.get("nesting_keys") or {}
+        if strategy == "nested":
+            absent = [n for n in names if n not in nesting]
+            if absent:
+                raise ValidationError(f"output.nesting_keys has no key for stream {absent[0]!r}")
+        limits = p.opt_map(params, "limits") or {}
+        max_build = p.opt_int(limits, "max_build_records", minimum=1)
+        max_buffer = p.opt_int(limits, "max_probe_buffer", 100000, minimum=1)
+
+        order = sorted(names)  # flat merge overlays in stream-name order
+
+        def merge(parts: dict) -> dict:
+            """One output record from {stream: record or None}; build records are copied (a
+            build record may appear in many outputs)."""
+            if strategy == "nested":
+                return {nesting[n]: (parts.get(n) if n == probe else deep_copy(parts.get(n)))
+                        for n in names}
+            merged: dict = {}
+            for n in order:
+                rec = parts.get(n)
+                if rec is not None:
+                    merged.update(rec if n == probe else deep_copy(rec))
+            return merged
+
+        out = output_of(ctx)
+        errors = errors_of(ctx)
+        tables: dict = {b: {} for b in builds}
+        matched: set = set()
+        positions: dict = dict.fromkeys(names, 0)
+        counts = {"records_joined": 0, "probe_stream_records": 0, "build_stream_records": 0,
+                  "skipped_key_errors": 0}
+        held = 0
+        pending: list = []  # probe records before every build side ended
+        open_builds = set(builds)
+        keep_unmatched_probe = join_type in ("left", "outer")
+
+        def keyed(stream: str, batch: list):
+            key_of = keys[stream]
+            base = positions[stream]
+            positions[stream] = base + len(batch)
+            for i, record in enumerate(batch):
+                try:
+                    yield key_of(record), record
+                except Exception as exc:  # noqa: BLE001 - a record error: skipped
+                    counts["skipped_key_errors"] += 1
+                    errors.report(base + i, stream, _error_text(exc))
+
+        def probe_batch(batch: list) -> list:
+            result = []
+            for key, record in batch:
+                sides = [tables[b].get(key) for b in builds]
+                if all(sides):
+                    matched.add(key)
+                    for combo in itertools.product(*sides):
+                        parts = dict(zip(builds, combo))
+                        parts[probe] = record
+                        result.append(merge(parts))
+                elif keep_unmatched_probe:
+                    if any(sides):
+                        matched.add(key)
+                    present = [(b, s if s else [None]) for b, s in zip(builds, sides)]
+                    for combo in itertools.product(*(s for _, s in present)):
+                        parts = dict(zip(builds, combo))
+                        parts[probe] = record
+                        result.append(merge(parts))
+                elif any(sides):
+                    pass  # inner/right: a partial match is no match
+            return result
+
+        async for stream, batch in inputs.batches(ends=True):
+            if batch is None:
+                open_builds.discard(stream)
+                if not open_builds and pending:
+                    result = probe_batch(pending)
+                    pending = []
+                    if result:
+                        counts["records_joined"] += len(result)
+                        await out.send_batch(result)
+                continue
+            if stream == probe:
+                counts["probe_stream_records"] += len(batch)
+                rows = list(keyed(stream, batch))
+                if open_builds:
+                    pending.extend(rows)
+                    if len(pending) > max_buffer:
+                        raise ModuleError(f"max_probe_buffer of {max_buffer} reached: probe "
+                                          f"records arrived before every build stream ended")
+                    continue
+                result = probe_batch(rows)
+                if result:
+                    counts["records_joined"] += len(result)
+                    await out.send_batch(result)
+            else:
+                counts["build_stream_records"] += len(batch)
+                table = tables[stream]
+                for key, record in keyed(stream, batch):
+                    held += 1
+                    if max_build is not None and held > max_build:
+                        raise ModuleError(f"max_build_records of {max_build} reached")
+                    table.setdefault(key, []).append(record)
+        if pending:  # only when there is no build stream left open (cannot happen) - be safe
+            result = probe_batch(pending)
+            if result:
+                counts["records_joined"] += len(result)
+                await out.send_batch(result)
+        if join_type in ("right", "outer"):
+            unmatched: set = set()
+            for b in builds:
+                unmatched.update(k for k in tables[b] if k not in matched)
+            result = []
+            for key in sorted(unmatched, key=lambda k: (isinstance(k, str), k)):
+                sides = [tables[b].get(key) or [None] for b in builds]
+                for combo in itertools.product(*sides):
+                    parts = dict(zip(builds, combo))
+                    parts[probe] = None
+                    result.append(merge(parts))
+            if result:
+                counts["records_joined"] += len(result)
+                await out.send_batch(result)
+        return counts
+
+
+# -- data:aggregate ---------------------------------------------------------------------------
+
+
+def _group_key(values: tuple) -> tuple:
+    """A hashable key of the group values (1, 1.0 and true stay distinct groups)."""
+    from gxo.runtime.exprlib import text
+
+    key = []
+    for v in values:
+        if isinstance(v, (dict, list)):
+            key.append(("json", text(v)))
+        else:
+            key.append((type(v).__name__, v))
+    return tuple(key)
+
+
+class Aggregate:
+    """``data:aggregate``: group records and aggregate them over count or time windows."""
+
+    name = "data:aggregate"
+
+    async def perform(self, ctx, params):
+        import asyncio
+
+        from gxo.runtime.module import ValidationError
+        from gxo.runtime.streams import errors_of, output_of
+        from gxo.stdlib import _params as p
+
+        params = p.check_map(params)
+        group_by = p.opt_str_list(params, "group_by_fields")
+        specs = params.get("aggregate_fields")
+        if not isinstance(specs, list) or not specs:
+            raise ValidationError("parameter 'aggregate_fields' must be a non-empty list")
+        aggs: list = []
+        for i, spec in enumerate(specs):
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+                raise ValidationError(f"aggregate_fields[{i}] needs a name")
+            op = spec.get("op")
+            if op not in ("count", "sum", "avg", "min", "max"):
+                raise ValidationError(f"aggregate_fields[{i}].op must be one of count, sum, avg, "
+                                      f"min, max")
+            source = spec.get("source_field")
+            if op != "count" and not isinstance(source, str):
+                raise ValidationError(f"aggregate_fields[{i}] ({op}) needs a source_field")
+            aggs.append((spec["name"], op, source))
+        has_window = params.get("window") is not None
+        count = p.opt_int(params, "count", minimum=1)
+        if has_window == (count is not None):
+            raise ValidationError("exactly one of 'window' and 'count' is required")
+        window = p.opt_duration(params, "window", "1s") if has_window else None
+        if window is not None and window <= 0:
+            raise ValidationError("parameter 'window' must be positive")
+        numeric_fields = [src for _, op, src in aggs if op != "count"]
+        inputs = _one_input(ctx, "data:aggregate")
+        out = output_of(ctx)
+        errors = errors_of(ctx)
+
+        # group key -> [group values, records counted, {source field: [sum, min, max]}]
+        groups: dict = {}
+        stats = {"records_in": 0, "groups_emitted": 0}
+
+        def add(record) -> tuple | None:
+            values = tuple(record.get(f) if isinstance(record, dict) else None for f in group_by)
+            nums = {}
+            for src in numeric_fields:
+                v = record.get(src) if isinstance(record, dict) else None
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    from gxo.stdlib._params import kind
+
+                    what = "missing" if not isinstance(record, dict) or src not in record \
+                        else f"not a number ({kind(v)})"
+                    # ValueError marks a record error here, caught by the reader below
+                    raise ValueError(f"source_field {src!r} is {what}")  # noqa: TRY004
+                nums[src] = v
+            key = _group_key(values)
+            g = groups.get(key)
+            if g is None:
+                g = groups[key] = [values, 0, {}]
+            g[1] += 1
+            acc = g[2]
+            for src, v in nums.items():
+                a = acc.get(src)
+                if a is None:
+                    acc[src] = [v, v, v]
+                else:
+                    a[0] += v
+                    a[1] = min(a[1], v)
+                    a[2] = max(a[2], v)
+            return key
+
+        def result(g) -> dict:
+            values, n, acc = g
+            rec = dict(zip(group_by, values))
+            for name, op, src in aggs:
+                if op == "count":
+                    rec[name] = n
+                elif op == "sum":
+                    rec[name] = acc[src][0]
+                elif op == "avg":
+                    rec[name] = acc[src][0] / n
+                elif op == "min":
+                    rec[name] = acc[src][1]
+                else:
+                    rec[name] = acc[src][2]
+            return rec
+
+        async def flush_all() -> None:
+            nonlocal groups
+            if not groups:
+                return
+            done, groups = groups, {}
+            batch = [result(g) for g in done.values()]
+            stats["groups_emitted"] += len(batch)
+            await out.send_batch(batch)
+
+        positions: dict = {}
+
+        async def read() -> None:
+            async for producer, batch in inputs:
+                base = positions.get(producer, 0)
+                positions[producer] = base + len(batch)
+                stats["records_in"] += len(batch)
+                ready = []
+                for i, record in enumerate(batch):
+                    try:
+                        key = add(record)
+                    except ValueError as exc:
+                        errors.report(base + i, producer, _error_text(exc))
+                        continue
+                    if count is not None and groups[key][1] >= count:
+                        ready.append(result(groups.pop(key)))
+                if ready:
+                    stats["groups_emitted"] += len(ready)
+                    await out.send_batch(ready)
+
+        if window is None:
+            await read()
+            await flush_all()
+            return stats
+
+        # Time windows: a ticker flushes every group at each tick; only it emits, and it does
+        # the final flush once reading is over, so no aggregate is lost or emitted twice.
+        stop = asyncio.Event()
+
+        async def tick() -> None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + window
+            while True:
+                try:
+                    await asyncio.wait_for(stop.wait(), max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    pass
+                await flush_all()
+                if stop.is_set():
+                    return
+                deadline += window
+
+        ticker = asyncio.ensure_future(tick())
+        try:
+            await read()
+            stop.set()
+            await ticker
+        finally:
+            if not ticker.done():
+                ticker.cancel()
+        return stats
+
+
+# -- data:format ------------------------------------------------------------------------------
+
+
+def _cell(record, header: str) -> str:
+    from gxo.runtime.exprlib import text
+
+    if not isinstance(record, dict):
+        return ""
+    v = record.get(header)
+    return "" if v is None else text(v)
+
+
+class Format:
+    """``data:format``: serialise the whole input stream into one string."""
+
+    name = "data:format"
+
+    async def perform(self, ctx, params):
+        import json
+
+        from gxo.runtime.exprlib import _json_default, text
+        from gxo.runtime.module import ModuleError, ValidationError
+        from gxo.runtime.streams import errors_of
+        from gxo.stdlib import _params as p
+
+        params = p.check_map(params)
+        fmt = p.opt_enum(params, "format", ("json", "yaml", "csv", "text", "html_table"))
+        if fmt is None:
+            raise ValidationError("missing required parameter 'format'")
+        options = p.opt_map(params, "format_options") or {}
+        headers = p.opt_str_list(options, "headers") if options.get("headers") is not None \
+            else None
+        inputs = _one_input(ctx, "data:format")
+        errors = errors_of(ctx)
+        records: list = []
+        lines: list = []
+        template = options.get("template")
+        positions: dict = {}
+        async for producer, batch in inputs:
+            if fmt != "text":
+                records.extend(batch)
+                continue
+            base = positions.get(producer, 0)
+            positions[producer] = base + len(batch)
+            for i, record in enumerate(batch):
+                try:
+                    value = record if template is None else (
+                        template(record) if callable(template) else template)
+                    lines.append(text(value))
+                except Exception as exc:  # noqa: BLE001 - a record error: the record is left out
+                    errors.report(base + i, producer, _error_text(exc))
+        if fmt == "text":
+            return {"formatted_content": "\n".join(lines)}
+        if fmt == "json":
+            try:
+                content = json.dumps(records, separators=(",", ":"), ensure_ascii=False,
+                                     default=_json_default)
+            except (TypeError, ValueError) as exc:
+                raise ModuleError(f"cannot format the records as json: {exc}") from None
+            return {"formatted_content": content}
+        if fmt == "yaml":
+            import yaml  # lazily: only the yaml format needs PyYAML
+
+            try:
+                content = yaml.safe_dump(records, sort_keys=False, allow_unicode=True,
+                                         default_flow_style=False)
+            except yaml.YAMLError as exc:
+                raise ModuleError(f"cannot format the records as yaml: {exc}") from None
+            return {"formatted_content": content}
+        if headers is None:
+            first = next((r for r in records if isinstance(r, dict)), None)
+            headers = list(first) if first is not None else []
+        if fmt == "csv":
+            import csv
+            import io
+
+            buf = io.StringIO()
+            writer = csv.writer(buf, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+            if headers:
+                writer.writerow(headers)
+            for record in records:
+                writer.writerow([_cell(record, h) for h in headers])
+            return {"formatted_content": buf.getvalue()}
+        # html_table
+        from html import escape
+
+        parts = ["<table>", "<thead><tr>"]
+        parts.extend(f"<th>{escape(h)}</th>" for h in headers)
+        parts.append("</tr></thead>")
+        parts.append("<tbody>")
+        for record in records:
+            parts.append("<tr>")
+            parts.extend(f"<td>{escape(_cell(record, h))}</td>" for h in headers)
+            parts.append("</tr>")
+        parts.append("</tbody>")
+        parts.append("</table>")
+        return {"formatted_content": "".join(parts)}
+
+
+CODE = {
+    "data:generate_from_list": GenerateFromList,
+    "data:parse": Parse,
+    "data:map": Map,
+    "data:filter": Filter,
+    "data:join": Join,
+    "data:aggregate": Aggregate,
+    "data:format": Format,
+}

@@ -461,7 +461,73 @@ class Manage:
                             path, exc) from None
 
 
+class List:
+    """``filesystem:list``: one stat-shaped record per directory entry (streamed)."""
+
+    name = "filesystem:list"
+
+    async def perform(self, ctx, params):
+        import asyncio
+        import fnmatch
+        import os
+
+        from gxo.runtime.module import ModuleError, SecurityError
+        from gxo.runtime.streams import errors_of, output_of
+        from gxo.stdlib import _params as p
+
+        params = p.check_map(params)
+        root = ctx.workspace.resolve(p.req_str(params, "path"))
+        recursive = p.opt_bool(params, "recursive", False)
+        pattern = p.opt_str(params, "pattern", "") or ""
+        if ctx.dry_run:
+            ctx.logger.info("dry run: would list a directory", path=root)
+            return {"path": root, "entries": 0, "dry_run": True}
+        if not os.path.isdir(root):
+            raise ModuleError(f"cannot list {root}: not a directory" if os.path.exists(root)
+                              else f"cannot list {root}: no such file or directory")
+        out = output_of(ctx)
+        errors = errors_of(ctx)
+
+        def scan(directory: str):
+            """(records, subdirectories) of one directory, names sorted; symlinks are not
+            followed into (no loops), and an entry that resolves outside the workspace is a
+            record error."""
+            records, subdirs, problems = [], [], []
+            try:
+                with os.scandir(directory) as it:
+                    entries = sorted(it, key=lambda e: e.name)
+            except OSError as exc:
+                raise _os_error("list", directory, exc) from None
+            for entry in entries:
+                try:
+                    ctx.workspace.resolve(entry.path)
+                    st = entry.stat(follow_symlinks=True)
+                except (SecurityError, OSError) as exc:
+                    problems.append(f"{entry.path}: {getattr(exc, 'strerror', None) or exc}")
+                    continue
+                if not pattern or fnmatch.fnmatchcase(entry.name, pattern):
+                    records.append(_stat_record(entry.path, st))
+                if recursive and entry.is_dir(follow_symlinks=False):
+                    subdirs.append(entry.path)
+            return records, subdirs, problems
+
+        emitted = 0
+        stack = [root]
+        while stack:
+            directory = stack.pop()
+            records, subdirs, problems = await asyncio.to_thread(scan, directory)
+            for message in problems:
+                errors.report(emitted, ctx.workload, message)
+            if records:
+                emitted += len(records)
+                await out.emit(records)
+            stack.extend(reversed(subdirs))
+        await out.flush()
+        return {"path": root, "entries": emitted}
+
+
 CODE = {
+    "filesystem:list": List,
     "filesystem:read": Read,
     "filesystem:write": Write,
     "filesystem:stat": Stat,

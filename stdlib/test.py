@@ -436,4 +436,91 @@ class _MockServer:
         await writer.drain()
 
 
-CODE = {"test:assert": Assert, "test:mock_http_server": MockHttpServer}
+class Producer:
+    """``test:producer``: emit ``records``, or ``count`` records from ``template`` (lazily)."""
+
+    name = "test:producer"
+
+    async def perform(self, ctx, params):
+        import json
+
+        from gxo.runtime._state_cy import deep_copy
+        from gxo.runtime.module import ValidationError
+        from gxo.runtime.streams import errors_of, output_of
+        from gxo.stdlib import _params as p
+
+        params = p.check_map(params)
+        out = output_of(ctx)
+        errors = errors_of(ctx)
+        size = out.batch_size
+        sent = 0
+        records = params.get("records")
+        count = params.get("count")
+        if (records is None) == (count is None):
+            raise ValidationError("exactly one of 'records' and 'count' is required")
+        if records is not None:
+            if not isinstance(records, (list, tuple)):
+                raise ValidationError(f"parameter 'records' must be a list, got "
+                                      f"{p.kind(records)}")
+            batch: list = []
+            for i, record in enumerate(records):
+                if not isinstance(record, dict) or not all(isinstance(k, str) for k in record):
+                    errors.report(i, ctx.workload, f"record {i} is a {p.kind(record)}, not a "
+                                  "map with string keys")
+                    continue
+                batch.append(record)
+                if len(batch) >= size:
+                    sent += len(batch)
+                    await out.send_batch(batch)
+                    batch = []
+            if batch:
+                sent += len(batch)
+                await out.send_batch(batch)
+            return {"records_sent": sent}
+        count = p.opt_int(params, "count", minimum=0)
+        if "template" not in params:
+            raise ValidationError("missing required parameter 'template' (with 'count')")
+        template = params["template"]
+
+        def as_record(value):
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    raise ValueError("the template must render a JSON object") from None
+            if not isinstance(value, dict):
+                # ValueError marks a record error (caught per record below)
+                raise ValueError(  # noqa: TRY004
+                    f"the template must render a JSON object, got {p.kind(value)}")
+            return value
+
+        if callable(template):
+            # called with the record's position: {"index": i}
+            def make(i):
+                return as_record(template({"index": i}))
+        else:
+            try:
+                constant = as_record(template)
+            except ValueError as exc:
+                raise ValidationError(f"parameter 'template': {exc}") from None
+
+            def make(_i):
+                return deep_copy(constant)
+
+        i = 0
+        while i < count:  # one batch at a time: never all `count` records in memory
+            n = min(size, count - i)
+            batch = []
+            for j in range(i, i + n):
+                try:
+                    batch.append(make(j))
+                except Exception as exc:  # noqa: BLE001 - a record error
+                    errors.report(j, ctx.workload, str(exc) or type(exc).__name__)
+            i += n
+            if batch:
+                sent += len(batch)
+                await out.send_batch(batch)
+        return {"records_sent": sent}
+
+
+CODE = {"test:assert": Assert, "test:mock_http_server": MockHttpServer, "test:producer": Producer}

@@ -118,10 +118,14 @@ def test_modules_live_in_their_namespace_file() -> None:
             assert ns == file, (spec.name, file)
 
 
-#: modules whose code ships in this release (issue 4: the L1 modules, http:request, test:*)
+#: modules whose code ships in this release (issue 4: the L1 modules, http:request, test:*;
+#: issue 5: the stream modules)
 IMPLEMENTED = {
     "exec", "filesystem:read", "filesystem:write", "filesystem:stat", "filesystem:manage",
     "control:assert", "control:identity", "test:assert", "test:mock_http_server", "http:request",
+    "passthrough", "data:generate_from_list", "data:parse", "data:map", "data:filter",
+    "data:join", "data:aggregate", "data:format", "control:barrier", "test:producer",
+    "filesystem:list",
 }
 
 

@@ -1,0 +1,104 @@
+"""Cold start: ``gxo exec`` of a one-task plan, as a user runs it, median of 20.
+
+The plan (one ``exec`` of ``true``) is built once with ``gxoc build --no-native``; each run is a
+new ``gxo`` process (the console script next to this interpreter) with stdout to a pipe, so no
+live view.  Baselines in the same run, same interpreter: ``python -c pass`` and ``python -c
+"import asyncio"`` (the kernel's floor).  Goal: GXO <= 150 ms.  ``--profile`` then prints the
+slowest imports of one run (``python -X importtime``), which is how to see what start-up costs;
+``--gxo PATH`` times another install's ``gxo`` script (a base install without the compiler extra).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+GOAL_MS = 150.0
+RUNS = 20
+PLAYBOOK = """\
+name: coldstart
+schemaVersion: "1.0.0"
+workloads:
+  - name: one
+    lifecycle: {policy: run_once}
+    process:
+      module: exec
+      params:
+        command: "true"
+"""
+
+
+def script(name: str) -> str:
+    if name == "gxo" and "--gxo" in sys.argv[1:]:  # time another install's gxo (a base install)
+        return sys.argv[sys.argv.index("--gxo") + 1]
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        sys.exit(f"coldstart: {path} not found: install gxo into this interpreter's environment")
+    return str(path)
+
+
+def median_ms(argv: list[str], env: dict[str, str], runs: int = RUNS) -> float:
+    for _ in range(2):  # warm the page cache and __pycache__
+        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        proc = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        times.append((time.perf_counter() - t0) * 1000)
+        if proc.returncode != 0:
+            sys.exit(f"coldstart: {' '.join(argv)} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
+    return statistics.median(times)
+
+
+def profile(plan: str, env: dict[str, str], top: int = 15) -> None:
+    """The slowest top-level imports (cumulative) of one ``gxo exec``, from ``-X importtime``."""
+    proc = subprocess.run([script("gxo"), "exec", plan], env={**env, "PYTHONPROFILEIMPORTTIME": "1"},
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+    rows: list[tuple[int, str]] = []
+    count = 0
+    for line in proc.stderr.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        count += 1
+        _, cum_us, name = line[len("import time:"):].split("|", 2)
+        if not name.startswith("   "):  # top level: imported by the program itself
+            rows.append((int(cum_us), name.strip()))
+    rows.sort(reverse=True)
+    print(f"  -X importtime: {count} modules; the slowest top-level imports (cumulative):")
+    for cum, name in rows[:top]:
+        print(f"    {cum / 1000:7.1f} ms  {name}")
+    print("  (importlib.import_module bypasses -X importtime: gxo.stdlib namespaces do not show)")
+
+
+def main() -> None:
+    # Installed code runs from __pycache__: let the warm-up runs write it (PYTHONDONTWRITEBYTECODE
+    # would make every run compile the runtime from source, which no installed gxo does).
+    drop = ("PYTHONPROFILEIMPORTTIME", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    with tempfile.TemporaryDirectory(prefix="gxo-coldstart-") as tmp:
+        src = Path(tmp, "coldstart.yaml")
+        src.write_text(PLAYBOOK, "utf-8")
+        plan = str(Path(tmp, "coldstart.gxp"))
+        subprocess.run([script("gxoc"), "build", "--no-native", str(src), "-o", plan], env=env, check=True,
+                       stdout=subprocess.DEVNULL)
+        gxo_ms = median_ms([script("gxo"), "exec", plan], env)
+        pass_ms = median_ms([sys.executable, "-c", "pass"], env)
+        asyncio_ms = median_ms([sys.executable, "-c", "import asyncio"], env)
+        print(f"cold start of `gxo exec` on a one-task plan, median of {RUNS} (Python {sys.version.split()[0]})")
+        print(f"  gxo  gxo exec                        {gxo_ms:7.1f} ms")
+        print(f"  base python -c pass                  {pass_ms:7.1f} ms")
+        print(f"  base python -c 'import asyncio'      {asyncio_ms:7.1f} ms")
+        print(f"  ratio gxo / python {gxo_ms / pass_ms:.1f}x, gxo / asyncio {gxo_ms / asyncio_ms:.1f}x"
+              f" (gxo's own start-up past asyncio: {gxo_ms - asyncio_ms:.1f} ms)")
+        print(f"  goal <= {GOAL_MS:g} ms: {'ok' if gxo_ms <= GOAL_MS else 'MISSED'}")
+        if "--profile" in sys.argv[1:]:
+            profile(plan, env)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,341 @@
+"""The module-facing side of the streaming data plane: stream inputs, outputs and record errors.
+
+The contract between the kernel and a stream module (checklist §2.9, design.md §3 and §10):
+
+* The kernel builds one bounded ``Channel`` (``gxo.runtime._channel_cy``) per (producer,
+  consumer) link and hands a module:
+
+  - ``ctx.extras["inputs"]``: a ``StreamInputs`` over its input channels, keyed by producer
+    name, in ``stream_inputs`` order (absent when the module has no stream input);
+  - ``ctx.extras["output"]``: a ``StreamOutput`` writing to its output channels (a ``FanOut``
+    when it has several consumers; absent when nothing consumes its records);
+  - ``ctx.extras["record_errors"]``: a ``RecordErrorSink`` for per-record errors (absent in
+    unit tests; modules then count into a sink of their own).
+
+* The kernel, never a module, sets the end marks: after ``perform`` returns it flushes the
+  module's ``StreamOutput`` and closes its channels (end-of-stream); when ``perform`` fails, or
+  the workload is cancelled, it closes them with ``close_error`` (error-end-of-stream), and the
+  consumers' ``StreamInputs`` raise ``UpstreamFailed`` once they have read what was sent before.
+  A producer that is skipped or never started gets a normal end-of-stream at once.
+
+* A module must read every input until it ends.  A module that has no use for the records
+  calls ``await inputs.drain()`` (``control:barrier``, ``exec``); otherwise its producers block
+  on full channels.  After ``perform`` returns the kernel also ``discard()``s the inputs, so a
+  module that stops early (a failure) never leaves a producer blocked.
+
+* Records are maps.  A record handed to ``emit`` belongs to the stream from then on: the module
+  must not change it afterwards.  A record read from an input belongs to the module (fan-out
+  gives each consumer its own copy), which may change it and emit it again.
+
+* Per-record errors (a record a template cannot handle, a record without a join key) are
+  reported with ``record_errors.report(position, producer, message)`` and do not stop the
+  stream.  ``position`` is the record's 0-based index on the input it came from (or in the
+  module's own output order for a producer such as ``data:parse``); ``producer`` names that
+  input (the module's own workload for a producer).
+
+Reading is batched: ``async for name, batch in inputs`` yields lists of records (one await per
+batch); ``inputs.records()`` yields records one by one for code that does not care.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gxo.runtime import _channel_cy
+from gxo.runtime._channel_cy import (
+    BLOCK,
+    DROP_NEW,
+    DROP_OLDEST,
+    ERROR,
+    OVERFLOW_STRATEGIES,
+    Channel,
+    ChannelClosed,
+    FanOut,
+    PolicyViolation,
+    UpstreamFailed,
+)
+from gxo.runtime.state import ExtensionNotCompiledError
+
+__all__ = [
+    "BLOCK",
+    "DEFAULT_BATCH_SIZE",
+    "DEFAULT_CAPACITY",
+    "DROP_NEW",
+    "DROP_OLDEST",
+    "ERROR",
+    "OVERFLOW_STRATEGIES",
+    "Channel",
+    "ChannelClosed",
+    "FanOut",
+    "PolicyViolation",
+    "RecordError",
+    "RecordErrorSink",
+    "StreamInputs",
+    "StreamOutput",
+    "UpstreamFailed",
+    "errors_of",
+    "inputs_of",
+    "output_of",
+    "per_record",
+]
+
+#: channel capacity when neither the workload, the playbook nor ``gxoc build`` sets one
+DEFAULT_CAPACITY = 100
+#: records a ``StreamOutput`` collects before it sends them as one batch
+DEFAULT_BATCH_SIZE = 100
+
+
+def _require_compiled() -> None:
+    if os.environ.get("GXO_REQUIRE_EXTENSIONS") == "1" and not _channel_cy._is_compiled():
+        raise ExtensionNotCompiledError(
+            "GXO_REQUIRE_EXTENSIONS=1 but gxo.runtime._channel_cy is not compiled "
+            f"(loaded from {_channel_cy.__file__}); rebuild the extensions with Cython installed "
+            "(make .venv/.install-stamp after touching setup.py), or unset GXO_REQUIRE_EXTENSIONS"
+        )
+
+
+_require_compiled()
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+class StreamInputs:
+    """A consumer's input channels (fan-in), read concurrently until every one has ended."""
+
+    def __init__(self, channels: Mapping[str, Channel] | Iterable[tuple[str, Channel]]) -> None:
+        items = list(channels.items()) if isinstance(channels, Mapping) else list(channels)
+        #: (producer name, channel), in stream_inputs order
+        self._items: list[tuple[str, Channel]] = items
+
+    @property
+    def names(self) -> list[str]:
+        """The producers' names, in ``stream_inputs`` order."""
+        return [name for name, _ in self._items]
+
+    def channel(self, name: str) -> Channel:
+        for n, ch in self._items:
+            if n == name:
+                return ch
+        raise KeyError(name)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __aiter__(self) -> AsyncIterator[tuple[str, list[Any]]]:
+        return self.batches()  # type: ignore[return-value]
+
+    async def batches(self, *, ends: bool = False) -> AsyncIterator[tuple[str, list[Any] | None]]:
+        """``(producer, batch)`` as batches arrive on any input, in order per input; with
+        ``ends``, also ``(producer, None)`` once when that input has ended normally.  An
+        input ended with an error mark raises ``UpstreamFailed`` (after its last batch)."""
+        if len(self._items) == 1:  # the common case: no fan-in machinery
+            name, ch = self._items[0]
+            while True:
+                batch = _poll(name, ch)
+                if batch is None:
+                    if ch.ended:
+                        break
+                    await ch.wait_readable()
+                    continue
+                yield name, batch
+            if ends:
+                yield name, None
+            return
+        live = list(self._items)
+        while live:
+            progressed = False
+            for item in list(live):
+                name, ch = item
+                batch = _poll(name, ch)
+                if batch is not None:
+                    progressed = True
+                    yield name, batch
+                elif ch.ended:
+                    progressed = True
+                    live.remove(item)
+                    if ends:
+                        yield name, None
+            if not progressed:
+                await _wait_any([ch for _, ch in live])
+
+    async def records(self) -> AsyncIterator[Any]:
+        """Every record of every input, one by one (batches in arrival order)."""
+        async for _name, batch in self.batches():
+            for record in batch:  # type: ignore[union-attr]
+                yield record
+
+    async def drain(self) -> int:
+        """Read and drop every record of every input until all have ended; the count read.
+        Raises ``UpstreamFailed`` when an input ended with an error mark."""
+        n = 0
+        async for _name, batch in self.batches():
+            n += len(batch)  # type: ignore[arg-type]
+        return n
+
+    def discard(self) -> None:
+        """Leave every input (the kernel's, after ``perform``): producers are never blocked."""
+        for _, ch in self._items:
+            ch.discard()
+
+
+def _poll(name: str, ch: Channel) -> list[Any] | None:
+    try:
+        return ch.poll()  # type: ignore[no-any-return]
+    except UpstreamFailed as exc:
+        detail = str(exc)
+        failed = UpstreamFailed(f"input {name} failed" + (f": {detail}" if detail else ""))
+        failed.producer = name  # type: ignore[attr-defined]
+        raise failed from None
+
+
+async def _wait_any(channels: list[Channel]) -> None:
+    """Return once any of ``channels`` is readable or has ended."""
+    waits = [asyncio.ensure_future(ch.wait_readable()) for ch in channels]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            if not w.done():
+                w.cancel()
+
+
+# --------------------------------------------------------------------------- output
+
+
+class StreamOutput:
+    """A producer's output: records are collected into batches of ``batch_size`` and sent to
+    ``target`` (a ``Channel`` or a ``FanOut``; None discards them, still counting)."""
+
+    def __init__(self, target: Channel | FanOut | None = None,
+                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self._target = target
+        self._batch_size = batch_size
+        self._pending: list[Any] = []
+        #: records handed to emit/send_batch so far
+        self.records_emitted = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    async def _send(self, batch: list[Any]) -> None:
+        target = self._target
+        if target is None or not batch:
+            return
+        if not target.offer(batch):
+            await target.send(batch)
+
+    async def emit(self, records: Iterable[Any]) -> None:
+        """Queue ``records``; every full batch of ``batch_size`` is sent (waiting for room)."""
+        pending = self._pending
+        before = len(pending)
+        pending.extend(records)
+        self.records_emitted += len(pending) - before
+        size = self._batch_size
+        if len(pending) < size:
+            return
+        self._pending = []
+        if len(pending) == size:
+            await self._send(pending)
+            return
+        full = len(pending) - len(pending) % size
+        for i in range(0, full, size):
+            await self._send(pending[i:i + size])
+        self._pending = pending[full:]
+
+    async def emit_one(self, record: Any) -> None:
+        self._pending.append(record)
+        self.records_emitted += 1
+        if len(self._pending) >= self._batch_size:
+            pending, self._pending = self._pending, []
+            await self._send(pending)
+
+    async def send_batch(self, batch: list[Any]) -> None:
+        """Send what is pending, then ``batch`` as it is (a transform's output for one input
+        batch: no re-chunking, one await).  The list belongs to the stream afterwards."""
+        if self._pending:
+            await self.flush()
+        self.records_emitted += len(batch)
+        await self._send(batch)
+
+    async def flush(self) -> None:
+        """Send the records collected so far (the kernel flushes after ``perform`` too)."""
+        if self._pending:
+            pending, self._pending = self._pending, []
+            await self._send(pending)
+
+
+# --------------------------------------------------------------------------- record errors
+
+
+@dataclass(frozen=True)
+class RecordError:
+    """One non-fatal error on one record."""
+
+    position: int  # 0-based index of the record on the input it came from
+    producer: str  # the input's producer (or the module's own workload)
+    message: str
+
+
+class RecordErrorSink:
+    """Where modules report per-record errors: counted, the first ``keep`` kept, each handed to
+    ``on_error`` (the kernel's events) when given."""
+
+    def __init__(self, on_error: Callable[[RecordError], Any] | None = None,
+                 keep: int = 100) -> None:
+        self._on_error = on_error
+        self._keep = keep
+        #: errors reported so far
+        self.count = 0
+        #: the first ``keep`` of them
+        self.errors: list[RecordError] = []
+
+    def report(self, position: int, producer: str, message: str) -> None:
+        self.count += 1
+        err = RecordError(position, producer, message)
+        if len(self.errors) < self._keep:
+            self.errors.append(err)
+        if self._on_error is not None:
+            self._on_error(err)
+
+
+# --------------------------------------------------------------------------- for module code
+
+
+_NO_INPUTS = StreamInputs([])
+
+
+def inputs_of(ctx: Any) -> StreamInputs:
+    """The module's ``StreamInputs`` (an empty one when it has none)."""
+    inputs = ctx.extras.get("inputs")
+    return inputs if inputs is not None else _NO_INPUTS
+
+
+def output_of(ctx: Any) -> StreamOutput:
+    """The module's ``StreamOutput`` (one that discards, when nothing consumes its records)."""
+    out = ctx.extras.get("output")
+    return out if out is not None else StreamOutput(None)
+
+
+def errors_of(ctx: Any) -> RecordErrorSink:
+    """The run's record-error sink (a private one when the kernel gave none)."""
+    sink = ctx.extras.get("record_errors")
+    if sink is None:
+        sink = RecordErrorSink()
+        ctx.extras["record_errors"] = sink
+    return sink  # type: ignore[no-any-return]
+
+
+def per_record(value: Any) -> Callable[[Any], Any]:
+    """A per-record param as a function of the record: the kernel passes a callable built from
+    the compiled expression, or the plain value when the param is a literal."""
+    if callable(value):
+        return value  # type: ignore[no-any-return]
+    return lambda _record: value

@@ -13,6 +13,7 @@ dependents.  Nothing here imports the compiler.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import os
@@ -47,6 +48,7 @@ class Result:
     started: float | None = None
     ended: float | None = None
     attempts: int = 0
+    record_errors: int = 0  # per-record errors reported by a stream module
 
     @property
     def duration(self) -> float:
@@ -65,6 +67,7 @@ class Report:
     halted_by: str | None = None
     interrupted: int | None = None  # signal number that stopped the run
     timed_out: bool = False
+    streams: list[dict[str, Any]] = field(default_factory=list)  # records in/out/dropped per link
 
     @property
     def failed(self) -> bool:
@@ -136,6 +139,14 @@ class Kernel:
         self.run_id = uuid.uuid4().hex
         self.by_name = {w.name: w for w in plan.workloads}
         self.deferred = _deferred_expressions(plan)
+        self.wiring: Any = None
+        self.record_exprs: dict[str, bool] = {}  # per-record expression id -> sees the state too
+        self.extras: dict[str, dict[str, Any]] = {}
+        if plan.channels:
+            from gxo.runtime.wiring import StreamWiring
+
+            self.wiring = StreamWiring(plan, events)
+            self.record_exprs = _record_expressions(plan)
         self.inline_cls = self._inline_classes()
         # render() builds fresh containers from the IR; only values that expressions read from
         # the state can alias it, so only params with expressions are copied (deep_copy mode)
@@ -184,6 +195,12 @@ class Kernel:
     # -- rendering ------------------------------------------------------------------------------
 
     def call(self, eid: str, scope: Any) -> Any:
+        if eid in self.record_exprs:
+            # a per-record template of a stream module: called once per record, with the
+            # record's fields at the top (join keys: over the state)
+            if self.record_exprs[eid]:
+                return lambda record, _e=eid, _s=scope: self.call_now(_e, {**_s, **record})
+            return lambda record, _e=eid: self.call_now(_e, record)
         if eid in self.deferred:
             # a per-result condition (http:request success_when): the module calls it with the
             # result's fields laid over the state
@@ -259,7 +276,7 @@ class Kernel:
         failed = report.failed or self.stop_reason is not None
         self.events.emit("PlaybookEnd", playbook_name=self.plan.name, status="Failed" if failed else "Completed",
                          duration_ms=int((report.ended - report.started) * 1000), total_workloads=len(self.results),
-                         error_message=error, **counts)
+                         error_message=error, streams=report.streams, **counts)
 
     def _dispatch(self, ready: list[Workload]) -> None:
         stack = list(reversed(ready))
@@ -313,7 +330,10 @@ class Kernel:
 
     async def _run_task(self, w: Workload) -> None:
         newly: list[Workload] = []
-        async with self.limit:
+        # a stream consumer runs alongside its producers and takes no slot: a producer that holds
+        # one waits on it to drain the channel, so a slot held by the consumer could deadlock
+        slot = contextlib.nullcontext() if self.wiring is not None and self.wiring.is_consumer(w.name) else self.limit
+        async with slot:
             if self.halted_by is not None:
                 return
             res = self.results[w.name]
@@ -325,6 +345,8 @@ class Kernel:
                         summary = await self._instance(w)
                 else:
                     summary = await self._instance(w)
+                if self.wiring is not None:
+                    await self.wiring.finish(w.name, self.extras.get(w.name), None)
             except _Skip as skip:
                 newly = self._finish(w, SKIPPED, str(skip))
             except TimeoutError:
@@ -419,6 +441,11 @@ class Kernel:
             raise KernelError(f"module '{w.module}' has no code in this release")
         mod = cls()
         ctx = self._context(w, index)
+        if self.wiring is not None:
+            extras = self.extras.get(w.name)
+            if extras is None:
+                extras = self.extras[w.name] = self.wiring.extras_for(w.name)
+            ctx.extras.update(extras)
         self.events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=index)
         if asyncio.iscoroutinefunction(mod.perform):
             summary = await mod.perform(ctx, params)
@@ -461,8 +488,9 @@ class Kernel:
         if not isinstance(exc, KernelError):
             reason = redact_keywords(reason)
         res = self.results[w.name]
-        if w.ignore_errors:
-            res.ignored = True
+        upstream = getattr(exc, "producer", None)
+        if w.ignore_errors or (upstream in self.results and self.results[upstream].ignored):
+            res.ignored = True  # a consumer of an ignored failure fails ignored too
             newly = self._finish(w, FAILED, reason)
             self._skip_dependents(w)
             return newly
@@ -476,6 +504,10 @@ class Kernel:
             return []
         res.ended = time.time()
         res.reason = reason
+        if self.wiring is not None:
+            # skipped, failed or finished: its streams end now (an error mark when it failed)
+            self.wiring.end(w.name, f"{w.name} failed: {reason}" if status == FAILED else None)
+            res.record_errors = self.wiring.record_errors(w.name)
         self._set_status(w.name, status)
         if self.events.sinks:
             self.events.emit("WorkloadEnd", workload=w.name, final_status=status, error=reason, ignored=res.ignored,
@@ -525,6 +557,9 @@ class Kernel:
                 await t
             except BaseException:  # noqa: BLE001 - cancellation and failures are already recorded
                 pass
+        if self.wiring is not None:
+            self.wiring.end_all(f"run stopped: {self.stop_reason or ('halted by ' + str(self.halted_by))}")
+            self.report.streams = self.wiring.counters()
         for name, res in self.results.items():
             if res.status == RUNNING:  # cancelled from outside (signal, deadline): say so, as an event too
                 self._finish(self.by_name[name], FAILED, f"cancelled: {self.stop_reason or 'run stopped'}")
@@ -544,6 +579,23 @@ class _Skip(Exception):
 class KernelError(ModuleError):
     """A failure the kernel words itself (params, when, loop, timeout): no keyword redaction,
     which would eat the names it reports; tracked secret values are still redacted."""
+
+
+def _record_expressions(plan: Plan) -> dict[str, bool]:
+    """Per-record expressions of stream modules (data:map, data:filter, data:join, data:format)
+    that read streams: id -> whether the expression also sees the state (join keys)."""
+    from gxo.stdlib._spec import spec_of
+
+    out: dict[str, bool] = {}
+    by_name = {w.name: w for w in plan.workloads}
+    for e in plan.expressions:
+        w = by_name.get(e.workload)
+        if not e.per_record or w is None or not w.stream_inputs:
+            continue
+        spec = spec_of(w.module)
+        if spec is not None and spec.stream_input in ("one", "required", "two_or_more"):
+            out[e.id] = w.module == "data:join"
+    return out
 
 
 def _deferred_expressions(plan: Plan) -> set[str]:

@@ -131,7 +131,10 @@ def recap(report: Report, redact: Any) -> str:
         lines = cause + [ln for ln in lines if ln not in cause]
     head = f"PLAY RECAP {report.name}: {status} in {report.ended - report.started:.2f}s"
     tail = "  " + "  ".join(f"{k}={v}" for k, v in counts.items())
-    return redact("\n".join([head, *lines, tail]) + "\n")
+    streams = [f"  stream {s['producer']} -> {s['consumer']}: in={s['records_in']} out={s['records_out']} "
+               f"dropped={s['records_dropped']}" for s in report.streams]
+    errors = [f"  record errors: {r.name}: {r.record_errors}" for r in report.results.values() if r.record_errors]
+    return redact("\n".join([head, *lines, *streams, *errors, tail]) + "\n")
 
 
 def write_junit(path: str, cases: list[tuple[str, float, str | None, str | None]]) -> None:

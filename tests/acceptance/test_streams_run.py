@@ -1,0 +1,190 @@
+"""Streams through the kernel: E5, E6 (and its failed build), E19, map/filter/format chains,
+fan-out, record errors and ignored producer failures, all run by the real `gxo run`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.acceptance.harness import EXAMPLES, gxo_run
+
+HEAD = 'name: s\nschemaVersion: "1.0.0"\nworkloads:\n'
+
+
+def _pb(work: Path, body: str, name: str = "pb.yaml") -> Path:
+    path = work / name
+    path.write_text(HEAD + body)
+    return path
+
+
+def _summary(run, workload: str):
+    ends = run.of("ModuleExecutionEnd", workload)
+    assert ends, f"no summary for {workload}: {run.stderr}"
+    return ends[-1]["summary"]
+
+
+def test_e05_records_reach_the_consumer_in_order() -> None:
+    run = gxo_run(EXAMPLES / "e05_streaming.yaml")
+    assert run.rc == 0, run.stderr
+    assert run.statuses == {"data_producer": "Completed", "data_processor": "Completed"}
+    assert _summary(run, "data_processor")["records_processed"] == 3
+    end = run.of("PlaybookEnd")[0]
+    assert end["streams"] == [{"producer": "data_producer", "consumer": "data_processor",
+                               "records_in": 3, "records_out": 3, "records_dropped": 0}]
+
+
+def test_map_filter_format_chain(work: Path) -> None:
+    pb = _pb(work, """
+  - name: gen
+    lifecycle: {policy: run_once}
+    process: {module: data:generate_from_list, params: {items: [{n: 1}, {n: 2}, {n: 3}, {n: 4}]}}
+  - name: sq
+    lifecycle: {policy: run_once}
+    stream_inputs: [gen]
+    process: {module: data:map, params: {template: '{"n": {{ .n }}, "sq": {{ .n * .n }}}'}}
+  - name: big
+    lifecycle: {policy: run_once}
+    stream_inputs: [sq]
+    process: {module: data:filter, params: {condition: "{{ .sq }} > 4"}}
+  - name: out
+    lifecycle: {policy: run_once}
+    stream_inputs: [big]
+    process: {module: data:format, params: {format: json}}
+    register: formatted
+  - name: check
+    lifecycle: {policy: run_once}
+    process:
+      module: control:assert
+      params: {condition: '{{ .formatted.formatted_content | fromJson | len }} == 2'}
+""")
+    run = gxo_run(pb)
+    assert run.rc == 0, run.stdout + run.stderr
+    assert _summary(run, "out")["formatted_content"] == '[{"n":3,"sq":9},{"n":4,"sq":16}]'
+    assert run.status("check") == "Completed"
+
+
+def test_fan_out_gives_every_consumer_every_record(work: Path) -> None:
+    pb = _pb(work, """
+  - name: gen
+    lifecycle: {policy: run_once}
+    process: {module: data:generate_from_list, params: {items: [1, 2, 3]}}
+  - name: a
+    lifecycle: {policy: run_once}
+    stream_inputs: [gen]
+    process: {module: passthrough}
+  - name: b
+    lifecycle: {policy: run_once}
+    stream_inputs: [gen]
+    process: {module: passthrough}
+""")
+    run = gxo_run(pb)
+    assert run.rc == 0, run.stderr
+    assert _summary(run, "a")["records_processed"] == 3 and _summary(run, "b")["records_processed"] == 3
+
+
+def test_record_errors_are_counted_and_do_not_kill_the_stream(work: Path) -> None:
+    pb = _pb(work, """
+  - name: gen
+    lifecycle: {policy: run_once}
+    process: {module: data:generate_from_list, params: {items: [{v: 1}, {w: 2}, {v: 3}]}}
+  - name: keep
+    lifecycle: {policy: run_once}
+    stream_inputs: [gen]
+    process: {module: data:filter, params: {condition: "{{ .v }} > 0"}}
+""")
+    run = gxo_run(pb, json_events=False)
+    assert run.rc == 0, run.stdout + run.stderr
+    assert "record errors: keep: 1" in run.stdout
+    run = gxo_run(pb)
+    errors = run.of("RecordErrorOccurred", "keep")
+    assert len(errors) == 1 and errors[0]["item_id"] == 1
+    assert _summary(run, "keep") == {"records_in": 3, "records_out": 2}
+
+
+def test_e06_barrier_waits_for_both_builds(work: Path) -> None:
+    pb = _pb(work, """
+  - name: build_a
+    lifecycle: {policy: run_once}
+    process: {module: exec, params: {command: /bin/sh, args: ["-c", "sleep 0.2"]}}
+  - name: build_b
+    lifecycle: {policy: run_once}
+    process: {module: exec, params: {command: /bin/sh, args: ["-c", "sleep 0.2"]}}
+  - name: barrier
+    lifecycle: {policy: run_once}
+    stream_inputs: [build_a, build_b]
+    process: {module: control:barrier}
+    register: stage
+  - name: deploy
+    lifecycle: {policy: run_once}
+    when: '{{ ._gxo.workloads.barrier.status }} == "Completed"'
+    process: {module: control:identity, params: {synced: "{{ .stage.synchronized_streams }}"}}
+""")
+    run = gxo_run(pb)
+    assert run.rc == 0, run.stderr
+    assert _summary(run, "barrier")["synchronized_streams"] == ["build_a", "build_b"]
+    assert _summary(run, "deploy")["synced"] == ["build_a", "build_b"]
+
+
+def test_e06_failed_build_never_deploys(work: Path) -> None:
+    pb = _pb(work, """
+  - name: build_a
+    lifecycle: {policy: run_once}
+    process: {module: exec, params: {command: /bin/sh, args: ["-c", "exit 3"]}}
+    ignore_errors: true
+  - name: build_b
+    lifecycle: {policy: run_once}
+    process: {module: exec, params: {command: /bin/sh, args: ["-c", "true"]}}
+  - name: barrier
+    lifecycle: {policy: run_once}
+    stream_inputs: [build_a, build_b]
+    process: {module: control:barrier}
+  - name: deploy
+    lifecycle: {policy: run_once}
+    when: '{{ ._gxo.workloads.barrier.status }} == "Completed"'
+    process: {module: control:identity, params: {ok: true}}
+""")
+    run = gxo_run(pb)
+    assert run.status("build_a") == "Failed"
+    assert run.status("barrier") == "Failed"
+    barrier_end = run.of("WorkloadEnd", "barrier")[0]
+    assert barrier_end["ignored"] is True and "build_a" in barrier_end["error"]
+    assert run.status("deploy") != "Completed"
+    assert not run.of("ModuleExecutionStart", "deploy")
+
+
+def test_e19_left_join(work: Path) -> None:
+    run = gxo_run(EXAMPLES / "e19_stream_join.yaml")
+    assert run.rc == 0, run.stderr
+    summary = _summary(run, "enriched_log_producer")
+    assert summary["probe_stream_records"] == 3 and summary["build_stream_records"] == 2
+
+
+def test_join_limit_fails_and_downstream_gets_nothing(work: Path) -> None:
+    pb = _pb(work, """
+  - name: users
+    lifecycle: {policy: run_once}
+    process: {module: data:generate_from_list, params: {items: [{id: 1}, {id: 2}, {id: 3}]}}
+  - name: events
+    lifecycle: {policy: run_once}
+    process: {module: data:generate_from_list, params: {items: [{id: 1}]}}
+  - name: joined
+    lifecycle: {policy: run_once}
+    stream_inputs: [users, events]
+    ignore_errors: true
+    process:
+      module: data:join
+      params:
+        join_type: inner
+        "on": [{stream: users, role: build, field: id}, {stream: events, role: probe, field: id}]
+        limits: {max_build_records: 2}
+  - name: collector
+    lifecycle: {policy: run_once}
+    stream_inputs: [joined]
+    process: {module: passthrough}
+""")
+    run = gxo_run(pb)
+    assert run.status("joined") == "Failed"
+    assert "max_build_records" in run.of("WorkloadEnd", "joined")[0]["error"]
+    assert run.status("collector") == "Failed"  # its input failed (ignored): it fails, ignored too
+    link = [s for s in run.of("PlaybookEnd")[0]["streams"] if s["consumer"] == "collector"][0]
+    assert link["records_out"] == 0
+    assert run.rc == 0

@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) bench/expressions.py
 	$(PY) bench/state.py
 	$(PY) bench/coldstart.py
+	$(PY) bench/streams.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -112,15 +112,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def internal_error(exc: BaseException) -> int:
-    import hashlib
-    import traceback
+    from gxo.runtime.cli import internal_error as report
 
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    ref = hashlib.sha256(tb.encode()).hexdigest()[:12]
-    click.echo(f"gxoc: internal error: bug in gxo, please report (reference {ref}: {type(exc).__name__})", err=True)
-    if os.environ.get("GXO_DEBUG") == "1":
-        click.echo(tb, err=True)
-    return EXIT_INTERNAL
+    return report("gxoc", exc)
 
 
 from gxo.compiler import cli_build  # noqa: E402,F401

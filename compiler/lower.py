@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-import re
-from fractions import Fraction
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -28,22 +26,12 @@ from gxo.compiler.model import ExprSite
 from gxo.compiler.model import Workload as MWorkload
 from gxo.compiler.resolve import subschema
 from gxo.runtime import plan as P
+from gxo.runtime.durations import parse_duration as _parse_duration
 from gxo.stdlib import ModuleSpec
 
 DEFAULT_CHANNEL_CAPACITY = 100
 DEFAULT_OVERFLOW = "block"
 
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|μs|ms|s|m|h)")
-_UNITS = {
-    "ns": Fraction(1, 10**9),
-    "us": Fraction(1, 10**6),
-    "µs": Fraction(1, 10**6),
-    "μs": Fraction(1, 10**6),
-    "ms": Fraction(1, 1000),
-    "s": Fraction(1),
-    "m": Fraction(60),
-    "h": Fraction(3600),
-}
 
 
 class LowerError(ValueError):
@@ -58,22 +46,11 @@ def gxo_version() -> str:
 
 
 def parse_duration(text: str) -> float:
-    """Go duration syntax (``1h30m``, ``1.5s``, ``250ms``, ``10us``) in seconds.
-
-    Summed exactly as fractions, so ``0.1s`` is the float ``0.1`` on every machine."""
-    if not isinstance(text, str) or not text:
-        raise LowerError(f"not a duration: {text!r}")
-    if text == "0":
-        return 0.0
-    pos, total = 0, Fraction(0)
-    for m in _DURATION_PART.finditer(text):
-        if m.start() != pos:
-            break
-        total += Fraction(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(text):
-        raise LowerError(f"not a duration: {text!r}")
-    return float(total)
+    """Go duration syntax in seconds (see ``gxo.runtime.durations``)."""
+    try:
+        return _parse_duration(text)
+    except ValueError as exc:
+        raise LowerError(str(exc)) from None
 
 
 def schema_sha256(spec: ModuleSpec) -> str:

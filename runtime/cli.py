@@ -44,20 +44,13 @@ class Refused(click.ClickException):
         click.echo(f"gxo: plan refused: {self.message}", err=True)
 
 
-_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
 def parse_duration(text: str) -> float:
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise click.BadParameter(f"'{text}' is not a duration like 30s, 5m or 1h30m")
-    return total
+    from gxo.runtime.durations import parse_duration as parse
+
+    try:
+        return parse(text)
+    except ValueError:
+        raise click.BadParameter(f"'{text}' is not a duration like 30s, 5m or 1h30m") from None
 
 
 _INT = re.compile(r"^[-+]?[0-9]+$")
@@ -283,16 +276,22 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
-        import hashlib
-        import traceback
-
-        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        ref = hashlib.sha256(tb.encode()).hexdigest()[:12]
-        click.echo(f"gxo: internal error: bug in gxo, please report (reference {ref}: {type(exc).__name__})", err=True)
-        if os.environ.get("GXO_DEBUG") == "1":
-            click.echo(tb, err=True)
-        return EXIT_INTERNAL
+        return internal_error("gxo", exc)
     return 0
+
+
+def internal_error(prog: str, exc: BaseException) -> int:
+    """A bug of ours: one line with a short reference, never a traceback (``GXO_DEBUG=1``
+    prints it); exit 70.  Shared by ``gxo`` and ``gxoc``."""
+    import hashlib
+    import traceback
+
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    ref = hashlib.sha256(tb.encode()).hexdigest()[:12]
+    click.echo(f"{prog}: internal error: bug in gxo, please report (reference {ref}: {type(exc).__name__})", err=True)
+    if os.environ.get("GXO_DEBUG") == "1":
+        click.echo(tb, err=True)
+    return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -69,16 +69,17 @@ class ExtensionNotCompiledError(ImportError):
     """``GXO_REQUIRE_EXTENSIONS=1`` is set but a runtime hot path runs from its pure-Python twin."""
 
 
-def _require_compiled() -> None:
-    if os.environ.get("GXO_REQUIRE_EXTENSIONS") == "1" and not _state_cy._is_compiled():
+def require_compiled(module: Any) -> None:
+    """Refuse a pure-Python twin (``runtime/_<name>_cy.py``) under ``GXO_REQUIRE_EXTENSIONS=1``."""
+    if os.environ.get("GXO_REQUIRE_EXTENSIONS") == "1" and not module._is_compiled():
         raise ExtensionNotCompiledError(
-            "GXO_REQUIRE_EXTENSIONS=1 but gxo.runtime._state_cy is not compiled "
-            f"(loaded from {_state_cy.__file__}); rebuild the extensions with Cython installed "
+            f"GXO_REQUIRE_EXTENSIONS=1 but {module.__name__} is not compiled "
+            f"(loaded from {module.__file__}); rebuild the extensions with Cython installed "
             "(make .venv/.install-stamp after touching setup.py), or unset GXO_REQUIRE_EXTENSIONS"
         )
 
 
-_require_compiled()
+require_compiled(_state_cy)
 
 
 class KeyNotFound(GxoError, LookupError):

@@ -40,7 +40,6 @@ batch); ``inputs.records()`` yields records one by one for code that does not ca
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +57,7 @@ from gxo.runtime._channel_cy import (
     PolicyViolation,
     UpstreamFailed,
 )
-from gxo.runtime.state import ExtensionNotCompiledError
+from gxo.runtime.state import require_compiled
 
 __all__ = [
     "BLOCK",
@@ -89,16 +88,7 @@ DEFAULT_CAPACITY = 100
 DEFAULT_BATCH_SIZE = 100
 
 
-def _require_compiled() -> None:
-    if os.environ.get("GXO_REQUIRE_EXTENSIONS") == "1" and not _channel_cy._is_compiled():
-        raise ExtensionNotCompiledError(
-            "GXO_REQUIRE_EXTENSIONS=1 but gxo.runtime._channel_cy is not compiled "
-            f"(loaded from {_channel_cy.__file__}); rebuild the extensions with Cython installed "
-            "(make .venv/.install-stamp after touching setup.py), or unset GXO_REQUIRE_EXTENSIONS"
-        )
-
-
-_require_compiled()
+require_compiled(_channel_cy)
 
 
 # --------------------------------------------------------------------------- inputs

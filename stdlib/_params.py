@@ -191,20 +191,13 @@ def opt_mode(params: dict[str, Any], key: str, default: int | None = None) -> in
     return value
 
 
-_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
 def opt_duration(params: dict[str, Any], key: str, default: str) -> float:
     """A Go duration string (``"30s"``, ``"1m30s"``, ``"250ms"``) in seconds."""
+    from gxo.runtime.durations import parse_duration
+
     text = opt_str(params, key, default) or default
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
+    try:
+        return parse_duration(text)
+    except ValueError:
         raise _invalid(f"parameter {key!r} must be a duration such as \"30s\" or \"1m30s\"; got "
-                       f"{text!r}")
-    return total
+                       f"{text!r}") from None

@@ -1,0 +1,224 @@
+"""Stream benchmark: 1,000,000 records test:producer -> data:map -> data:filter -> counting sink.
+
+The playbook is compiled in memory (``compile_in_memory``, as ``gxo run`` does) and run by the
+real kernel (``gxo.runtime.run.execute``): four workloads, three channels of capacity 100 under
+``block``.  The sink is ``passthrough`` (its summary counts the records it read).
+
+Baseline, in the same process (design.md section 10: "the stream ratio's baseline calls the
+same generated functions in a plain loop"): one Python ``for`` loop that makes each record as
+the producer does (a deep copy of the literal template record), calls the SAME generated
+function of the map template (plus the same text-to-record decoding ``data:map`` does), then
+the SAME generated function of the filter condition (plus ``truthy``), and counts the kept
+records.  No channels, no tasks, no batches.
+
+Peak RSS is measured above the RSS just before the kernel run: the kernel's high-water mark is
+reset through /proc/self/clear_refs (Linux >= 4.0), then read from VmHWM; where that is not
+possible, ru_maxrss is used (which then also counts what happened before the run).
+
+Goals (issue 5): >= 1,000,000 records/s end to end, >= 0.8x the plain loop, <= 64 MB peak RSS
+above baseline.
+
+    python bench/streams.py [--records 1000000] [--repeat 3] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import os
+import resource
+import sys
+import tempfile
+import time
+from typing import Any
+
+PLAYBOOK = """\
+name: bench-streams
+schemaVersion: "1.0.0"
+channel_policy: {{buffer_size: 100, overflow_strategy: block}}
+workloads:
+  - name: gen
+    lifecycle: {{policy: run_once}}
+    process:
+      module: test:producer
+      params: {{count: {count}, template: '{{"id": 7, "name": "rec", "v": 3}}'}}
+  - name: sq
+    lifecycle: {{policy: run_once}}
+    stream_inputs: [gen]
+    process: {{module: data:map, params: {{template: '{{"id": {{{{ .id }}}}, "sq": {{{{ .v * .v }}}}}}'}}}}
+  - name: keep
+    lifecycle: {{policy: run_once}}
+    stream_inputs: [sq]
+    process: {{module: data:filter, params: {{condition: "{{{{ .sq }}}} > 4"}}}}
+  - name: sink
+    lifecycle: {{policy: run_once}}
+    stream_inputs: [keep]
+    process: {{module: passthrough}}
+"""
+
+
+# -- memory -----------------------------------------------------------------------------------
+
+
+def _status_kb(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def reset_peak() -> bool:
+    """Reset this process's RSS high-water mark (VmHWM); False when the kernel refuses."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def rss_kb() -> int:
+    return _status_kb("VmRSS") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def peak_kb(resettable: bool) -> int:
+    hwm = _status_kb("VmHWM") if resettable else None
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+# -- the two runs -----------------------------------------------------------------------------
+
+
+def compile_plan(count: int, workdir: str) -> Any:
+    from gxo.compiler.inmemory import compile_in_memory
+
+    path = os.path.join(workdir, "streams.yaml")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(PLAYBOOK.format(count=count))
+    loaded = compile_in_memory(path, sys.stderr)
+    assert loaded is not None, "the benchmark playbook does not compile"
+    return loaded
+
+
+def run_kernel(loaded: Any, count: int) -> tuple[float, dict[str, Any]]:
+    from gxo.runtime.kernel import RunOptions
+    from gxo.runtime.run import Outputs, execute
+
+    sink = io.StringIO()
+    t0 = time.perf_counter()
+    code, report = execute(loaded.plan, loaded.functions, RunOptions(),
+                           Outputs(json=True, stream=sink, recap=False))
+    dt = time.perf_counter() - t0
+    assert code == 0 and report is not None, sink.getvalue()[-2000:]
+    links = {(s["producer"], s["consumer"]): s for s in report.streams}
+    last = links[("keep", "sink")]
+    assert last["records_out"] == count, report.streams
+    assert all(s["records_dropped"] == 0 for s in report.streams), report.streams
+    return dt, links
+
+
+def plain_loop_fns(loaded: Any) -> tuple[Any, bool, Any, bool]:
+    """The generated functions of the map template and the filter condition (by workload)."""
+    fns = {}
+    for e in loaded.plan.expressions:
+        if e.workload in ("sq", "keep"):
+            fns[e.workload] = (loaded.functions[e.id], e.as_text)
+    (map_fn, map_text), (filter_fn, filter_text) = fns["sq"], fns["keep"]
+    return map_fn, map_text, filter_fn, filter_text
+
+
+def run_plain(loaded: Any, count: int) -> float:
+    import json
+
+    from gxo.runtime._state_cy import deep_copy
+    from gxo.runtime.exprlib import text, truthy
+    from gxo.runtime.kernel import ExprContext
+    from gxo.stdlib.data import _as_record
+
+    map_fn, map_text, filter_fn, filter_text = plain_loop_fns(loaded)
+    ctx = ExprContext(None, None)
+    constant = json.loads('{"id": 7, "name": "rec", "v": 3}')
+    kept = 0
+    t0 = time.perf_counter()
+    for _ in range(count):
+        record = deep_copy(constant)  # what test:producer does per record
+        value = map_fn(record, ctx)  # data:map
+        if map_text and not isinstance(value, str):
+            value = text(value)
+        if type(value) is not dict:
+            value = _as_record(value)
+        cond = filter_fn(value, ctx)  # data:filter
+        if filter_text and not isinstance(cond, str):
+            cond = text(cond)
+        if truthy(cond):
+            kept += 1  # the counting sink
+    dt = time.perf_counter() - t0
+    assert kept == count, kept
+    return dt
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=3, help="best of N for each side")
+    ap.add_argument("--profile", action="store_true", help="cProfile one kernel run")
+    args = ap.parse_args()
+    n = args.records
+
+    with tempfile.TemporaryDirectory(prefix="gxo-bench-streams-") as workdir:
+        loaded = compile_plan(n, workdir)
+        small = compile_plan(1000, workdir)
+        run_kernel(small, 1000)  # warm-up: imports, first-call costs
+        run_plain(small, 1000)
+        gc.collect()
+
+        base = rss_kb()
+        resettable = reset_peak()
+        kernel_times = []
+        for _ in range(args.repeat):
+            dt, links = run_kernel(loaded, n)
+            kernel_times.append(dt)
+        peak = peak_kb(resettable)
+        plain_times = [run_plain(loaded, n) for _ in range(args.repeat)]
+
+        if args.profile:
+            import cProfile
+            import pstats
+
+            prof = cProfile.Profile()
+            prof.enable()
+            run_kernel(loaded, n)
+            prof.disable()
+            pstats.Stats(prof).sort_stats("tottime").print_stats(15)
+
+    k, p = min(kernel_times), min(plain_times)
+    k_rate, p_rate = n / k, n / p
+    ratio = k_rate / p_rate
+    above_mb = (peak - base) / 1024
+    print(f"stream benchmark: {n:,} records, test:producer -> data:map -> data:filter -> "
+          f"passthrough (capacity 100, block), best of {args.repeat}")
+    for (prod, cons), s in links.items():
+        print(f"  link {prod} -> {cons}: in {s['records_in']:,} out {s['records_out']:,} "
+              f"dropped {s['records_dropped']:,}")
+    print(f"  GXO kernel : {k * 1000:8.1f} ms  {k_rate:12,.0f} records/s  "
+          f"(goal >= 1,000,000: {'ok' if k_rate >= 1_000_000 else 'MISSED'})")
+    print(f"  plain loop : {p * 1000:8.1f} ms  {p_rate:12,.0f} records/s  "
+          f"(same generated functions)")
+    print(f"  ratio      : {ratio:.2f}x the plain loop (goal >= 0.8: "
+          f"{'ok' if ratio >= 0.8 else 'MISSED'})")
+    how = "VmHWM after reset" if resettable else "ru_maxrss (not reset: includes pre-run peak)"
+    print(f"  peak RSS   : {above_mb:.1f} MB above the {base / 1024:.1f} MB baseline [{how}] "
+          f"(goal <= 64 MB: {'ok' if above_mb <= 64 else 'MISSED'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""A slow consumer throttles a fast producer under `block`: memory stays bounded (issue 5).
+
+1,000,000 records from `test:producer` go through a capacity-100 channel to `data:filter`, then
+on to a slower `data:map` (it renders a new record with a pipe per record).  The real `gxo run`
+runs in a child process; its peak RSS is read from ``os.wait4`` (the rusage of that one child,
+not of every child the test session ever waited for).
+
+Measured here: ~54 MB peak RSS, ~3 s wall.  The same playbook with `buffer_size: 2000000` (so
+nothing throttles the producer) peaks at ~580 MB: 1 M buffered records cost ~0.5 KB each, so the
+200 MB bound below would catch any channel that stops applying back-pressure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+from tests.acceptance.harness import _env, tool
+
+COUNT = 1_000_000
+RSS_LIMIT_MB = 200
+
+PLAYBOOK = f"""\
+name: streams-memory
+schemaVersion: "1.0.0"
+channel_policy: {{buffer_size: 100, overflow_strategy: block}}
+workloads:
+  - name: gen
+    lifecycle: {{policy: run_once}}
+    process:
+      module: test:producer
+      params: {{count: {COUNT}, template: '{{"id": 7, "name": "record", "ok": true}}'}}
+  - name: keep
+    lifecycle: {{policy: run_once}}
+    stream_inputs: [gen]
+    process: {{module: data:filter, params: {{condition: "{{{{ .ok }}}}"}}}}
+  - name: slow
+    lifecycle: {{policy: run_once}}
+    stream_inputs: [keep]
+    process:
+      module: data:map
+      params: {{template: '{{"id": {{{{ .id * 2 }}}}, "n": "{{{{ .name | upper }}}}"}}'}}
+"""
+
+
+def test_slow_consumer_keeps_memory_bounded_with_1m_records(work: Path) -> None:
+    pb = work / "memory.yaml"
+    pb.write_text(PLAYBOOK)
+    out_path = work / "events.jsonl"
+    started = time.monotonic()
+    with open(out_path, "wb") as out, open(work / "stderr.txt", "wb") as err:
+        proc = subprocess.Popen([tool("gxo"), "run", str(pb), "--json"], env=_env(None),
+                                stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    elapsed = time.monotonic() - started
+    stderr = (work / "stderr.txt").read_text()
+    assert proc.returncode == 0, stderr
+    events = [json.loads(line) for line in out_path.read_text().splitlines() if line.strip()]
+
+    peak_mb = usage.ru_maxrss / 1024  # Linux: kilobytes
+    print(f"\n{COUNT} records, capacity 100, block: peak RSS {peak_mb:.1f} MB, {elapsed:.1f} s")
+    assert peak_mb < RSS_LIMIT_MB, f"peak RSS {peak_mb:.1f} MB: the channel did not throttle"
+
+    end = next(e for e in events if e["type"] == "PlaybookEnd")
+    assert end["status"] == "Completed"
+    links = {(s["producer"], s["consumer"]): s for s in end["streams"]}
+    for link in (("gen", "keep"), ("keep", "slow")):
+        assert links[link]["records_in"] == COUNT, links[link]
+        assert links[link]["records_out"] == COUNT, links[link]
+        assert links[link]["records_dropped"] == 0, links[link]
+    summaries = {e["workload"]: e["summary"] for e in events if e["type"] == "ModuleExecutionEnd"}
+    assert summaries["keep"]["records_in"] == COUNT and summaries["keep"]["records_out"] == COUNT
+    assert not [e for e in events if e["type"] == "RecordErrorOccurred"]

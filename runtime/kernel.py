@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import os
@@ -461,7 +462,7 @@ class Kernel:
             run_id=self.run_id,
             logger=self.events.logger(w.name),
             workspace=self.workspace,
-            state=self.state.get_all,
+            state=functools.partial(self.state.get_all, w.state_access),
             dry_run=self.opts.dry_run,
             plan_dir=self.opts.plan_dir,
             loop_index=index,

@@ -143,7 +143,7 @@ class Kernel:
         self.wiring: Any = None
         self.record_exprs: dict[str, bool] = {}  # per-record expression id -> sees the state too
         self.extras: dict[str, dict[str, Any]] = {}
-        if plan.channels:
+        if plan.channels or any(w.module == "stream:pipeline" for w in plan.workloads):
             from gxo.runtime.wiring import StreamWiring
 
             self.wiring = StreamWiring(plan, events)
@@ -591,6 +591,10 @@ def _record_expressions(plan: Plan) -> dict[str, bool]:
     by_name = {w.name: w for w in plan.workloads}
     for e in plan.expressions:
         w = by_name.get(e.workload)
+        if w is not None and w.module == "stream:pipeline" and e.where.startswith("params.steps["):
+            # pipeline steps: called with the record and the earlier steps' outputs over the state
+            out[e.id] = True
+            continue
         if not e.per_record or w is None or not w.stream_inputs:
             continue
         spec = spec_of(w.module)

@@ -71,3 +71,439 @@ PIPELINE = ModuleSpec(
 )
 
 MODULES: tuple[ModuleSpec, ...] = (PIPELINE,)
+
+
+# --------------------------------------------------------------------------- code
+#
+# Module code (design.md §3 "stream:pipeline", §10).  Heavy imports stay inside functions: the
+# compiler imports this file for the declaration only.
+#
+# The kernel hands every expression under ``params.steps[...]`` (each step's ``with`` values and
+# its ``when``) as a callable ``f(overlay)`` evaluated over ``{**state, **overlay}``; literal
+# values arrive as they are.
+#
+# Model of one pipeline run (run_once): the incoming records (or one empty record when the
+# pipeline has no stream input) are read whole, then the steps run in order (``needs`` only
+# ever names earlier steps).  Each step reads the items of its predecessors (the step before it
+# without ``needs``; the pipeline's input for the first step or ``needs: []``) and produces
+# items.  An item is one record plus its lineage: the pipeline input record it came from and the
+# outputs of the per-record steps it went through.
+#
+# * A data-plane step (``data:*``, ``passthrough``) runs its module's code once over the stream,
+#   through in-memory channels (one input channel per predecessor, so ``data:join`` works); a
+#   producer (``data:generate_from_list``, ``data:parse``) runs once per incoming item; a sink
+#   (``data:format``) passes one empty record on, so the steps after it run once.
+# * Any other module runs once per item, up to ``concurrency`` at once; its scope is the record's
+#   fields, then ``{step_id: output}`` of the earlier steps (this item's own for per-record
+#   steps, else the step's last output) and the ``register`` names.  The record that goes on is
+#   the incoming one with the output's fields laid over it (so a data step after
+#   ``connection:read`` reads ``.data``).  A false ``when`` skips the step for that item (its
+#   id is null downstream, the record goes on unchanged); a failure is a record error and drops
+#   the item, unless the pipeline runs on its single implicit record, which fails the workload.
+
+
+_SKIPPED = object()
+
+
+class _Item:
+    """A record flowing between steps, with its lineage."""
+
+    __slots__ = ("key", "origin", "outputs", "pos", "producer", "record")
+
+    def __init__(self, key, origin, record, outputs, pos, producer):
+        self.key = key  # identity across parallel branches of per-record steps
+        self.origin = origin  # the pipeline input record it came from ({} when unknown)
+        self.record = record  # the current record
+        self.outputs = outputs  # step id -> output of the per-record steps it went through
+        self.pos = pos  # position on its producer, for record errors
+        self.producer = producer
+
+
+def _is_data_plane(uses: str) -> bool:
+    return uses.startswith("data:") or uses == "passthrough"
+
+
+def _matches(patterns, path) -> bool:
+    for pattern in patterns:
+        parts = pattern.split(".")
+        if len(parts) == len(path) and all(
+            a == b or (a == "*" and isinstance(b, int)) for a, b in zip(parts, path)
+        ):
+            return True
+    return False
+
+
+def _resolve(value, overlay, keep, path=()):
+    """Step params with every callable evaluated against ``overlay``; the params at a path in
+    ``keep`` stay callables (of a record, or of a result), laid over the overlay."""
+    if callable(value):
+        if keep and _matches(keep, path):
+            return lambda rec, _f=value, _o=overlay: _f({**_o, **rec} if isinstance(rec, dict) else _o)
+        return value(overlay)
+    if isinstance(value, dict):
+        return {k: _resolve(v, overlay, keep, path + (k,)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve(v, overlay, keep, path + (i,)) for i, v in enumerate(value)]
+    return value
+
+
+class StreamPipeline:
+    """``stream:pipeline``: a sub-DAG of module steps over each incoming record."""
+
+    name = "stream:pipeline"
+
+    async def perform(self, ctx, params):
+        from gxo.runtime.module import ValidationError
+        from gxo.runtime.streams import errors_of
+
+        if not isinstance(params, dict) or not isinstance(params.get("steps"), list) \
+                or not params["steps"]:
+            raise ValidationError("parameter 'steps' must be a non-empty list")
+        steps = params["steps"]
+        concurrency = params.get("concurrency", 1)
+        if concurrency is None:
+            concurrency = 1
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValidationError(f"parameter 'concurrency' must be an integer >= 1, "
+                                  f"got {concurrency!r}")
+        ids: list[str] = []
+        for i, step in enumerate(steps):
+            if not isinstance(step, dict) or not isinstance(step.get("id"), str) \
+                    or not isinstance(step.get("uses"), str):
+                raise ValidationError(f"steps[{i}] needs an 'id' and a 'uses'")
+            if step["id"] in ids:
+                raise ValidationError(f"step id '{step['id']}' is used twice")
+            for need in step.get("needs") or ():
+                if need not in ids:
+                    raise ValidationError(f"step '{step['id']}' needs '{need}', which is not "
+                                          "an earlier step")
+            ids.append(step["id"])
+        run = _Run(ctx, steps, concurrency, errors_of(ctx))
+        return await run.go()
+
+
+class _Run:
+    """One run of a pipeline over its input."""
+
+    def __init__(self, ctx, steps, concurrency, sink):
+        self.ctx = ctx
+        self.steps = steps
+        self.concurrency = concurrency
+        self.sink = sink
+        self.last: dict = {s["id"]: None for s in steps}  # step id -> last output
+        self.ran: set = set()  # steps that produced an output at least once
+        self.registers = {s["id"]: s["register"] for s in steps if s.get("register")}
+        self.single = False  # running on the one implicit record
+        self._keys = 0
+
+    def _key(self) -> int:
+        self._keys += 1
+        return self._keys
+
+    # -- the run ----------------------------------------------------------------------------------
+
+    async def go(self):
+        ctx = self.ctx
+        inputs = ctx.extras.get("inputs")
+        items: list = []
+        if inputs is None or len(inputs) == 0:
+            self.single = True
+            items.append(_Item(self._key(), {}, {}, {}, 0, ctx.workload))
+        else:
+            positions: dict = {}
+            async for producer, batch in inputs:
+                base = positions.get(producer, 0)
+                positions[producer] = base + len(batch)
+                for i, record in enumerate(batch):
+                    rec = record if isinstance(record, dict) else {"item": record}
+                    items.append(_Item(self._key(), rec, rec, {}, base + i, producer))
+        processed = len(items)
+        streams: dict = {}
+        prev = None
+        for step in self.steps:
+            sid = step["id"]
+            needs = step.get("needs")
+            preds = list(needs) if needs is not None else ([prev] if prev is not None else [])
+            sources = [streams[p] for p in preds] if preds else [items]
+            if _is_data_plane(step["uses"]):
+                streams[sid] = await self._data_step(step, preds, sources)
+            else:
+                streams[sid] = await self._record_step(step, _merge(sources))
+            prev = sid
+        out = ctx.extras.get("output")
+        final = streams[self.steps[-1]["id"]]
+        if out is not None and final:
+            await out.emit([it.record for it in final])
+        return {"records_processed": processed, "steps": dict(self.last)}
+
+    # -- scopes -----------------------------------------------------------------------------------
+
+    def _overlay(self, item, record=None) -> dict:
+        """Record fields, then the steps' outputs (this item's own over the last ones), then the
+        register names."""
+        outputs = {**self.last, **item.outputs} if item is not None else dict(self.last)
+        overlay = {}
+        if item is not None:
+            overlay.update(item.origin)
+            overlay.update(item.record if record is None else record)
+        elif record is not None:
+            overlay.update(record)
+        overlay.update(outputs)
+        for sid, reg in self.registers.items():
+            if sid in self.ran or (item is not None and sid in item.outputs):
+                overlay[reg] = outputs.get(sid)
+        return overlay
+
+    def _sub_context(self, extras: dict):
+        import dataclasses
+
+        return dataclasses.replace(self.ctx, extras=extras)
+
+    def _fail(self, step, exc) -> Exception:
+        from gxo.runtime.module import ModuleError
+
+        return ModuleError(f"step {step['id']} ({step['uses']}) failed: {_text(exc)}")
+
+    # -- per-record steps -------------------------------------------------------------------------
+
+    async def _record_step(self, step, items):
+        import asyncio
+
+        from gxo.runtime.exprlib import truthy
+        from gxo.runtime.module import load_module_class
+        from gxo.stdlib._spec import spec_of
+
+        sid, uses = step["id"], step["uses"]
+        cls = load_module_class(uses)
+        if cls is None:
+            raise self._fail(step, f"module {uses} is not implemented")
+        spec = spec_of(uses)
+        # per-result conditions of a module that reads no stream (http:request success_when)
+        keep = spec.per_record_params if spec is not None and spec.stream_input == "none" else ()
+        inline = spec is not None and spec.inline
+        when = step.get("when")
+        with_ = step.get("with") or {}
+        limit = asyncio.Semaphore(self.concurrency)
+        sink_errors = self.sink
+
+        async def one(item):
+            overlay = self._overlay(item)
+            if when is not None:
+                cond = when(overlay) if callable(when) else when
+                if not truthy(cond):
+                    return item, _SKIPPED
+            params = _resolve(with_, overlay, keep)
+            mod = cls()
+            sub = self._sub_context({"record_errors": sink_errors})
+            async with limit:
+                if asyncio.iscoroutinefunction(mod.perform):
+                    result = await mod.perform(sub, params)
+                elif inline:
+                    result = mod.perform(sub, params)
+                else:
+                    result = await asyncio.to_thread(mod.perform, sub, params)
+            return item, result
+
+        async def guarded(item):
+            try:
+                return await one(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a record error, or the run's failure
+                if self.single:
+                    raise self._fail(step, exc) from None
+                sink_errors.report(item.pos, item.producer, f"step {sid}: {_text(exc)}")
+                return item, None, exc
+
+        if len(items) == 1 or self.concurrency == 1:
+            results = [await guarded(it) for it in items]
+        else:
+            results = await asyncio.gather(*(guarded(it) for it in items))
+        out = []
+        for entry in results:
+            if len(entry) == 3:  # failed: the record is dropped
+                continue
+            item, result = entry
+            if result is _SKIPPED:  # skipped
+                out.append(_Item(item.key, item.origin, item.record, {**item.outputs, sid: None},
+                                 item.pos, item.producer))
+                continue
+            self.last[sid] = result
+            self.ran.add(sid)
+            record = {**item.record, **result} if isinstance(result, dict) else item.record
+            out.append(_Item(item.key, item.origin, record, {**item.outputs, sid: result},
+                             item.pos, item.producer))
+        return out
+
+    # -- data-plane steps -------------------------------------------------------------------------
+
+    async def _data_step(self, step, preds, sources):
+        from gxo.runtime.module import load_module_class
+        from gxo.stdlib._spec import spec_of
+
+        uses = step["uses"]
+        cls = load_module_class(uses)
+        if cls is None:
+            raise self._fail(step, f"module {uses} is not implemented")
+        spec = spec_of(uses)
+        if spec is not None and spec.stream_input == "none":
+            # a producer: once per incoming item, its records inherit that item's lineage
+            out = []
+            for item in _merge(sources):
+                records, summary = await self._run_data(step, cls, spec, [], item)
+                self._record_output(step, summary)
+                out.extend(self._lineage(records, {}, item))
+            return out
+        names = preds or [self._input_name(sources[0])]
+        all_items = [it for src in sources for it in src]
+        single = all_items[0] if len(all_items) == 1 else None
+        records, summary, by_id = await self._run_data(step, cls, spec, list(zip(names, sources)),
+                                                       single)
+        self._record_output(step, summary)
+        if spec is not None and spec.record_schema is None:
+            # a sink (data:format): the steps after it run once, on an empty record
+            return [_Item(self._key(), {}, {}, {}, 0, self.ctx.workload)]
+        return self._lineage(records, by_id, single)
+
+    def _input_name(self, items) -> str:
+        producers = {it.producer for it in items}
+        return producers.pop() if len(producers) == 1 else self.ctx.workload
+
+    def _record_output(self, step, summary) -> None:
+        self.last[step["id"]] = summary
+        self.ran.add(step["id"])
+
+    def _lineage(self, records, by_id, single):
+        out = []
+        for i, record in enumerate(records):
+            rec = record if isinstance(record, dict) else {"item": record}
+            src = by_id.get(id(record)) if by_id else None
+            if src is None:
+                src = single
+            if src is not None:
+                out.append(_Item(src.key if src is not single or len(records) == 1 else self._key(),
+                                 src.origin, rec, src.outputs, src.pos, src.producer))
+            else:
+                out.append(_Item(self._key(), {}, rec, {}, i, self.ctx.workload))
+        return out
+
+    async def _run_data(self, step, cls, spec, inputs, single):
+        """Run a data-plane module over ``inputs`` ((name, items) pairs; none for a producer):
+        its output records, its summary and the input items by record identity."""
+        import asyncio
+
+        from gxo.runtime._state_cy import deep_copy
+        from gxo.runtime.streams import Channel, StreamInputs, StreamOutput
+
+        by_id: dict = {}
+        feeds = []
+        for _name, items in inputs:
+            copies = []
+            for it in items:
+                rec = deep_copy(it.record)  # a record read from an input belongs to the module
+                by_id[id(rec)] = it
+                copies.append(rec)
+            feeds.append(copies)
+
+        def overlay_of(record):
+            item = by_id.get(id(record)) if isinstance(record, dict) else None
+            if item is not None:
+                return self._overlay(item, record)
+            if single is not None:
+                return self._overlay(single, record if isinstance(record, dict) else {})
+            return self._overlay(None, record if isinstance(record, dict) else {})
+
+        base = self._overlay(single) if single is not None else self._overlay(None)
+        keep = spec.per_record_params if spec is not None else ()
+        params = _resolve_data(step.get("with") or {}, base, keep, overlay_of)
+
+        channels = [Channel(100) for _ in feeds]
+        out_ch = Channel(100)
+        extras = {"output": StreamOutput(out_ch), "record_errors": self.sink}
+        if inputs:
+            extras["inputs"] = StreamInputs([(name, ch) for (name, _), ch in zip(inputs, channels)])
+        output = extras["output"]
+        mod = cls()
+        sub = self._sub_context(extras)
+        collected: list = []
+
+        async def feed(ch, records):
+            try:
+                for i in range(0, len(records), 100):
+                    await ch.send(records[i:i + 100])
+            finally:
+                ch.close()
+
+        async def collect():
+            async for batch in out_ch:
+                collected.extend(batch)
+
+        async def body():
+            try:
+                if asyncio.iscoroutinefunction(mod.perform):
+                    summary = await mod.perform(sub, params)
+                else:
+                    summary = await asyncio.to_thread(mod.perform, sub, params)
+                await output.flush()
+            finally:
+                for ch in channels:
+                    ch.discard()  # never leave a feeder blocked
+                out_ch.close()
+            return summary
+
+        tasks = [asyncio.ensure_future(feed(ch, recs)) for ch, recs in zip(channels, feeds)]
+        reader = asyncio.ensure_future(collect())
+        try:
+            summary = await body()
+            await reader
+            await asyncio.gather(*tasks)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a data step's failure fails the pipeline
+            raise self._fail(step, exc) from None
+        finally:
+            for t in [*tasks, reader]:
+                if not t.done():
+                    t.cancel()
+        if spec is not None and spec.stream_input == "none":
+            return collected, summary
+        return collected, summary, by_id
+
+
+def _resolve_data(value, base, keep, overlay_of, path=()):
+    """A data step's params: per-record ones stay functions of the record (with the record's
+    lineage laid under it), the others are evaluated once against ``base``."""
+    if callable(value):
+        if keep and _matches(keep, path):
+            return lambda record, _f=value: _f(overlay_of(record))
+        return value(base)
+    if isinstance(value, dict):
+        return {k: _resolve_data(v, base, keep, overlay_of, path + (k,)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_resolve_data(v, base, keep, overlay_of, path + (i,)) for i, v in enumerate(value)]
+    return value
+
+
+def _merge(sources):
+    """The items of several predecessors, one per key (outputs and records combined)."""
+    if len(sources) == 1:
+        return sources[0]
+    merged: dict = {}
+    for items in sources:
+        for it in items:
+            seen = merged.get(it.key)
+            if seen is None:
+                merged[it.key] = it
+            else:
+                merged[it.key] = _Item(it.key, seen.origin, {**seen.record, **it.record},
+                                       {**seen.outputs, **it.outputs}, seen.pos, seen.producer)
+    return list(merged.values())
+
+
+def _text(exc) -> str:
+    if isinstance(exc, BaseException):
+        return str(exc) or type(exc).__name__
+    return str(exc)
+
+
+CODE = {"stream:pipeline": StreamPipeline}

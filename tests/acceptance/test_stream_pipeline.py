@@ -1,0 +1,225 @@
+"""``stream:pipeline`` under run_once (design.md §3): steps as a sub-DAG, per-record steps with
+the record's fields at the top of their scope, data-plane steps over the stream, ``when`` per
+step and per-record errors, all run by the real `gxo run`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.acceptance.harness import gxo_run
+
+HEAD = 'name: s\nschemaVersion: "1.0.0"\nworkloads:\n'
+
+
+def _pb(work: Path, body: str, name: str = "pb.yaml") -> Path:
+    path = work / name
+    path.write_text(HEAD + body)
+    return path
+
+
+def _summary(run, workload: str):
+    ends = run.of("ModuleExecutionEnd", workload)
+    assert ends, f"no summary for {workload}: {run.stdout}{run.stderr}"
+    return ends[-1]["summary"]
+
+
+def test_without_inputs_the_steps_run_once_and_read_each_other(work: Path) -> None:
+    pb = work / "pb.yaml"
+    pb.write_text('name: s\nschemaVersion: "1.0.0"\nvars: {who: world}\nworkloads:\n' + """
+  - name: pipe
+    lifecycle: {policy: run_once}
+    process:
+      module: stream:pipeline
+      params:
+        steps:
+          - id: first
+            uses: control:identity
+            with: {greeting: "hello {{ .who }}", n: 2}
+          - id: second
+            uses: control:identity
+            with: {echo: "{{ .first.greeting }}!", twice: "{{ .first.n * 2 }}"}
+            register: sec
+          - id: third
+            uses: control:identity
+            needs: [first]
+            with: {via_register: "{{ .sec.echo }}"}
+    register: piped
+  - name: check
+    lifecycle: {policy: run_once}
+    process:
+      module: control:assert
+      params: {condition: '{{ .piped.steps.second.echo }} == "hello world!"'}
+""")
+    run = gxo_run(pb)
+    assert run.rc == 0, run.stdout + run.stderr
+    assert _summary(run, "pipe") == {
+        "records_processed": 1,
+        "steps": {
+            "first": {"greeting": "hello world", "n": 2},
+            "second": {"echo": "hello world!", "twice": 4},
+            "third": {"via_register": "hello world!"},
+        },
+    }
+    assert run.status("check") == "Completed"
+
+
+def test_records_flow_through_data_and_per_record_steps(work: Path) -> None:
+    pb = _pb(work, """
+  - name: gen
+    lifecycle: {policy: run_once}
+    process: {module: data:generate_from_list, params: {items: [1, 2, 3]}}
+  - name: pipe
+    lifecycle: {policy: run_once}
+    stream_inputs: [gen]
+    process:
+      module: stream:pipeline
+      params:
+        concurrency: 2
+        steps:
+          - id: square
+            uses: data:map
+            with:
+              template: '{"n": {{ .item }}, "sq": {{ .item * .item }}}'
+          - id: label
+            uses: control:identity
+            with: {label: "{{ .n }} squared is {{ .sq }}"}
+  - name: sink
+    lifecycle: {policy: run_once}
+    stream_inputs: [pipe]
+    process: {module: data:format, params: {format: json}}
+""")
+    run = gxo_run(pb)
+    assert run.rc == 0, run.stdout + run.stderr
+    summary = _summary(run, "pipe")
+    assert summary["records_processed"] == 3
+    assert summary["steps"]["square"] == {"records_in": 3, "records_out": 3}
+    assert summary["steps"]["label"] == {"label": "3 squared is 9"}
+    records = json.loads(_summary(run, "sink")["formatted_content"])
+    assert records == [
+        {"n": 1, "sq": 1, "label": "1 squared is 1"},
+        {"n": 2, "sq": 4, "label": "2 squared is 4"},
+        {"n": 3, "sq": 9, "label": "3 squared is 9"},
+    ]
+
+
+def test_pipeline_output_consumed_by_passthrough(work: Path) -> None:
+    pb = _pb(work, """
+  - name: gen
+    lifecycle: {policy: run_once}
+    process: {module: data:generate_from_list, params: {items: [{name: a}, {name: b}, {name: c}]}}
+  - name: pipe
+    lifecycle: {policy: run_once}
+    stream_inputs: [gen]
+    process:
+      module: stream:pipeline
+      params:
+        steps:
+          - id: upper
+            uses: data:map
+            with: {template: '{"name": {{ .name | upper | toJson }}}'}
+          - id: seen
+            uses: control:identity
+            with: {saw: "{{ .name }}"}
+  - name: after
+    lifecycle: {policy: run_once}
+    stream_inputs: [pipe]
+    process: {module: passthrough}
+""")
+    run = gxo_run(pb)
+    assert run.rc == 0, run.stdout + run.stderr
+    assert _summary(run, "pipe")["records_processed"] == 3
+    assert _summary(run, "pipe")["steps"]["seen"] == {"saw": "C"}
+    assert _summary(run, "after") == {"records_processed": 3}
+
+
+def test_when_skips_a_step_for_some_records(work: Path) -> None:
+    pb = _pb(work, """
+  - name: gen
+    lifecycle: {policy: run_once}
+    process: {module: data:generate_from_list, params: {items: [{n: 1}, {n: 5}, {n: 2}, {n: 7}]}}
+  - name: pipe
+    lifecycle: {policy: run_once}
+    stream_inputs: [gen]
+    process:
+      module: stream:pipeline
+      params:
+        steps:
+          - id: big
+            uses: control:identity
+            when: "{{ .n }} > 3"
+            with: {big: true}
+          - id: tag
+            uses: data:map
+            with:
+              template: '{"n": {{ .n }}, "big": {{ if .big }}true{{ else }}false{{ end }}}'
+  - name: sink
+    lifecycle: {policy: run_once}
+    stream_inputs: [pipe]
+    process: {module: data:format, params: {format: json}}
+""")
+    run = gxo_run(pb)
+    assert run.rc == 0, run.stdout + run.stderr
+    summary = _summary(run, "pipe")
+    assert summary["records_processed"] == 4
+    assert summary["steps"]["big"] == {"big": True}
+    assert json.loads(_summary(run, "sink")["formatted_content"]) == [
+        {"n": 1, "big": False}, {"n": 5, "big": True}, {"n": 2, "big": False}, {"n": 7, "big": True},
+    ]
+
+
+def test_a_failing_step_is_a_record_error(work: Path) -> None:
+    pb = _pb(work, """
+  - name: gen
+    lifecycle: {policy: run_once}
+    process: {module: data:generate_from_list, params: {items: [{n: 1}, {n: 0}, {n: 3}]}}
+  - name: pipe
+    lifecycle: {policy: run_once}
+    stream_inputs: [gen]
+    process:
+      module: stream:pipeline
+      params:
+        steps:
+          - id: check
+            uses: control:assert
+            with: {condition: "{{ .n }} > 0", fail_message: "n must be positive"}
+          - id: keep
+            uses: control:identity
+            with: {n: "{{ .n }}"}
+  - name: after
+    lifecycle: {policy: run_once}
+    stream_inputs: [pipe]
+    process: {module: passthrough}
+""")
+    run = gxo_run(pb)
+    assert run.rc == 0, run.stdout + run.stderr
+    errors = run.of("RecordErrorOccurred", "pipe")
+    assert len(errors) == 1, run.stdout
+    assert errors[0]["item_id"] == 1
+    assert "n must be positive" in json.dumps(errors[0])
+    summary = _summary(run, "pipe")
+    assert summary["records_processed"] == 3
+    assert summary["steps"]["keep"] == {"n": 3}
+    assert _summary(run, "after") == {"records_processed": 2}
+
+
+def test_a_failing_step_without_inputs_fails_the_workload(work: Path) -> None:
+    pb = _pb(work, """
+  - name: pipe
+    lifecycle: {policy: run_once}
+    process:
+      module: stream:pipeline
+      params:
+        steps:
+          - id: guard
+            uses: control:assert
+            with: {condition: "{{ 1 }} > 2", fail_message: "too small"}
+          - id: never
+            uses: control:identity
+            with: {x: 1}
+""")
+    run = gxo_run(pb)
+    assert run.rc != 0
+    assert run.status("pipe") == "Failed"
+    reason = json.dumps(run.end("pipe"))
+    assert "guard" in reason and "too small" in reason

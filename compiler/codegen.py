@@ -19,6 +19,7 @@ order depends on ``PYTHONHASHSEED``).
 from __future__ import annotations
 
 import functools
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -45,6 +46,9 @@ class CodegenItem:
     native: bool  # Template.single is set: return the native value
     as_text: bool  # the param's schema says string: convert to text form
     source: str  # "playbook.yaml:12:9 params.args[0] of 'build'" (for the comment)
+    #: a data:map template: when its text is JSON-shaped, build the record directly (no text
+    #: round trip, design.md section 10); other templates render as usual
+    json_record: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -596,6 +600,75 @@ class _Fn:
 
     # -- entry --------------------------------------------------------------------------------
 
+    def json_record(self, tree: ast.Template) -> str | None:
+        """Python source that builds the JSON object a template's text spells, with each action's
+        value in place (native where an action is a whole JSON value, text inside a string), or
+        None when the text is not JSON-shaped with actions only in value positions."""
+        if tree.single is not None or not all(isinstance(p, (ast.Text, ast.Action)) for p in tree.parts):
+            return None
+        out: list[str] = []
+        in_str = esc = False
+        for i, part in enumerate(tree.parts):
+            if isinstance(part, ast.Action):
+                mark = f"\u0001{i}\u0001"
+                out.append(mark if in_str else f'"{mark}"')
+                continue
+            for ch in part.text:
+                if in_str:
+                    if esc:
+                        esc = False
+                    elif ch == "\\":
+                        esc = True
+                    elif ch == '"':
+                        in_str = False
+                elif ch == '"':
+                    in_str = True
+                out.append(ch)
+        try:
+            shape = json.loads("".join(out), strict=False)  # the marks are control characters
+        except ValueError:
+            return None
+        if not isinstance(shape, dict):
+            return None
+        marker = re.compile("\u0001([0-9]+)\u0001")
+
+        def build(v: object) -> str | None:
+            if isinstance(v, dict):
+                items = []
+                for k, sub in v.items():
+                    if marker.search(k):
+                        return None  # a computed key: keep the text round trip
+                    src = build(sub)
+                    if src is None:
+                        return None
+                    items.append(f"{_const(k)}: {src}")
+                return "{" + ", ".join(items) + "}"
+            if isinstance(v, list):
+                srcs = [build(x) for x in v]
+                return None if any(x is None for x in srcs) else "[" + ", ".join(srcs) + "]"  # type: ignore[arg-type]
+            if isinstance(v, str) and "\u0001" in v:
+                whole = marker.fullmatch(v)
+                if whole:
+                    e = tree.parts[int(whole.group(1))].expr  # type: ignore[union-attr]
+                    # `{{ x | toJson }}` spells the JSON of x in the text: the record holds x itself
+                    while isinstance(e, ast.Call) and e.name == "toJson" and len(e.args) == 1:
+                        e = e.args[0]
+                    return self.materialize(self.expr(e)).src
+                pieces: list[tuple[str, str]] = []
+                pos = 0
+                for m in marker.finditer(v):
+                    pieces.append(("lit", v[pos:m.start()]))
+                    val = self.materialize(self.expr(tree.parts[int(m.group(1))].expr))  # type: ignore[union-attr]
+                    pieces.append(self.to_text(val))
+                    pos = m.end()
+                pieces.append(("lit", v[pos:]))
+                return self.fstring(pieces)
+            if v is None or isinstance(v, (bool, int, float, str)):
+                return _const(v)
+            return None
+
+        return build(shape)
+
     def function(self, item: CodegenItem) -> list[str]:
         tree = item.tree
         self.depth = 1  # inside the function's try
@@ -604,7 +677,10 @@ class _Fn:
             self.emit(f"return {v.src}")
         elif isinstance(tree, ast.Template):
             self.reassigned = _reassigned(tree.parts, set())
-            if item.native and not item.as_text and tree.single is not None:
+            record = self.json_record(tree) if item.json_record else None
+            if record is not None:
+                self.emit(f"return {record}")
+            elif item.native and not item.as_text and tree.single is not None:
                 v = self.expr(tree.single)
                 self.emit(f"return {v.src}")
             else:

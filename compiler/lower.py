@@ -155,8 +155,10 @@ class _Lowerer:
                 span=span, text=text,
             ))
             owner = f" of '{w.name}'" if w is not None else ""
+            module = site.step.uses if site.step is not None else (w.module if w is not None else "")
+            json_record = module == "data:map" and site.param_path == ("template",)
             items.append(CodegenItem(id=eid, tree=tree, native=native, as_text=as_text,
-                                     source=f"{span} {site.where}{owner}"))
+                                     source=f"{span} {site.where}{owner}", json_record=json_record))
         return exprs, items
 
     # -- workloads -------------------------------------------------------------------------

@@ -199,9 +199,12 @@ class Kernel:
         if eid in self.record_exprs:
             # a per-record template of a stream module: called once per record, with the
             # record's fields at the top (join keys: over the state)
+            # the compiled function itself, no text conversion: the module takes the value as it
+            # is (a data:map template builds its record directly)
+            fn, ctx = self.fns[eid], self.ectx
             if self.record_exprs[eid]:
-                return lambda record, _e=eid, _s=scope: self.call_now(_e, {**_s, **record})
-            return lambda record, _e=eid: self.call_now(_e, record)
+                return lambda record, _s=scope: fn({**_s, **record}, ctx)
+            return lambda record: fn(record, ctx)
         if eid in self.deferred:
             # a per-result condition (http:request success_when): the module calls it with the
             # result's fields laid over the state

@@ -211,7 +211,12 @@ class _Lowerer:
         if cap is None:
             cap = self.flag_capacity if self.flag_capacity is not None else DEFAULT_CHANNEL_CAPACITY
         overflow = self._policy(consumer, "channel_policy", "overflow_strategy") or DEFAULT_OVERFLOW
-        return P.Channel(producer=producer, consumer=consumer.name, capacity=int(cap), overflow=str(overflow))
+        record_type = "any"
+        prod = self.an.by_name.get(producer)
+        if prod is not None and self.an.record_types is not None:
+            record_type = str(self.an.record_types.output_type(prod))
+        return P.Channel(producer=producer, consumer=consumer.name, capacity=int(cap), overflow=str(overflow),
+                         record_type=record_type)
 
     def workload(self, w: MWorkload, deps: dict[str, list[str]], dependents: dict[str, list[str]],
                  level: dict[str, int]) -> P.Workload:

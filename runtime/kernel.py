@@ -246,6 +246,9 @@ class Kernel:
         self._remaining = len(self.plan.workloads)
         self._indeg = indeg
         ready = [w for w in self.plan.workloads if indeg[w.name] == 0]
+        progress = None
+        if self.wiring is not None and self.wiring.links and self.events.sinks:
+            progress = asyncio.get_running_loop().create_task(self._stream_progress())
         try:
             if not ready and self.plan.workloads:
                 raise GxoError("no workload can start: the plan's dependencies are inconsistent")
@@ -253,11 +256,19 @@ class Kernel:
             if self._remaining:
                 await self._done.wait()
         finally:
+            if progress is not None:
+                progress.cancel()
             await self._shutdown()
             report.halted_by = self.halted_by
             report.ended = time.time()
             self._emit_end(report)
         return report
+
+    async def _stream_progress(self, every: float = 0.5) -> None:
+        """``StreamProgress`` events with the per-link counters, for the live view's rates."""
+        while True:
+            await asyncio.sleep(every)
+            self.events.emit("StreamProgress", streams=self.wiring.counters())
 
     def _emit_end(self, report: Report) -> None:
         """``PlaybookEnd`` with the totals of checklist 2.16 (workloads never started count as

@@ -59,6 +59,7 @@ class LiveView:
         self.status = {n: PENDING for n in names}
         self.started: dict[str, float] = {}
         self.notes: dict[str, str] = {}
+        self.links: dict[str, tuple[float, int, float, int]] = {}  # link -> (time, records out, rate, dropped)
         self.console = Console(file=stream)
         self.live = Live(self._table(), console=self.console, refresh_per_second=8, transient=False)
 
@@ -83,6 +84,15 @@ class LiveView:
                 self.notes[event["workload"]] = str(event["error"])[:80]
         elif t == "WorkloadRetry":
             self.notes[event["workload"]] = f"retry {event['attempt']}/{event['attempts']}"
+        elif t in ("StreamProgress", "PlaybookEnd") and event.get("streams"):
+            now = event["timestamp"]
+            for link in event["streams"]:
+                key = f"{link['producer']} -> {link['consumer']}"
+                last = self.links.get(key)
+                rate = 0.0
+                if last is not None and now > last[0]:
+                    rate = (link["records_out"] - last[1]) / (now - last[0])
+                self.links[key] = (now, link["records_out"], rate, link["records_dropped"])
         else:
             return
         self.live.update(self._table())
@@ -100,6 +110,9 @@ class LiveView:
         for name, st in self.status.items():
             secs = f"{now - self.started[name]:.1f}s" if name in self.started and st == "Running" else ""
             table.add_row(name, f"[{style.get(st, '')}]{st}[/]", secs, self.notes.get(name, ""))
+        for key, (_, out, rate, dropped) in self.links.items():
+            extra = f", {dropped:,} dropped" if dropped else ""
+            table.add_row(f"[dim]{key}[/]", f"{out:,} records", f"{rate:,.0f}/s" if rate else "", extra)
         return table
 
 

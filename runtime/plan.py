@@ -132,6 +132,7 @@ class Channel:
     consumer: str
     capacity: int
     overflow: str  # block | drop_new | drop_oldest | error
+    record_type: str = "any"  # the producer's record type as the compiler inferred it (for review)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from expr_util import cond, expr, sx, template
 from gxo.compiler.expr import ast, functions, parser
 from gxo.compiler.types import ANY, INT, STR, ListT
 
@@ -14,53 +15,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "expressions.md"
 
 
 # ---------------------------------------------------------------------------------------------
-# helpers
-
-
-def sx(e: object) -> str:
-    """A compact S-expression of an expression, to state expected trees in one line."""
-    if isinstance(e, ast.Field):
-        return "." + ".".join(map(str, e.path))
-    if isinstance(e, ast.Var):
-        return "$" + e.name + "".join(f".{p}" for p in e.path)
-    if isinstance(e, ast.Selector):
-        return f"(sel {sx(e.target)} {'.'.join(map(str, e.path))})"
-    if isinstance(e, ast.Literal):
-        return repr(e.value)
-    if isinstance(e, ast.ListLit):
-        return "[" + " ".join(sx(i) for i in e.items) + "]"
-    if isinstance(e, ast.MapLit):
-        return "{" + " ".join(f"{k!r}:{sx(v)}" for k, v in e.items) + "}"
-    if isinstance(e, ast.Call):
-        return "(" + " ".join([e.name, *(sx(a) for a in e.args)]) + ")"
-    if isinstance(e, ast.BinOp):
-        return f"({e.op} {sx(e.left)} {sx(e.right)})"
-    if isinstance(e, ast.UnaryOp):
-        return f"({e.op} {sx(e.operand)})"
-    if isinstance(e, ast.SecretRef):
-        return f"(secret! {e.name!r})"
-    raise AssertionError(e)
-
-
-def template(text: str) -> ast.Template:
-    tree, errors = parser.parse_template(text)
-    assert errors == [], errors
-    assert tree is not None
-    return tree
-
-
-def expr(src: str) -> ast.Expr:
-    """The expression of ``{{ src }}``."""
-    single = template("{{ " + src + " }}").single
-    assert single is not None
-    return single
-
-
-def cond(text: str) -> ast.Expr:
-    tree, errors = parser.parse_condition(text)
-    assert errors == [], errors
-    assert tree is not None
-    return tree.expr
+# helpers (more in tests/expr_util.py)
 
 
 def errors_of(text: str, mode: str = "t") -> list[ast.ExprError]:

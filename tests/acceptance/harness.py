@@ -236,3 +236,20 @@ class HttpMock:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+PLAYBOOK_HEAD = 'name: s\nschemaVersion: "1.0.0"\nworkloads:\n'
+
+
+def write_playbook(work: Path, body: str, name: str = "pb.yaml") -> Path:
+    """A playbook file of ``body`` (the workloads list) under a minimal header."""
+    path = work / name
+    path.write_text(PLAYBOOK_HEAD + body)
+    return path
+
+
+def summary_of(run: Run, workload: str) -> Any:
+    """The summary a workload's module returned (its last ModuleExecutionEnd event)."""
+    ends = run.of("ModuleExecutionEnd", workload)
+    assert ends, f"no summary for {workload}: {run.stdout}{run.stderr}"
+    return ends[-1]["summary"]

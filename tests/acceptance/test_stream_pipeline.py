@@ -7,21 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.acceptance.harness import gxo_run
-
-HEAD = 'name: s\nschemaVersion: "1.0.0"\nworkloads:\n'
-
-
-def _pb(work: Path, body: str, name: str = "pb.yaml") -> Path:
-    path = work / name
-    path.write_text(HEAD + body)
-    return path
-
-
-def _summary(run, workload: str):
-    ends = run.of("ModuleExecutionEnd", workload)
-    assert ends, f"no summary for {workload}: {run.stdout}{run.stderr}"
-    return ends[-1]["summary"]
+from tests.acceptance.harness import gxo_run, summary_of, write_playbook
 
 
 def test_without_inputs_the_steps_run_once_and_read_each_other(work: Path) -> None:
@@ -53,7 +39,7 @@ def test_without_inputs_the_steps_run_once_and_read_each_other(work: Path) -> No
 """)
     run = gxo_run(pb)
     assert run.rc == 0, run.stdout + run.stderr
-    assert _summary(run, "pipe") == {
+    assert summary_of(run, "pipe") == {
         "records_processed": 1,
         "steps": {
             "first": {"greeting": "hello world", "n": 2},
@@ -65,7 +51,7 @@ def test_without_inputs_the_steps_run_once_and_read_each_other(work: Path) -> No
 
 
 def test_records_flow_through_data_and_per_record_steps(work: Path) -> None:
-    pb = _pb(work, """
+    pb = write_playbook(work, """
   - name: gen
     lifecycle: {policy: run_once}
     process: {module: data:generate_from_list, params: {items: [1, 2, 3]}}
@@ -91,11 +77,11 @@ def test_records_flow_through_data_and_per_record_steps(work: Path) -> None:
 """)
     run = gxo_run(pb)
     assert run.rc == 0, run.stdout + run.stderr
-    summary = _summary(run, "pipe")
+    summary = summary_of(run, "pipe")
     assert summary["records_processed"] == 3
     assert summary["steps"]["square"] == {"records_in": 3, "records_out": 3}
     assert summary["steps"]["label"] == {"label": "3 squared is 9"}
-    records = json.loads(_summary(run, "sink")["formatted_content"])
+    records = json.loads(summary_of(run, "sink")["formatted_content"])
     assert records == [
         {"n": 1, "sq": 1, "label": "1 squared is 1"},
         {"n": 2, "sq": 4, "label": "2 squared is 4"},
@@ -104,7 +90,7 @@ def test_records_flow_through_data_and_per_record_steps(work: Path) -> None:
 
 
 def test_pipeline_output_consumed_by_passthrough(work: Path) -> None:
-    pb = _pb(work, """
+    pb = write_playbook(work, """
   - name: gen
     lifecycle: {policy: run_once}
     process: {module: data:generate_from_list, params: {items: [{name: a}, {name: b}, {name: c}]}}
@@ -128,13 +114,13 @@ def test_pipeline_output_consumed_by_passthrough(work: Path) -> None:
 """)
     run = gxo_run(pb)
     assert run.rc == 0, run.stdout + run.stderr
-    assert _summary(run, "pipe")["records_processed"] == 3
-    assert _summary(run, "pipe")["steps"]["seen"] == {"saw": "C"}
-    assert _summary(run, "after") == {"records_processed": 3}
+    assert summary_of(run, "pipe")["records_processed"] == 3
+    assert summary_of(run, "pipe")["steps"]["seen"] == {"saw": "C"}
+    assert summary_of(run, "after") == {"records_processed": 3}
 
 
 def test_when_skips_a_step_for_some_records(work: Path) -> None:
-    pb = _pb(work, """
+    pb = write_playbook(work, """
   - name: gen
     lifecycle: {policy: run_once}
     process: {module: data:generate_from_list, params: {items: [{n: 1}, {n: 5}, {n: 2}, {n: 7}]}}
@@ -160,16 +146,16 @@ def test_when_skips_a_step_for_some_records(work: Path) -> None:
 """)
     run = gxo_run(pb)
     assert run.rc == 0, run.stdout + run.stderr
-    summary = _summary(run, "pipe")
+    summary = summary_of(run, "pipe")
     assert summary["records_processed"] == 4
     assert summary["steps"]["big"] == {"big": True}
-    assert json.loads(_summary(run, "sink")["formatted_content"]) == [
+    assert json.loads(summary_of(run, "sink")["formatted_content"]) == [
         {"n": 1, "big": False}, {"n": 5, "big": True}, {"n": 2, "big": False}, {"n": 7, "big": True},
     ]
 
 
 def test_a_failing_step_is_a_record_error(work: Path) -> None:
-    pb = _pb(work, """
+    pb = write_playbook(work, """
   - name: gen
     lifecycle: {policy: run_once}
     process: {module: data:generate_from_list, params: {items: [{n: 1}, {n: 0}, {n: 3}]}}
@@ -197,14 +183,14 @@ def test_a_failing_step_is_a_record_error(work: Path) -> None:
     assert len(errors) == 1, run.stdout
     assert errors[0]["item_id"] == 1
     assert "n must be positive" in json.dumps(errors[0])
-    summary = _summary(run, "pipe")
+    summary = summary_of(run, "pipe")
     assert summary["records_processed"] == 3
     assert summary["steps"]["keep"] == {"n": 3}
-    assert _summary(run, "after") == {"records_processed": 2}
+    assert summary_of(run, "after") == {"records_processed": 2}
 
 
 def test_a_failing_step_without_inputs_fails_the_workload(work: Path) -> None:
-    pb = _pb(work, """
+    pb = write_playbook(work, """
   - name: pipe
     lifecycle: {policy: run_once}
     process:

@@ -5,35 +5,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.acceptance.harness import EXAMPLES, gxo_run
+from tests.acceptance.harness import EXAMPLES, gxo_run, summary_of, write_playbook
 
-HEAD = 'name: s\nschemaVersion: "1.0.0"\nworkloads:\n'
-
-
-def _pb(work: Path, body: str, name: str = "pb.yaml") -> Path:
-    path = work / name
-    path.write_text(HEAD + body)
-    return path
-
-
-def _summary(run, workload: str):
-    ends = run.of("ModuleExecutionEnd", workload)
-    assert ends, f"no summary for {workload}: {run.stderr}"
-    return ends[-1]["summary"]
 
 
 def test_e05_records_reach_the_consumer_in_order() -> None:
     run = gxo_run(EXAMPLES / "e05_streaming.yaml")
     assert run.rc == 0, run.stderr
     assert run.statuses == {"data_producer": "Completed", "data_processor": "Completed"}
-    assert _summary(run, "data_processor")["records_processed"] == 3
+    assert summary_of(run, "data_processor")["records_processed"] == 3
     end = run.of("PlaybookEnd")[0]
     assert end["streams"] == [{"producer": "data_producer", "consumer": "data_processor",
                                "records_in": 3, "records_out": 3, "records_dropped": 0}]
 
 
 def test_map_filter_format_chain(work: Path) -> None:
-    pb = _pb(work, """
+    pb = write_playbook(work, """
   - name: gen
     lifecycle: {policy: run_once}
     process: {module: data:generate_from_list, params: {items: [{n: 1}, {n: 2}, {n: 3}, {n: 4}]}}
@@ -58,12 +45,12 @@ def test_map_filter_format_chain(work: Path) -> None:
 """)
     run = gxo_run(pb)
     assert run.rc == 0, run.stdout + run.stderr
-    assert _summary(run, "out")["formatted_content"] == '[{"n":3,"sq":9},{"n":4,"sq":16}]'
+    assert summary_of(run, "out")["formatted_content"] == '[{"n":3,"sq":9},{"n":4,"sq":16}]'
     assert run.status("check") == "Completed"
 
 
 def test_fan_out_gives_every_consumer_every_record(work: Path) -> None:
-    pb = _pb(work, """
+    pb = write_playbook(work, """
   - name: gen
     lifecycle: {policy: run_once}
     process: {module: data:generate_from_list, params: {items: [1, 2, 3]}}
@@ -78,11 +65,11 @@ def test_fan_out_gives_every_consumer_every_record(work: Path) -> None:
 """)
     run = gxo_run(pb)
     assert run.rc == 0, run.stderr
-    assert _summary(run, "a")["records_processed"] == 3 and _summary(run, "b")["records_processed"] == 3
+    assert summary_of(run, "a")["records_processed"] == 3 and summary_of(run, "b")["records_processed"] == 3
 
 
 def test_record_errors_are_counted_and_do_not_kill_the_stream(work: Path) -> None:
-    pb = _pb(work, """
+    pb = write_playbook(work, """
   - name: gen
     lifecycle: {policy: run_once}
     process: {module: data:generate_from_list, params: {items: [{v: 1}, {w: 2}, {v: 3}]}}
@@ -97,11 +84,11 @@ def test_record_errors_are_counted_and_do_not_kill_the_stream(work: Path) -> Non
     run = gxo_run(pb)
     errors = run.of("RecordErrorOccurred", "keep")
     assert len(errors) == 1 and errors[0]["item_id"] == 1
-    assert _summary(run, "keep") == {"records_in": 3, "records_out": 2}
+    assert summary_of(run, "keep") == {"records_in": 3, "records_out": 2}
 
 
 def test_e06_barrier_waits_for_both_builds(work: Path) -> None:
-    pb = _pb(work, """
+    pb = write_playbook(work, """
   - name: build_a
     lifecycle: {policy: run_once}
     process: {module: exec, params: {command: /bin/sh, args: ["-c", "sleep 0.2"]}}
@@ -120,12 +107,12 @@ def test_e06_barrier_waits_for_both_builds(work: Path) -> None:
 """)
     run = gxo_run(pb)
     assert run.rc == 0, run.stderr
-    assert _summary(run, "barrier")["synchronized_streams"] == ["build_a", "build_b"]
-    assert _summary(run, "deploy")["synced"] == ["build_a", "build_b"]
+    assert summary_of(run, "barrier")["synchronized_streams"] == ["build_a", "build_b"]
+    assert summary_of(run, "deploy")["synced"] == ["build_a", "build_b"]
 
 
 def test_e06_failed_build_never_deploys(work: Path) -> None:
-    pb = _pb(work, """
+    pb = write_playbook(work, """
   - name: build_a
     lifecycle: {policy: run_once}
     process: {module: exec, params: {command: /bin/sh, args: ["-c", "exit 3"]}}
@@ -154,12 +141,12 @@ def test_e06_failed_build_never_deploys(work: Path) -> None:
 def test_e19_left_join(work: Path) -> None:
     run = gxo_run(EXAMPLES / "e19_stream_join.yaml")
     assert run.rc == 0, run.stderr
-    summary = _summary(run, "enriched_log_producer")
+    summary = summary_of(run, "enriched_log_producer")
     assert summary["probe_stream_records"] == 3 and summary["build_stream_records"] == 2
 
 
 def test_join_limit_fails_and_downstream_gets_nothing(work: Path) -> None:
-    pb = _pb(work, """
+    pb = write_playbook(work, """
   - name: users
     lifecycle: {policy: run_once}
     process: {module: data:generate_from_list, params: {items: [{id: 1}, {id: 2}, {id: 3}]}}

@@ -222,7 +222,11 @@ class Kernel:
         if isinstance(ir, dict):
             if len(ir) == 1:
                 if "$expr" in ir:
-                    return self.call(ir["$expr"], scope)
+                    eid = ir["$expr"]
+                    try:
+                        return self.call(eid, scope)
+                    except EvalError as exc:  # name the expression's place in the playbook
+                        raise EvalError(f"{self.where(eid)}: {exc}") from None
                 if "$lit" in ir:  # a literal one-key map whose key is "$expr"/"$lit"; its values are IR
                     return {k: self.render(v, scope) for k, v in ir["$lit"].items()}
             return {k: self.render(v, scope) for k, v in ir.items()}

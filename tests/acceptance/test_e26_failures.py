@@ -104,5 +104,5 @@ def test_missing_secret_fails_the_workload(work: Path) -> None:
     assert run.rc == 1, run.explain()
     assert run.status("build_dsn") == "Failed"  # the first to read it (inline, at once)
     err = run.end("build_dsn")["error"]
-    assert err.startswith("param resolution failed: secret 'TEST_API_KEY' not found"), err
+    assert err.startswith("param resolution failed: e26_secrets.yaml:12:14 (params.dsn): secret 'TEST_API_KEY' not found"), err
     assert run.playbook_end["pending"] == 3

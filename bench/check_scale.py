@@ -37,7 +37,7 @@ def generate(n: int = N) -> str:
         elif kind == 4:  # fan-out from the chain head of this block
             head = i - 4
             out += ["    process:", "      module: control:identity", "      params:",
-                    f'        host: "{{{{ .item }}}}"', f'        out: "{{{{ .r{head}.stdout }}}}"',
+                    '        host: "{{ .item }}"', f'        out: "{{{{ .r{head}.stdout }}}}"',
                     '    loop: "{{ .hosts }}"', "    loop_control: {parallel: 3}", f"    register: r{i}"]
         elif kind == 5:  # stream producer
             out += ["    process:", "      module: data:generate_from_list", "      params:",

@@ -690,7 +690,9 @@ class _Fn:
         if not self.paths:
             return [line[4:] for line in self.lines]
         # one handler: the lookup that failed is number p; re-walk it for the exact error
-        lines = ["try:", *self.lines, f"except {self.helper('LOOKUP_ERRORS')}:"]
+        # with one lookup the handler needs no counter: drop its (dead) store from the hot path
+        body = self.lines if len(self.paths) > 1 else [ln for ln in self.lines if ln.strip() != "p = 0"]
+        lines = ["try:", *body, f"except {self.helper('LOOKUP_ERRORS')}:"]
         lookup = self.helper("lookup")
         for i, (base, path, origin) in enumerate(self.paths):
             call = f"{lookup}({base}, {_const(path)}, {_const(origin)})"

@@ -14,7 +14,6 @@ from gxo.runtime.exprlib import (
 # playbook.yaml:14:11 when of 'deploy_to_production'
 def e0(s, c):
     try:
-        p = 0
         t0 = s['env']
         return (t0 == 'production' if type(t0) is str else _eq(t0, 'production'))
     except _LOOKUP:

@@ -15,7 +15,6 @@ from gxo.runtime.exprlib import (
 # playbook.yaml:18:16 params.args[0] of 'say'
 def e0(s, c):
     try:
-        p = 0
         t0 = s['greeting']
         return f"{t0 if type(t0) is str or type(t0) is int else _text(t0)}, world"
     except _LOOKUP:

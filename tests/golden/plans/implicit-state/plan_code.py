@@ -14,7 +14,6 @@ from gxo.runtime.exprlib import (
 # playbook.yaml:16:16 params.args[0] of 'task_b'
 def e0(s, c):
     try:
-        p = 0
         t0 = s['task_a_result']
         t1 = t0['stdout']
         return f"Task A finished at: {t1 if type(t1) is str or type(t1) is int else _text(t1)}"

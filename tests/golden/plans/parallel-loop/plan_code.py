@@ -14,7 +14,6 @@ from gxo.runtime.exprlib import (
 # playbook.yaml:22:15 params.path of 'create_user_dirs'
 def e0(s, c):
     try:
-        p = 0
         t0 = s['username']
         return f"home/{t0 if type(t0) is str or type(t0) is int else _text(t0)}"
     except _LOOKUP:
@@ -25,7 +24,6 @@ def e0(s, c):
 # playbook.yaml:24:16 params.owner of 'create_user_dirs'
 def e1(s, c):
     try:
-        p = 0
         t0 = s['username']
         return t0
     except _LOOKUP:

@@ -15,7 +15,6 @@ from gxo.runtime.exprlib import (
 # playbook.yaml:6:13 vars.greeting
 def e0(s, c):
     try:
-        p = 0
         t0 = s['region']
         return f"hello {t0 if type(t0) is str or type(t0) is int else _text(t0)}"
     except _LOOKUP:
@@ -32,7 +31,6 @@ def e1(s, c):
 # playbook.yaml:35:60 params.args[2] of 'call'
 def e2(s, c):
     try:
-        p = 0
         t0 = s['greeting']
         return f"{t0 if type(t0) is str or type(t0) is int else _text(t0)}"
     except _LOOKUP:
@@ -43,7 +41,6 @@ def e2(s, c):
 # playbook.yaml:48:11 loop of 'looped'
 def e3(s, c):
     try:
-        p = 0
         t0 = s['limits']
         t1 = t0['tags']
         return t1
@@ -55,7 +52,6 @@ def e3(s, c):
 # playbook.yaml:50:11 when of 'looped'
 def e4(s, c):
     try:
-        p = 0
         t0 = s['called']
         t1 = t0['exit_code']
         return (t1 == 0 if type(t1) is int else _eq(t1, 0))
@@ -67,7 +63,6 @@ def e4(s, c):
 # playbook.yaml:55:16 params.args[0] of 'looped'
 def e5(s, c):
     try:
-        p = 0
         t0 = s['tag']
         return f"{t0 if type(t0) is str or type(t0) is int else _text(t0)}"
     except _LOOKUP:
@@ -78,7 +73,6 @@ def e5(s, c):
 # playbook.yaml:55:30 params.args[1] of 'looped'
 def e6(s, c):
     try:
-        p = 0
         t0 = s['called']
         t1 = t0['exit_code']
         return f"{t1 if type(t1) is str or type(t1) is int else _text(t1)}"

@@ -10,7 +10,7 @@ import os
 
 from setuptools import setup
 
-CYTHON_MODULES: tuple[str, ...] = ("_state_cy", "_channel_cy")
+CYTHON_MODULES: tuple[str, ...] = ("_state_cy", "_channel_cy", "_records_cy")
 
 
 def _extensions():

@@ -24,9 +24,12 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from gxo.runtime._records_cy import RecordFn
 from gxo.runtime.events import Events
 from gxo.runtime.exprlib import EvalError, text, truthy
 from gxo.runtime.module import Context, GxoError, ModuleError, load_module_class
+from gxo.runtime.opstate import EXTRAS_KEY as OPSTATE_KEY
+from gxo.runtime.opstate import OperatorStates
 from gxo.runtime.plan import Expression, Plan, Workload, expr_id
 from gxo.runtime.state import deep_copy
 
@@ -143,6 +146,8 @@ class Kernel:
         self.wiring: Any = None
         self.record_exprs: dict[str, bool] = {}  # per-record expression id -> sees the state too
         self.extras: dict[str, dict[str, Any]] = {}
+        #: the stateful stream operators' state, per workload (design.md section 3)
+        self.operator_states = OperatorStates()
         if plan.channels or any(w.module == "stream:pipeline" for w in plan.workloads):
             from gxo.runtime.wiring import StreamWiring
 
@@ -201,10 +206,7 @@ class Kernel:
             # record's fields at the top (join keys: over the state)
             # the compiled function itself, no text conversion: the module takes the value as it
             # is (a data:map template builds its record directly)
-            fn, ctx = self.fns[eid], self.ectx
-            if self.record_exprs[eid]:
-                return lambda record, _s=scope: fn({**_s, **record}, ctx)
-            return lambda record: fn(record, ctx)
+            return RecordFn(self.fns[eid], self.ectx, scope if self.record_exprs[eid] else None)
         if eid in self.deferred:
             # a per-result condition (http:request success_when): the module calls it with the
             # result's fields laid over the state
@@ -269,10 +271,12 @@ class Kernel:
         return report
 
     async def _stream_progress(self, every: float = 0.5) -> None:
-        """``StreamProgress`` events with the per-link counters, for the live view's rates."""
+        """``StreamProgress`` events with the per-link counters, for the live view's rates, and
+        the entries each stateful operator holds (join tables, open windows)."""
         while True:
             await asyncio.sleep(every)
-            self.events.emit("StreamProgress", streams=self.wiring.counters())
+            self.events.emit("StreamProgress", streams=self.wiring.counters(),
+                             operator_state=self.operator_states.entries())
 
     def _emit_end(self, report: Report) -> None:
         """``PlaybookEnd`` with the totals of checklist 2.16 (workloads never started count as
@@ -460,6 +464,8 @@ class Kernel:
             raise KernelError(f"module '{w.module}' has no code in this release")
         mod = cls()
         ctx = self._context(w, index)
+        # a run_once module starts on an empty operator state (a loop iteration on its own)
+        ctx.extras[OPSTATE_KEY] = self.operator_states.start(w.name if index is None else f"{w.name}[{index}]")
         if self.wiring is not None:
             extras = self.extras.get(w.name)
             if extras is None:
@@ -523,6 +529,7 @@ class Kernel:
             return []
         res.ended = time.time()
         res.reason = reason
+        self.operator_states.drop(w.name)
         if self.wiring is not None:
             # skipped, failed or finished: its streams end now (an error mark when it failed)
             self.wiring.end(w.name, f"{w.name} failed: {reason}" if status == FAILED else None)

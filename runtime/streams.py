@@ -44,7 +44,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gxo.runtime import _channel_cy
+from gxo.runtime import _channel_cy, _records_cy
 from gxo.runtime._channel_cy import (
     BLOCK,
     DROP_NEW,
@@ -89,6 +89,7 @@ DEFAULT_BATCH_SIZE = 100
 
 
 require_compiled(_channel_cy)
+require_compiled(_records_cy)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -253,7 +254,11 @@ class StreamOutput:
         if self._pending:
             await self.flush()
         self.records_emitted += len(batch)
-        await self._send(batch)
+        target = self._target  # _send, inlined: this is once per batch on every link
+        if target is None or not batch:
+            return
+        if not target.offer(batch):
+            await target.send(batch)
 
     async def flush(self) -> None:
         """Send the records collected so far (the kernel flushes after ``perform`` too)."""

@@ -335,7 +335,9 @@ def _is_record(value) -> bool:
 
 
 def _error_text(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+    from gxo.runtime._records_cy import error_text
+
+    return error_text(exc)
 
 
 class GenerateFromList:
@@ -639,6 +641,7 @@ class Map:
     name = "data:map"
 
     async def perform(self, ctx, params):
+        from gxo.runtime._records_cy import RecordFn, map_batch
         from gxo.runtime._state_cy import deep_copy
         from gxo.runtime.module import ValidationError
         from gxo.runtime.streams import errors_of, output_of
@@ -650,31 +653,20 @@ class Map:
         out = output_of(ctx)
         errors = errors_of(ctx)
         if callable(template):
-            fn = template
+            fn = RecordFn.plain(template)
         else:  # a literal: every record is (a copy of) the same object
             try:
                 constant = _as_record(template)
             except ValueError as exc:
                 raise ValidationError(f"parameter 'template': {exc}") from None
-
-            def fn(_record):
-                return deep_copy(constant)
+            fn = RecordFn.plain(lambda _record: deep_copy(constant))
 
         positions: dict = {}
         n_in = n_out = 0
         async for producer, batch in inputs:
             base = positions.get(producer, 0)
             positions[producer] = base + len(batch)
-            result = []
-            append = result.append
-            for i, record in enumerate(batch):
-                try:
-                    value = fn(record)
-                    if type(value) is not dict:
-                        value = _as_record(value)
-                    append(value)
-                except Exception as exc:  # noqa: BLE001 - a record error, not a failure
-                    errors.report(base + i, producer, _error_text(exc))
+            result = map_batch(fn, batch, base, producer, errors, _as_record)
             n_in += len(batch)
             n_out += len(result)
             if result:
@@ -688,6 +680,7 @@ class Filter:
     name = "data:filter"
 
     async def perform(self, ctx, params):
+        from gxo.runtime._records_cy import RecordFn, filter_batch
         from gxo.runtime.exprlib import truthy
         from gxo.runtime.module import ValidationError
         from gxo.runtime.streams import errors_of, output_of
@@ -708,18 +701,11 @@ class Filter:
                     n_out += len(batch)
                     await out.send_batch(batch)
             return {"records_in": n_in, "records_out": n_out}
-        for_record = condition
+        fn = RecordFn.plain(condition)
         async for producer, batch in inputs:
             base = positions.get(producer, 0)
             positions[producer] = base + len(batch)
-            kept = []
-            append = kept.append
-            for i, record in enumerate(batch):
-                try:
-                    if truthy(for_record(record)):
-                        append(record)
-                except Exception as exc:  # noqa: BLE001 - a record error: the record is dropped
-                    errors.report(base + i, producer, _error_text(exc))
+            kept = filter_batch(fn, batch, base, producer, errors)
             n_in += len(batch)
             n_out += len(kept)
             if kept:
@@ -763,6 +749,7 @@ class Join:
 
         from gxo.runtime._state_cy import deep_copy
         from gxo.runtime.module import ModuleError, ValidationError
+        from gxo.runtime.opstate import operator_state_of
         from gxo.runtime.streams import errors_of, inputs_of, output_of
         from gxo.stdlib import _params as p
 
@@ -844,13 +831,21 @@ class Join:
 
         out = output_of(ctx)
         errors = errors_of(ctx)
-        tables: dict = {b: {} for b in builds}
-        matched: set = set()
-        positions: dict = dict.fromkeys(names, 0)
-        counts = {"records_joined": 0, "probe_stream_records": 0, "build_stream_records": 0,
-                  "skipped_key_errors": 0}
-        held = 0
-        pending: list = []  # probe records before every build side ended
+        # the join's state lives in the kernel's operator state of this workload: the build
+        # tables (key -> records), the keys matched so far, the probe records held until every
+        # build side has ended, the records read per input and the summary counts
+        state = operator_state_of(ctx)
+        tables: dict = {b: state.region(f"build:{b}") for b in builds}
+        matched: dict = state.region("matched")
+        positions: dict = state.region("positions")
+        for n in names:
+            positions.setdefault(n, 0)
+        counts = state.region("counts")
+        for k in ("records_joined", "probe_stream_records", "build_stream_records",
+                  "skipped_key_errors"):
+            counts.setdefault(k, 0)
+        held = sum(len(rows) for t in tables.values() for rows in t.values())
+        pending: list = state.region("pending").setdefault("probe", [])
         open_builds = set(builds)
         keep_unmatched_probe = join_type in ("left", "outer")
 
@@ -870,14 +865,14 @@ class Join:
             for key, record in batch:
                 sides = [tables[b].get(key) for b in builds]
                 if all(sides):
-                    matched.add(key)
+                    matched[key] = True
                     for combo in itertools.product(*sides):
                         parts = dict(zip(builds, combo))
                         parts[probe] = record
                         result.append(merge(parts))
                 elif keep_unmatched_probe:
                     if any(sides):
-                        matched.add(key)
+                        matched[key] = True
                     present = [(b, s if s else [None]) for b, s in zip(builds, sides)]
                     for combo in itertools.product(*(s for _, s in present)):
                         parts = dict(zip(builds, combo))
@@ -892,7 +887,7 @@ class Join:
                 open_builds.discard(stream)
                 if not open_builds and pending:
                     result = probe_batch(pending)
-                    pending = []
+                    pending.clear()
                     if result:
                         counts["records_joined"] += len(result)
                         await out.send_batch(result)
@@ -920,6 +915,7 @@ class Join:
                     table.setdefault(key, []).append(record)
         if pending:  # only when there is no build stream left open (cannot happen) - be safe
             result = probe_batch(pending)
+            pending.clear()
             if result:
                 counts["records_joined"] += len(result)
                 await out.send_batch(result)
@@ -937,7 +933,7 @@ class Join:
             if result:
                 counts["records_joined"] += len(result)
                 await out.send_batch(result)
-        return counts
+        return dict(counts)
 
 
 # -- data:aggregate ---------------------------------------------------------------------------
@@ -965,6 +961,7 @@ class Aggregate:
         import asyncio
 
         from gxo.runtime.module import ValidationError
+        from gxo.runtime.opstate import operator_state_of
         from gxo.runtime.streams import errors_of, output_of
         from gxo.stdlib import _params as p
 
@@ -998,8 +995,12 @@ class Aggregate:
         errors = errors_of(ctx)
 
         # group key -> [group values, records counted, {source field: [sum, min, max]}]
-        groups: dict = {}
-        stats = {"records_in": 0, "groups_emitted": 0}
+        # the open windows live in the kernel's operator state of this workload
+        state = operator_state_of(ctx)
+        groups: dict = state.region("groups")
+        stats = state.region("counts")
+        stats.setdefault("records_in", 0)
+        stats.setdefault("groups_emitted", 0)
 
         def add(record) -> tuple | None:
             values = tuple(record.get(f) if isinstance(record, dict) else None for f in group_by)
@@ -1047,15 +1048,14 @@ class Aggregate:
             return rec
 
         async def flush_all() -> None:
-            nonlocal groups
             if not groups:
                 return
-            done, groups = groups, {}
-            batch = [result(g) for g in done.values()]
+            batch = [result(g) for g in groups.values()]
+            groups.clear()
             stats["groups_emitted"] += len(batch)
             await out.send_batch(batch)
 
-        positions: dict = {}
+        positions: dict = state.region("positions")
 
         async def read() -> None:
             async for producer, batch in inputs:
@@ -1078,7 +1078,7 @@ class Aggregate:
         if window is None:
             await read()
             await flush_all()
-            return stats
+            return dict(stats)
 
         # Time windows: a ticker flushes every group at each tick; only it emits, and it does
         # the final flush once reading is over, so no aggregate is lost or emitted twice.
@@ -1105,7 +1105,7 @@ class Aggregate:
         finally:
             if not ticker.done():
                 ticker.cancel()
-        return stats
+        return dict(stats)
 
 
 # -- data:format ------------------------------------------------------------------------------

@@ -393,6 +393,7 @@ class _Run:
         import asyncio
 
         from gxo.runtime._state_cy import deep_copy
+        from gxo.runtime.opstate import operator_state_of
         from gxo.runtime.streams import Channel, StreamInputs, StreamOutput
 
         by_id: dict = {}
@@ -419,7 +420,10 @@ class _Run:
 
         channels = [Channel(100) for _ in feeds]
         out_ch = Channel(100)
-        extras = {"output": StreamOutput(out_ch), "record_errors": self.sink}
+        # a stateful step (data:join, data:aggregate) keeps its state in the pipeline's operator
+        # state, one child per step: kept per workload, across the records it is fed
+        extras = {"output": StreamOutput(out_ch), "record_errors": self.sink,
+                  "operator_state": operator_state_of(self.ctx).child(step["id"])}
         if inputs:
             extras["inputs"] = StreamInputs([(name, ch) for (name, _), ch in zip(inputs, channels)])
         output = extras["output"]

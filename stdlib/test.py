@@ -444,7 +444,7 @@ class Producer:
     async def perform(self, ctx, params):
         import json
 
-        from gxo.runtime._state_cy import deep_copy
+        from gxo.runtime._records_cy import RecordFn, copy_batch, map_batch
         from gxo.runtime.module import ValidationError
         from gxo.runtime.streams import errors_of, output_of
         from gxo.stdlib import _params as p
@@ -496,26 +496,21 @@ class Producer:
 
         if callable(template):
             # called with the record's position: {"index": i}
-            def make(i):
-                return as_record(template({"index": i}))
+            fn = RecordFn.plain(template)
         else:
             try:
                 constant = as_record(template)
             except ValueError as exc:
                 raise ValidationError(f"parameter 'template': {exc}") from None
 
-            def make(_i):
-                return deep_copy(constant)
-
         i = 0
         while i < count:  # one batch at a time: never all `count` records in memory
             n = min(size, count - i)
-            batch = []
-            for j in range(i, i + n):
-                try:
-                    batch.append(make(j))
-                except Exception as exc:  # noqa: BLE001 - a record error
-                    errors.report(j, ctx.workload, str(exc) or type(exc).__name__)
+            if callable(template):
+                batch = map_batch(fn, [{"index": j} for j in range(i, i + n)], i, ctx.workload,
+                                  errors, as_record)
+            else:
+                batch = copy_batch(constant, n)
             i += n
             if batch:
                 sent += len(batch)

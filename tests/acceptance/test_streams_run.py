@@ -175,3 +175,42 @@ def test_join_limit_fails_and_downstream_gets_nothing(work: Path) -> None:
     link = [s for s in run.of("PlaybookEnd")[0]["streams"] if s["consumer"] == "collector"][0]
     assert link["records_out"] == 0
     assert run.rc == 0
+
+
+def test_a_join_table_is_kernel_state_while_it_runs(work: Path) -> None:
+    """The build side of a running join shows in StreamProgress (operator state per workload);
+    the probe arrives a second later, from a pipeline that sleeps first."""
+    pb = write_playbook(work, """
+  - name: users
+    lifecycle: {policy: run_once}
+    process: {module: data:generate_from_list, params: {items: [{id: 1, n: a}, {id: 2, n: b}, {id: 3, n: c}]}}
+  - name: events
+    lifecycle: {policy: run_once}
+    process:
+      module: stream:pipeline
+      params:
+        steps:
+          - {id: wait, uses: exec, with: {command: sleep, args: ["1.2"]}}
+          - {id: gen, uses: data:generate_from_list, with: {items: [{id: 1, e: "x"}, {id: 3, e: "z"}]}}
+  - name: joined
+    lifecycle: {policy: run_once}
+    stream_inputs: [users, events]
+    process:
+      module: data:join
+      params:
+        join_type: inner
+        "on": [{stream: users, role: build, field: id}, {stream: events, role: probe, field: id}]
+  - name: out
+    lifecycle: {policy: run_once}
+    stream_inputs: [joined]
+    process: {module: passthrough}
+""")
+    run = gxo_run(pb)
+    assert run.rc == 0, run.stderr
+    progress = run.of("StreamProgress")
+    assert progress, run.stdout
+    # three build keys, the matched/pending regions and the positions and counts it keeps
+    assert all(set(p["operator_state"]) == {"joined"} for p in progress)
+    assert progress[0]["operator_state"]["joined"] >= 3
+    assert summary_of(run, "joined")["records_joined"] == 2
+    assert summary_of(run, "out") == {"records_processed": 2}

@@ -1,0 +1,154 @@
+"""The per-record hot path of the stream transforms (compiled when available).
+
+A stream module's per-record template (``data:map``'s ``template``, ``data:filter``'s
+``condition``, ``test:producer``'s ``template``) reaches the module as a ``RecordFn``: the
+plan's compiled expression function bound to the run's expression context, and, for templates
+that also read the state (join keys), the state scope the record's fields are laid over.
+Calling it with a record gives the template's value for that record.
+
+The transforms do not call it record by record from Python: ``map_batch`` and ``filter_batch``
+run one input batch through it in a compiled loop that calls the expression function directly
+(no bound-method or lambda layer), and ``copy_batch`` makes a producer's batch of copies of a
+literal record.  A record whose template raises is reported to the record-error sink with its
+position and the loop goes on with the next record; the ``try`` is entered once per run of good
+records, not once per record.
+
+This file is also the pure-Python twin: uncompiled, it runs as ordinary Python with the same
+results; ``tests/test_records_cy.py`` checks both.
+"""
+
+# START GENERATED CYTHON IMPORT
+# This section is generated from the header that every runtime/_*_cy.py module carries.
+try:
+    # The Cython compiler needs this exact import in the file.
+    import cython
+except ModuleNotFoundError:
+    from gxo.runtime import _cython_shim as cython  # type: ignore[no-redef]
+
+
+def _is_compiled() -> bool:
+    """True when this module is the compiled extension, not the pure-Python source."""
+    return bool(cython.compiled)
+
+
+# END GENERATED CYTHON IMPORT
+
+from typing import Any
+
+from gxo.runtime._state_cy import deep_copy as _deep_copy
+
+__all__ = ["RecordFn", "copy_batch", "error_text", "filter_batch", "map_batch"]
+
+# how a RecordFn calls its function
+_PLAIN = 0  # fn(record)
+_BOUND = 1  # fn(record, ctx)
+_OVER_SCOPE = 2  # fn({**scope, **record}, ctx)
+
+
+@cython.cclass
+class RecordFn:
+    """A per-record template: ``RecordFn(fn, ctx)`` calls ``fn(record, ctx)``; with ``scope``,
+    ``fn({**scope, **record}, ctx)``; ``RecordFn.plain(f)`` wraps a one-argument callable."""
+
+    _fn: object
+    _ctx: object
+    _scope: object
+    _mode: cython.int
+
+    def __init__(self, fn: Any, ctx: Any, scope: Any = None) -> None:
+        self._fn = fn
+        self._ctx = ctx
+        self._scope = scope
+        self._mode = _BOUND if scope is None else _OVER_SCOPE
+
+    @staticmethod
+    def plain(fn: Any) -> "RecordFn":
+        """A ``RecordFn`` over a callable that takes the record only."""
+        if isinstance(fn, RecordFn):
+            return fn
+        r = RecordFn(fn, None)
+        r._mode = _PLAIN
+        return r
+
+    def __call__(self, record: Any) -> Any:
+        return _apply(self, record)
+
+    # Params are deep-copied for workloads that read state; the function and the run's
+    # expression context are shared, never copied.
+    def __copy__(self) -> "RecordFn":
+        return self
+
+    def __deepcopy__(self, _memo: Any) -> "RecordFn":
+        return self
+
+    def __repr__(self) -> str:
+        return f"RecordFn({self._fn!r})"
+
+
+@cython.cfunc
+@cython.inline
+def _apply(f: RecordFn, record: Any) -> Any:
+    if f._mode == _BOUND:
+        return f._fn(record, f._ctx)
+    if f._mode == _PLAIN:
+        return f._fn(record)
+    scope: dict = f._scope
+    merged: dict = dict(scope)
+    merged.update(record)
+    return f._fn(merged, f._ctx)
+
+
+def error_text(exc: BaseException) -> str:
+    """What a record error says: the exception's message, else its type's name."""
+    return str(exc) or type(exc).__name__
+
+
+def map_batch(f: RecordFn, batch: list, base: cython.Py_ssize_t, producer: str, errors: Any,
+              as_record: Any) -> list:
+    """``f`` applied to every record of ``batch``: the values that are dicts as they are, any
+    other value through ``as_record``; a record whose call raises is reported to ``errors``
+    at position ``base + i`` and left out."""
+    result: list = []
+    n: cython.Py_ssize_t = len(batch)
+    i: cython.Py_ssize_t = 0
+    while i < n:
+        try:
+            while i < n:
+                value = _apply(f, batch[i])
+                if type(value) is not dict:
+                    value = as_record(value)
+                result.append(value)
+                i += 1
+        except Exception as exc:  # noqa: BLE001 - a record error, not a failure
+            errors.report(base + i, producer, error_text(exc))
+            i += 1
+    return result
+
+
+def filter_batch(f: RecordFn, batch: list, base: cython.Py_ssize_t, producer: str,
+                 errors: Any) -> list:
+    """The records of ``batch`` whose value under ``f`` is truthy; a record whose call raises is
+    reported to ``errors`` at position ``base + i`` and dropped."""
+    kept: list = []
+    n: cython.Py_ssize_t = len(batch)
+    i: cython.Py_ssize_t = 0
+    while i < n:
+        try:
+            while i < n:
+                record = batch[i]
+                if _apply(f, record):
+                    kept.append(record)
+                i += 1
+        except Exception as exc:  # noqa: BLE001 - a record error: the record is dropped
+            errors.report(base + i, producer, error_text(exc))
+            i += 1
+    return kept
+
+
+def copy_batch(record: Any, n: cython.Py_ssize_t) -> list:
+    """``n`` independent deep copies of ``record``."""
+    out: list = []
+    i: cython.Py_ssize_t
+    for i in range(n):
+        out.append(_deep_copy(record))
+    return out

@@ -1,0 +1,120 @@
+"""The per-record hot path of the stream transforms: compiled module and pure twin agree."""
+
+from __future__ import annotations
+
+import copy
+import os
+from types import ModuleType
+from typing import Any
+
+import pytest
+from test_channels import load_uncompiled_module
+
+from gxo.runtime import _records_cy
+from gxo.runtime.streams import RecordErrorSink
+
+PURE = load_uncompiled_module("_records_cy")
+IMPLS = {"compiled": _records_cy, "pure": PURE}
+
+
+@pytest.fixture(params=sorted(IMPLS))
+def impl(request: pytest.FixtureRequest) -> ModuleType:
+    return IMPLS[request.param]
+
+
+def as_record(value: Any) -> dict[str, Any]:
+    if isinstance(value, str):
+        return {"text": value}
+    raise ValueError(f"not a record: {value!r}")
+
+
+def square(record: dict[str, Any], ctx: Any) -> Any:
+    if record["v"] == "boom":
+        raise ValueError("cannot square boom")
+    if record["v"] == "text":
+        return "as text"
+    if record["v"] == "list":
+        return [1]
+    return {"v": record["v"] * record["v"], "ctx": ctx}
+
+
+def test_map_batch_reports_bad_records_at_their_position_and_goes_on(impl: ModuleType) -> None:
+    sink = RecordErrorSink()
+    batch = [{"v": 2}, {"v": "boom"}, {"v": 3}, {"v": "text"}, {"v": "list"}, {"v": 4}]
+    out = impl.map_batch(impl.RecordFn(square, "C"), batch, 10, "gen", sink, as_record)
+    assert out == [{"v": 4, "ctx": "C"}, {"v": 9, "ctx": "C"}, {"text": "as text"},
+                   {"v": 16, "ctx": "C"}]
+    assert [(e.position, e.producer, e.message) for e in sink.errors] == [
+        (11, "gen", "cannot square boom"), (14, "gen", "not a record: [1]")]
+
+
+def test_a_raising_last_record_and_an_empty_batch(impl: ModuleType) -> None:
+    sink = RecordErrorSink()
+    fn = impl.RecordFn(square, None)
+    assert impl.map_batch(fn, [{"v": "boom"}], 0, "p", sink, as_record) == []
+    assert impl.map_batch(fn, [], 0, "p", sink, as_record) == []
+    assert sink.count == 1
+
+
+def test_filter_batch_keeps_truthy_records_and_drops_raising_ones(impl: ModuleType) -> None:
+    sink = RecordErrorSink()
+
+    def cond(record: dict[str, Any], _ctx: Any) -> Any:
+        return 10 // record["d"]  # 0 is falsy, d == 0 raises
+
+    batch = [{"d": 1}, {"d": 20}, {"d": 0}, {"d": 5}]
+    kept = impl.filter_batch(impl.RecordFn(cond, None), batch, 0, "src", sink)
+    assert kept == [{"d": 1}, {"d": 5}]
+    assert kept[0] is batch[0]  # records pass through, not copied
+    assert [(e.position, e.message) for e in sink.errors] == [(2, "integer division or modulo by zero")]
+
+
+def test_a_scope_is_laid_under_the_record(impl: ModuleType) -> None:
+    seen = []
+
+    def fn(scope: dict[str, Any], _ctx: Any) -> Any:
+        seen.append(scope)
+        return {"k": scope["k"], "vars": scope["vars"]}
+
+    state = {"vars": {"env": "prod"}, "k": "from state"}
+    f = impl.RecordFn(fn, None, state)
+    out = impl.map_batch(f, [{"k": "from record"}], 0, "p", RecordErrorSink(), as_record)
+    assert out == [{"k": "from record", "vars": {"env": "prod"}}]
+    assert state == {"vars": {"env": "prod"}, "k": "from state"}  # the scope is not changed
+    assert f({"k": 1}) == {"k": 1, "vars": {"env": "prod"}}
+
+
+def test_plain_wraps_a_one_argument_callable_once(impl: ModuleType) -> None:
+    f = impl.RecordFn.plain(lambda r: {"n": r["n"] + 1})
+    assert f({"n": 1}) == {"n": 2}
+    assert impl.RecordFn.plain(f) is f
+    assert impl.map_batch(f, [{"n": 5}], 0, "p", RecordErrorSink(), as_record) == [{"n": 6}]
+
+
+def test_a_record_fn_is_shared_not_copied(impl: ModuleType) -> None:
+    f = impl.RecordFn(square, object())
+    params = {"template": f, "other": [1]}
+    copied = copy.deepcopy(params)
+    assert copied["template"] is f and copied["other"] is not params["other"]
+    assert copy.copy(f) is f
+
+
+def test_copy_batch_makes_independent_copies(impl: ModuleType) -> None:
+    record = {"a": [1, {"b": 2}], "s": "x"}
+    out = impl.copy_batch(record, 3)
+    assert out == [record] * 3
+    out[0]["a"][1]["b"] = 99
+    assert record["a"][1]["b"] == 2 and out[1]["a"][1]["b"] == 2
+    assert impl.copy_batch(record, 0) == []
+
+
+def test_error_text_falls_back_to_the_type_name(impl: ModuleType) -> None:
+    assert impl.error_text(KeyError()) == "KeyError"
+    assert impl.error_text(ValueError("bad")) == "bad"
+
+
+def test_the_compiled_module_is_the_one_imported_when_required() -> None:
+    if os.environ.get("GXO_REQUIRE_EXTENSIONS") != "1":
+        pytest.skip("GXO_REQUIRE_EXTENSIONS is not set")
+    assert _records_cy._is_compiled(), _records_cy.__file__
+    assert not PURE._is_compiled()

@@ -82,9 +82,13 @@ MODULES: tuple[ModuleSpec, ...] = (PIPELINE,)
 # its ``when``) as a callable ``f(overlay)`` evaluated over ``{**state, **overlay}``; literal
 # values arrive as they are.
 #
-# Model of one pipeline run (run_once): the incoming records (or one empty record when the
-# pipeline has no stream input) are read whole, then the steps run in order (``needs`` only
-# ever names earlier steps).  Each step reads the items of its predecessors (the step before it
+# Model of one pipeline run (run_once): each batch of incoming records goes through the steps
+# as it arrives (so the pipeline streams, in bounded memory), unless a step needs the whole
+# stream (``data:join``, ``data:aggregate``, ``data:format``: then the input is read whole
+# first); with no stream input the steps run once, on one empty record.  The steps run in order
+# (``needs`` only ever names earlier steps); a stream step run batch by batch reports the counts
+# of the whole stream.  A stateful step keeps its state in the pipeline's operator state (one
+# child per step).  Each step reads the items of its predecessors (the step before it
 # without ``needs``; the pipeline's input for the first step or ``needs: []``) and produces
 # items.  An item is one record plus its lineage: the pipeline input record it came from and the
 # outputs of the per-record steps it went through.
@@ -121,6 +125,21 @@ class _Item:
 
 def _is_data_plane(uses: str) -> bool:
     return uses.startswith("data:") or uses == "passthrough"
+
+
+#: data steps that need the whole stream at once (a hash join's build side, windows that close
+#: at the end, a document of every record): a pipeline with one reads its input whole
+_WHOLE_STREAM = frozenset({"data:join", "data:aggregate", "data:format"})
+
+
+def _spec(uses: str):
+    from gxo.stdlib._spec import spec_of
+
+    return spec_of(uses)
+
+
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _matches(patterns, path) -> bool:
@@ -194,6 +213,7 @@ class _Run:
         self.ran: set = set()  # steps that produced an output at least once
         self.registers = {s["id"]: s["register"] for s in steps if s.get("register")}
         self.single = False  # running on the one implicit record
+        self.chunked = False  # running the steps on one input batch of a streamed input
         self._keys = 0
 
     def _key(self) -> int:
@@ -205,19 +225,38 @@ class _Run:
     async def go(self):
         ctx = self.ctx
         inputs = ctx.extras.get("inputs")
-        items: list = []
+        out = ctx.extras.get("output")
         if inputs is None or len(inputs) == 0:
             self.single = True
-            items.append(_Item(self._key(), {}, {}, {}, 0, ctx.workload))
+            await self._emit(out, await self._steps([_Item(self._key(), {}, {}, {}, 0, ctx.workload)]))
+            return {"records_processed": 1, "steps": dict(self.last)}
+        # Streaming: unless a step needs the whole stream (join, aggregate, format), every input
+        # batch goes through the steps as it arrives, so memory stays bounded by the batch and
+        # records flow on while the input is still being read.
+        whole = any(s["uses"] in _WHOLE_STREAM for s in self.steps)
+        processed = 0
+        items: list = []
+        positions: dict = {}
+        async for producer, batch in inputs:
+            base = positions.get(producer, 0)
+            positions[producer] = base + len(batch)
+            for i, record in enumerate(batch):
+                rec = record if isinstance(record, dict) else {"item": record}
+                items.append(_Item(self._key(), rec, rec, {}, base + i, producer))
+            processed += len(batch)
+            if not whole:
+                self.chunked = True
+                await self._emit(out, await self._steps(items))
+                items = []
+        if whole or processed == 0:
+            self.chunked = False
+            await self._emit(out, await self._steps(items))
         else:
-            positions: dict = {}
-            async for producer, batch in inputs:
-                base = positions.get(producer, 0)
-                positions[producer] = base + len(batch)
-                for i, record in enumerate(batch):
-                    rec = record if isinstance(record, dict) else {"item": record}
-                    items.append(_Item(self._key(), rec, rec, {}, base + i, producer))
-        processed = len(items)
+            await self._settle()
+        return {"records_processed": processed, "steps": dict(self.last)}
+
+    async def _steps(self, items: list) -> list:
+        """Run ``items`` through every step; the items of the last step."""
         streams: dict = {}
         prev = None
         for step in self.steps:
@@ -230,11 +269,22 @@ class _Run:
             else:
                 streams[sid] = await self._record_step(step, _merge(sources))
             prev = sid
-        out = ctx.extras.get("output")
-        final = streams[self.steps[-1]["id"]]
+        return streams[self.steps[-1]["id"]]
+
+    @staticmethod
+    async def _emit(out, final: list) -> None:
         if out is not None and final:
             await out.emit([it.record for it in final])
-        return {"records_processed": processed, "steps": dict(self.last)}
+
+    async def _settle(self) -> None:
+        """After a streamed input: a stream step that no batch reached (a filter before it
+        dropped every record) reports what it reports for an empty stream."""
+        self.chunked = False
+        for step in self.steps:
+            if _is_data_plane(step["uses"]) and step["id"] not in self.ran:
+                spec = _spec(step["uses"])
+                if spec is not None and spec.stream_input != "none":
+                    await self._data_step(step, [self.ctx.workload], [[]])
 
     # -- scopes -----------------------------------------------------------------------------------
 
@@ -356,6 +406,8 @@ class _Run:
             return out
         names = preds or [self._input_name(sources[0])]
         all_items = [it for src in sources for it in src]
+        if self.chunked and not all_items:
+            return []  # nothing of this batch reached the step (see _settle)
         single = all_items[0] if len(all_items) == 1 else None
         records, summary, by_id = await self._run_data(step, cls, spec, list(zip(names, sources)),
                                                        single)
@@ -370,6 +422,12 @@ class _Run:
         return producers.pop() if len(producers) == 1 else self.ctx.workload
 
     def _record_output(self, step, summary) -> None:
+        prev = self.last.get(step["id"])
+        if self.chunked and step["id"] in self.ran and isinstance(prev, dict) \
+                and isinstance(summary, dict) and getattr(_spec(step["uses"]), "stream_input", "none") != "none":
+            # a stream step run batch by batch: its counts are those of the whole stream
+            summary = {**summary, **{k: prev[k] + v for k, v in summary.items()
+                                     if _is_count(v) and _is_count(prev.get(k))}}
         self.last[step["id"]] = summary
         self.ran.add(step["id"])
 

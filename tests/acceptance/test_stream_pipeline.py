@@ -209,3 +209,71 @@ def test_a_failing_step_without_inputs_fails_the_workload(work: Path) -> None:
     assert run.status("pipe") == "Failed"
     reason = json.dumps(run.end("pipe"))
     assert "guard" in reason and "too small" in reason
+
+
+def test_a_long_stream_goes_through_batch_by_batch_with_whole_stream_counts(work: Path) -> None:
+    """2,500 records in batches of 100: each batch runs through the steps as it arrives; the
+    step summaries count the whole stream; a step no batch reached reports an empty stream."""
+    pb = write_playbook(work, """
+  - name: gen
+    lifecycle: {policy: run_once}
+    process: {module: data:generate_from_list, params: {items: ITEMS}}
+  - name: pipe
+    lifecycle: {policy: run_once}
+    stream_inputs: [gen]
+    process:
+      module: stream:pipeline
+      params:
+        steps:
+          - {id: double, uses: data:map, with: {template: '{"n": {{ .item }}, "d": {{ .item * 2 }}}'}}
+          - {id: odd_tens, uses: data:filter, with: {condition: "{{ .n % 20 }} == 10"}}
+          - {id: tag, uses: control:identity, with: {tag: "t{{ .n }}"}}
+          - {id: none, uses: data:filter, with: {condition: "{{ .n }} < 0"}, needs: [tag]}
+          - {id: after_none, uses: passthrough}
+  - name: sink
+    lifecycle: {policy: run_once}
+    stream_inputs: [pipe]
+    process: {module: passthrough}
+""".replace("ITEMS", json.dumps(list(range(2500)))))
+    run = gxo_run(pb)
+    assert run.rc == 0, run.stdout + run.stderr
+    steps = summary_of(run, "pipe")["steps"]
+    assert summary_of(run, "pipe")["records_processed"] == 2500
+    assert steps["double"] == {"records_in": 2500, "records_out": 2500}
+    assert steps["odd_tens"] == {"records_in": 2500, "records_out": 125}
+    assert steps["tag"] == {"tag": "t2490"}
+    assert steps["none"] == {"records_in": 125, "records_out": 0}
+    assert steps["after_none"]["records_processed"] == 0
+    assert summary_of(run, "sink")["records_processed"] == 0
+
+
+def test_a_pipeline_with_a_join_reads_its_stream_whole(work: Path) -> None:
+    pb = write_playbook(work, """
+  - name: gen
+    lifecycle: {policy: run_once}
+    process: {module: data:generate_from_list, params: {items: ITEMS}}
+  - name: pipe
+    lifecycle: {policy: run_once}
+    stream_inputs: [gen]
+    process:
+      module: stream:pipeline
+      params:
+        steps:
+          - {id: big, uses: data:filter, with: {condition: "{{ .n }} >= 10"}}
+          - id: per_group
+            uses: data:aggregate
+            with:
+              group_by_fields: [g]
+              count: 1000
+              aggregate_fields: [{name: total, op: count}]
+  - name: sink
+    lifecycle: {policy: run_once}
+    stream_inputs: [pipe]
+    process: {module: data:format, params: {format: json}}
+""".replace("ITEMS", json.dumps([{"n": i, "g": i % 3} for i in range(250)])))
+    run = gxo_run(pb)
+    assert run.rc == 0, run.stdout + run.stderr
+    steps = summary_of(run, "pipe")["steps"]
+    assert steps["big"] == {"records_in": 250, "records_out": 240}
+    rows = json.loads(summary_of(run, "sink")["formatted_content"])
+    assert sorted((r["g"], r["total"]) for r in rows) == [(0, 80), (1, 80), (2, 80)]

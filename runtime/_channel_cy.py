@@ -326,6 +326,9 @@ class Channel:
         if self._capacity == 0 and self._recv_waiter is not None and self._size == 0:
             room = n  # a consumer is waiting: hand the batch over
         room = max(room, 0)
+        if room >= n:  # an unbuffered hand-over to a waiting consumer: nothing is lost
+            self._push(batch)
+            return 0
         if self._mode == _DROP_NEW:
             if room > 0:
                 self._push(batch[:room])
@@ -334,9 +337,7 @@ class Channel:
             return n - room
         if self._mode == _DROP_OLDEST:
             before: cython.Py_ssize_t = self._dropped
-            if room >= n:
-                self._push(batch)
-            elif self._capacity == 0:
+            if self._capacity == 0:
                 self._dropped += n
             else:
                 if n > self._capacity:

@@ -180,16 +180,28 @@ class Exec:
             message = f"working directory {working_dir or cwd!r} does not exist"
             raise ModuleError(message, summary=_exec_summary("", message, -1))
 
+        # The start is shielded: cancelled half-way, asyncio would kill the child alone and then
+        # wait for its pipes, which a grandchild in its group (`sleep 60 &`) keeps open.  A
+        # cancellation during the start lets it finish, then stops the whole group.
+        starting = asyncio.ensure_future(asyncio.create_subprocess_exec(
+            program, *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        ))
         try:
-            proc = await asyncio.create_subprocess_exec(
-                program, *args,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,
-            )
+            try:
+                proc = await asyncio.shield(starting)
+            except asyncio.CancelledError:
+                try:
+                    started = await starting
+                except Exception:  # noqa: BLE001 - it did not start: nothing to stop
+                    raise asyncio.CancelledError from None
+                await _kill_group(started, 0)
+                raise
         except OSError as exc:
             message = f"cannot start {command}: {exc.strerror or exc}"
             raise ModuleError(message, summary=_exec_summary("", message, -1)) from None

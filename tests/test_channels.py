@@ -1,5 +1,6 @@
 """Channels of the data plane: order, backpressure, overflow strategies, ends, fan-out, fan-in,
-random topologies of real stream modules, and the compiled channel against its pure twin."""
+random topologies of real stream modules (joins included), lossy strategies on random schedules,
+and the compiled channel against its pure twin."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import collections
 import importlib.util
 import itertools
+import math
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -16,7 +18,7 @@ import pytest
 from gxo.runtime import _channel_cy
 from gxo.runtime.streams import RecordErrorSink, StreamInputs, StreamOutput
 from gxo.stdlib.core import Passthrough
-from gxo.stdlib.data import Filter
+from gxo.stdlib.data import Filter, Join
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -337,29 +339,156 @@ def _ctx(name: str, inputs: StreamInputs | None, out: StreamOutput | None) -> An
     return SimpleNamespace(workload=name, extras=extras)
 
 
+# Records are compared in a canonical, hashable form: a source record is ``(src, seq)``; a join's
+# nested output is ``("join", ((nesting key, part or None), ...))``, sorted by nesting key, so a
+# record stays identifiable through any number of passthroughs, filters and joins.
+
+
+def _canon(record: Any) -> Any:
+    if record is None:
+        return None
+    if "src" in record:
+        return (record["src"], record["seq"])
+    return ("join", tuple(sorted((k, _canon(v)) for k, v in record.items())))
+
+
+def _weight(canon: Any) -> int:
+    """The sum of the ``seq`` of every source record inside; filters and join keys use it."""
+    if canon is None:
+        return 0
+    if canon[0] == "join":
+        return sum(_weight(part) for _, part in canon[1])
+    return int(canon[1])
+
+
+def _nest(name: str) -> str:
+    return f"at_{name}"
+
+
+def _join_reference(n: dict[str, Any], inputs: dict[str, collections.Counter],
+                    modulus: int) -> collections.Counter:
+    """The rows a join must emit, from the multisets of its inputs, key by key.
+
+    With P the probe records and B1..Bk the records of each build side holding a key: inner
+    emits P x B1 x ... x Bk when every one of them is non-empty (a partial match is no match).
+    left adds, for a probe record without a full match, its rows with None for each build side
+    that lacks the key. right adds, for a key of some build side without a full match, the rows
+    of the build sides (None where a side lacks it) with the probe None. outer keeps every
+    record at least once: left's rows, plus right's rows for the keys no probe record has.
+    With one build side this is the textbook definition of the four joins."""
+    probe = n["probe"]
+    builds = [i for i in n["inputs"] if i != probe]
+    by_key: dict[str, dict[int, list]] = {}
+    for i in n["inputs"]:
+        by_key[i] = collections.defaultdict(list)
+        for rec in inputs[i].elements():
+            by_key[i][_weight(rec) % modulus].append(rec)
+
+    def row(probe_rec: Any, combo: tuple) -> tuple:
+        parts = dict(zip(builds, combo), **{probe: probe_rec})
+        return ("join", tuple(sorted((_nest(i), parts[i]) for i in n["inputs"])))
+
+    jt = n["join_type"]
+    rows: collections.Counter = collections.Counter()
+    for key in set().union(*by_key.values()):
+        ps = by_key[probe].get(key, [])
+        bs = [by_key[b].get(key, []) for b in builds]
+        padded = [b or [None] for b in bs]
+        if ps and all(bs):
+            rows.update(row(p, c) for p in ps for c in itertools.product(*bs))
+            continue
+        if ps and jt in ("left", "outer"):
+            rows.update(row(p, c) for p in ps for c in itertools.product(*padded))
+        if any(bs) and (jt == "right" or (jt == "outer" and not ps)):
+            rows.update(row(None, c) for c in itertools.product(*padded))
+    return rows
+
+
+def _expect(n: dict[str, Any], expected: dict[str, collections.Counter],
+            modulus: int) -> collections.Counter:
+    """What node ``n`` must emit (a multiset), from what its inputs must emit."""
+    if n["kind"] == "source":
+        return collections.Counter((n["name"], i) for i in range(n["n"]))
+    if n["kind"] == "join":
+        return _join_reference(n, expected, modulus)
+    want: collections.Counter = collections.Counter()
+    for i in n["inputs"]:
+        want.update(r for r in expected[i].elements() if _keeps(n, r))
+    return want
+
+
+def _keeps(n: dict[str, Any], canon: Any) -> bool:
+    return n["kind"] != "filter" or _weight(canon) % n["mod"] != 0
+
+
+def _join_rows_bound(n: dict[str, Any], inputs: dict[str, collections.Counter],
+                     modulus: int) -> int:
+    """At most this many rows, whatever the join type: per key, the product over the inputs of
+    the records holding it (a side that lacks it counts as one None)."""
+    per_key = {i: collections.Counter(_weight(r) % modulus for r in inputs[i].elements())
+               for i in n["inputs"]}
+    return sum(math.prod(max(per_key[i][key], 1) for i in n["inputs"])
+               for key in set().union(*per_key.values()))
+
+
+JOIN_ROWS_BUDGET = 400  # a join whose output would be larger is drawn as a passthrough instead
+
+
 @st.composite
 def topologies(draw: st.DrawFn) -> dict[str, Any]:
+    modulus = draw(st.integers(2, 5))  # source records carry k = seq % modulus, the join key
     n_sources = draw(st.integers(1, 3))
     nodes: list[dict[str, Any]] = [
         {"name": f"s{i}", "kind": "source", "inputs": [], "n": draw(st.integers(0, 25))}
         for i in range(n_sources)
     ]
-    for j in range(draw(st.integers(1, 5))):
+    expected = {n["name"]: _expect(n, {}, modulus) for n in nodes}
+    flat = {n["name"] for n in nodes}  # nodes whose records all are source records (have k)
+    for j in range(draw(st.integers(1, 6))):
         earlier = [n["name"] for n in nodes]
-        kind = draw(st.sampled_from(["passthrough", "filter"]))
+        kinds = ["passthrough", "filter"] + (["join"] * 2 if len(earlier) >= 2 else [])
+        kind = draw(st.sampled_from(kinds))
+        node: dict[str, Any] = {"name": f"n{j}", "kind": kind, "mod": draw(st.integers(2, 4))}
         if kind == "filter":
-            ins = [draw(st.sampled_from(earlier))]
+            node["inputs"] = [draw(st.sampled_from(earlier))]
+        elif kind == "passthrough":
+            node["inputs"] = draw(st.lists(st.sampled_from(earlier), min_size=1, max_size=3,
+                                           unique=True))
         else:
-            ins = draw(st.lists(st.sampled_from(earlier), min_size=1, max_size=3, unique=True))
-        nodes.append({"name": f"n{j}", "kind": kind, "inputs": ins,
-                      "mod": draw(st.integers(2, 4))})
+            ins = draw(st.lists(st.sampled_from(earlier), min_size=2, max_size=3, unique=True))
+            node.update(inputs=ins, join_type=draw(st.sampled_from(["inner", "left", "right",
+                                                                    "outer"])),
+                        probe=draw(st.sampled_from(ins)),
+                        # the key: field k where every record has it, else (or by choice) a
+                        # per-record template computing the same key
+                        by_field={i: i in flat and draw(st.booleans()) for i in ins})
+            if _join_rows_bound(node, expected, modulus) > JOIN_ROWS_BUDGET:
+                node["kind"] = "passthrough"
+        expected[node["name"]] = _expect(node, expected, modulus)
+        if node["kind"] != "join" and all(i in flat for i in node["inputs"]):
+            flat.add(node["name"])
+        nodes.append(node)
     capacities = draw(st.lists(st.integers(0, 5), min_size=30, max_size=30))
     batch = draw(st.integers(1, 4))
-    return {"nodes": nodes, "capacities": capacities, "batch": batch}
+    return {"nodes": nodes, "capacities": capacities, "batch": batch, "modulus": modulus}
 
 
-async def _run_topology(topo: dict[str, Any]) -> tuple[dict[str, Any], dict[tuple[str, str], list]]:
+def _join_params(n: dict[str, Any], modulus: int) -> dict[str, Any]:
+    def key_template(record: Any, _m: int = modulus) -> int:
+        return _weight(_canon(record)) % _m
+
+    on = [{"stream": i, "role": "probe" if i == n["probe"] else "build",
+           **({"field": "k"} if n["by_field"][i] else {"template": key_template})}
+          for i in n["inputs"]]
+    return {"join_type": n["join_type"], "on": on,
+            "output": {"merge_strategy": "nested",
+                       "nesting_keys": {i: _nest(i) for i in n["inputs"]}}}
+
+
+async def _run_topology(topo: dict[str, Any]) -> tuple[
+        dict[str, Any], dict[tuple[str, str], list], dict[str, Any]]:
     nodes = {n["name"]: n for n in topo["nodes"]}
+    modulus = topo["modulus"]
     caps = itertools.cycle(topo["capacities"])
     consumers: dict[str, list[str]] = {name: [] for name in nodes}
     for n in topo["nodes"]:
@@ -375,20 +504,25 @@ async def _run_topology(topo: dict[str, Any]) -> tuple[dict[str, Any], dict[tupl
         target = chans[0] if len(chans) == 1 else _channel_cy.FanOut(chans)
         return StreamOutput(target, batch_size=topo["batch"]), target
 
+    summaries: dict[str, Any] = {}
+
     async def run_node(n: dict[str, Any]) -> None:
         out, target = output_of(n["name"])
         try:
             if n["kind"] == "source":
                 for i in range(n["n"]):
-                    await out.emit_one({"src": n["name"], "seq": i})
+                    await out.emit_one({"src": n["name"], "seq": i, "k": i % modulus})
             else:
                 inputs = StreamInputs([(i, seen[(i, n["name"])]) for i in n["inputs"]])
+                ctx = _ctx(n["name"], inputs, out)
                 if n["kind"] == "passthrough":
-                    await Passthrough().perform(_ctx(n["name"], inputs, out), {})
+                    summaries[n["name"]] = await Passthrough().perform(ctx, {})
+                elif n["kind"] == "join":
+                    summaries[n["name"]] = await Join().perform(ctx, _join_params(n, modulus))
                 else:
                     m = n["mod"]
-                    cond = lambda r, m=m: r["seq"] % m != 0
-                    await Filter().perform(_ctx(n["name"], inputs, out), {"condition": cond})
+                    cond = lambda r, m=m: _weight(_canon(r)) % m != 0
+                    summaries[n["name"]] = await Filter().perform(ctx, {"condition": cond})
             await out.flush()  # the kernel's part: flush, then the end mark
             target.close()
         except BaseException as exc:
@@ -404,7 +538,7 @@ async def _run_topology(topo: dict[str, Any]) -> tuple[dict[str, Any], dict[tupl
     tasks = [run_node(n) for n in topo["nodes"]]
     tasks += [sink(name) for name in nodes if not consumers[name]]
     await asyncio.gather(*tasks)
-    return nodes, recorded
+    return nodes, recorded, summaries
 
 
 class _Recorder:
@@ -419,7 +553,7 @@ class _Recorder:
     def poll(self) -> Any:
         batch = self._ch.poll()
         if batch is not None:
-            self._log.extend((r["src"], r["seq"]) for r in batch)
+            self._log.extend(_canon(r) for r in batch)
         return batch
 
 
@@ -428,10 +562,27 @@ def _is_subsequence(sub: list, seq: list) -> bool:
     return all(x in it for x in sub)
 
 
+def _is_stretched_subsequence(sub: list, seq: list) -> bool:
+    """``sub`` is a subsequence of ``seq`` in which each element may be repeated in place (the
+    probe records of a join's rows: one probe record gives its rows together)."""
+    it, current, started = iter(seq), None, False
+    for x in sub:
+        if started and x == current:
+            continue
+        if x not in it:
+            return False
+        current, started = x, True
+    return True
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(topologies())
 def test_random_topologies_deliver_every_record_exactly_once_in_order(topo: dict[str, Any]) -> None:
-    nodes, recorded = run(_run_topology(topo))
+    """Sources, passthroughs, filters and joins (2 or 3 inputs, any join type, keys by field or
+    template) on block channels of capacity 0..5: every consumer of a node reads the same
+    sequence, each node emits exactly the multiset its inputs imply, order is kept per link, and
+    nothing deadlocks (``run`` times out)."""
+    nodes, recorded, summaries = run(_run_topology(topo))
     # what each node emitted: every consumer of it read exactly the same sequence (fan-out)
     emitted: dict[str, list] = {}
     for (p, _c), log in recorded.items():
@@ -440,19 +591,137 @@ def test_random_topologies_deliver_every_record_exactly_once_in_order(topo: dict
         emitted[p] = log
     expected: dict[str, collections.Counter] = {}
     for name, n in nodes.items():
+        expected[name] = _expect(n, expected, topo["modulus"])
+        assert collections.Counter(emitted[name]) == expected[name]  # exactly once per path
         if n["kind"] == "source":
             assert emitted[name] == [(name, i) for i in range(n["n"])]
-            expected[name] = collections.Counter(emitted[name])
-            continue
-        keep = (lambda r: True) if n["kind"] == "passthrough" \
-            else (lambda r, m=n["mod"]: r[1] % m != 0)
-        want: collections.Counter = collections.Counter()
-        for i in n["inputs"]:
-            want.update(r for r in expected[i].elements() if keep(r))
-            # order per link: each input's records keep their order in the output
-            assert _is_subsequence([r for r in emitted[i] if keep(r)], emitted[name])
-        expected[name] = want
-        assert collections.Counter(emitted[name]) == want  # exactly once per path
+        elif n["kind"] == "join":
+            # order on the probe link: the rows of one probe record come together, in its order
+            probe_parts = [dict(r[1])[_nest(n["probe"])] for r in emitted[name]]
+            assert _is_stretched_subsequence([r for r in probe_parts if r is not None],
+                                             emitted[n["probe"]])
+            builds = [i for i in n["inputs"] if i != n["probe"]]
+            assert summaries[name] == {
+                "records_joined": len(emitted[name]),
+                "probe_stream_records": len(emitted[n["probe"]]),
+                "build_stream_records": sum(len(emitted[b]) for b in builds),
+                "skipped_key_errors": 0}
+        else:
+            for i in n["inputs"]:
+                # order per link: each input's records keep their order in the output
+                assert _is_subsequence([r for r in emitted[i] if _keeps(n, r)], emitted[name])
+
+
+def test_join_reference_on_a_hand_checked_case() -> None:
+    """The reference itself, on one key matched by all sides and one partial key per side."""
+    n = {"kind": "join", "inputs": ["p", "b", "c"], "probe": "p", "join_type": "inner"}
+    inputs = {"p": collections.Counter([("p", 0), ("p", 1)]),     # keys 0, 1
+              "b": collections.Counter([("b", 0), ("b", 2)]),     # keys 0, 2
+              "c": collections.Counter([("c", 0), ("c", 3), ("c", 1)])}  # keys 0, 3 (0), 1
+
+    def row(p: Any, b: Any, c: Any) -> tuple:
+        return ("join", (("at_b", b), ("at_c", c), ("at_p", p)))
+
+    full = [row(("p", 0), ("b", 0), ("c", 0)), row(("p", 0), ("b", 0), ("c", 3))]
+    want = {
+        "inner": full,
+        "left": full + [row(("p", 1), None, ("c", 1))],
+        "right": full + [row(None, ("b", 2), None), row(None, None, ("c", 1))],
+        "outer": full + [row(("p", 1), None, ("c", 1)), row(None, ("b", 2), None)],
+    }
+    for jt, rows in want.items():
+        assert _join_reference({**n, "join_type": jt}, inputs, 3) == collections.Counter(rows)
+
+
+# --------------------------------------------------------------------------- lossy strategies
+
+
+@st.composite
+def lossy_schedules(draw: st.DrawFn) -> dict[str, Any]:
+    links = draw(st.lists(st.fixed_dictionaries({
+        "capacity": st.integers(0, 5),
+        "overflow": st.sampled_from(["drop_new", "drop_oldest"]),
+        # the consumer yields this many times after each batch it takes (cycled)
+        "pauses": st.lists(st.integers(0, 3), min_size=1, max_size=6),
+        # the consumer leaves (discard) after taking this many batches; None: reads to the end
+        "leave_after": st.none() | st.integers(0, 8),
+    }), min_size=1, max_size=3))
+    # the producer: (batch size, yields after the send)
+    sends = draw(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 3)), max_size=30))
+    return {"impl": draw(st.sampled_from(sorted(IMPLS))), "links": links, "sends": sends}
+
+
+@settings(max_examples=100, deadline=None)
+@given(lossy_schedules())
+def test_lossy_strategies_account_for_every_record(schedule: dict[str, Any]) -> None:
+    """drop_new / drop_oldest on random send and consume schedules, one producer fanning out to
+    1-3 links: once everything has ended, on every link in = out + dropped + discarded, what the
+    consumer got is a subsequence of what was sent, in order, and the drops are reported."""
+    impl = IMPLS[schedule["impl"]]
+
+    async def main() -> None:
+        violations: list[list[Any]] = [[] for _ in schedule["links"]]
+        chans = [impl.Channel(link["capacity"], link["overflow"], on_violation=v.append)
+                 for link, v in zip(schedule["links"], violations)]
+        target = chans[0] if len(chans) == 1 else impl.FanOut(chans)
+
+        async def consume(ch: Any, link: dict[str, Any]) -> list[int]:
+            got: list[int] = []
+            pauses = itertools.cycle(link["pauses"])
+            taken = 0
+            while link["leave_after"] is None or taken < link["leave_after"]:
+                batch = await ch.receive()
+                if batch is None:
+                    break
+                assert batch  # never an empty batch
+                got.extend(batch)
+                taken += 1
+                for _ in range(next(pauses)):
+                    await asyncio.sleep(0)
+            else:
+                ch.discard()
+            return got
+
+        readers = [asyncio.create_task(consume(ch, link))
+                   for ch, link in zip(chans, schedule["links"])]
+        sent, reported = 0, 0
+        for size, pauses in schedule["sends"]:
+            batch = list(range(sent, sent + size))
+            sent += size
+            if not target.offer(batch):  # as StreamOutput does: the fast path, then send
+                reported += await target.send(batch)
+            for _ in range(pauses):
+                await asyncio.sleep(0)
+        target.close()
+        got = await asyncio.gather(*readers)
+        for ch, link, mine, vs in zip(chans, schedule["links"], got, violations):
+            c = ch.counters()
+            assert c["records_in"] == sent
+            assert c["records_in"] == c["records_out"] + c["records_dropped"] \
+                + c["records_discarded"]
+            assert c["buffered"] == 0 and ch.ended
+            assert len(mine) == c["records_out"]
+            assert _is_subsequence(mine, list(range(sent)))  # what survives keeps its order
+            assert sum(v.dropped for v in vs) == c["records_dropped"]
+            if link["leave_after"] is None:
+                assert c["records_discarded"] == 0
+        assert reported == sum(ch.records_dropped for ch in chans)
+
+    run(main())
+
+
+@pytest.mark.parametrize("overflow", ["drop_new", "drop_oldest", "error"])
+def test_an_unbuffered_lossy_hand_over_reports_no_violation(impl: ModuleType, overflow: str) -> None:
+    async def main() -> None:
+        seen: list[Any] = []
+        ch = impl.Channel(0, overflow, on_violation=seen.append)
+        reader = asyncio.create_task(ch.receive())
+        await asyncio.sleep(0)  # the reader is waiting now
+        assert await ch.send([1]) == 0  # handed over, nothing dropped
+        assert await reader == [1] and ch.records_dropped == 0
+        assert seen == []
+
+    run(main())
 
 
 # --------------------------------------------------------------------------- compiled vs pure

@@ -219,6 +219,36 @@ def test_exec_cancel_sigkills_what_ignores_sigterm(make_ctx, ws, monkeypatch):
     assert not any(_alive(p) for p in pids), pids
 
 
+def test_exec_cancelled_while_the_child_starts_stops_its_group_at_once(make_ctx, ws):
+    """A cancellation at any point of the start (a signal to gxo right after the fork) ends the
+    module at once and takes the whole group down, grandchildren holding the pipes included."""
+    script = "sleep 60 & echo $! >> pids; echo $$ >> pids; wait"
+    pid_file = os.path.join(ws.path, "pids")
+
+    async def cancel_after(turns: int) -> float:
+        task = asyncio.ensure_future(load_module_class("exec")().perform(
+            make_ctx(), {"command": "sh", "args": ["-c", script]}))
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        task.cancel()
+        t0 = time.monotonic()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 20)
+        return time.monotonic() - t0
+
+    for turns in range(0, 12):
+        if os.path.exists(pid_file):
+            os.remove(pid_file)
+        took = asyncio.run(cancel_after(turns))
+        assert took < 10, f"cancelled after {turns} turns, the module took {took:.1f}s to stop"
+        time.sleep(0.05)
+        pids = [int(x) for x in _read(pid_file).split()] if os.path.exists(pid_file) else []
+        deadline = time.monotonic() + 5
+        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_alive(p) for p in pids), (turns, pids)
+
+
 def test_exec_killed_by_signal_reports_128_plus(make_ctx):
     with pytest.raises(ModuleError, match="killed by SIGKILL") as info:
         run("exec", make_ctx(), {"command": "sh", "args": ["-c", "kill -9 $$"]})

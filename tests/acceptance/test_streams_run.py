@@ -3,7 +3,11 @@ fan-out, record errors and ignored producer failures, all run by the real `gxo r
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.acceptance.harness import EXAMPLES, gxo_run, summary_of, write_playbook
 
@@ -214,3 +218,49 @@ def test_a_join_table_is_kernel_state_while_it_runs(work: Path) -> None:
     assert progress[0]["operator_state"]["joined"] >= 3
     assert summary_of(run, "joined")["records_joined"] == 2
     assert summary_of(run, "out") == {"records_processed": 2}
+
+
+E19_USERS = [{"user_id": 1, "name": "alice", "team": "platform"},
+             {"user_id": 2, "name": "bob", "team": "data"},
+             {"user_id": 4, "name": "dan", "team": "ops"}]
+E19_LOGINS = [{"user_id": 1, "event": "login"}, {"user_id": 3, "event": "login"},
+              {"user_id": 2, "event": "login"}]
+
+
+@pytest.mark.parametrize(("join_type", "expected"), [
+    ("inner", [{"user_id": 1, "name": "alice", "team": "platform", "event": "login"},
+               {"user_id": 2, "name": "bob", "team": "data", "event": "login"}]),
+    ("left", [{"user_id": 1, "name": "alice", "team": "platform", "event": "login"},
+              {"user_id": 3, "event": "login"},
+              {"user_id": 2, "name": "bob", "team": "data", "event": "login"}]),
+    ("right", [{"user_id": 1, "name": "alice", "team": "platform", "event": "login"},
+               {"user_id": 2, "name": "bob", "team": "data", "event": "login"},
+               {"user_id": 4, "name": "dan", "team": "ops"}]),
+    ("outer", [{"user_id": 1, "name": "alice", "team": "platform", "event": "login"},
+               {"user_id": 3, "event": "login"},
+               {"user_id": 2, "name": "bob", "team": "data", "event": "login"},
+               {"user_id": 4, "name": "dan", "team": "ops"}]),
+])
+def test_e19_every_join_type_through_the_kernel(work: Path, join_type: str,
+                                                 expected: list[dict[str, Any]]) -> None:
+    """E19's topology under each join type, run by `gxo run`: a build user nobody logged in as
+    (dan) and a login of an unknown user (3)."""
+    text = (EXAMPLES / "e19_stream_join.yaml").read_text()
+    text = text.replace("join_type: left", f"join_type: {join_type}")
+    lines = text.splitlines()
+    # the two producers' literal items, as flow sequences (the rest of the example as it is)
+    starts = [i for i, line in enumerate(lines) if line.strip() == "items:"]
+    assert len(starts) == 2, starts
+    for start, items in reversed(list(zip(starts, [E19_USERS, E19_LOGINS]))):
+        end = start + 1
+        while lines[end].strip().startswith("- {"):
+            end += 1
+        lines[start:end] = [lines[start] + " " + json.dumps(items)]
+    pb = work / "e19.yaml"
+    pb.write_text("\n".join(lines) + "\n")
+    run = gxo_run(pb)
+    assert run.rc == 0, run.stdout + run.stderr
+    assert json.loads(summary_of(run, "enriched_logs")["formatted_content"]) == expected
+    summary = summary_of(run, "enriched_log_producer")
+    assert summary["records_joined"] == len(expected)
+    assert (summary["probe_stream_records"], summary["build_stream_records"]) == (3, 3)

@@ -25,6 +25,7 @@ module a private state, so operators work the same everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from gxo.runtime.state import deep_copy
@@ -129,7 +130,9 @@ def _check_tree(snap: Any, owner: str) -> None:
 class OperatorStates:
     """The kernel's operator states: one ``OperatorState`` per workload."""
 
-    def __init__(self) -> None:
+    def __init__(self, owners: Iterable[str] = ()) -> None:
+        #: the workloads that get a state from the kernel (stream consumers, pipelines)
+        self.owners: frozenset[str] = frozenset(owners)
         self._states: dict[str, OperatorState] = {}
 
     def of(self, workload: str) -> OperatorState:
@@ -153,7 +156,8 @@ class OperatorStates:
         for name in [n for n in self._states if n.startswith(prefix)]:
             del self._states[name]
 
-    def owners(self) -> list[str]:
+    def held(self) -> list[str]:
+        """The workloads (and loop iterations) that hold a state now."""
         return sorted(self._states)
 
     def entries(self) -> dict[str, int]:

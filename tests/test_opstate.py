@@ -74,9 +74,9 @@ def test_the_registry_starts_empty_states_and_drops_a_workload_with_its_iteratio
     assert states.entries() == {"j": 1, "j[0]": 1, "jx": 1}
     snap = states.snapshot()
     states.drop("j")
-    assert states.owners() == ["jx"]
+    assert states.held() == ["jx"]
     states.restore(snap)
-    assert states.owners() == ["j", "j[0]", "jx"] and states.of("j[0]").get("x") == 3
+    assert states.held() == ["j", "j[0]", "jx"] and states.of("j[0]").get("x") == 3
     with pytest.raises(ValueError):
         states.restore([])
 
@@ -155,3 +155,4 @@ def test_an_aggregate_keeps_its_open_windows_in_the_operator_state() -> None:
     groups = seen["regions"]["groups"]
     assert sorted(g[0] for g in groups.values()) == [("a",), ("b",)]  # two windows open
     assert got == [{"g": "a", "total": 6}, {"g": "b", "total": 5}]
+

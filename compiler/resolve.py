@@ -362,7 +362,8 @@ def _scope_for(w: Workload, site: ExprSite, an: Analysis, base: dict) -> Scope:
         # no input stream: an assert evaluates once against the state; a module that takes no
         # inputs (http:request success_when/fail_when) sees its own summary over the state
         if w.spec is not None and w.spec.stream_input == "none":
-            summary = T.from_schema(w.spec.summary_schema)
+            laid = w.spec.per_record_scope if w.spec.per_record_scope is not None else w.spec.summary_schema
+            summary = T.from_schema(laid)
             if isinstance(summary, T.MapT):
                 for k, v in summary.fields:
                     names[k] = (v, "record")

@@ -30,6 +30,9 @@ class ModuleSpec:
     #: params evaluated once per stream record (record fields at the top of the scope), as
     #: dotted paths where ``*`` matches every list item: ``("template",)``, ``("on.*.template",)``
     per_record_params: tuple[str, ...] = ()
+    #: for a module that reads no stream: the JSON Schema of the record its per-record params
+    #: see over the state (None: its own summary, as ``http:request``'s ``success_when`` does)
+    per_record_scope: dict[str, Any] | None = None
     #: params that are condition expressions (operators may stand outside ``{{ }}``)
     condition_params: tuple[str, ...] = ()
     #: params that are workspace paths (contained at run time; literal escapes warn)

@@ -110,8 +110,8 @@ PRODUCER = ModuleSpec(
             ),
             "count": s.integer("Number of records to generate.", minimum=0),
             "template": s.template_text(
-                "With count: template (state in scope) rendering the JSON object emitted "
-                "`count` times."
+                "With count: template rendering each record's JSON object; `.index` (the "
+                "record's 0-based position) is laid over the state."
             ),
         },
         rules=[
@@ -121,6 +121,8 @@ PRODUCER = ModuleSpec(
     ),
     summary_schema=s.summary({"records_sent": s.integer("Records emitted.", minimum=0)}),
     record_schema=s.open_record(),
+    per_record_params=("template",),
+    per_record_scope=s.summary({"index": s.integer("The record's 0-based position.", minimum=0)}),
 )
 
 MODULES: tuple[ModuleSpec, ...] = (ASSERT, MOCK_HTTP_SERVER, PRODUCER)

@@ -291,7 +291,11 @@ def test_param_roles_as_specified() -> None:
         "control:assert": ("condition",),
         "test:assert": ("assertions.*.actual",),
         "http:request": ("success_when", "fail_when"),
+        "test:producer": ("template",),
     }
+    # what a per-record param of a module without stream input sees over the state
+    assert SPECS["test:producer"].per_record_scope["required"] == ["index"]
+    assert SPECS["http:request"].per_record_scope is None  # its own summary (the response)
     conditions = {name: set(SPECS[name].condition_params) for name in NAMES
                   if SPECS[name].condition_params}
     assert conditions == {

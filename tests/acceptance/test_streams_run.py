@@ -264,3 +264,29 @@ def test_e19_every_join_type_through_the_kernel(work: Path, join_type: str,
     summary = summary_of(run, "enriched_log_producer")
     assert summary["records_joined"] == len(expected)
     assert (summary["probe_stream_records"], summary["build_stream_records"]) == (3, 3)
+
+
+def test_producer_template_renders_each_record_with_its_index(work: Path) -> None:
+    pb = write_playbook(work, """
+  - name: gen
+    lifecycle: {policy: run_once}
+    process:
+      module: test:producer
+      params:
+        count: 4
+        template: '{{ if .index == 2 }}oops{{ else }}{"n": {{ .index }}, "env": "{{ .env }}"}{{ end }}'
+  - name: sink
+    lifecycle: {policy: run_once}
+    stream_inputs: [gen]
+    process: {module: data:format, params: {format: json}}
+""").read_text().replace('schemaVersion: "1.0.0"', 'schemaVersion: "1.0.0"\nvars: {env: prod}')
+    path = work / "producer.yaml"
+    path.write_text(pb)
+    run = gxo_run(path)
+    assert run.rc == 0, run.stdout + run.stderr
+    assert json.loads(summary_of(run, "sink")["formatted_content"]) == [
+        {"n": 0, "env": "prod"}, {"n": 1, "env": "prod"}, {"n": 3, "env": "prod"}]
+    assert summary_of(run, "gen") == {"records_sent": 3}
+    [err] = run.of("RecordErrorOccurred")
+    assert (err["workload"], err["item_id"]) == ("gen", 2)
+    assert "JSON object" in err["error_message"]

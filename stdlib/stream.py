@@ -233,7 +233,7 @@ class _Run:
         # Streaming: unless a step needs the whole stream (join, aggregate, format), every input
         # batch goes through the steps as it arrives, so memory stays bounded by the batch and
         # records flow on while the input is still being read.
-        whole = any(s["uses"] in _WHOLE_STREAM for s in self.steps)
+        self.chunked = not any(s["uses"] in _WHOLE_STREAM for s in self.steps)
         processed = 0
         items: list = []
         positions: dict = {}
@@ -244,15 +244,14 @@ class _Run:
                 rec = record if isinstance(record, dict) else {"item": record}
                 items.append(_Item(self._key(), rec, rec, {}, base + i, producer))
             processed += len(batch)
-            if not whole:
-                self.chunked = True
+            if self.chunked:
                 await self._emit(out, await self._steps(items))
                 items = []
-        if whole or processed == 0:
+        if self.chunked and processed:
+            await self._settle()
+        else:  # the whole input at once (or none at all): every step runs once
             self.chunked = False
             await self._emit(out, await self._steps(items))
-        else:
-            await self._settle()
         return {"records_processed": processed, "steps": dict(self.last)}
 
     async def _steps(self, items: list) -> list:

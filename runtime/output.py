@@ -60,6 +60,7 @@ class LiveView:
         self.started: dict[str, float] = {}
         self.notes: dict[str, str] = {}
         self.links: dict[str, tuple[float, int, float, int]] = {}  # link -> (time, records out, rate, dropped)
+        self.held: dict[str, int] = {}  # workload -> operator state entries (join tables, windows)
         self.console = Console(file=stream)
         self.live = Live(self._table(), console=self.console, refresh_per_second=8, transient=False)
 
@@ -93,6 +94,8 @@ class LiveView:
                 if last is not None and now > last[0]:
                     rate = (link["records_out"] - last[1]) / (now - last[0])
                 self.links[key] = (now, link["records_out"], rate, link["records_dropped"])
+            if t == "StreamProgress":
+                self.held = dict(event.get("operator_state") or {})
         else:
             return
         self.live.update(self._table())
@@ -108,8 +111,12 @@ class LiveView:
         table.add_column("")
         now = time.time()
         for name, st in self.status.items():
-            secs = f"{now - self.started[name]:.1f}s" if name in self.started and st == "Running" else ""
-            table.add_row(name, f"[{style.get(st, '')}]{st}[/]", secs, self.notes.get(name, ""))
+            running = st == "Running"
+            secs = f"{now - self.started[name]:.1f}s" if name in self.started and running else ""
+            note = self.notes.get(name, "")
+            if running and not note and self.held.get(name):
+                note = f"holding {self.held[name]:,} state entries"
+            table.add_row(name, f"[{style.get(st, '')}]{st}[/]", secs, note)
         for key, (_, out, rate, dropped) in self.links.items():
             extra = f", {dropped:,} dropped" if dropped else ""
             table.add_row(f"[dim]{key}[/]", f"{out:,} records", f"{rate:,.0f}/s" if rate else "", extra)

@@ -83,9 +83,11 @@ MODULES: tuple[ModuleSpec, ...] = (PIPELINE,)
 # values arrive as they are.
 #
 # Model of one pipeline run (run_once): each batch of incoming records goes through the steps
-# as it arrives (so the pipeline streams, in bounded memory), unless a step needs the whole
-# stream (``data:join``, ``data:aggregate``, ``data:format``: then the input is read whole
-# first); with no stream input the steps run once, on one empty record.  The steps run in order
+# as it arrives (so the pipeline streams, in bounded memory).  In a chain of steps (no
+# ``needs``), a step that needs the whole stream (``data:aggregate``, ``data:format``) runs once,
+# fed batch by batch through a channel, and the steps after it run on its output batches as they
+# come; with ``needs`` around such a step the input is read whole first.  With no stream input
+# the steps run once, on one empty record.  The steps run in order
 # (``needs`` only ever names earlier steps); a stream step run batch by batch reports the counts
 # of the whole stream.  A stateful step keeps its state in the pipeline's operator state (one
 # child per step).  Each step reads the items of its predecessors (the step before it
@@ -230,35 +232,154 @@ class _Run:
             self.single = True
             await self._emit(out, await self._steps([_Item(self._key(), {}, {}, {}, 0, ctx.workload)]))
             return {"records_processed": 1, "steps": dict(self.last)}
-        # Streaming: unless a step needs the whole stream (join, aggregate, format), every input
-        # batch goes through the steps as it arrives, so memory stays bounded by the batch and
-        # records flow on while the input is still being read.
-        self.chunked = not any(s["uses"] in _WHOLE_STREAM for s in self.steps)
-        processed = 0
-        items: list = []
-        positions: dict = {}
-        async for producer, batch in inputs:
-            base = positions.get(producer, 0)
-            positions[producer] = base + len(batch)
-            for i, record in enumerate(batch):
-                rec = record if isinstance(record, dict) else {"item": record}
-                items.append(_Item(self._key(), rec, rec, {}, base + i, producer))
-            processed += len(batch)
-            if self.chunked:
-                await self._emit(out, await self._steps(items))
-                items = []
-        if self.chunked and processed:
-            await self._settle()
-        else:  # the whole input at once (or none at all): every step runs once
-            self.chunked = False
-            await self._emit(out, await self._steps(items))
-        return {"records_processed": processed, "steps": dict(self.last)}
+        # Streaming: every input batch goes through the steps as it arrives, so memory stays
+        # bounded and records flow on while the input is still being read.  In a chain of steps
+        # (no `needs`), a step that needs the whole stream (data:aggregate, data:format) runs
+        # once, fed batch by batch, and keeps only its own state; with `needs` around one, the
+        # input is read whole first.
+        counted = [0]
 
-    async def _steps(self, items: list) -> list:
-        """Run ``items`` through every step; the items of the last step."""
+        async def chunks():
+            positions: dict = {}
+            async for producer, batch in inputs:
+                base = positions.get(producer, 0)
+                positions[producer] = base + len(batch)
+                items = []
+                for i, record in enumerate(batch):
+                    rec = record if isinstance(record, dict) else {"item": record}
+                    items.append(_Item(self._key(), rec, rec, {}, base + i, producer))
+                counted[0] += len(batch)
+                yield items
+
+        chain = all(st.get("needs") is None for st in self.steps)
+        if chain or not any(st["uses"] in _WHOLE_STREAM for st in self.steps):
+            self.chunked = True
+            await self._stream(self.steps, chunks(), out)
+            await self._settle()
+        else:
+            items = [it async for batch in chunks() for it in batch]
+            await self._emit(out, await self._steps(items))
+        return {"records_processed": counted[0], "steps": dict(self.last)}
+
+    async def _stream(self, steps: list, chunks, out) -> None:
+        """Run the chunks of items (an async iterator of lists) through ``steps`` (a chain, or
+        steps without a whole-stream one) and emit what comes out of the last one."""
+        cut = next((i for i, st in enumerate(steps) if st["uses"] in _WHOLE_STREAM), None)
+        if cut is None:
+            async for items in chunks:
+                await self._emit(out, await self._steps(items, steps))
+            return
+        prefix, whole, rest = steps[:cut], steps[cut], steps[cut + 1:]
+
+        async def fed():
+            async for items in chunks:
+                yield (await self._steps(items, prefix)) if prefix else items
+
+        live = self._live(whole, fed())
+        if _spec(whole["uses"]).record_schema is None:
+            # a sink (data:format): the steps after it run once, on an empty record
+            async for _batch in live:
+                pass
+
+            async def once():
+                yield [_Item(self._key(), {}, {}, {}, 0, self.ctx.workload)]
+
+            await self._stream(rest, once(), out)
+            return
+
+        async def produced():
+            async for batch in live:
+                yield [_Item(self._key(), {}, rec if isinstance(rec, dict) else {"item": rec}, {}, i,
+                             self.ctx.workload) for i, rec in enumerate(batch)]
+
+        if rest:
+            await self._stream(rest, produced(), out)
+        else:
+            async for items in produced():
+                await self._emit(out, items)
+
+    async def _live(self, step, chunks):
+        """Run the whole-stream ``step`` once, fed with the records of ``chunks`` as they come
+        (backpressure included); yield its output batches as it emits them."""
+        import asyncio
+
+        from gxo.runtime._state_cy import deep_copy
+        from gxo.runtime.module import load_module_class
+        from gxo.runtime.opstate import operator_state_of
+        from gxo.runtime.streams import Channel, StreamInputs, StreamOutput
+
+        cls = load_module_class(step["uses"])
+        if cls is None:
+            raise self._fail(step, f"module {step['uses']} is not implemented")
+        spec = _spec(step["uses"])
+        keep = spec.per_record_params if spec is not None else ()
+        # the items of the records in flight, for per-record params that read their lineage
+        lineage: dict | None = {} if keep and _uses_paths(step.get("with") or {}, keep) else None
+
+        def overlay_of(record):
+            entry = lineage.get(id(record)) if lineage is not None and isinstance(record, dict) else None
+            if entry is not None:
+                return self._overlay(entry[0], record)
+            return self._overlay(None, record if isinstance(record, dict) else {})
+
+        params = _resolve_data(step.get("with") or {}, self._overlay(None), keep, overlay_of)
+        in_ch, out_ch = Channel(100), Channel(100)
+        output = StreamOutput(out_ch)
+        sub = self._sub_context({"inputs": StreamInputs([(self.ctx.workload, in_ch)]),
+                                 "output": output, "record_errors": self.sink,
+                                 "operator_state": operator_state_of(self.ctx).child(step["id"])})
+        mod = cls()
+
+        async def feed():
+            try:
+                async for items in chunks:
+                    records = []
+                    for it in items:
+                        rec = deep_copy(it.record)  # a record read from an input belongs to the module
+                        if lineage is not None:
+                            lineage[id(rec)] = (it, rec)  # (rec kept alive: its id stays its own)
+                        records.append(rec)
+                    if records:
+                        await in_ch.send(records)
+            finally:
+                in_ch.close()
+
+        async def body():
+            try:
+                if asyncio.iscoroutinefunction(mod.perform):
+                    summary = await mod.perform(sub, params)
+                else:
+                    summary = await asyncio.to_thread(mod.perform, sub, params)
+                await output.flush()
+                return summary
+            finally:
+                in_ch.discard()  # never leave the feeder blocked
+                out_ch.close()
+
+        feeder, runner = asyncio.ensure_future(feed()), asyncio.ensure_future(body())
+        try:
+            async for batch in out_ch:
+                yield batch
+            summary = await runner
+            await feeder
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the step's failure fails the pipeline
+            if getattr(exc, "pipeline_step", None) is not None:  # a step before it failed
+                raise
+            raise self._fail(step, exc) from None
+        finally:
+            for t in (feeder, runner):
+                if not t.done():
+                    t.cancel()
+        self._record_output(step, summary)
+
+    async def _steps(self, items: list, steps: list | None = None) -> list:
+        """Run ``items`` through ``steps`` (every step by default); the last step's items."""
+        steps = self.steps if steps is None else steps
         streams: dict = {}
         prev = None
-        for step in self.steps:
+        for step in steps:
             sid = step["id"]
             needs = step.get("needs")
             preds = list(needs) if needs is not None else ([prev] if prev is not None else [])
@@ -268,12 +389,18 @@ class _Run:
             else:
                 streams[sid] = await self._record_step(step, _merge(sources))
             prev = sid
-        return streams[self.steps[-1]["id"]]
+        return streams[steps[-1]["id"]]
 
     @staticmethod
     async def _emit(out, final: list) -> None:
+        # sent at once: records never wait for the next chunk to fill a batch
         if out is not None and final:
-            await out.emit([it.record for it in final])
+            records = [it.record for it in final]
+            if len(records) <= out.batch_size:
+                await out.send_batch(records)
+            else:
+                await out.emit(records)
+                await out.flush()
 
     async def _settle(self) -> None:
         """After a streamed input: a stream step that no batch reached (a filter before it
@@ -311,7 +438,9 @@ class _Run:
     def _fail(self, step, exc) -> Exception:
         from gxo.runtime.module import ModuleError
 
-        return ModuleError(f"step {step['id']} ({step['uses']}) failed: {_text(exc)}")
+        err = ModuleError(f"step {step['id']} ({step['uses']}) failed: {_text(exc)}")
+        err.pipeline_step = step["id"]  # type: ignore[attr-defined]
+        return err
 
     # -- per-record steps -------------------------------------------------------------------------
 
@@ -543,6 +672,17 @@ def _resolve_data(value, base, keep, overlay_of, path=()):
     if isinstance(value, list):
         return [_resolve_data(v, base, keep, overlay_of, path + (i,)) for i, v in enumerate(value)]
     return value
+
+
+def _uses_paths(value, keep, path=()) -> bool:
+    """Whether ``value`` holds an expression at one of the ``keep`` paths."""
+    if callable(value):
+        return _matches(keep, path)
+    if isinstance(value, dict):
+        return any(_uses_paths(v, keep, path + (k,)) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_uses_paths(v, keep, path + (i,)) for i, v in enumerate(value))
+    return False
 
 
 def _merge(sources):

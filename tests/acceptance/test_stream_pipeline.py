@@ -247,7 +247,7 @@ def test_a_long_stream_goes_through_batch_by_batch_with_whole_stream_counts(work
     assert summary_of(run, "sink")["records_processed"] == 0
 
 
-def test_a_pipeline_with_a_join_reads_its_stream_whole(work: Path) -> None:
+def test_a_whole_stream_step_in_a_chain_is_fed_batch_by_batch(work: Path) -> None:
     pb = write_playbook(work, """
   - name: gen
     lifecycle: {policy: run_once}
@@ -277,3 +277,48 @@ def test_a_pipeline_with_a_join_reads_its_stream_whole(work: Path) -> None:
     assert steps["big"] == {"records_in": 250, "records_out": 240}
     rows = json.loads(summary_of(run, "sink")["formatted_content"])
     assert sorted((r["g"], r["total"]) for r in rows) == [(0, 80), (1, 80), (2, 80)]
+
+
+def test_steps_after_a_whole_stream_step_and_a_per_record_template_that_reads_lineage(work: Path) -> None:
+    """A chain: per-record tag -> aggregate in windows of 100 -> filter on the window totals
+    (run on the aggregates as they come) -> text format whose per-record template reads the
+    tag step's output of each record (its lineage) and the filter's whole-stream counts."""
+    pb = write_playbook(work, """
+  - name: gen
+    lifecycle: {policy: run_once}
+    process: {module: data:generate_from_list, params: {items: ITEMS}}
+  - name: windows
+    lifecycle: {policy: run_once}
+    stream_inputs: [gen]
+    process:
+      module: stream:pipeline
+      params:
+        steps:
+          - {id: tag, uses: control:identity, with: {even: "{{ .item % 2 == 0 }}"}}
+          - id: per_window
+            uses: data:aggregate
+            with: {count: 100, group_by_fields: [even], aggregate_fields: [{name: total, op: sum, source_field: item}]}
+          - {id: big, uses: data:filter, with: {condition: "{{ .total }} > 20000"}}
+  - name: labels
+    lifecycle: {policy: run_once}
+    stream_inputs: [gen]
+    process:
+      module: stream:pipeline
+      params:
+        steps:
+          - {id: tag, uses: control:identity, with: {half: "{{ .item / 2 }}"}}
+          - id: text
+            uses: data:format
+            with: {format: text, format_options: {template: "{{ .item }}:{{ .tag.half }}"}}
+          - {id: done, uses: control:identity, with: {n: "{{ .text.formatted_content }}"}}
+""".replace("ITEMS", json.dumps(list(range(1000)))))
+    run = gxo_run(pb)
+    assert run.rc == 0, run.stdout + run.stderr
+    steps = summary_of(run, "windows")["steps"]
+    # 500 even and 500 odd items: 5 windows of 100 each (sums 9,900 and 10,000, then 29,900...)
+    assert steps["per_window"] == {"records_in": 1000, "groups_emitted": 10}
+    assert steps["big"] == {"records_in": 10, "records_out": 8}  # all but the first windows
+    labels = summary_of(run, "labels")["steps"]
+    lines = labels["text"]["formatted_content"].splitlines()
+    assert len(lines) == 1000 and lines[0] == "0:0.0" and lines[7] == "7:3.5"
+    assert labels["done"]["n"].startswith("0:0.0\n1:0.5")

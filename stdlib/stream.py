@@ -267,7 +267,7 @@ class _Run:
         cut = next((i for i, st in enumerate(steps) if st["uses"] in _WHOLE_STREAM), None)
         if cut is None:
             async for items in chunks:
-                await self._emit(out, await self._steps(items, steps))
+                await self._emit(out, (await self._steps(items, steps)) if steps else items)
             return
         prefix, whole, rest = steps[:cut], steps[cut], steps[cut + 1:]
 
@@ -288,15 +288,13 @@ class _Run:
             return
 
         async def produced():
+            pos = 0  # the position of each record on the step's output, for record errors
             async for batch in live:
-                yield [_Item(self._key(), {}, rec if isinstance(rec, dict) else {"item": rec}, {}, i,
-                             self.ctx.workload) for i, rec in enumerate(batch)]
+                yield [_Item(self._key(), {}, rec if isinstance(rec, dict) else {"item": rec}, {},
+                             pos + i, self.ctx.workload) for i, rec in enumerate(batch)]
+                pos += len(batch)
 
-        if rest:
-            await self._stream(rest, produced(), out)
-        else:
-            async for items in produced():
-                await self._emit(out, items)
+        await self._stream(rest, produced(), out)
 
     async def _live(self, step, chunks):
         """Run the whole-stream ``step`` once, fed with the records of ``chunks`` as they come

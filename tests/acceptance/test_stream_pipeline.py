@@ -322,3 +322,43 @@ def test_steps_after_a_whole_stream_step_and_a_per_record_template_that_reads_li
     lines = labels["text"]["formatted_content"].splitlines()
     assert len(lines) == 1000 and lines[0] == "0:0.0" and lines[7] == "7:3.5"
     assert labels["done"]["n"].startswith("0:0.0\n1:0.5")
+
+
+def test_a_chain_ending_in_a_format_step_and_record_errors_after_an_aggregate(work: Path) -> None:
+    pb = write_playbook(work, """
+  - name: gen
+    lifecycle: {policy: run_once}
+    process: {module: data:generate_from_list, params: {items: ITEMS}}
+  - name: csv
+    lifecycle: {policy: run_once}
+    stream_inputs: [gen]
+    process:
+      module: stream:pipeline
+      params:
+        steps:
+          - {id: sq, uses: data:map, with: {template: '{"n": {{ .item }}, "sq": {{ .item * .item }}}'}}
+          - {id: table, uses: data:format, with: {format: csv}}
+  - name: checked
+    lifecycle: {policy: run_once}
+    stream_inputs: [gen]
+    process:
+      module: stream:pipeline
+      params:
+        steps:
+          - id: pairs
+            uses: data:aggregate
+            with: {count: 2, aggregate_fields: [{name: total, op: sum, source_field: item}]}
+          - {id: odd, uses: data:filter, with: {condition: "{{ .total % 4 }} == 1"}}
+          - {id: div, uses: data:map, with: {template: '{"q": {{ 100 / (.total - 5) }}}'}}
+""".replace("ITEMS", json.dumps(list(range(250)))))
+    run = gxo_run(pb)
+    assert run.rc == 0, run.stdout + run.stderr
+    table = summary_of(run, "csv")["steps"]["table"]["formatted_content"].splitlines()
+    assert table[0] == "n,sq" and table[1] == "0,0" and table[-1] == "249,62001" and len(table) == 251
+    steps = summary_of(run, "checked")["steps"]
+    # pairs (0,1) (2,3) ... sum to 1, 5, 9, ...: all are 1 mod 4; the pair summing to 5 divides by 0
+    assert steps["pairs"] == {"records_in": 250, "groups_emitted": 125}
+    assert steps["odd"] == {"records_in": 125, "records_out": 125}
+    assert steps["div"] == {"records_in": 125, "records_out": 124}
+    [err] = run.of("RecordErrorOccurred", "checked")
+    assert err["item_id"] == 1  # the second window on the aggregate's output

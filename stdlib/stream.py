@@ -331,6 +331,9 @@ class _Run:
         async def feed():
             try:
                 async for items in chunks:
+                    items, skipped = self._when_split(step, items)
+                    if skipped and not out_ch.closed:  # `when` is false: they go on unchanged
+                        await out_ch.send([it.record for it in skipped])
                     records = []
                     for it in items:
                         rec = deep_copy(it.record)  # a record read from an input belongs to the module
@@ -370,6 +373,8 @@ class _Run:
             for t in (feeder, runner):
                 if not t.done():
                     t.cancel()
+                elif not t.cancelled():
+                    t.exception()  # retrieved: the step's failure is the one reported
         self._record_output(step, summary)
 
     async def _steps(self, items: list, steps: list | None = None) -> list:
@@ -525,15 +530,21 @@ class _Run:
         if spec is not None and spec.stream_input == "none":
             # a producer: once per incoming item, its records inherit that item's lineage
             out = []
-            for item in _merge(sources):
+            taken, skipped = self._when_split(step, _merge(sources))
+            for item in taken:
                 records, summary = await self._run_data(step, cls, spec, [], item)
                 self._record_output(step, summary)
                 out.extend(self._lineage(records, {}, item))
-            return out
+            return out + skipped
         names = preds or [self._input_name(sources[0])]
+        skipped: list = []
+        if step.get("when") is not None:  # the records it is false for go on unchanged
+            split = [self._when_split(step, src) for src in sources]
+            sources = [taken for taken, _ in split]
+            skipped = _merge([sk for _, sk in split]) if len(split) > 1 else split[0][1]
         all_items = [it for src in sources for it in src]
         if self.chunked and not all_items:
-            return []  # nothing of this batch reached the step (see _settle)
+            return skipped  # nothing of this batch reached the step (see _settle)
         single = all_items[0] if len(all_items) == 1 else None
         records, summary, by_id = await self._run_data(step, cls, spec, list(zip(names, sources)),
                                                        single)
@@ -541,7 +552,32 @@ class _Run:
         if spec is not None and spec.record_schema is None:
             # a sink (data:format): the steps after it run once, on an empty record
             return [_Item(self._key(), {}, {}, {}, 0, self.ctx.workload)]
-        return self._lineage(records, by_id, single)
+        return self._lineage(records, by_id, single) + skipped
+
+    def _when_split(self, step, items) -> tuple[list, list]:
+        """The items ``step`` runs on, and those its ``when`` is false for (they go on unchanged,
+        the step's id null for them); an item whose ``when`` fails is a record error, dropped."""
+        when = step.get("when")
+        if when is None:
+            return list(items), []
+        from gxo.runtime.exprlib import truthy
+
+        sid = step["id"]
+        taken, skipped = [], []
+        for item in items:
+            try:
+                cond = when(self._overlay(item)) if callable(when) else when
+            except Exception as exc:  # noqa: BLE001 - a record error
+                if self.single:
+                    raise self._fail(step, exc) from None
+                self.sink.report(item.pos, item.producer, f"step {sid}: when: {_text(exc)}")
+                continue
+            if truthy(cond):
+                taken.append(item)
+            else:
+                skipped.append(_Item(item.key, item.origin, item.record, {**item.outputs, sid: None},
+                                     item.pos, item.producer))
+        return taken, skipped
 
     def _input_name(self, items) -> str:
         producers = {it.producer for it in items}

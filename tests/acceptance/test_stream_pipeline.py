@@ -362,3 +362,38 @@ def test_a_chain_ending_in_a_format_step_and_record_errors_after_an_aggregate(wo
     assert steps["div"] == {"records_in": 125, "records_out": 124}
     [err] = run.of("RecordErrorOccurred", "checked")
     assert err["item_id"] == 1  # the second window on the aggregate's output
+
+
+def test_when_on_data_steps_lets_the_other_records_go_on_unchanged(work: Path) -> None:
+    pb = write_playbook(work, """
+  - name: gen
+    lifecycle: {policy: run_once}
+    process: {module: data:generate_from_list, params: {items: [{n: 1}, {n: 2}, {n: 3}, {n: 4}]}}
+  - name: pipe
+    lifecycle: {policy: run_once}
+    stream_inputs: [gen]
+    process:
+      module: stream:pipeline
+      params:
+        steps:
+          - id: sq
+            uses: data:map
+            when: "{{ .n }} > 2"
+            with: {template: '{"n": {{ .n }}, "sq": {{ .n * .n }}}'}
+          - id: total
+            uses: data:aggregate
+            when: "{{ .n }} != 1"
+            with: {count: 100, aggregate_fields: [{name: count, op: count}, {name: s, op: sum, source_field: "n"}]}
+  - name: out
+    lifecycle: {policy: run_once}
+    stream_inputs: [pipe]
+    process: {module: data:format, params: {format: json}}
+""")
+    run = gxo_run(pb)
+    assert run.rc == 0, run.stdout + run.stderr
+    records = json.loads(summary_of(run, "out")["formatted_content"])
+    # sq maps 3 and 4 only; the aggregate counts 2, 3 and 4; record 1 skips both steps
+    assert sorted(records, key=lambda r: len(r)) == [{"n": 1}, {"count": 3, "s": 9}]
+    steps = summary_of(run, "pipe")["steps"]
+    assert steps["sq"] == {"records_in": 2, "records_out": 2}
+    assert steps["total"] == {"records_in": 3, "groups_emitted": 1}

@@ -17,7 +17,7 @@ from gxo.compiler import types as T
 from gxo.compiler.diagnostics import Diagnostics, Note, did_you_mean
 from gxo.compiler.expr import ast
 from gxo.compiler.loader import MapNode, ScalarNode, YNode, to_plain, walk_path
-from gxo.compiler.model import ExprSite, Playbook, Workload
+from gxo.compiler.model import ExprSite, Playbook, Step, Workload
 from gxo.compiler.records import RecordTypes
 from gxo.compiler.typecheck import Ref, Scope, check_site
 from gxo.stdlib import registry
@@ -235,13 +235,40 @@ def _check_steps(w: Workload, diags: Diagnostics) -> None:
         if st.uses_node is not None and st.spec is None and st.uses:
             diags.add("unknown-module", f"unknown module '{st.uses}'", st.uses_node.span,
                       help=did_you_mean(st.uses, registry()) or None)
-    for st in w.steps:
+    order = {st.id: i for i, st in enumerate(w.steps)}
+    for i, st in enumerate(w.steps):
         for name, node in st.needs:
             if name not in ids:
                 diags.add("undefined-name", f"step '{name}' is not defined in this pipeline", node.span,
                           help=did_you_mean(name, ids) or None)
             elif name == st.id:
                 diags.add("dependency-cycle", f"step '{st.id}' needs itself", node.span)
+            elif order[name] > i:  # steps run in order: a need names an earlier step
+                diags.add("undefined-name", f"step '{st.id}' needs '{name}', which comes after it", node.span,
+                          help=f"steps run in order; move step '{name}' above step '{st.id}'")
+        _check_step_inputs(st, diags)
+
+
+def _check_step_inputs(st: Step, diags: Diagnostics) -> None:
+    """A join step reads the steps in its `needs` as separate streams: two or more of them, and
+    its sides are among them.  (Any other data step reads its needs merged into one stream.)"""
+    if st.spec is None or not (st.uses.startswith("data:") or st.uses == "passthrough"):
+        return
+    n = max(1, len(st.needs))
+    where = st.uses_node.span if st.uses_node is not None else (st.id_node.span if st.id_node else None)
+    if where is None:
+        return
+    if st.spec.stream_input == "two_or_more" and n < 2:
+        diags.add("stream-input", f"step '{st.id}' ({st.uses}) reads two or more streams, got {n}", where,
+                  help="name the steps it joins in needs, e.g. needs: [users, events]")
+    if st.uses == "data:join" and st.with_node is not None and len(st.needs) >= 2:
+        sides = {name for name, _ in st.needs}
+        on = st.with_node.get("on")
+        for item in getattr(on, "items", []):
+            s = item.get("stream") if isinstance(item, MapNode) else None
+            if isinstance(s, ScalarNode) and isinstance(s.value, str) and s.value not in sides:
+                diags.add("stream-input", f"join side '{s.value}' is not in the needs of step '{st.id}'",
+                          s.span, help=did_you_mean(s.value, sides) or "list it in the step's needs")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -216,6 +216,11 @@ class _Run:
         self.registers = {s["id"]: s["register"] for s in steps if s.get("register")}
         self.single = False  # running on the one implicit record
         self.chunked = False  # running the steps on one input batch of a streamed input
+        self._out_pos: dict = {}  # data step id -> records it has output so far
+        last = steps[-1]["uses"]
+        # a pipeline whose last step is a sink (data:format) emits no records: its output is the
+        # step's summary
+        self._emits = not (_is_data_plane(last) and getattr(_spec(last), "record_schema", {}) is None)
         self._keys = 0
 
     def _key(self) -> int:
@@ -323,8 +328,11 @@ class _Run:
         params = _resolve_data(step.get("with") or {}, self._overlay(None), keep, overlay_of)
         in_ch, out_ch = Channel(100), Channel(100)
         output = StreamOutput(out_ch)
+        fed = _FedWindow()  # the items behind the latest positions of the step's input
         sub = self._sub_context({"inputs": StreamInputs([(self.ctx.workload, in_ch)]),
-                                 "output": output, "record_errors": self.sink,
+                                 "output": output,
+                                 "record_errors": _StepErrors(self.sink, step["id"],
+                                                              {self.ctx.workload: fed}),
                                  "operator_state": operator_state_of(self.ctx).child(step["id"])})
         mod = cls()
 
@@ -340,6 +348,7 @@ class _Run:
                         if lineage is not None:
                             lineage[id(rec)] = (it, rec)  # (rec kept alive: its id stays its own)
                         records.append(rec)
+                        fed.append(it)
                     if records:
                         await in_ch.send(records)
             finally:
@@ -394,10 +403,9 @@ class _Run:
             prev = sid
         return streams[steps[-1]["id"]]
 
-    @staticmethod
-    async def _emit(out, final: list) -> None:
+    async def _emit(self, out, final: list) -> None:
         # sent at once: records never wait for the next chunk to fill a batch
-        if out is not None and final:
+        if out is not None and final and self._emits:
             records = [it.record for it in final]
             if len(records) <= out.batch_size:
                 await out.send_batch(records)
@@ -536,6 +544,11 @@ class _Run:
                 self._record_output(step, summary)
                 out.extend(self._lineage(records, {}, item))
             return out + skipped
+        if len(sources) > 1 and getattr(spec, "stream_input", "one") != "two_or_more":
+            # branches of the same records (needs: [a, b]): one stream, each record once, with
+            # the outputs of every branch it went through (as for a per-record step)
+            sources = [_merge(sources)]
+            preds = []
         names = preds or [self._input_name(sources[0])]
         skipped: list = []
         if step.get("when") is not None:  # the records it is false for go on unchanged
@@ -552,7 +565,7 @@ class _Run:
         if spec is not None and spec.record_schema is None:
             # a sink (data:format): the steps after it run once, on an empty record
             return [_Item(self._key(), {}, {}, {}, 0, self.ctx.workload)]
-        return self._lineage(records, by_id, single) + skipped
+        return self._lineage(records, by_id, single, step["id"]) + skipped
 
     def _when_split(self, step, items) -> tuple[list, list]:
         """The items ``step`` runs on, and those its ``when`` is false for (they go on unchanged,
@@ -585,17 +598,23 @@ class _Run:
 
     def _record_output(self, step, summary) -> None:
         prev = self.last.get(step["id"])
-        if self.chunked and step["id"] in self.ran and isinstance(prev, dict) \
-                and isinstance(summary, dict) and getattr(_spec(step["uses"]), "stream_input", "none") != "none":
-            # a stream step run batch by batch: its counts are those of the whole stream
+        if step["id"] in self.ran and isinstance(prev, dict) and isinstance(summary, dict) \
+                and _is_data_plane(step["uses"]):
+            # a data step run batch by batch, or a producer step run once per record: its counts
+            # are those of the whole stream
             summary = {**summary, **{k: prev[k] + v for k, v in summary.items()
                                      if _is_count(v) and _is_count(prev.get(k))}}
         self.last[step["id"]] = summary
         self.ran.add(step["id"])
 
-    def _lineage(self, records, by_id, single):
+    def _lineage(self, records, by_id, single, step_id=None):
+        """Items for a data step's output records: each inherits the lineage of the input record
+        it is (or of the one item the step ran on); a new record starts its own, placed by its
+        position on the step's output (counted across the step's batches)."""
         out = []
-        for i, record in enumerate(records):
+        start = self._out_pos.get(step_id, 0)
+        self._out_pos[step_id] = start + len(records)
+        for i, record in enumerate(records, start):
             rec = record if isinstance(record, dict) else {"item": record}
             src = by_id.get(id(record)) if by_id else None
             if src is None:
@@ -642,7 +661,9 @@ class _Run:
         out_ch = Channel(100)
         # a stateful step (data:join, data:aggregate) keeps its state in the pipeline's operator
         # state, one child per step: kept per workload, across the records it is fed
-        extras = {"output": StreamOutput(out_ch), "record_errors": self.sink,
+        extras = {"output": StreamOutput(out_ch),
+                  "record_errors": _StepErrors(self.sink, step["id"], {
+                      name: items for name, items in inputs} if inputs else {}),
                   "operator_state": operator_state_of(self.ctx).child(step["id"])}
         if inputs:
             extras["inputs"] = StreamInputs([(name, ch) for (name, _), ch in zip(inputs, channels)])
@@ -706,6 +727,46 @@ def _resolve_data(value, base, keep, overlay_of, path=()):
     if isinstance(value, list):
         return [_resolve_data(v, base, keep, overlay_of, path + (i,)) for i, v in enumerate(value)]
     return value
+
+
+class _FedWindow:
+    """The items fed to a whole-stream step, by position on its input: only the latest
+    ``keep`` are held (a module reports a record error as it reads the record)."""
+
+    def __init__(self, keep: int = 10_000):
+        self._items: dict = {}
+        self._next = 0
+        self._keep = keep
+
+    def append(self, item) -> None:
+        self._items[self._next] = item
+        self._items.pop(self._next - self._keep, None)
+        self._next += 1
+
+    def get(self, position):
+        return self._items.get(position)
+
+
+class _StepErrors:
+    """The record-error sink of a data step: an error is reported at the place of the record on
+    the pipeline's input (its lineage) when the step read it from an earlier step or the input,
+    named after the step."""
+
+    def __init__(self, sink, step_id: str, fed: dict):
+        self._sink = sink
+        self._step = step_id
+        self._fed = fed  # input name -> the items fed on it, by position
+
+    def report(self, position, producer, message) -> None:
+        items = self._fed.get(producer)
+        item = None
+        if isinstance(items, list):
+            item = items[position] if isinstance(position, int) and 0 <= position < len(items) else None
+        elif items is not None:
+            item = items.get(position)
+        if item is not None:
+            position, producer = item.pos, item.producer
+        self._sink.report(position, producer, f"step {self._step}: {message}")
 
 
 def _uses_paths(value, keep, path=()) -> bool:

@@ -397,3 +397,72 @@ def test_when_on_data_steps_lets_the_other_records_go_on_unchanged(work: Path) -
     steps = summary_of(run, "pipe")["steps"]
     assert steps["sq"] == {"records_in": 2, "records_out": 2}
     assert steps["total"] == {"records_in": 3, "groups_emitted": 1}
+
+
+def test_record_errors_of_data_steps_name_the_record_on_the_pipeline_input(work: Path) -> None:
+    """Positions count across batches and past records a `when` skipped; a producer step run
+    once per record counts all its runs; a pipeline ending in data:format emits no records."""
+    pb = write_playbook(work, """
+  - name: gen
+    lifecycle: {policy: run_once}
+    process: {module: test:producer, params: {count: 250, template: '{"n": {{ .index }}, "line": "k={{ .index }}"}'}}
+  - name: piped
+    lifecycle: {policy: run_once}
+    stream_inputs: [gen]
+    process:
+      module: stream:pipeline
+      params:
+        steps:
+          - {id: f, uses: data:filter, when: "{{ .n }} >= 100", with: {condition: "{{ 10 / (.n - 150) }} > -1000"}}
+          - {id: p, uses: data:parse, with: {format: logfmt, content: "{{ .line }}"}}
+          - {id: doc, uses: data:format, with: {format: json}}
+  - name: after
+    lifecycle: {policy: run_once}
+    stream_inputs: [piped]
+    process: {module: passthrough}
+""")
+    run = gxo_run(pb)
+    assert run.rc == 0, run.stdout + run.stderr
+    [err] = run.of("RecordErrorOccurred", "piped")
+    assert (err["producer"], err["item_id"]) == ("gen", 150)
+    assert err["error_message"] == "step f: division by zero"
+    steps = summary_of(run, "piped")["steps"]
+    assert steps["f"] == {"records_in": 150, "records_out": 149}  # 100..249, but 150
+    assert steps["p"] == {"records_parsed": 249}
+    assert len(json.loads(steps["doc"]["formatted_content"])) == 249
+    assert summary_of(run, "after")["records_processed"] == 0
+
+
+def test_a_data_step_reads_the_branches_in_its_needs_as_one_stream(work: Path) -> None:
+    """E2's switch: per-record handlers guarded by `when`, then one data:map that needs all of
+    them reads each record once, with the output of whichever handler ran."""
+    pb = write_playbook(work, """
+  - name: lines
+    lifecycle: {policy: run_once}
+    process: {module: data:generate_from_list, params: {items: [{cmd: GET}, {cmd: PING}, {cmd: NOPE}]}}
+  - name: server
+    lifecycle: {policy: run_once}
+    stream_inputs: [lines]
+    process:
+      module: stream:pipeline
+      params:
+        steps:
+          - {id: get, uses: control:identity, needs: [], when: '{{ .cmd == "GET" }}', with: {response: "OK 1"}}
+          - {id: ping, uses: control:identity, needs: [], when: '{{ .cmd == "PING" }}', with: {response: "PONG"}}
+          - id: answer
+            uses: data:map
+            needs: [get, ping]
+            with:
+              template: '{"cmd": "{{ .cmd }}", "response": "{{ if .get }}{{ .get.response }}{{ else if .ping }}{{ .ping.response }}{{ else }}ERR{{ end }}"}'
+  - name: out
+    lifecycle: {policy: run_once}
+    stream_inputs: [server]
+    process: {module: data:format, params: {format: json}}
+""")
+    run = gxo_run(pb)
+    assert run.rc == 0, run.stdout + run.stderr
+    records = json.loads(summary_of(run, "out")["formatted_content"])
+    assert sorted(records, key=lambda r: r["cmd"]) == [
+        {"cmd": "GET", "response": "OK 1"}, {"cmd": "NOPE", "response": "ERR"},
+        {"cmd": "PING", "response": "PONG"}]
+    assert summary_of(run, "server")["steps"]["answer"] == {"records_in": 3, "records_out": 3}

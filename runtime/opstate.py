@@ -78,9 +78,6 @@ class OperatorState:
         return (sum(len(r) for r in self._regions.values()) + len(self._cells)
                 + sum(c.entries() for c in self._children.values()))
 
-    def is_empty(self) -> bool:
-        return self.entries() == 0
-
     def clear(self) -> None:
         """Forget everything (children included)."""
         self._regions.clear()

@@ -79,7 +79,6 @@ __all__ = [
     "errors_of",
     "inputs_of",
     "output_of",
-    "per_record",
 ]
 
 #: channel capacity when neither the workload, the playbook nor ``gxoc build`` sets one
@@ -327,10 +326,3 @@ def errors_of(ctx: Any) -> RecordErrorSink:
         ctx.extras["record_errors"] = sink
     return sink  # type: ignore[no-any-return]
 
-
-def per_record(value: Any) -> Callable[[Any], Any]:
-    """A per-record param as a function of the record: the kernel passes a callable built from
-    the compiled expression, or the plain value when the param is a literal."""
-    if callable(value):
-        return value  # type: ignore[no-any-return]
-    return lambda _record: value

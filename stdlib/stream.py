@@ -354,19 +354,8 @@ class _Run:
             finally:
                 in_ch.close()
 
-        async def body():
-            try:
-                if asyncio.iscoroutinefunction(mod.perform):
-                    summary = await mod.perform(sub, params)
-                else:
-                    summary = await asyncio.to_thread(mod.perform, sub, params)
-                await output.flush()
-                return summary
-            finally:
-                in_ch.discard()  # never leave the feeder blocked
-                out_ch.close()
-
-        feeder, runner = asyncio.ensure_future(feed()), asyncio.ensure_future(body())
+        feeder = asyncio.ensure_future(feed())
+        runner = asyncio.ensure_future(_run_step_module(mod, sub, params, output, [in_ch], out_ch))
         try:
             async for batch in out_ch:
                 yield batch
@@ -485,12 +474,7 @@ class _Run:
             mod = cls()
             sub = self._sub_context({"record_errors": sink_errors})
             async with limit:
-                if asyncio.iscoroutinefunction(mod.perform):
-                    result = await mod.perform(sub, params)
-                elif inline:
-                    result = mod.perform(sub, params)
-                else:
-                    result = await asyncio.to_thread(mod.perform, sub, params)
+                result = await _perform(mod, sub, params, inline)
             return item, result
 
         async def guarded(item):
@@ -662,8 +646,7 @@ class _Run:
         # a stateful step (data:join, data:aggregate) keeps its state in the pipeline's operator
         # state, one child per step: kept per workload, across the records it is fed
         extras = {"output": StreamOutput(out_ch),
-                  "record_errors": _StepErrors(self.sink, step["id"], {
-                      name: items for name, items in inputs} if inputs else {}),
+                  "record_errors": _StepErrors(self.sink, step["id"], dict(inputs)),
                   "operator_state": operator_state_of(self.ctx).child(step["id"])}
         if inputs:
             extras["inputs"] = StreamInputs([(name, ch) for (name, _), ch in zip(inputs, channels)])
@@ -683,23 +666,10 @@ class _Run:
             async for batch in out_ch:
                 collected.extend(batch)
 
-        async def body():
-            try:
-                if asyncio.iscoroutinefunction(mod.perform):
-                    summary = await mod.perform(sub, params)
-                else:
-                    summary = await asyncio.to_thread(mod.perform, sub, params)
-                await output.flush()
-            finally:
-                for ch in channels:
-                    ch.discard()  # never leave a feeder blocked
-                out_ch.close()
-            return summary
-
         tasks = [asyncio.ensure_future(feed(ch, recs)) for ch, recs in zip(channels, feeds)]
         reader = asyncio.ensure_future(collect())
         try:
-            summary = await body()
+            summary = await _run_step_module(mod, sub, params, output, channels, out_ch)
             await reader
             await asyncio.gather(*tasks)
         except asyncio.CancelledError:
@@ -727,6 +697,30 @@ def _resolve_data(value, base, keep, overlay_of, path=()):
     if isinstance(value, list):
         return [_resolve_data(v, base, keep, overlay_of, path + (i,)) for i, v in enumerate(value)]
     return value
+
+
+async def _perform(mod, ctx, params, inline: bool = False):
+    """A module's ``perform``: awaited, called in place (inline modules) or in a thread."""
+    import asyncio
+
+    if asyncio.iscoroutinefunction(mod.perform):
+        return await mod.perform(ctx, params)
+    if inline:
+        return mod.perform(ctx, params)
+    return await asyncio.to_thread(mod.perform, ctx, params)
+
+
+async def _run_step_module(mod, ctx, params, output, inputs, out_ch):
+    """A data step's module to its end, its output flushed; whatever happens, its input
+    channels are let go (no feeder stays blocked) and its output channel is ended."""
+    try:
+        summary = await _perform(mod, ctx, params)
+        await output.flush()
+        return summary
+    finally:
+        for ch in inputs:
+            ch.discard()
+        out_ch.close()
 
 
 class _FedWindow:

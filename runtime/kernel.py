@@ -144,7 +144,6 @@ class Kernel:
         self.ectx = ExprContext(secrets, tracker)
         self.events = events
         self.opts = options
-        self.run_id = uuid.uuid4().hex
         self.by_name = {w.name: w for w in plan.workloads}
         self.deferred = _deferred_expressions(plan)
         self.wiring: Any = None
@@ -159,25 +158,7 @@ class Kernel:
 
             self.wiring = StreamWiring(plan, events)
             self.record_exprs = _record_expressions(plan)
-        # failure handling, precomputed off the scheduling path: handler -> the workloads whose
-        # on_failure names it; workload -> the failed deps it still runs after (its when reads
-        # their status, or it handles them)
-        self.handles: dict[str, tuple[str, ...]] = {}
-        for w in plan.workloads:
-            for h in w.on_failure:
-                self.handles[h] = (*self.handles.get(h, ()), w.name)
-        self.watch: dict[str, frozenset[str]] = {
-            w.name: frozenset(w.failure_watch) | frozenset(self.handles.get(w.name, ()))
-            for w in plan.workloads if w.failure_watch or w.name in self.handles}
-        self.fired: set[str] = set()  # handlers whose workload failed for good
-        self.rescuing: set[str] = set()  # handlers started while the run halts: it waits for them
-        # consumers that end Skipped when no record arrives (policy skip_on_no_input)
-        self.no_input = frozenset(w.name for w in plan.workloads if w.skip_on_no_input and self.wiring is not None
-                                  and self.wiring.is_consumer(w.name))
-        # --dry-run: checks whose inputs come from dry-run summaries are skipped, not failed
-        self.dry_checks = frozenset(w.name for w in plan.workloads if w.module in _CHECK_MODULES) \
-            if options.dry_run else frozenset()
-        self.unreal: set[str] = set()  # workloads whose summary is a dry run's
+        self.react = _Reactions(plan, self.wiring, options.dry_run)
         self.inline_cls = self._inline_classes()
         # render() builds fresh containers from the IR; only values that expressions read from
         # the state can alias it, so only params with expressions are copied (deep_copy mode)
@@ -191,9 +172,14 @@ class Kernel:
         #: why the run is being stopped from outside (a signal, the run's deadline), set by the
         #: driver before it cancels the run: the reason given to the workloads it cancels
         self.stop_reason: str | None = None
-        self.report = Report(plan.name, self.run_id, self.results, time.time())
+        self.report = Report(plan.name, uuid.uuid4().hex, self.results, time.time())
         self._done: asyncio.Event | None = None
         self._remaining = 0
+
+    @property
+    def run_id(self) -> str:
+        # kept on the report: one attribute fewer on the kernel (see the note in __init__)
+        return self.report.run_id
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -330,14 +316,14 @@ class Kernel:
         stack = list(reversed(ready))
         while stack:
             w = stack.pop()
-            if self.halted_by is not None and w.name not in self.rescuing:
+            if self.halted_by is not None and w.name not in self.react.rescuing:
                 continue
             cls = self.inline_cls.get(w.name)
             if cls is not None:
                 newly = self._run_inline(w, cls())
                 if newly:
                     stack.extend(reversed(newly))
-            elif w.name in self.handles and w.name not in self.fired:
+            elif w.name in self.react.handles and w.name not in self.react.fired:
                 # every workload it handles ended without failing: the handler is not needed
                 res = self.results[w.name]
                 res.started = res.ended = time.time()
@@ -353,7 +339,7 @@ class Kernel:
         for w in self.plan.workloads:
             if not w.inline or w.loop is not None or w.timeout is not None or w.retry.attempts != 1:
                 continue
-            if w.name in self.handles or w.name in self.dry_checks:
+            if w.name in self.react.handles or w.name in self.react.dry_checks:
                 continue
             cls = load_module_class(w.module)
             if cls is not None and not inspect.iscoroutinefunction(cls.perform):
@@ -390,7 +376,7 @@ class Kernel:
         # one waits on it to drain the channel, so a slot held by the consumer could deadlock
         slot = contextlib.nullcontext() if self.wiring is not None and self.wiring.is_consumer(w.name) else self.limit
         async with slot:
-            if self.halted_by is not None and w.name not in self.rescuing:
+            if self.halted_by is not None and w.name not in self.react.rescuing:
                 return
             res = self.results[w.name]
             res.started = time.time()
@@ -426,10 +412,10 @@ class Kernel:
             raise KernelError(f"when could not be evaluated at {self.where(w.when)}: {exc}") from None
 
     async def _instance(self, w: Workload) -> Any:
-        if w.name in self.no_input and not await self._has_input(w.name):
+        if w.name in self.react.no_input and not await self._has_input(w.name):
             raise _Skip("no input records")
         scope = self.state.view()
-        if w.name in self.dry_checks and self._reads_dry_run(w.name):
+        if w.name in self.react.dry_checks and self._reads_dry_run(w.name):
             raise _Skip("dry run: input not real")
         if w.disabled or (w.when is not None and not w.when_per_item and not self._when(w, scope)):
             raise _Skip("when evaluated false")
@@ -437,6 +423,8 @@ class Kernel:
             return await self._attempts(w, scope, None)
         items = self._loop_items(w, scope)
         out: list[Any] = [None] * len(items)
+        if w.register:
+            self.react.loop_out[w.name] = out
         sem = asyncio.Semaphore(max(1, w.loop_parallel))
         ran = 0
 
@@ -451,9 +439,7 @@ class Kernel:
                 try:
                     out[i] = await self._attempts(w, item_scope, i)
                 except Exception as exc:
-                    # the register of a failed loop: the items as far as they got
-                    out[i] = _FailedItem(getattr(exc, "summary", None))
-                    exc.items = out  # type: ignore[attr-defined]
+                    out[i] = _FailedItem(getattr(exc, "summary", None))  # for the failure's register
                     raise
 
         if w.loop_parallel <= 1:
@@ -499,7 +485,7 @@ class Kernel:
             if cur in seen:
                 continue
             seen.add(cur)
-            if cur in self.unreal:
+            if cur in self.react.unreal:
                 return True
             stack.extend(sources.get(cur, ()))
         return False
@@ -564,13 +550,13 @@ class Kernel:
         # the summary as the module returned it; the event bus redacts it like every event
         self.events.emit("ModuleExecutionEnd", workload=w.name, loop_iteration=index, summary=summary)
         if ctx.dry_run and isinstance(summary, dict) and summary.get("dry_run") is True:
-            self.unreal.add(w.name)
+            self.react.unreal.add(w.name)
         return summary
 
     def _context(self, w: Workload, index: int | None) -> Context:
         return Context(
             workload=w.name,
-            run_id=self.run_id,
+            run_id=self.report.run_id,
             logger=self.events.logger(w.name),
             workspace=self.workspace,
             state=functools.partial(self.state.get_all, w.state_access),
@@ -590,6 +576,8 @@ class Kernel:
         elif isinstance(summary, list) and any(isinstance(s, dict) and s.get("changed") is True for s in summary):
             res.changed = True
         if w.register:
+            if w.loop is not None:
+                self.react.loop_out.pop(w.name, None)
             self.state.set(w.register, self.tracker.redact_value(_success_value(summary)))
         return self._finish(w, COMPLETED, None)
 
@@ -602,8 +590,8 @@ class Kernel:
         res = self.results[w.name]
         if w.register and res.status == RUNNING:
             # the failure is registered too: the summary as far as it got, failed and error
-            items = getattr(exc, "items", None)
-            if w.loop is not None and isinstance(items, list):
+            items = self.react.loop_out.pop(w.name, None) if w.loop is not None else None
+            if items is not None:
                 value: Any = [_failure_value(v.summary, reason) if isinstance(v, _FailedItem)
                               else _success_value(v) for v in items]
             else:
@@ -646,9 +634,9 @@ class Kernel:
                 self._indeg[d] -= 1
                 if self._indeg[d] == 0:
                     newly.append(self.by_name[d])
-        elif w.name in self.rescuing:
-            self.rescuing.discard(w.name)
-            if not self.rescuing and self.halted_by is not None and self._done is not None:
+        elif w.name in self.react.rescuing:
+            self.react.rescuing.discard(w.name)
+            if not self.react.rescuing and self.halted_by is not None and self._done is not None:
                 self._done.set()  # the last handler of a halted run has ended
         return newly
 
@@ -658,14 +646,14 @@ class Kernel:
         on_failure handlers): for them the failure counts as an end, and their when decides.
         Returns those that became ready."""
         origin = w.name
-        self.fired.update(w.on_failure)
+        self.react.fired.update(w.on_failure)
         ready: list[Workload] = []
         stack = [(origin, d) for d in reversed(w.dependents)]
         while stack:
             src, name = stack.pop()
             if self.results[name].status != PENDING:
                 continue
-            if origin in self.watch.get(name, ()):
+            if origin in self.react.watch.get(name, ()):
                 if src == origin:  # the edge from the failed workload: it has ended
                     self._indeg[name] -= 1
                     if self._indeg[name] == 0:
@@ -673,7 +661,7 @@ class Kernel:
                 continue
             self.results[name].started = self.results[name].ended = time.time()
             for d in self._finish(self.by_name[name], SKIPPED, "dependency failed (ignored)"):
-                if origin in self.watch.get(d.name, ()):
+                if origin in self.react.watch.get(d.name, ()):
                     ready.append(d)
             stack.extend((name, d) for d in reversed(self.by_name[name].dependents))
         return ready
@@ -685,10 +673,10 @@ class Kernel:
         for h in w.on_failure:
             if self.results[h].status != PENDING:
                 continue
-            self.fired.add(h)
+            self.react.fired.add(h)
             self._indeg[h] -= 1
             if self._indeg[h] == 0:
-                self.rescuing.add(h)
+                self.react.rescuing.add(h)
                 ready.append(self.by_name[h])
             else:
                 waits = [d for d in self.by_name[h].deps if d != w.name
@@ -709,7 +697,7 @@ class Kernel:
         for res in self.results.values():
             if res.status == PENDING:
                 res.reason = f"run halted by {name}"
-        if self._done is not None and not self.rescuing:
+        if self._done is not None and not self.react.rescuing:
             self._done.set()
 
     async def _shutdown(self) -> None:
@@ -739,6 +727,36 @@ class Kernel:
 
 class _Skip(Exception):
     pass
+
+
+class _Reactions:
+    """How the run reacts to failures and missing input, precomputed per plan so that the
+    scheduling step never looks at it: only the task path and the failure paths do."""
+
+    __slots__ = ("handles", "watch", "fired", "rescuing", "no_input", "dry_checks", "unreal", "loop_out")
+
+    def __init__(self, plan: Plan, wiring: Any, dry_run: bool) -> None:
+        #: handler -> the workloads whose on_failure names it
+        self.handles: dict[str, tuple[str, ...]] = {}
+        for w in plan.workloads:
+            for h in w.on_failure:
+                self.handles[h] = (*self.handles.get(h, ()), w.name)
+        #: workload -> the deps whose ignored failure it runs after (its when reads their status
+        #: or failed field, as the compiler found; or it handles them)
+        self.watch: dict[str, frozenset[str]] = {
+            w.name: frozenset(w.failure_watch) | frozenset(self.handles.get(w.name, ()))
+            for w in plan.workloads if w.failure_watch or w.name in self.handles}
+        self.fired: set[str] = set()  # handlers whose workload failed for good
+        self.rescuing: set[str] = set()  # handlers started while the run halts: it waits for them
+        #: consumers that end Skipped when no record arrives (policy skip_on_no_input)
+        self.no_input = frozenset(w.name for w in plan.workloads
+                                  if w.skip_on_no_input and wiring is not None and wiring.is_consumer(w.name))
+        #: --dry-run: checks whose inputs come from dry-run summaries are skipped, not failed
+        self.dry_checks = frozenset(w.name for w in plan.workloads if w.module in _CHECK_MODULES) \
+            if dry_run else frozenset()
+        self.unreal: set[str] = set()  # workloads whose summary is a dry run's
+        #: a registering loop's items as far as they got, for its register when it fails
+        self.loop_out: dict[str, list[Any]] = {}
 
 
 #: modules that check results: under --dry-run they skip when their inputs are dry-run summaries

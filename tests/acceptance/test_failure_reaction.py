@@ -123,12 +123,27 @@ def test_ok_exit_codes(work: Path) -> None:
 def test_when_reading_the_loop_variable_is_evaluated_per_item(work: Path) -> None:
     run = gxo_exec(build(PLAYBOOKS / "loop_when.yaml", work))
     assert run.rc == 0, run.explain()
-    assert run.statuses == {"restart": "Completed", "none": "Skipped", "once": "Skipped", "summary": "Completed"}
+    assert run.statuses == {"restart": "Completed", "none": "Skipped", "once": "Skipped", "summary": "Completed",
+                            "check": "Failed", "report_checks": "Completed"}
     assert [s["service"] for s in run.summaries("restart")] == ["api", "db"]  # web was skipped
     assert run.summary("summary") == {"first": "api", "second": None, "third_failed": False}
     assert run.end("none")["error"] == "when evaluated false for every item"
     assert not run.of("ModuleExecutionStart", "none")
     assert run.end("once")["error"] == "when evaluated false"  # once, before the loop
+
+
+def test_a_failed_loop_registers_its_items_as_far_as_they_got(work: Path) -> None:
+    run = gxo_exec(build(PLAYBOOKS / "loop_when.yaml", work))
+    assert run.rc == 0, run.explain()
+    error = "command /bin/sh exited with code 3"
+    assert run.end("check")["error"] == error
+    assert run.summary("report_checks") == {
+        "first": {"stdout": "item 0", "stderr": "", "stdout_lines": ["item 0"], "exit_code": 0,
+                  "failed": False, "error": None},
+        "second": {"stdout": "item 3", "stderr": "", "stdout_lines": ["item 3"], "exit_code": 3,
+                   "failed": True, "error": error},
+        "third": None,  # never ran
+    }
 
 
 def test_dry_run_skips_checks_of_dry_run_summaries(work: Path) -> None:

@@ -5,9 +5,11 @@ ready when its in-degree reaches zero; ready workloads whose module is ``inline`
 bounded) run right in the scheduler step, the others get one Task each, at most
 ``max_concurrency`` at once.  Each instance follows the sequence of the reference checklist
 (section 2.3): ``when`` → ``loop`` → render params → retry(perform) under ``timeout`` →
-``register`` (redacted) → status.  A failure that is not ignored halts the run: running
-workloads are cancelled, the rest stay Pending.  An ignored failure skips its transitive
-dependents.  Nothing here imports the compiler.
+``register`` (redacted, with ``failed``/``error``) → status.  A failure that is not ignored
+halts the run: running workloads are cancelled, the rest stay Pending, and the failed
+workload's ``on_failure`` handlers run before the run ends.  An ignored failure skips its
+transitive dependents, except those that opted in to it (the plan's ``failure_watch``, and its
+handlers): for them it counts as an end.  Nothing here imports the compiler.
 """
 
 from __future__ import annotations
@@ -578,7 +580,7 @@ class Kernel:
         if w.register:
             if w.loop is not None:
                 self.react.loop_out.pop(w.name, None)
-            self.state.set(w.register, self.tracker.redact_value(_success_value(summary)))
+            self.state.set(w.register, self.tracker.redact_value(_success_value(summary, w.loop is not None)))
         return self._finish(w, COMPLETED, None)
 
     def _fail(self, w: Workload, exc: BaseException) -> list[Workload]:
@@ -593,7 +595,7 @@ class Kernel:
             items = self.react.loop_out.pop(w.name, None) if w.loop is not None else None
             if items is not None:
                 value: Any = [_failure_value(v.summary, reason) if isinstance(v, _FailedItem)
-                              else _success_value(v) for v in items]
+                              else _success_value(v, False) for v in items]
             else:
                 value = _failure_value(getattr(exc, "summary", None), reason)
             self.state.set(w.register, self.tracker.redact_value(value))
@@ -763,13 +765,13 @@ class _Reactions:
 _CHECK_MODULES = frozenset({"control:assert", "test:assert"})
 
 
-def _success_value(summary: Any) -> Any:
+def _success_value(summary: Any, looped: bool) -> Any:
     """A registered summary: the module's, plus ``failed: false`` and ``error: null`` (per item
-    for a loop)."""
+    for a loop; a skipped item stays null)."""
+    if looped and isinstance(summary, list):
+        return [_success_value(s, False) for s in summary]
     if isinstance(summary, dict):
         return {**summary, "failed": False, "error": None}
-    if isinstance(summary, list):
-        return [{**s, "failed": False, "error": None} if isinstance(s, dict) else s for s in summary]
     return summary
 
 
@@ -783,7 +785,7 @@ class _FailedItem:
 def _failure_value(summary: Any, error: str | None) -> dict[str, Any]:
     """A failed workload's (or loop item's) register: its summary as far as it got, plus
     ``failed: true`` and ``error``."""
-    base = _success_value(summary) if isinstance(summary, dict) else {}
+    base = summary if isinstance(summary, dict) else {}
     return {**base, "failed": True, "error": error}
 
 

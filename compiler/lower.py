@@ -218,6 +218,20 @@ class _Lowerer:
         return P.Channel(producer=producer, consumer=consumer.name, capacity=int(cap), overflow=str(overflow),
                          record_type=record_type)
 
+    def failure_watch(self, w: MWorkload) -> tuple[str, ...]:
+        """The workloads whose failure ``w`` opts in to: its ``when`` reads their status
+        (``._gxo.workloads.X.status``) or their register's ``failed`` field.  The kernel lets
+        it run after such a workload fails ignored, instead of skipping it."""
+        out = set()
+        for ref in self.an.when_refs.get(w.name, ()):
+            p = ref.path
+            if ref.kind == "gxo" and len(p) >= 4 and p[1] == "workloads" and p[3] == "status":
+                out.add(str(p[2]))
+            elif ref.kind == "register" and len(p) >= 2 and p[1] == "failed" and ref.name in self.an.by_register:
+                out.add(self.an.by_register[ref.name].name)
+        out.discard(w.name)
+        return tuple(sorted(n for n in out if n in self.an.by_name))
+
     def workload(self, w: MWorkload, deps: dict[str, list[str]], dependents: dict[str, list[str]],
                  level: dict[str, int]) -> P.Workload:
         when_id, disabled = None, False
@@ -246,6 +260,7 @@ class _Lowerer:
             lifecycle=self.lifecycle(w),
             params=self.ir(w.params_node) if w.params_node is not None else {},
             when=when_id,
+            when_per_item=w.is_looped and any(r.kind == "loop" for r in self.an.when_refs.get(w.name, ())),
             disabled=disabled,
             loop=loop_ir,
             loop_var=w.loop_var,
@@ -254,6 +269,8 @@ class _Lowerer:
             timeout=parse_duration(timeout) if isinstance(timeout, str) else None,
             register=w.register,
             ignore_errors=to_plain(w.node.get("ignore_errors")) is True,
+            on_failure=tuple(dict.fromkeys(n for n, _ in w.on_failure)),
+            failure_watch=self.failure_watch(w),
             state_access=str(access or "deep_copy"),
             skip_on_no_input=bool(skip),
             stream_inputs=tuple(dict.fromkeys(n for n, _ in w.stream_inputs)),
@@ -276,7 +293,7 @@ class _Lowerer:
         deps: dict[str, list[str]] = {}
         dependents: dict[str, list[str]] = {}
         for e in edges:
-            if set(e.kinds) & {"state", "needs"}:
+            if set(e.kinds) & {"state", "needs", "on_failure"}:
                 deps.setdefault(e.target, []).append(e.source)
                 dependents.setdefault(e.source, []).append(e.target)
         levels = tuple(tuple(sorted(lv)) for lv in self.graph.levels)

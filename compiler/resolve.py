@@ -35,6 +35,7 @@ class Analysis:
     by_name: dict[str, Workload]
     by_register: dict[str, Workload]
     refs: dict[str, list[Ref]] = field(default_factory=dict)  # workload name -> refs
+    when_refs: dict[str, list[Ref]] = field(default_factory=dict)  # workload name -> refs of its when
     site_types: dict[int, T.Type] = field(default_factory=dict)  # id(site) -> type
     register_types: dict[str, T.Type] = field(default_factory=dict)
     record_types: RecordTypes | None = None
@@ -76,6 +77,7 @@ def resolve(pb: Playbook, diags: Diagnostics) -> Analysis:
         _check_module(w, diags)
         _check_lifecycle(w, an, diags)
         _check_links(w, an, diags)
+        _check_on_failure(w, an, diags)
         _check_steps(w, diags)
     an.record_types = RecordTypes(an, diags)
     _register_types(an)
@@ -224,6 +226,22 @@ def _check_links(w: Workload, an: Analysis, diags: Diagnostics) -> None:
                           s.span, help=did_you_mean(s.value, inputs) or "list it in stream_inputs")
 
 
+def _check_on_failure(w: Workload, an: Analysis, diags: Diagnostics) -> None:
+    """``on_failure`` names other run_once workloads of the playbook (cycles: ``graph``)."""
+    for name, node in w.on_failure:
+        target = an.by_name.get(name)
+        if name == w.name:
+            diags.add("dependency-cycle", f"workload '{w.name}' names itself in on_failure", node.span,
+                      help="on_failure names other workloads, run when this one fails")
+        elif target is None:
+            diags.add("undefined-name", f"on_failure: '{name}' is not a workload", node.span,
+                      help=did_you_mean(name, an.by_name) or None)
+        elif target.policy != "run_once":
+            diags.add("lifecycle-unsupported", f"on_failure: '{name}' has policy {target.policy}; "
+                      "only run_once workloads can run on a failure", node.span,
+                      help=f"give '{name}' lifecycle.policy: run_once, or remove it from on_failure")
+
+
 def _check_steps(w: Workload, diags: Diagnostics) -> None:
     ids: dict[str, ScalarNode] = {}
     for st in w.steps:
@@ -285,7 +303,19 @@ def _register_types(an: Analysis) -> None:
                 t = _open_templated(t)
         else:
             t = T.from_schema(w.spec.summary_schema)
+        t = _with_outcome(t)
         an.register_types[name] = T.ListT(t) if w.is_looped else t
+
+
+#: what the kernel adds to every registered summary: whether the workload failed, and why
+_OUTCOME = (("failed", T.BOOL), ("error", T.union((T.STR, T.NULL))))
+
+
+def _with_outcome(t: T.Type) -> T.Type:
+    if not isinstance(t, T.MapT):
+        return t
+    own = [(k, v) for k, v in t.fields if k not in ("failed", "error")]
+    return T.MapT(tuple(own) + _OUTCOME, open=t.open)
 
 
 def _open_templated(t: T.Type) -> T.Type:
@@ -350,6 +380,8 @@ def _check_sites(an: Analysis, diags: Diagnostics) -> None:
             res = check_site(site, scope, diags)
             an.site_types[id(site)] = res.type
             refs.extend(res.refs)
+            if site.where == "when":
+                an.when_refs[w.name] = list(res.refs)
             _check_secrets(w, site, res.secrets, diags)
             _check_param_type(w, site, res.type, diags)
             if site.where == "loop" and not _iterable(res.type):

@@ -239,7 +239,7 @@ def test_cmd(paths, junit_path, pattern) -> None:
             err = None if code == 0 else (out.getvalue().strip() or f"exit {code}")
             if err is not None:  # the JUnit message: what failed (reasons are already redacted)
                 failed = [f"{r.name}: {r.reason}" for r in (report.results.values() if report else [])
-                          if r.status == "Failed" and not r.ignored]
+                          if r.status == "Failed" and not r.ignored and not r.cancelled]
                 cause = "; ".join(failed) or f"exit {code}"
         secs = time.perf_counter() - t0
         cases.append((f, secs, err, cause))

@@ -34,7 +34,8 @@ class PlainSink:
         t = event["type"]
         if t == "WorkloadEnd":
             status = event["final_status"]
-            label = "ignored" if event.get("ignored") else _LABEL.get(status, status.lower())
+            label = "cancelled" if event.get("cancelled") else "ignored" if event.get("ignored") \
+                else _LABEL.get(status, status.lower())
             line = f"{label:<8} {event['workload']} ({event['duration_ms'] / 1000:.2f}s)"
             if event.get("error"):
                 line += f": {event['error']}"
@@ -125,12 +126,15 @@ class LiveView:
 
 def recap(report: Report, redact: Any) -> str:
     """The final summary: problems first, then counts and the duration."""
-    counts = {"ok": 0, "changed": 0, "failed": 0, "ignored": 0, "skipped": 0, "not run": 0}
+    counts = {"ok": 0, "changed": 0, "failed": 0, "ignored": 0, "cancelled": 0, "skipped": 0, "not run": 0}
     lines: list[str] = []
     for res in report.results.values():
         if res.status == COMPLETED:
             counts["ok"] += 1
             counts["changed"] += res.changed
+        elif res.status == FAILED and res.cancelled:  # stopped by the run, not failed itself
+            counts["cancelled"] += 1
+            lines.append(f"  cancelled: {res.name}: {(res.reason or '').removeprefix('cancelled: ')}")
         elif res.status == FAILED:
             counts["ignored" if res.ignored else "failed"] += 1
             lines.append(f"  {'ignored' if res.ignored else 'failed'}: {res.name}: {res.reason}")

@@ -98,6 +98,7 @@ class Workload:
     lifecycle: Lifecycle
     params: Any  # IR: JSON with {"$expr": id} for templates, {"$lit": v} escaping a literal "$expr" map
     when: str | None = None  # expression id
+    when_per_item: bool = False  # the when reads the loop variable: evaluated once per item
     disabled: bool = False  # a literal `when: false`: the workload always ends Skipped
     loop: Any = None  # IR (literal list, or {"$expr": id}); None = no loop
     loop_var: str = "item"
@@ -106,6 +107,8 @@ class Workload:
     timeout: float | None = None  # seconds; None = none
     register: str | None = None
     ignore_errors: bool = False
+    on_failure: tuple[str, ...] = ()  # run_once workloads that run only when this one fails for good
+    failure_watch: tuple[str, ...] = ()  # deps whose failure this one waits for (its when reads it), sorted
     state_access: str = "deep_copy"  # deep_copy | unsafe_direct_reference
     skip_on_no_input: bool = False
     stream_inputs: tuple[str, ...] = ()
@@ -123,7 +126,7 @@ class Workload:
 class Edge:
     source: str
     target: str
-    kinds: tuple[str, ...]  # sorted subset of ("needs", "state", "stream")
+    kinds: tuple[str, ...]  # sorted subset of ("needs", "on_failure", "state", "stream")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

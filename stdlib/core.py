@@ -31,6 +31,14 @@ EXEC = ModuleSpec(
             "working_dir": s.string(
                 "Working directory, inside the workspace (default: the workspace itself)."
             ),
+            "ok_exit_codes": s.array(
+                s.integer("An exit code.", minimum=0, maximum=255),
+                "Exit codes that count as success (`grep` exits 1 when nothing matches); any "
+                "other code fails the workload.",
+                default=[0],
+                minItems=1,
+                uniqueItems=True,
+            ),
         },
         required=("command",),
     ),
@@ -164,6 +172,13 @@ class Exec:
                 env[key] = value
         working_dir = p.opt_str(params, "working_dir")
         cwd = ctx.workspace.resolve(working_dir) if working_dir else ctx.workspace.path
+        ok_codes = params.get("ok_exit_codes")
+        if ok_codes is None:
+            ok_codes = [0]
+        elif not (isinstance(ok_codes, list) and ok_codes
+                  and all(isinstance(c, int) and not isinstance(c, bool) for c in ok_codes)):
+            raise ValidationError("parameter 'ok_exit_codes' must be a non-empty list of integers, got "
+                                  f"{p.kind(ok_codes)}")
 
         if ctx.dry_run:
             ctx.logger.info("dry run: would run a command", command=command, args=args)
@@ -231,7 +246,7 @@ class Exec:
             rc = 128 - rc
         summary = _exec_summary(out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
                                 rc)
-        if rc != 0:
+        if rc not in ok_codes:
             detail = f"killed by {signame}" if signame else f"exited with code {rc}"
             last = summary["stderr"].strip().splitlines()[-1:] if summary["stderr"] else []
             # redact before cutting: a cut through an encoded secret would leak its first half

@@ -130,6 +130,7 @@ FULL: dict[str, Any] = {
             "name": "seed",
             "lifecycle": {"policy": "run_once"},
             "process": {"module": "data:generate_from_list", "params": {"items": [1, 2, 3]}},
+            "on_failure": ["nightly"],
         },
         {
             "name": "consume",
@@ -381,7 +382,7 @@ INVALID: dict[str, tuple[dict[str, Any], tuple[Any, ...], str]] = {
     # workload keys
     "unknown-workload-key": ({f"{W}/depends_on": ["b"]}, WP, "additionalProperties"),
     "legacy-workload-type": ({f"{W}/type": "exec"}, WP, "additionalProperties"),
-    "future-on-failure": ({f"{W}/on_failure": []}, WP, "additionalProperties"),
+    "on-failure-not-a-list": ({f"{W}/on_failure": "rollback"}, (*WP, "on_failure"), "type"),
     "missing-workload-name": ({f"{W}/name": DELETE}, WP, "required"),
     "bad-name-space": ({f"{W}/name": "build app"}, (*WP, "name"), "pattern"),
     "bad-name-dot": ({f"{W}/name": "a.b"}, (*WP, "name"), "pattern"),

@@ -30,7 +30,7 @@ def test_failure_halts_the_run(work: Path) -> None:
     assert recap[0].startswith("PLAY RECAP engine-halt: FAILED in ")
     assert recap[1] == "  failed: b: command /bin/sh exited with code 3: disk on fire"  # the cause first
     assert "  not run: c: run halted by b" in recap and "  not run: d: run halted by b" in recap
-    assert recap[-1] == "  ok=1  changed=0  failed=1  ignored=0  skipped=0  not run=2"
+    assert recap[-1] == "  ok=1  changed=0  failed=1  ignored=0  cancelled=0  skipped=0  not run=2"
 
 
 def test_run_deadline_cancels_the_slow_workload(work: Path) -> None:
@@ -52,7 +52,7 @@ def test_run_deadline_cancels_the_slow_workload(work: Path) -> None:
     plain = gxo_exec(plan, "--timeout", "200ms", json_events=False)
     assert plain.rc == 124
     assert "PLAY RECAP engine-cancel: TIMED OUT in 0." in plain.stdout
-    assert "failed: slow: cancelled: run timed out after 0.2s" in plain.stdout
+    assert "cancelled: slow: run timed out after 0.2s" in plain.stdout
 
 
 def test_workload_timeout_fails_only_that_workload(work: Path) -> None:

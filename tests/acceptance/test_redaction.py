@@ -124,7 +124,8 @@ def test_exec_json_stream(plan: Path) -> None:
     leaked = run.summary("leak_out")
     assert leaked["stdout_lines"][0] == "sha256=" + hashlib.sha256(SECRET.encode()).hexdigest()
     assert leaked["stdout_lines"][1] == "raw: [REDACTED_SECRET]"
-    assert run.summary("reuse_register")["copied"] == leaked  # the register holds the redacted form
+    # the register holds the redacted form (plus the kernel's failed/error)
+    assert run.summary("reuse_register")["copied"] == {**leaked, "failed": False, "error": None}
     assert run.summary("secret_in_summary") == {"token": "[REDACTED_SECRET]", "header": "Bearer [REDACTED_SECRET]",
                                                 "as_json": '{"k":"[REDACTED_SECRET]"}'}
     assert run.summary("secret_in_args")["stdout"] == "arg=[REDACTED_SECRET]"

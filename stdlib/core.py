@@ -88,8 +88,9 @@ def _exec_summary(stdout: str, stderr: str, exit_code: int) -> dict:
     return {"stdout": stdout, "stderr": stderr, "stdout_lines": lines, "exit_code": exit_code}
 
 
-def _find_program(command: str, env_path: str | None, plan_dir: str) -> str | None:
-    """``command`` as a program path: absolute, found on PATH, or relative to the plan's folder."""
+def _find_program(command: str, env_path: str | None, cwd: str) -> str | None:
+    """``command`` as a shell finds it: absolute, a bare name looked up on PATH, or a path with a
+    slash (``./build/app``) relative to the working directory ``cwd``."""
     import os
     import shutil
 
@@ -100,9 +101,8 @@ def _find_program(command: str, env_path: str | None, plan_dir: str) -> str | No
         return command if runnable(command) else None
     if "/" not in command:
         found = shutil.which(command, path=env_path)
-        if found:
-            return os.path.abspath(found)
-    candidate = os.path.abspath(os.path.join(plan_dir or ".", command))
+        return os.path.abspath(found) if found else None
+    candidate = os.path.join(cwd, command)
     return candidate if runnable(candidate) else None
 
 
@@ -172,9 +172,12 @@ class Exec:
 
         env_path = env.get("PATH") if env is not None and "PATH" in env else os.environ.get(
             "PATH", os.defpath)
-        program = _find_program(command, env_path, ctx.plan_dir)
+        program = _find_program(command, env_path, cwd)
         if program is None:
-            message = f"command not found: {command}"
+            where = ("on PATH" if "/" not in command else "" if command.startswith("/")
+                     else f"in the working directory {cwd} (a script beside the plan is "
+                     "{{ ._gxo.plan_dir }}/name)")
+            message = f"command not found: {command}" + (f" ({where})" if where else "")
             raise ModuleError(message, summary=_exec_summary("", message, -1))
         if not os.path.isdir(cwd):
             message = f"working directory {working_dir or cwd!r} does not exist"

@@ -299,6 +299,10 @@ def compile_quiet(path: str, stream: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the `gxo` command itself (not a caller's process): adopt what workloads orphan
+        from gxo.runtime.proctrack import become_subreaper
+
+        become_subreaper()
     try:
         cli.main(args=argv, prog_name="gxo", standalone_mode=False)
     except click.exceptions.Exit as exc:

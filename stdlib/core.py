@@ -107,18 +107,25 @@ def _find_program(command: str, env_path: str | None, cwd: str) -> str | None:
 
 
 async def _kill_group(proc, grace: float) -> None:
-    """SIGTERM the child's whole process group, SIGKILL it after ``grace``, reap the child."""
+    """SIGTERM the child's whole process group and the processes that left it (descendants that
+    called setsid, orphans this gxo adopted: gxo.runtime.proctrack), SIGKILL them after
+    ``grace``, reap the child and close its pipes."""
     import asyncio
     import os
     import signal
 
+    from gxo.runtime import proctrack
+
     pgid = proc.pid  # start_new_session: the child leads its own group
+    # the child's descendants are found through their parent links while the child lives
+    escaped = proctrack.leftovers(pgid, adopted=proctrack.running_count() == 1)
 
     def signal_group(sig: int) -> None:
         try:
             os.killpg(pgid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+        proctrack.signal_all(escaped, sig)
 
     signal_group(signal.SIGTERM)
     try:
@@ -132,6 +139,29 @@ async def _kill_group(proc, grace: float) -> None:
         await asyncio.shield(proc.wait())
     except asyncio.CancelledError:
         await proc.wait()
+    finally:
+        proctrack.reaped(proc.pid)
+        proctrack.reap(escaped)
+        transport = getattr(proc, "_transport", None)
+        if transport is not None:  # a pipe still held by a process we could not see
+            transport.close()
+
+
+async def _end_leftovers(proc) -> None:
+    """After the child exited on its own: stop what it left running (cheap when nothing)."""
+    import os
+
+    from gxo.runtime import proctrack
+
+    try:
+        os.killpg(proc.pid, 0)
+        group_alive = True
+    except (ProcessLookupError, PermissionError):
+        group_alive = False
+    if group_alive or (proctrack.running_count() == 1 and proctrack.leftovers(None, adopted=True)):
+        await _kill_group(proc, 0)
+    else:
+        proctrack.reaped(proc.pid)
 
 
 class Exec:
@@ -144,6 +174,7 @@ class Exec:
         import os
         import re
 
+        from gxo.runtime import proctrack
         from gxo.runtime.module import ModuleError, ValidationError
         from gxo.stdlib import _params as p
 
@@ -174,10 +205,12 @@ class Exec:
             "PATH", os.defpath)
         program = _find_program(command, env_path, cwd)
         if program is None:
-            where = ("on PATH" if "/" not in command else "" if command.startswith("/")
-                     else f"in the working directory {cwd} (a script beside the plan is "
-                     "{{ ._gxo.plan_dir }}/name)")
-            message = f"command not found: {command}" + (f" ({where})" if where else "")
+            message = f"command not found: {command}"
+            if "/" not in command:
+                message += " (looked up on PATH)"
+            elif not command.startswith("/"):
+                message += (f" (looked up in the working directory {cwd}; name a script beside the "
+                            f"plan as {{{{ ._gxo.plan_dir }}}}/{command.removeprefix('./')})")
             raise ModuleError(message, summary=_exec_summary("", message, -1))
         if not os.path.isdir(cwd):
             message = f"working directory {working_dir or cwd!r} does not exist"
@@ -203,6 +236,7 @@ class Exec:
                     started = await starting
                 except Exception:  # noqa: BLE001 - it did not start: nothing to stop
                     raise asyncio.CancelledError from None
+                proctrack.started(started.pid)
                 await _kill_group(started, 0)
                 raise
         except OSError as exc:
@@ -211,6 +245,7 @@ class Exec:
         except ValueError as exc:  # a NUL byte in an argument or the environment
             message = f"cannot start {command}: {exc} (an argument or variable holds a NUL character)"
             raise ModuleError(message, summary=_exec_summary("", message, -1)) from None
+        proctrack.started(proc.pid)
         ctx.logger.debug("started", command=command, pid=proc.pid)
 
         try:
@@ -221,6 +256,7 @@ class Exec:
         except BaseException:
             await _kill_group(proc, 0)
             raise
+        await _end_leftovers(proc)
         rc = proc.returncode
         assert rc is not None
         signame = ""

@@ -91,7 +91,9 @@ CODES: dict[str, CodeInfo] = {
         "Remove one of the references (or needs) on the cycle's path."),
     # security
     "path-escape": CodeInfo("security", WARNING, "a literal path param that leaves the workspace",
-        'Use a path relative to the workspace; absolute paths and `..` that leave it are refused at run time.'),
+        'Use a path relative to the workspace, or list the directory in `workload_policy.allowed_paths` / '
+        '`policy.allowed_paths` (or pass `gxo --allow-path`): other absolute paths and `..` that leave it are '
+        'refused at run time.'),
     "secret-in-log": CodeInfo("security", WARNING, "a secret flowing into a param that is logged or summarised",
         'Pass secrets only through params that are not echoed in summaries or logs (e.g. `environment`).'),
     # what this release runs

@@ -391,7 +391,7 @@ def _check_sites(an: Analysis, diags: Diagnostics) -> None:
                 diags.add("type-mismatch", f"loop must be a list or a mapping, but the expression gives {res.type}",
                           site.node.span, help="loop over a list (or a mapping's values), e.g. loop: \"{{ .hosts }}\"")
         _check_literal_params(w, diags)
-        _check_paths(w, diags)
+        _check_paths(w, diags, an.playbook)
         an.refs[w.name] = refs
 
 
@@ -519,9 +519,19 @@ def _check_literal_params(w: Workload, diags: Diagnostics) -> None:
                         st.uses_node or step_node, with_key, diags, prefix=f"steps[{st.index}].with")
 
 
-def _check_paths(w: Workload, diags: Diagnostics) -> None:
+def _allowed_dirs(pb: Playbook, w: Workload) -> list[str]:
+    """The playbook's and the workload's literal allowed_paths, normalised."""
+    out: list[str] = []
+    for pol in (pb.root.get("workload_policy"), w.node.get("policy")):
+        dirs = to_plain(pol).get("allowed_paths") if isinstance(pol, MapNode) else None
+        out += [posixpath.normpath(d) for d in dirs or () if isinstance(d, str) and d.startswith("/")]
+    return out
+
+
+def _check_paths(w: Workload, diags: Diagnostics, pb: Playbook) -> None:
     if w.spec is None or w.params_node is None:
         return
+    allowed = _allowed_dirs(pb, w)
     for p in w.spec.path_params:
         node = walk_path(w.params_node, tuple(p.split(".")))
         if not isinstance(node, ScalarNode) or not isinstance(node.value, str):
@@ -530,6 +540,9 @@ def _check_paths(w: Workload, diags: Diagnostics) -> None:
         if "{{" in v or "${" in v:
             continue
         norm = posixpath.normpath(v)
+        if v.startswith("/") and any(norm == d or norm.startswith(d.rstrip("/") + "/") for d in allowed):
+            continue  # under an allowed path (the run still checks its real path)
         if v.startswith("/") or norm == ".." or norm.startswith("../"):
             diags.add("path-escape", f"path {json.dumps(v)} leaves the workspace; the run will refuse it",
-                      node.span, help="paths are relative to the run's workspace (_gxo.workspace.path)")
+                      node.span, help="paths are relative to the run's workspace (_gxo.workspace.path); to reach "
+                      "a directory outside it, list it in workload_policy.allowed_paths or pass gxo --allow-path")

@@ -14,8 +14,10 @@ EXEC = ModuleSpec(
     params_schema=s.params(
         {
             "command": s.nonempty(
-                "Program to run: an absolute path, a name found on PATH, or a path relative to "
-                "the folder holding the .gxp. Not run through a shell."
+                "Program to run, found as a shell finds it: an absolute path, a bare name looked "
+                "up on PATH, or a path with a slash (./build/app) relative to the working "
+                "directory. A script beside the plan is {{ ._gxo.plan_dir }}/script.sh. Not run "
+                "through a shell."
             ),
             "args": s.string_list(
                 "Arguments, one argv entry each (a templated entry is passed as its text form).",

@@ -10,8 +10,9 @@ module does nothing and only the group is killed):
 - *Subreaper*: the ``gxo`` command marks itself a child subreaper
   (``prctl(PR_SET_CHILD_SUBREAPER)``), so a descendant whose parent exits is re-parented to
   ``gxo`` instead of init.  Such an adopted process belongs to the exec that was running when it
-  was adopted: while one exec runs it is killed with that exec; when several run at once it is
-  killed when the run ends.  ``gxo`` reaps what it kills (nothing is left a zombie).
+  was adopted: when that exec is cancelled while it runs alone, it is killed with it;
+  otherwise (several execs at once, or an exec that ended normally: finding adopted processes
+  costs a scan of /proc) it is killed when the run ends.  ``gxo`` reaps what it kills.
 
 A per-exec cgroup would attribute processes exactly, but needs a delegated, writable cgroup v2
 subtree, which an unprivileged ``gxo`` rarely has; the process tree needs no privilege.
@@ -99,6 +100,9 @@ def _tree(roots: set[int], parents: dict[int, int]) -> set[int]:
 def leftovers(pid: int | None, *, adopted: bool) -> set[int]:
     """The live descendants of ``pid`` (an exec child), and with ``adopted`` the processes this
     subreaper adopted (its children that are not exec children) with their descendants."""
+    adopted = adopted and _subreaper
+    if pid is None and not adopted:
+        return set()
     parents = _parents()
     if not parents:
         return set()
@@ -106,7 +110,7 @@ def leftovers(pid: int | None, *, adopted: bool) -> set[int]:
     if pid is not None and pid in parents:
         roots.add(pid)
     found = _tree(roots, parents)
-    if adopted and _subreaper:
+    if adopted:
         me = os.getpid()
         orphans = {p for p, pp in parents.items() if pp == me and p not in _children and p != pid}
         found |= orphans | _tree(orphans, parents)

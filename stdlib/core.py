@@ -150,20 +150,19 @@ async def _kill_group(proc, grace: float) -> None:
 
 
 async def _end_leftovers(proc) -> None:
-    """After the child exited on its own: stop what it left running (cheap when nothing)."""
+    """After the child exited on its own: stop what is left in its process group (cheap: one
+    signal when nothing is).  Orphans adopted by gxo are stopped when the run ends (finding
+    them costs a scan of /proc, too much for every exec)."""
     import os
 
     from gxo.runtime import proctrack
 
     try:
         os.killpg(proc.pid, 0)
-        group_alive = True
     except (ProcessLookupError, PermissionError):
-        group_alive = False
-    if group_alive or (proctrack.running_count() == 1 and proctrack.leftovers(None, adopted=True)):
-        await _kill_group(proc, 0)
-    else:
         proctrack.reaped(proc.pid)
+        return
+    await _kill_group(proc, 0)
 
 
 class Exec:

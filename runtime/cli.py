@@ -161,9 +161,7 @@ def refuse_unsupported(plan: Any) -> None:
 
     problems = unsupported(plan)
     if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        for p in problems[1:]:
-            click.echo(f"gxo: {p}", err=True)
+        more = f" (and {len(problems) - 1} more: gxoc check lists them)" if len(problems) > 1 else ""
         raise Refused(f"{problems[0]}{more}; gxo never runs it another way")
 
 
@@ -258,8 +256,9 @@ def test_cmd(paths, junit_path, pattern) -> None:
         loaded = compile_quiet(f, buf)
         cause = None
         if loaded is None or loaded is NOT_RUNNABLE:
-            err = "does not compile:\n" + buf.getvalue()
-            cause = "does not compile: " + (buf.getvalue().strip().splitlines() or [""])[0]
+            why = "does not compile" if loaded is None else "uses what this release cannot run"
+            err = f"{why}:\n" + buf.getvalue()
+            cause = f"{why}: " + (buf.getvalue().strip().splitlines() or [""])[0]
         else:
             out = io.StringIO()
             opts = RunOptions(plan_dir=str(Path(f).resolve().parent))

@@ -105,3 +105,15 @@ workloads:
     assert check.rc == 1, check.explain()
     assert "pb.yaml:7:15: error[not-implemented]: module 'dns:query' is declared but its code is not in this release" \
         in check.stdout
+
+
+def test_several_refused_features_make_one_line(work: Path, ws_root: Path) -> None:
+    text = NIGHTLY.replace('      params: {command: touch, args: ["{{ .marker }}"]}\n',
+                           '      params: {command: touch, args: ["{{ .marker }}"]}\n'
+                           '    security_context: {seccomp: default}\n')
+    run = gxo_exec(_plan_built_by_an_older_compiler(work, text))
+    assert run.rc == 3, run.explain()
+    assert run.stderr.splitlines() == [
+        "gxo: plan refused: workload 'backup': lifecycle policy 'scheduled' is not implemented "
+        "(and 1 more: gxoc check lists them); gxo never runs it another way"]
+    assert not ws_root.exists()

@@ -51,8 +51,10 @@ def test_sigterm_kills_a_child_that_left_its_process_group(work: Path, ws_root: 
 def test_a_process_left_behind_by_a_finished_exec_is_stopped(work: Path) -> None:
     pidfile = work / "pid"
     plan = build(PLAYBOOKS / "escaper.yaml", work)
+    t0 = time.monotonic()
     run = gxo_exec(plan, "--var", f"pidfile={pidfile}", "--var", "after=sleep 0.2",
-                   "--var", "redirect=>/dev/null")
+                   "--var", "redirect=>/dev/null 2>&1")
     assert run.rc == 0 and run.statuses == {"escape": "Completed"}, run.explain()
+    assert time.monotonic() - t0 < 10  # the exec did not wait for the sleep: it let go of the pipe
     sleeper = int(pidfile.read_text())
     assert wait_until(lambda: not pid_alive(sleeper), timeout=2), "the setsid sleep outlived its workload"

@@ -32,21 +32,6 @@ def _read(path: str) -> bytes:
         raise click.UsageError(f"cannot read '{path}': {exc.strerror}") from None
 
 
-def not_implemented(result: Any) -> None:
-    """Add ``not-implemented`` for every module (or pipeline step) whose code is not shipped."""
-    pb = result.playbook
-    if pb is None:
-        return
-    for w in pb.workloads:
-        if w.spec is not None and not w.spec.implemented and w.module_node is not None:
-            result.diags.add("not-implemented", f"module '{w.module}' is declared but its code is not in this release",
-                             w.module_node.span, help="gxoc check accepts it; gxoc build and gxo exec need its code")
-        for st in w.steps:
-            if st.spec is not None and not st.spec.implemented and st.uses_node is not None:
-                result.diags.add("not-implemented", f"module '{st.uses}' is declared but its code is not in this release",
-                                 st.uses_node.span, help="gxoc check accepts it; gxoc build and gxo exec need its code")
-
-
 def _print_diags(result: Any, warnings_as_errors: bool = False) -> bool:
     """Print the diagnostics as ``gxoc check`` does; True when they stop the build."""
     diags = result.diags.sorted()
@@ -64,7 +49,6 @@ def _compile(path: str, *, build: bool, warnings_as_errors: bool = False) -> tup
     data = _read(path)
     result = check_source(data, path)
     if build:
-        not_implemented(result)
         if _print_diags(result, warnings_as_errors):
             sys.exit(EXIT_ERRORS)
     elif result.diags.has_errors:

@@ -91,12 +91,16 @@ CODES: dict[str, CodeInfo] = {
         "Remove one of the references (or needs) on the cycle's path."),
     # security
     "path-escape": CodeInfo("security", WARNING, "a literal path param that leaves the workspace",
-        'Use a path relative to the workspace; absolute paths and `..` that leave it are refused at run time.'),
+        'Use a path relative to the workspace, or list the directory in `workload_policy.allowed_paths` / '
+        '`policy.allowed_paths` (or pass `gxo --allow-path`): other absolute paths and `..` that leave it are '
+        'refused at run time.'),
     "secret-in-log": CodeInfo("security", WARNING, "a secret flowing into a param that is logged or summarised",
         'Pass secrets only through params that are not echoed in summaries or logs (e.g. `environment`).'),
-    # build
-    "not-implemented": CodeInfo("build", ERROR, "a declared module whose code is not in this release",
-        'Use a module whose code ships in this release, or wait for the release that brings it.'),
+    # what this release runs
+    "not-implemented": CodeInfo("support", ERROR,
+        "a module, lifecycle policy or security_context key that this release's runtime cannot run",
+        "Use a module and a policy that run in this release (docs/modules/index.md), drop the "
+        "security_context key, or wait for the release that brings it: gxo never runs it another way."),
 }
 
 

@@ -281,6 +281,7 @@ class _Lowerer:
             inline=bool(w.spec.inline) if w.spec is not None else False,
             secret_params=tuple(secret_params),
             security_context=to_plain(sc) if sc is not None else None,
+            allowed_paths=_allowed_paths(to_plain(w.node.get("policy"))),
             span=self.span(w.name_node if w.name_node is not None else w.node),
         )
 
@@ -334,9 +335,16 @@ class _Lowerer:
             expressions=tuple(exprs),
             modules=modules,
             max_concurrency=int(max_conc) if isinstance(max_conc, int) else None,
+            allowed_paths=_allowed_paths(wp),
             plan_code_sha256="",
         )
         return plan, items
+
+
+def _allowed_paths(policy: Any) -> tuple[str, ...]:
+    """``allowed_paths`` of a (workload_)policy map, in order, without repeats."""
+    dirs = policy.get("allowed_paths") if isinstance(policy, dict) else None
+    return tuple(dict.fromkeys(d for d in dirs if isinstance(d, str))) if isinstance(dirs, list) else ()
 
 
 def lower(result: Any, *, channel_buffer_size: int | None = None,

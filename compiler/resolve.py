@@ -20,6 +20,7 @@ from gxo.compiler.loader import MapNode, ScalarNode, YNode, to_plain, walk_path
 from gxo.compiler.model import ExprSite, Playbook, Step, Workload
 from gxo.compiler.records import RecordTypes
 from gxo.compiler.typecheck import Ref, Scope, check_site
+from gxo.runtime.support import APPLIED_SECURITY_KEYS, POLICY_GAPS, RUNNABLE_POLICIES
 from gxo.stdlib import registry
 
 #: consumers that only wait for their inputs' end-of-stream: any workload may feed them
@@ -76,6 +77,7 @@ def resolve(pb: Playbook, diags: Diagnostics) -> Analysis:
     for w in pb.workloads:
         _check_module(w, diags)
         _check_lifecycle(w, an, diags)
+        _check_runnable(w, diags)
         _check_links(w, an, diags)
         _check_on_failure(w, an, diags)
         _check_steps(w, diags)
@@ -115,6 +117,38 @@ def _check_module(w: Workload, diags: Diagnostics) -> None:
         else:
             help_text = did_you_mean(w.module, registry()) or "see docs/modules/ for the declared modules"
         diags.add("unknown-module", f"unknown module '{w.module}'", w.module_node.span, help=help_text)
+
+
+_NOT_IN_RELEASE_HELP = "gxoc check accepts only what gxo can run; see docs/modules/index.md for the modules that run"
+
+#: how to get the effect of a policy that is not implemented yet
+_POLICY_HELP = {
+    "supervise": "use policy: run_once and keep gxo running under a service manager (systemd, a container restart policy)",
+    "scheduled": "use policy: run_once and start `gxo exec` from cron or a systemd timer",
+    "event_driven": "use policy: run_once and process the events in a stream:pipeline",
+}
+
+
+def _check_runnable(w: Workload, diags: Diagnostics) -> None:
+    """`not-implemented` for what this release's runtime cannot do: a declared-only module
+    (or pipeline step), a lifecycle policy, a security_context key.  Never run another way."""
+    if w.spec is not None and not w.spec.implemented and w.module_node is not None:
+        diags.add("not-implemented", f"module '{w.module}' is declared but its code is not in this release",
+                  w.module_node.span, help=_NOT_IN_RELEASE_HELP)
+    for st in w.steps:
+        if st.spec is not None and not st.spec.implemented and st.uses_node is not None:
+            diags.add("not-implemented", f"module '{st.uses}' is declared but its code is not in this release",
+                      st.uses_node.span, help=_NOT_IN_RELEASE_HELP)
+    if w.policy in POLICY_GAPS and w.policy not in RUNNABLE_POLICIES and w.policy_node is not None:
+        diags.add("not-implemented", f"lifecycle policy '{w.policy}' is not implemented: {POLICY_GAPS[w.policy]}",
+                  w.policy_node.span, help=_POLICY_HELP[w.policy])
+    sc = w.node.get("security_context")
+    if isinstance(sc, MapNode):
+        for k, _ in sc.items:
+            if isinstance(k.value, str) and k.value not in APPLIED_SECURITY_KEYS:
+                diags.add("not-implemented", f"security_context.{k.value} is not implemented: this release cannot "
+                          "apply it to the process", k.span,
+                          help="remove the key; gxo refuses to run the workload without the sandbox it asks for")
 
 
 def _key_span(node: MapNode, *path: str):
@@ -332,6 +366,7 @@ def _gxo_type(an: Analysis) -> T.Type:
     return T.MapT((
         ("workloads", wl),
         ("workspace", T.MapT((("path", T.STR),))),
+        ("plan_dir", T.STR),
         ("playbook", T.MapT((("id", T.STR), ("name", T.STR)))),
         ("run", T.MapT((("id", T.STR),))),
         ("resume_payload", T.ANY),
@@ -388,7 +423,7 @@ def _check_sites(an: Analysis, diags: Diagnostics) -> None:
                 diags.add("type-mismatch", f"loop must be a list or a mapping, but the expression gives {res.type}",
                           site.node.span, help="loop over a list (or a mapping's values), e.g. loop: \"{{ .hosts }}\"")
         _check_literal_params(w, diags)
-        _check_paths(w, diags)
+        _check_paths(w, diags, an.playbook)
         an.refs[w.name] = refs
 
 
@@ -516,9 +551,19 @@ def _check_literal_params(w: Workload, diags: Diagnostics) -> None:
                         st.uses_node or step_node, with_key, diags, prefix=f"steps[{st.index}].with")
 
 
-def _check_paths(w: Workload, diags: Diagnostics) -> None:
+def _allowed_dirs(pb: Playbook, w: Workload) -> list[str]:
+    """The playbook's and the workload's literal allowed_paths, normalised."""
+    out: list[str] = []
+    for pol in (pb.root.get("workload_policy"), w.node.get("policy")):
+        dirs = to_plain(pol).get("allowed_paths") if isinstance(pol, MapNode) else None
+        out += [posixpath.normpath(d) for d in dirs or () if isinstance(d, str) and d.startswith("/")]
+    return out
+
+
+def _check_paths(w: Workload, diags: Diagnostics, pb: Playbook) -> None:
     if w.spec is None or w.params_node is None:
         return
+    allowed = _allowed_dirs(pb, w)
     for p in w.spec.path_params:
         node = walk_path(w.params_node, tuple(p.split(".")))
         if not isinstance(node, ScalarNode) or not isinstance(node.value, str):
@@ -527,6 +572,9 @@ def _check_paths(w: Workload, diags: Diagnostics) -> None:
         if "{{" in v or "${" in v:
             continue
         norm = posixpath.normpath(v)
+        if v.startswith("/") and any(norm == d or norm.startswith(d.rstrip("/") + "/") for d in allowed):
+            continue  # under an allowed path (the run still checks its real path)
         if v.startswith("/") or norm == ".." or norm.startswith("../"):
             diags.add("path-escape", f"path {json.dumps(v)} leaves the workspace; the run will refuse it",
-                      node.span, help="paths are relative to the run's workspace (_gxo.workspace.path)")
+                      node.span, help="paths are relative to the run's workspace (_gxo.workspace.path); to reach "
+                      "a directory outside it, list it in workload_policy.allowed_paths or pass gxo --allow-path")

@@ -125,6 +125,13 @@ def collect_vars(plan: Any, pairs: tuple[str, ...], files: tuple[str, ...]) -> d
     return out
 
 
+def _check_allow_path(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    for d in value:
+        if not d.startswith("/"):
+            raise click.BadParameter(f"'{d}' is not an absolute directory", param_hint="--allow-path")
+    return value
+
+
 def _run_options(f: Any) -> Any:
     for deco in reversed([
         click.option("--var", "var_pairs", multiple=True, metavar="KEY=VALUE", help="Override a declared var."),
@@ -134,6 +141,8 @@ def _run_options(f: Any) -> Any:
         click.option("--json", "as_json", is_flag=True, help="Stream events as JSON lines instead of the live view."),
         click.option("--max-concurrency", type=click.IntRange(min=1), help="Workloads running at once."),
         click.option("--timeout", "run_timeout", help="Deadline for the whole run (exit 124), e.g. 10m."),
+        click.option("--allow-path", "allow_paths", multiple=True, metavar="DIR", callback=_check_allow_path,
+                     help="Let absolute path params reach under DIR (repeatable)."),
     ]):
         f = deco(f)
     return f
@@ -146,15 +155,28 @@ def cli() -> None:
     """gxo: run frozen GXO plans (.gxp) built by `gxoc build`."""
 
 
-def _execute(loaded: Any, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir) -> int:
+def refuse_unsupported(plan: Any) -> None:
+    """Exit 3 before anything runs when the plan holds a feature this runtime cannot run."""
+    from gxo.runtime.support import unsupported
+
+    problems = unsupported(plan)
+    if problems:
+        more = f" (and {len(problems) - 1} more: gxoc check lists them)" if len(problems) > 1 else ""
+        raise Refused(f"{problems[0]}{more}; gxo never runs it another way")
+
+
+def _execute(loaded: Any, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir,
+             allow_paths=()) -> int:
     from gxo.runtime.kernel import RunOptions
     from gxo.runtime.run import Outputs, execute
 
+    refuse_unsupported(loaded.plan)
     for warning in getattr(loaded, "warnings", []):
         click.echo(f"gxo: warning: {warning}", err=True)
     overrides = collect_vars(loaded.plan, var_pairs, vars_files)
     deadline = parse_duration(run_timeout) if run_timeout else None
-    opts = RunOptions(vars=overrides, dry_run=dry_run, max_concurrency=max_concurrency, plan_dir=plan_dir)
+    opts = RunOptions(vars=overrides, dry_run=dry_run, max_concurrency=max_concurrency, plan_dir=plan_dir,
+                      allowed_paths=tuple(allow_paths))
     code, _ = execute(loaded.plan, loaded.functions, opts, Outputs(json=as_json), timeout=deadline)
     return code
 
@@ -165,8 +187,8 @@ def _execute(loaded: Any, var_pairs, vars_files, dry_run, as_json, max_concurren
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
               help="Ed25519 public key (PEM); the plan must carry a valid signature by one of them.")
 @click.option("--require-native", is_flag=True, help="Refuse a plan whose native code does not fit this interpreter.")
-def exec_cmd(plan_path, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, trusted_keys,
-             require_native) -> None:
+def exec_cmd(plan_path, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, allow_paths,
+             trusted_keys, require_native) -> None:
     """Verify and run a frozen plan."""
     from gxo.runtime.planfile import PlanRefused, load_plan
 
@@ -177,21 +199,25 @@ def exec_cmd(plan_path, var_pairs, vars_files, dry_run, as_json, max_concurrency
     except PlanRefused as exc:
         raise Refused(str(exc)) from None
     plan_dir = str(Path(plan_path).resolve().parent)
-    sys.exit(_execute(loaded, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir))
+    sys.exit(_execute(loaded, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir,
+                      allow_paths))
 
 
 @cli.command("run")
 @click.argument("playbook", type=click.Path(dir_okay=False))
 @_run_options
-def run_cmd(playbook, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout) -> None:
+def run_cmd(playbook, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, allow_paths) -> None:
     """Compile a playbook in memory, then run it."""
     if not os.path.exists(playbook):
         raise click.BadParameter(f"no such file: '{playbook}'", param_hint="PLAYBOOK")
     loaded = compile_quiet(playbook, sys.stderr)
     if loaded is None:
         sys.exit(1)
+    if loaded is NOT_RUNNABLE:  # compiles, but holds what this release cannot run
+        raise Refused(f"{playbook} uses what this release cannot run (not-implemented above)")
     plan_dir = str(Path(playbook).resolve().parent)
-    sys.exit(_execute(loaded, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir))
+    sys.exit(_execute(loaded, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir,
+                      allow_paths))
 
 
 @cli.command("test")
@@ -229,9 +255,10 @@ def test_cmd(paths, junit_path, pattern) -> None:
         buf = io.StringIO()
         loaded = compile_quiet(f, buf)
         cause = None
-        if loaded is None:
-            err = "does not compile:\n" + buf.getvalue()
-            cause = "does not compile: " + (buf.getvalue().strip().splitlines() or [""])[0]
+        if loaded is None or loaded is NOT_RUNNABLE:
+            why = "does not compile" if loaded is None else "uses what this release cannot run"
+            err = f"{why}:\n" + buf.getvalue()
+            cause = f"{why}: " + (buf.getvalue().strip().splitlines() or [""])[0]
         else:
             out = io.StringIO()
             opts = RunOptions(plan_dir=str(Path(f).resolve().parent))
@@ -253,15 +280,28 @@ def test_cmd(paths, junit_path, pattern) -> None:
     sys.exit(1 if failed else 0)
 
 
+#: what ``compile_quiet`` returns for a playbook whose only errors are ``not-implemented``
+NOT_RUNNABLE = object()
+
+
 def compile_quiet(path: str, stream: Any) -> Any:
+    """The loaded plan; None after errors; ``NOT_RUNNABLE`` when every error is ``not-implemented``
+    (the errors are printed to ``stream`` either way)."""
     try:
-        from gxo.compiler.inmemory import compile_in_memory
+        from gxo.compiler.inmemory import NotRunnable, compile_in_memory
     except ModuleNotFoundError as exc:
         raise click.UsageError(f"`gxo test` needs the compiler: pip install 'gxo[compiler]' ({exc.name} is missing)")
-    return compile_in_memory(path, stream)
+    try:
+        return compile_in_memory(path, stream)
+    except NotRunnable:
+        return NOT_RUNNABLE
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the `gxo` command itself (not a caller's process): adopt what workloads orphan
+        from gxo.runtime.proctrack import become_subreaper
+
+        become_subreaper()
     try:
         cli.main(args=argv, prog_name="gxo", standalone_mode=False)
     except click.exceptions.Exit as exc:

@@ -119,6 +119,7 @@ class RunOptions:
     dry_run: bool = False
     max_concurrency: int | None = None
     plan_dir: str = "."
+    allowed_paths: tuple[str, ...] = ()  # gxo run|exec --allow-path
 
 
 class Kernel:
@@ -198,6 +199,7 @@ class Kernel:
         scope["_gxo"] = {
             "workloads": self.status_map,
             "workspace": {"path": self.workspace.path},
+            "plan_dir": self.opts.plan_dir,  # the folder holding the .gxp (the playbook's for gxo run)
             "playbook": {"id": self.run_id, "name": self.plan.name},
             "run": {"id": self.run_id},
         }
@@ -560,7 +562,7 @@ class Kernel:
             workload=w.name,
             run_id=self.report.run_id,
             logger=self.events.logger(w.name),
-            workspace=self.workspace,
+            workspace=self._workspace_of(w),
             state=functools.partial(self.state.get_all, w.state_access),
             dry_run=self.opts.dry_run,
             plan_dir=self.opts.plan_dir,
@@ -568,6 +570,12 @@ class Kernel:
             on_run_end=self.cleanups.append,
             redact=self.tracker.redact,
         )
+
+    def _workspace_of(self, w: Workload) -> Any:
+        """The workspace as ``w``'s modules see it: plus the allowed roots of the flag, the
+        playbook's workload_policy and the workload's policy."""
+        roots = self.opts.allowed_paths + self.plan.allowed_paths + w.allowed_paths
+        return self.workspace.allowing(roots) if roots else self.workspace
 
     # -- outcomes -------------------------------------------------------------------------------
 

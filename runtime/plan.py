@@ -119,6 +119,7 @@ class Workload:
     inline: bool = False  # pure, non-blocking module: run inside the scheduler step
     secret_params: tuple[str, ...] = ()  # param paths whose value carries a secret (taint map)
     security_context: Any = None  # JSON, as written
+    allowed_paths: tuple[str, ...] = ()  # policy.allowed_paths: absolute dirs its path params may reach
     span: SourceSpan
 
 
@@ -167,6 +168,7 @@ class Plan:
     expressions: tuple[Expression, ...]
     modules: tuple[ModuleRef, ...]
     max_concurrency: int | None = None  # workload_policy.max_concurrency; None = engine default
+    allowed_paths: tuple[str, ...] = ()  # workload_policy.allowed_paths (every workload's)
     plan_code_sha256: str
 
     def workload(self, name: str) -> Workload:

@@ -76,7 +76,7 @@ class VerifiedPlan:
 class LoadedPlan:
     plan: Plan
     functions: dict[str, Callable[..., Any]]
-    plan_dir: str  # the folder that holds the .gxp (exec.command may be relative to it)
+    plan_dir: str  # the folder that holds the .gxp (._gxo.plan_dir)
     native: bool  # the functions come from native shards
     warnings: list[str] = field(default_factory=list)
     signed: bool = False

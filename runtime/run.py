@@ -81,6 +81,9 @@ def execute(
         else:
             code, report = _drive(kernel, timeout)
     finally:
+        from gxo.runtime.proctrack import sweep
+
+        sweep()  # what the workloads left running (adopted by the gxo command) ends with the run
         workspace.remove()
     if report is not None and outputs.recap and not outputs.json:
         outputs.stream.write(recap(report, tracker.redact))

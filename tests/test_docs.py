@@ -1,4 +1,6 @@
-"""Documentation stays true: every complete ```yaml playbook in the docs passes gxoc check."""
+"""Documentation stays true: every complete ```yaml playbook in the docs passes gxoc check (one
+whose first comment says ``not-implemented`` may fail with that code only: it shows a feature
+this release does not run yet)."""
 
 from __future__ import annotations
 
@@ -35,7 +37,9 @@ def test_docs_hold_complete_examples() -> None:
 @pytest.mark.parametrize("text", PLAYBOOKS)
 def test_doc_playbook_checks_clean(text: str) -> None:
     res = check_source(text, "doc.yaml")
-    bad = [d for d in res.diags.sorted() if d.severity in (ERROR, WARNING)]
+    waiting = text.startswith("#") and "not-implemented" in text.splitlines()[0]
+    bad = [d for d in res.diags.sorted() if d.severity in (ERROR, WARNING)
+           and not (waiting and d.code == "not-implemented")]
     assert not bad, "\n".join(f"{d.span.line}:{d.span.col} {d.code}: {d.message}" for d in bad)
 
 

@@ -73,7 +73,7 @@ FULL: dict[str, Any] = {
     "vars": {"env": "staging", "users": ["alice", "bob"], "limits": {"cpu": 2}},
     "state_policy": {"access_mode": "deep_copy"},
     "channel_policy": {"buffer_size": 0, "overflow_strategy": "drop_oldest"},
-    "workload_policy": {"max_concurrency": 8, "skip_on_no_input": False},
+    "workload_policy": {"max_concurrency": 8, "skip_on_no_input": False, "allowed_paths": ["/etc/app"]},
     "workloads": [
         {
             "name": "listener",
@@ -137,7 +137,7 @@ FULL: dict[str, Any] = {
             "lifecycle": {"policy": "run_once"},
             "process": {"module": "passthrough"},
             "stream_inputs": ["seed"],
-            "policy": {"skip_on_no_input": True},
+            "policy": {"skip_on_no_input": True, "allowed_paths": ["/srv/app"]},
             "register": "consumed",
         },
         {

@@ -76,6 +76,69 @@ def reads_secret(tree: Any) -> bool:
     return any(isinstance(n, ast.SecretRef) or (isinstance(n, ast.Call) and n.name == "secret") for n in _tree_nodes(tree))
 
 
+def _var_of(where: str) -> str:
+    """The var a ``vars.`` site belongs to: ``vars.db.url`` -> ``db``."""
+    rest = where[len("vars."):]
+    for i, ch in enumerate(rest):
+        if ch in ".[":
+            return rest[:i]
+    return rest
+
+
+def tainted_sites(pb: Any, an: Any) -> set[int]:
+    """The taint map: ``id(site.node)`` of every expression whose value depends on a secret.
+
+    An expression is tainted when it reads a secret itself, or reads a tainted var, the loop
+    variable of a tainted ``loop``, the register (or the records, or the pipeline steps) of a
+    tainted workload.  A workload is tainted when one of its expressions other than ``when``
+    is, or one of its stream inputs is: its summary may hold what its params carried.
+    Whatever functions an expression applies, its result stays tainted.
+    """
+    sites: list[tuple[ExprSite, MWorkload | None]] = [(s, None) for s in pb.var_exprs]
+    for w in pb.workloads:
+        sites.extend((s, w) for s in w.exprs)
+    tainted: set[int] = set()  # id(site)
+    t_vars: set[str] = set()
+    t_work: set[str] = set()
+    loop_site = {w.name: next((s for s in w.exprs if s.where == "loop"), None) for w in pb.workloads}
+
+    def ref_tainted(ref: Any, w: MWorkload | None) -> bool:
+        if ref.kind == "var":
+            return ref.name in t_vars
+        if ref.kind == "register":
+            owner = an.by_register.get(ref.name)
+            return owner is not None and owner.name in t_work
+        if w is None:
+            return False
+        if ref.kind == "loop":
+            ls = loop_site[w.name]
+            return ls is not None and id(ls) in tainted
+        if ref.kind == "record":
+            return any(p in t_work for p, _ in w.stream_inputs) or (w.source is not None and w.source[0] in t_work)
+        if ref.kind == "step":
+            return w.name in t_work
+        return False
+
+    changed = True
+    while changed:
+        changed = False
+        for site, w in sites:
+            if id(site) in tainted or site.tree is None:
+                continue
+            if reads_secret(site.tree) or any(ref_tainted(r, w) for r in an.site_refs.get(id(site), ())):
+                tainted.add(id(site))
+                changed = True
+                if w is None:
+                    t_vars.add(_var_of(site.where))
+                elif site.where != "when":
+                    t_work.add(w.name)
+        for w in pb.workloads:
+            if w.name not in t_work and any(p in t_work for p, _ in w.stream_inputs):
+                t_work.add(w.name)
+                changed = True
+    return {id(site.node) for site, _ in sites if id(site) in tainted}
+
+
 class _Lowerer:
     def __init__(self, result: Any, channel_buffer_size: int | None, source_bytes: bytes | None) -> None:
         if result.playbook is None or result.analysis is None or result.graph is None:
@@ -92,6 +155,7 @@ class _Lowerer:
         self.version = gxo_version()
         self.ids: dict[int, str] = {}  # id(ScalarNode) -> expression id
         self.sites: list[tuple[ExprSite, MWorkload | None]] = []
+        self.tainted = tainted_sites(self.pb, self.an)  # id(node) of every tainted expression
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -151,7 +215,7 @@ class _Lowerer:
             text = site.node.value if isinstance(site.node.value, str) else ""
             exprs.append(P.Expression(
                 id=eid, workload=w.name if w is not None else "", where=site.where, mode=site.mode,
-                native=native, as_text=as_text, per_record=site.per_record, secret=reads_secret(tree),
+                native=native, as_text=as_text, per_record=site.per_record, secret=id(site.node) in self.tainted,
                 span=span, text=text,
             ))
             owner = f" of '{w.name}'" if w is not None else ""
@@ -235,7 +299,7 @@ class _Lowerer:
         access = self._policy(w, "state_policy", "access_mode")
         secret_params = sorted(
             s.where for s in w.exprs
-            if s.param_path is not None and s.where.startswith("params") and reads_secret(s.tree)
+            if s.param_path is not None and s.where.startswith("params") and id(s.node) in self.tainted
         )
         sc = w.node.get("security_context")
         return P.Workload(

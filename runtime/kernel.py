@@ -159,6 +159,7 @@ class Kernel:
             self.wiring = StreamWiring(plan, events)
             self.record_exprs = _record_expressions(plan)
         self.inline_cls = self._inline_classes()
+        self.fns = _track_tainted(plan, self.fns, self.record_exprs, tracker)
         # render() builds fresh containers from the IR; only values that expressions read from
         # the state can alias it, so only params with expressions are copied (deep_copy mode)
         self.copy_params = {w.name for w in plan.workloads
@@ -633,6 +634,31 @@ def _record_expressions(plan: Plan) -> dict[str, bool]:
         if spec is not None and spec.stream_input in ("one", "required", "two_or_more"):
             out[e.id] = w.module == "data:join"
     return out
+
+
+def _track_tainted(plan: Plan, fns: dict[str, Any], record_exprs: dict[str, bool], tracker: Any) -> dict[str, Any]:
+    """The taint map at work: each expression the compiler marked as computed from a secret
+    gets a wrapper that adds the strings of its result to the tracker before the value is used; the others are called as they are, at no cost.  Record
+    expressions, called once per record, are left out: the secret they read is tracked by
+    ``secret`` itself, and tracking every record would grow without bound."""
+    tainted = [e for e in plan.expressions if e.secret and e.id not in record_exprs and e.id in fns]
+    if not tainted:
+        return fns
+    out = dict(fns)
+    for e in tainted:
+        out[e.id] = _tainted_fn(fns[e.id], e.as_text, tracker)
+    return out
+
+
+def _tainted_fn(fn: Callable[[Any, Any], Any], as_text: bool, tracker: Any) -> Callable[[Any, Any], Any]:
+    def tainted(scope: Any, ctx: Any) -> Any:
+        value = fn(scope, ctx)
+        tracker.add_derived(value)  # its strings; a number or a boolean is not text to hide
+        if as_text and not isinstance(value, str):
+            value = text(value)
+        return value
+
+    return tainted
 
 
 def _deferred_expressions(plan: Plan) -> set[str]:

@@ -85,8 +85,11 @@ def _var_of(where: str) -> str:
     return rest
 
 
-def tainted_sites(pb: Any, an: Any) -> set[int]:
-    """The taint map: ``id(site.node)`` of every expression whose value depends on a secret.
+def tainted_sites(pb: Any, an: Any) -> dict[int, frozenset[str]]:
+    """The taint map: ``id(site.node)`` of every expression whose value depends on a secret,
+    with the root names it reads that carry one (the code generator taints each action of a
+    template that reads a secret or one of them, so ``T={{ secret "X" | upper }}`` tracks the
+    upper-cased secret itself, not only the whole text).
 
     An expression is tainted when it reads a secret itself, or reads a tainted var, the loop
     variable of a tainted ``loop``, the register (or the records, or the pipeline steps) of a
@@ -136,7 +139,12 @@ def tainted_sites(pb: Any, an: Any) -> set[int]:
             if w.name not in t_work and any(p in t_work for p, _ in w.stream_inputs):
                 t_work.add(w.name)
                 changed = True
-    return {id(site.node) for site, _ in sites if id(site) in tainted}
+    out: dict[int, frozenset[str]] = {}
+    for site, w in sites:
+        if id(site) in tainted:
+            names = frozenset(r.name for r in an.site_refs.get(id(site), ()) if ref_tainted(r, w))
+            out[id(site.node)] = out.get(id(site.node), frozenset()) | names
+    return out
 
 
 class _Lowerer:
@@ -155,7 +163,7 @@ class _Lowerer:
         self.version = gxo_version()
         self.ids: dict[int, str] = {}  # id(ScalarNode) -> expression id
         self.sites: list[tuple[ExprSite, MWorkload | None]] = []
-        self.tainted = tainted_sites(self.pb, self.an)  # id(node) of every tainted expression
+        self.tainted = tainted_sites(self.pb, self.an)  # id(node) -> tainted names it reads
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -221,8 +229,9 @@ class _Lowerer:
             owner = f" of '{w.name}'" if w is not None else ""
             module = site.step.uses if site.step is not None else (w.module if w is not None else "")
             json_record = module == "data:map" and site.param_path == ("template",)
+            taint = self.tainted.get(id(site.node)) if not site.per_record else None
             items.append(CodegenItem(id=eid, tree=tree, native=native, as_text=as_text,
-                                     source=f"{span} {site.where}{owner}", json_record=json_record))
+                                     source=f"{span} {site.where}{owner}", json_record=json_record, taint=taint))
         return exprs, items
 
     # -- workloads -------------------------------------------------------------------------

@@ -134,6 +134,8 @@ def _run_options(f: Any) -> Any:
         click.option("--json", "as_json", is_flag=True, help="Stream events as JSON lines instead of the live view."),
         click.option("--max-concurrency", type=click.IntRange(min=1), help="Workloads running at once."),
         click.option("--timeout", "run_timeout", help="Deadline for the whole run (exit 124), e.g. 10m."),
+        click.option("-v", "--verbose", count=True,
+                     help="Show each workload's summary under its line (exec: stdout, stderr); -vv adds its params."),
     ]):
         f = deco(f)
     return f
@@ -146,7 +148,8 @@ def cli() -> None:
     """gxo: run frozen GXO plans (.gxp) built by `gxoc build`."""
 
 
-def _execute(loaded: Any, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir) -> int:
+def _execute(loaded: Any, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir,
+             verbose: int = 0) -> int:
     from gxo.runtime.kernel import RunOptions
     from gxo.runtime.run import Outputs, execute
 
@@ -154,8 +157,9 @@ def _execute(loaded: Any, var_pairs, vars_files, dry_run, as_json, max_concurren
         click.echo(f"gxo: warning: {warning}", err=True)
     overrides = collect_vars(loaded.plan, var_pairs, vars_files)
     deadline = parse_duration(run_timeout) if run_timeout else None
-    opts = RunOptions(vars=overrides, dry_run=dry_run, max_concurrency=max_concurrency, plan_dir=plan_dir)
-    code, _ = execute(loaded.plan, loaded.functions, opts, Outputs(json=as_json), timeout=deadline)
+    opts = RunOptions(vars=overrides, dry_run=dry_run, max_concurrency=max_concurrency, plan_dir=plan_dir,
+                      show_params=verbose >= 2)
+    code, _ = execute(loaded.plan, loaded.functions, opts, Outputs(json=as_json, verbose=verbose), timeout=deadline)
     return code
 
 
@@ -165,7 +169,7 @@ def _execute(loaded: Any, var_pairs, vars_files, dry_run, as_json, max_concurren
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
               help="Ed25519 public key (PEM); the plan must carry a valid signature by one of them.")
 @click.option("--require-native", is_flag=True, help="Refuse a plan whose native code does not fit this interpreter.")
-def exec_cmd(plan_path, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, trusted_keys,
+def exec_cmd(plan_path, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, verbose, trusted_keys,
              require_native) -> None:
     """Verify and run a frozen plan."""
     from gxo.runtime.planfile import PlanRefused, load_plan
@@ -177,13 +181,14 @@ def exec_cmd(plan_path, var_pairs, vars_files, dry_run, as_json, max_concurrency
     except PlanRefused as exc:
         raise Refused(str(exc)) from None
     plan_dir = str(Path(plan_path).resolve().parent)
-    sys.exit(_execute(loaded, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir))
+    sys.exit(_execute(loaded, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir,
+                      verbose))
 
 
 @cli.command("run")
 @click.argument("playbook", type=click.Path(dir_okay=False))
 @_run_options
-def run_cmd(playbook, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout) -> None:
+def run_cmd(playbook, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, verbose) -> None:
     """Compile a playbook in memory, then run it."""
     if not os.path.exists(playbook):
         raise click.BadParameter(f"no such file: '{playbook}'", param_hint="PLAYBOOK")
@@ -191,7 +196,8 @@ def run_cmd(playbook, var_pairs, vars_files, dry_run, as_json, max_concurrency, 
     if loaded is None:
         sys.exit(1)
     plan_dir = str(Path(playbook).resolve().parent)
-    sys.exit(_execute(loaded, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir))
+    sys.exit(_execute(loaded, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir,
+                      verbose))
 
 
 @cli.command("test")

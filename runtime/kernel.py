@@ -101,6 +101,10 @@ class ExprContext:
         self._tracker.add(value)
         return value
 
+    def taint(self, value: Any) -> None:
+        """A template action computed from a secret (generated code calls it): tracked too."""
+        self._tracker.add_derived(value)
+
     def env(self, name: str) -> str:
         return os.environ.get(name, "")
 
@@ -116,6 +120,7 @@ class RunOptions:
     dry_run: bool = False
     max_concurrency: int | None = None
     plan_dir: str = "."
+    show_params: bool = False  # ModuleExecutionStart carries the rendered params (gxo -vv)
 
 
 class Kernel:
@@ -349,7 +354,8 @@ class Kernel:
                 params = deep_copy(params)
             res.attempts = 1
             if self.events.sinks:
-                self.events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=None)
+                self.events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=None,
+                                 **({"params": params} if self.opts.show_params else {}))
             summary = mod.perform(self._context(w, None), params)
         except Exception as exc:  # noqa: BLE001 - every failure becomes the workload's status
             return self._fail(w, exc)
@@ -478,7 +484,8 @@ class Kernel:
             if extras is None:
                 extras = self.extras[w.name] = self.wiring.extras_for(w.name)
             ctx.extras.update(extras)
-        self.events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=index)
+        self.events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=index,
+                         **({"params": params} if self.opts.show_params else {}))
         if asyncio.iscoroutinefunction(mod.perform):
             summary = await mod.perform(ctx, params)
         else:

@@ -229,7 +229,8 @@ class _Lowerer:
             owner = f" of '{w.name}'" if w is not None else ""
             module = site.step.uses if site.step is not None else (w.module if w is not None else "")
             json_record = module == "data:map" and site.param_path == ("template",)
-            taint = self.tainted.get(id(site.node)) if not site.per_record else None
+            # record expressions (per record, or a pipeline step's) are not tracked per record
+            taint = self.tainted.get(id(site.node)) if not site.per_record and site.step is None else None
             items.append(CodegenItem(id=eid, tree=tree, native=native, as_text=as_text,
                                      source=f"{span} {site.where}{owner}", json_record=json_record, taint=taint))
         return exprs, items

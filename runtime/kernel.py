@@ -644,11 +644,15 @@ def _record_expressions(plan: Plan) -> dict[str, bool]:
 
 
 def _track_tainted(plan: Plan, fns: dict[str, Any], record_exprs: dict[str, bool], tracker: Any) -> dict[str, Any]:
-    """The taint map at work: each expression the compiler marked as computed from a secret
-    gets a wrapper that adds the strings of its result to the tracker before the value is used; the others are called as they are, at no cost.  Record
-    expressions, called once per record, are left out: the secret they read is tracked by
-    ``secret`` itself, and tracking every record would grow without bound."""
-    tainted = [e for e in plan.expressions if e.secret and e.id not in record_exprs and e.id in fns]
+    """The taint map at work: each one-action expression the compiler marked as computed from a
+    secret gets a wrapper that adds the strings of its result to the tracker before the value
+    is used; the others are called as they are, at no cost.  (A template with text around its
+    actions tracks each tainted action itself, in the generated code: the text around stays
+    readable, ``Bearer [REDACTED]``.)  Record expressions, called once per record, are left
+    out: the secret they read is tracked by ``secret`` itself, and tracking every record would
+    grow without bound."""
+    tainted = [e for e in plan.expressions
+               if e.secret and e.native and e.id not in record_exprs and e.id in fns]
     if not tainted:
         return fns
     out = dict(fns)

@@ -220,10 +220,12 @@ class Tracker:
 
     def add_derived(self, value: Any) -> None:
         """Taint what an expression computed from a secret: every string of ``MIN_DERIVED``
-        characters or more in ``value`` (through lists and map values); numbers, booleans and
-        shorter strings are not text worth hiding and stay as they are."""
+        characters or more in ``value`` (through lists and map values); numbers, booleans,
+        shorter strings and strings already holding the marker stay as they are."""
         if isinstance(value, str):
-            if len(value) >= MIN_DERIVED and value not in self._values and value != REDACTED:
+            # a string holding the marker was redacted already (read from a register): the
+            # secret in it is hidden, the text around it is the module's
+            if len(value) >= MIN_DERIVED and value not in self._values and REDACTED not in value:
                 self.add(value)
         elif isinstance(value, dict):
             for v in value.values():

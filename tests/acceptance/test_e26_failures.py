@@ -82,9 +82,8 @@ def test_secret_redaction_in_register_error_and_parallel_loop(work: Path) -> Non
     assert run.statuses == {"build_dsn": "Completed", "use_dsn": "Completed", "leaky_failure": "Failed",
                             "secret_loop": "Completed"}
     # the registered DSN holds the marker, never the value, and so does what reads it
-    # the DSN is computed from the secret: redacted whole
-    assert run.summary("build_dsn") == {"dsn": "[REDACTED]"}
-    assert run.summary("use_dsn")["stdout"] == "[REDACTED]"
+    assert run.summary("build_dsn") == {"dsn": "postgres://user:[REDACTED]@host/db"}
+    assert run.summary("use_dsn")["stdout"] == "postgres://user:[REDACTED]@host/db"
     # the error quoted the key: redacted, the keyword rule leaves "[REDACTED]"
     err = run.end("leaky_failure")["error"]
     assert "[REDACTED]" in err and SECRET not in err and err.startswith("command /bin/sh exited with code 1")

@@ -243,14 +243,14 @@ def test_gxo_run_shows_no_result(cases, flags: list[str]) -> None:
         ends = {e["workload"]: e for e in run.events if e["type"] == "WorkloadEnd"}
         assert ends["echoed"]["final_status"] == "Completed"
         assert ends["in_stderr"]["error"].startswith("command /bin/sh exited with code 3: ")
-        assert ends["fail_upper"]["error"] == "[REDACTED]"
+        assert ends["fail_upper"]["error"] == "rejected [REDACTED]"
         echoed = next(e for e in run.events if e["type"] == "ModuleExecutionEnd" and e["workload"] == "echoed")
         out = echoed["summary"]["stdout_lines"]
         assert out[0] == "[REDACTED]" and len(out) == len(APPLIED) + 1  # `and`: the secret; `println` adds a line
         assert str(len(SECRET)) in out  # `len`: a number, shown
     else:
         assert "PLAY RECAP taint_functions: COMPLETED" in run.stdout
-        assert "ignored: fail_upper: [REDACTED]" in run.stdout
+        assert "ignored: fail_upper: rejected [REDACTED]" in run.stdout
         if "-v" in flags or "-vv" in flags:
             assert "         f_upper: [REDACTED]" in run.stdout and "         f_len: 25" in run.stdout
 
@@ -262,7 +262,7 @@ def test_gxo_test_output_and_junit_show_no_result(cases, tmp_path: Path) -> None
     assert res.rc == 1, res.explain()
     assert res.stdout.startswith("FAIL ")
     xml = junit.read_bytes()
-    assert b"final: [REDACTED]" in xml and b"ignored: fail_sha256: [REDACTED]" in xml
+    assert b"final: final [REDACTED] [REDACTED]" in xml and b"ignored: fail_sha256: rejected [REDACTED]" in xml
     _assert_clean(res.raw, "gxo test output", forbidden)
     _assert_clean(xml, "JUnit XML", forbidden)
 

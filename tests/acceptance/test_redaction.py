@@ -206,3 +206,35 @@ workloads:
     assert run.rc == 1, run.explain()
     err = run.end("cut")["error"]
     assert err.endswith("[REDACTED]") or SECRET.encode().hex()[:16] not in err, err
+
+
+def test_a_url_token_is_replaced_alone(work: Path) -> None:
+    """An error quoting a URL: the token's value is replaced, the status and `&page=2` stay,
+    for a tracked secret and for a plain value under a `token`-style query key alike."""
+    from acceptance.harness import HttpMock
+
+    with HttpMock([401]) as mock:
+        pb = work / "url.yaml"
+        pb.write_text(f"""name: url
+schemaVersion: "1.0.0"
+workloads:
+  - name: with_secret
+    lifecycle: {{policy: run_once}}
+    ignore_errors: true
+    process:
+      module: http:request
+      params: {{url: '{mock.url}/items?token={{{{ secret "GXO_URL_TOKEN" }}}}&page=2'}}
+  - name: with_plain_key
+    lifecycle: {{policy: run_once}}
+    ignore_errors: true
+    process:
+      module: http:request
+      params: {{url: '{mock.url}/items?page=1&access_token=plain-value-77&page=2'}}
+""")
+        run = gxo_run(pb, env={"GXO_URL_TOKEN": "urlTok3n-9981"})
+    assert run.rc == 0, run.explain()
+    assert run.end("with_secret")["error"] == (
+        f"HTTP GET {mock.url}/items?token=[REDACTED]&page=2: status 401 (status >= 400)")
+    assert run.end("with_plain_key")["error"] == (
+        f"HTTP GET {mock.url}/items?page=1&access_token=[REDACTED]&page=2: status 401 (status >= 400)")
+    assert b"urlTok3n-9981" not in run.raw

@@ -49,6 +49,10 @@ class CodegenItem:
     #: a data:map template: when its text is JSON-shaped, build the record directly (no text
     #: round trip, design.md section 10); other templates render as usual
     json_record: bool = False
+    #: computed from a secret (the taint map): the root names it reads that carry one; each
+    #: template action reading a secret or one of them is passed to ``c.taint`` (tracked for
+    #: redaction) before it is used.  None: not tainted.
+    taint: frozenset[str] | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,6 +197,7 @@ class _Fn:
         self.reassigned: set[str] = set()
         self.cache: list[dict[tuple[str, tuple[str | int, ...]], str]] = [{}]  # dominating lookups
         self.paths: list[tuple[str, tuple[str | int, ...], str]] = []  # lookup p: base, path, origin
+        self.taint: frozenset[str] | None = None  # CodegenItem.taint of the function being generated
 
     # -- output -------------------------------------------------------------------------------
 
@@ -506,6 +511,8 @@ class _Fn:
                     pieces.append(("lit", exprlib.text(p.expr.value)))
                     continue
                 v = self.stable(self.expr(p.expr))
+                if self.taint is not None and self.action_tainted(p.expr):
+                    self.emit(f"c.taint({v.src})")
                 pieces.append(self.to_text(v))
             elif isinstance(p, ast.Assign):
                 self.assign(p)
@@ -521,6 +528,26 @@ class _Fn:
         self.scopes.pop()
         self.dot = saved
         return pieces
+
+    def action_tainted(self, e: ast.Node) -> bool:
+        """Whether an action of a tainted template may carry a secret: it reads one, a tainted
+        name, a variable, the whole scope, or anything inside ``range``/``with`` (where ``.``
+        is an element of who knows what)."""
+        assert self.taint is not None
+        stack: list[object] = [e]
+        while stack:
+            cur = stack.pop()
+            if isinstance(cur, tuple):
+                stack.extend(cur)
+                continue
+            if not isinstance(cur, ast.Node):
+                continue
+            if isinstance(cur, (ast.SecretRef, ast.Var)) or (isinstance(cur, ast.Call) and cur.name == "secret"):
+                return True
+            if isinstance(cur, ast.Field) and (not cur.path or self.dot != "s" or str(cur.path[0]) in self.taint):
+                return True
+            stack.extend(getattr(cur, name) for name in cur.__dataclass_fields__)  # type: ignore[attr-defined]
+        return False
 
     def branch(self, out: str, parts: Sequence[ast.Part] | None, dot: str | None = None) -> None:
         """``out = <text of parts>`` inside an already emitted ``if``/``else:`` line."""
@@ -671,6 +698,7 @@ class _Fn:
 
     def function(self, item: CodegenItem) -> list[str]:
         tree = item.tree
+        self.taint = item.taint
         self.depth = 1  # inside the function's try
         if isinstance(tree, ast.Condition):
             v = self.expr(tree.expr)

@@ -76,6 +76,77 @@ def reads_secret(tree: Any) -> bool:
     return any(isinstance(n, ast.SecretRef) or (isinstance(n, ast.Call) and n.name == "secret") for n in _tree_nodes(tree))
 
 
+def _var_of(where: str) -> str:
+    """The var a ``vars.`` site belongs to: ``vars.db.url`` -> ``db``."""
+    rest = where[len("vars."):]
+    for i, ch in enumerate(rest):
+        if ch in ".[":
+            return rest[:i]
+    return rest
+
+
+def tainted_sites(pb: Any, an: Any) -> dict[int, frozenset[str]]:
+    """The taint map: ``id(site.node)`` of every expression whose value depends on a secret,
+    with the root names it reads that carry one (the code generator taints each action of a
+    template that reads a secret or one of them, so ``T={{ secret "X" | upper }}`` tracks the
+    upper-cased secret itself, not only the whole text).
+
+    An expression is tainted when it reads a secret itself, or reads a tainted var, the loop
+    variable of a tainted ``loop``, the register (or the records, or the pipeline steps) of a
+    tainted workload.  A workload is tainted when one of its expressions other than ``when``
+    is, or one of its stream inputs is: its summary may hold what its params carried.
+    Whatever functions an expression applies, its result stays tainted.
+    """
+    sites: list[tuple[ExprSite, MWorkload | None]] = [(s, None) for s in pb.var_exprs]
+    for w in pb.workloads:
+        sites.extend((s, w) for s in w.exprs)
+    tainted: set[int] = set()  # id(site)
+    t_vars: set[str] = set()
+    t_work: set[str] = set()
+    loop_site = {w.name: next((s for s in w.exprs if s.where == "loop"), None) for w in pb.workloads}
+
+    def ref_tainted(ref: Any, w: MWorkload | None) -> bool:
+        if ref.kind == "var":
+            return ref.name in t_vars
+        if ref.kind == "register":
+            owner = an.by_register.get(ref.name)
+            return owner is not None and owner.name in t_work
+        if w is None:
+            return False
+        if ref.kind == "loop":
+            ls = loop_site[w.name]
+            return ls is not None and id(ls) in tainted
+        if ref.kind == "record":
+            return any(p in t_work for p, _ in w.stream_inputs) or (w.source is not None and w.source[0] in t_work)
+        if ref.kind == "step":
+            return w.name in t_work
+        return False
+
+    changed = True
+    while changed:
+        changed = False
+        for site, w in sites:
+            if id(site) in tainted or site.tree is None:
+                continue
+            if reads_secret(site.tree) or any(ref_tainted(r, w) for r in an.site_refs.get(id(site), ())):
+                tainted.add(id(site))
+                changed = True
+                if w is None:
+                    t_vars.add(_var_of(site.where))
+                elif site.where != "when":
+                    t_work.add(w.name)
+        for w in pb.workloads:
+            if w.name not in t_work and any(p in t_work for p, _ in w.stream_inputs):
+                t_work.add(w.name)
+                changed = True
+    out: dict[int, frozenset[str]] = {}
+    for site, w in sites:
+        if id(site) in tainted:
+            names = frozenset(r.name for r in an.site_refs.get(id(site), ()) if ref_tainted(r, w))
+            out[id(site.node)] = out.get(id(site.node), frozenset()) | names
+    return out
+
+
 class _Lowerer:
     def __init__(self, result: Any, channel_buffer_size: int | None, source_bytes: bytes | None) -> None:
         if result.playbook is None or result.analysis is None or result.graph is None:
@@ -92,6 +163,7 @@ class _Lowerer:
         self.version = gxo_version()
         self.ids: dict[int, str] = {}  # id(ScalarNode) -> expression id
         self.sites: list[tuple[ExprSite, MWorkload | None]] = []
+        self.tainted = tainted_sites(self.pb, self.an)  # id(node) -> tainted names it reads
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -151,14 +223,16 @@ class _Lowerer:
             text = site.node.value if isinstance(site.node.value, str) else ""
             exprs.append(P.Expression(
                 id=eid, workload=w.name if w is not None else "", where=site.where, mode=site.mode,
-                native=native, as_text=as_text, per_record=site.per_record, secret=reads_secret(tree),
+                native=native, as_text=as_text, per_record=site.per_record, secret=id(site.node) in self.tainted,
                 span=span, text=text,
             ))
             owner = f" of '{w.name}'" if w is not None else ""
             module = site.step.uses if site.step is not None else (w.module if w is not None else "")
             json_record = module == "data:map" and site.param_path == ("template",)
+            # record expressions (per record, or a pipeline step's) are not tracked per record
+            taint = self.tainted.get(id(site.node)) if not site.per_record and site.step is None else None
             items.append(CodegenItem(id=eid, tree=tree, native=native, as_text=as_text,
-                                     source=f"{span} {site.where}{owner}", json_record=json_record))
+                                     source=f"{span} {site.where}{owner}", json_record=json_record, taint=taint))
         return exprs, items
 
     # -- workloads -------------------------------------------------------------------------
@@ -249,7 +323,7 @@ class _Lowerer:
         access = self._policy(w, "state_policy", "access_mode")
         secret_params = sorted(
             s.where for s in w.exprs
-            if s.param_path is not None and s.where.startswith("params") and reads_secret(s.tree)
+            if s.param_path is not None and s.where.startswith("params") and id(s.node) in self.tainted
         )
         sc = w.node.get("security_context")
         return P.Workload(

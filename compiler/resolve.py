@@ -38,6 +38,7 @@ class Analysis:
     refs: dict[str, list[Ref]] = field(default_factory=dict)  # workload name -> refs
     when_refs: dict[str, list[Ref]] = field(default_factory=dict)  # workload name -> refs of its when
     site_types: dict[int, T.Type] = field(default_factory=dict)  # id(site) -> type
+    site_refs: dict[int, list[Ref]] = field(default_factory=dict)  # id(site) -> its references (taint)
     register_types: dict[str, T.Type] = field(default_factory=dict)
     record_types: RecordTypes | None = None
 
@@ -406,6 +407,7 @@ def _check_sites(an: Analysis, diags: Diagnostics) -> None:
     for site in an.playbook.var_exprs:
         res = check_site(site, var_scope, diags)
         an.site_types[id(site)] = res.type
+        an.site_refs[id(site)] = res.refs
     for w in an.playbook.workloads:
         refs: list[Ref] = []
         # `loop` first: the loop variable's type comes from it
@@ -414,6 +416,7 @@ def _check_sites(an: Analysis, diags: Diagnostics) -> None:
             scope = _scope_for(w, site, an, base)
             res = check_site(site, scope, diags)
             an.site_types[id(site)] = res.type
+            an.site_refs[id(site)] = res.refs
             refs.extend(res.refs)
             if site.where == "when":
                 an.when_refs[w.name] = list(res.refs)
@@ -494,7 +497,7 @@ def _check_secrets(w: Workload, site: ExprSite, secrets: list, diags: Diagnostic
             diags.add("secret-in-log", f"secret '{name}' flows into {site.where}, which {w.module} "
                       f"{'returns in its summary' if w.spec.summary_from_params else 'logs or returns in its summary'}",
                       span, help="pass the secret through a param that is not echoed (e.g. environment), "
-                      "or accept that GXO redacts it as [REDACTED_SECRET]")
+                      "or accept that GXO redacts it as [REDACTED]")
 
 
 def subschema(schema: dict, path: tuple) -> dict | None:

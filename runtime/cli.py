@@ -143,6 +143,8 @@ def _run_options(f: Any) -> Any:
         click.option("--timeout", "run_timeout", help="Deadline for the whole run (exit 124), e.g. 10m."),
         click.option("--allow-path", "allow_paths", multiple=True, metavar="DIR", callback=_check_allow_path,
                      help="Let absolute path params reach under DIR (repeatable)."),
+        click.option("-v", "--verbose", count=True,
+                     help="Show each workload's summary under its line (exec: stdout, stderr); -vv adds its params."),
     ]):
         f = deco(f)
     return f
@@ -166,7 +168,7 @@ def refuse_unsupported(plan: Any) -> None:
 
 
 def _execute(loaded: Any, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir,
-             allow_paths=()) -> int:
+             allow_paths=(), verbose: int = 0) -> int:
     from gxo.runtime.kernel import RunOptions
     from gxo.runtime.run import Outputs, execute
 
@@ -176,8 +178,8 @@ def _execute(loaded: Any, var_pairs, vars_files, dry_run, as_json, max_concurren
     overrides = collect_vars(loaded.plan, var_pairs, vars_files)
     deadline = parse_duration(run_timeout) if run_timeout else None
     opts = RunOptions(vars=overrides, dry_run=dry_run, max_concurrency=max_concurrency, plan_dir=plan_dir,
-                      allowed_paths=tuple(allow_paths))
-    code, _ = execute(loaded.plan, loaded.functions, opts, Outputs(json=as_json), timeout=deadline)
+                      allowed_paths=tuple(allow_paths), show_params=verbose >= 2)
+    code, _ = execute(loaded.plan, loaded.functions, opts, Outputs(json=as_json, verbose=verbose), timeout=deadline)
     return code
 
 
@@ -187,7 +189,7 @@ def _execute(loaded: Any, var_pairs, vars_files, dry_run, as_json, max_concurren
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
               help="Ed25519 public key (PEM); the plan must carry a valid signature by one of them.")
 @click.option("--require-native", is_flag=True, help="Refuse a plan whose native code does not fit this interpreter.")
-def exec_cmd(plan_path, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, allow_paths,
+def exec_cmd(plan_path, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, allow_paths, verbose,
              trusted_keys, require_native) -> None:
     """Verify and run a frozen plan."""
     from gxo.runtime.planfile import PlanRefused, load_plan
@@ -200,13 +202,13 @@ def exec_cmd(plan_path, var_pairs, vars_files, dry_run, as_json, max_concurrency
         raise Refused(str(exc)) from None
     plan_dir = str(Path(plan_path).resolve().parent)
     sys.exit(_execute(loaded, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir,
-                      allow_paths))
+                      allow_paths, verbose))
 
 
 @cli.command("run")
 @click.argument("playbook", type=click.Path(dir_okay=False))
 @_run_options
-def run_cmd(playbook, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, allow_paths) -> None:
+def run_cmd(playbook, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, allow_paths, verbose) -> None:
     """Compile a playbook in memory, then run it."""
     if not os.path.exists(playbook):
         raise click.BadParameter(f"no such file: '{playbook}'", param_hint="PLAYBOOK")
@@ -217,7 +219,7 @@ def run_cmd(playbook, var_pairs, vars_files, dry_run, as_json, max_concurrency, 
         raise Refused(f"{playbook} uses what this release cannot run (not-implemented above)")
     plan_dir = str(Path(playbook).resolve().parent)
     sys.exit(_execute(loaded, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir,
-                      allow_paths))
+                      allow_paths, verbose))
 
 
 @cli.command("test")

@@ -104,6 +104,10 @@ class ExprContext:
         self._tracker.add(value)
         return value
 
+    def taint(self, value: Any) -> None:
+        """A template action computed from a secret (generated code calls it): tracked too."""
+        self._tracker.add_derived(value)
+
     def env(self, name: str) -> str:
         return os.environ.get(name, "")
 
@@ -120,6 +124,7 @@ class RunOptions:
     max_concurrency: int | None = None
     plan_dir: str = "."
     allowed_paths: tuple[str, ...] = ()  # gxo run|exec --allow-path
+    show_params: bool = False  # ModuleExecutionStart carries the rendered params (gxo -vv)
 
 
 class Kernel:
@@ -163,6 +168,7 @@ class Kernel:
             self.record_exprs = _record_expressions(plan)
         self.react = _Reactions(plan, self.wiring, options.dry_run)
         self.inline_cls = self._inline_classes()
+        self.fns = _track_tainted(plan, self.fns, self.record_exprs, tracker)
         # render() builds fresh containers from the IR; only values that expressions read from
         # the state can alias it, so only params with expressions are copied (deep_copy mode)
         self.copy_params = {w.name for w in plan.workloads
@@ -366,7 +372,8 @@ class Kernel:
                 params = deep_copy(params)
             res.attempts = 1
             if self.events.sinks:
-                self.events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=None)
+                self.events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=None,
+                                 **({"params": params} if self.opts.show_params else {}))
             summary = mod.perform(self._context(w, None), params)
         except Exception as exc:  # noqa: BLE001 - every failure becomes the workload's status
             return self._fail(w, exc)
@@ -546,7 +553,8 @@ class Kernel:
             if extras is None:
                 extras = self.extras[w.name] = self.wiring.extras_for(w.name)
             ctx.extras.update(extras)
-        self.events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=index)
+        self.events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=index,
+                         **({"params": params} if self.opts.show_params else {}))
         if asyncio.iscoroutinefunction(mod.perform):
             summary = await mod.perform(ctx, params)
         else:
@@ -821,6 +829,35 @@ def _record_expressions(plan: Plan) -> dict[str, bool]:
         if spec is not None and spec.stream_input in ("one", "required", "two_or_more"):
             out[e.id] = w.module == "data:join"
     return out
+
+
+def _track_tainted(plan: Plan, fns: dict[str, Any], record_exprs: dict[str, bool], tracker: Any) -> dict[str, Any]:
+    """The taint map at work: each one-action expression the compiler marked as computed from a
+    secret gets a wrapper that adds the strings of its result to the tracker before the value
+    is used; the others are called as they are, at no cost.  (A template with text around its
+    actions tracks each tainted action itself, in the generated code: the text around stays
+    readable, ``Bearer [REDACTED]``.)  Record expressions, called once per record, are left
+    out: the secret they read is tracked by ``secret`` itself, and tracking every record would
+    grow without bound."""
+    tainted = [e for e in plan.expressions
+               if e.secret and e.native and e.id not in record_exprs and e.id in fns]
+    if not tainted:
+        return fns
+    out = dict(fns)
+    for e in tainted:
+        out[e.id] = _tainted_fn(fns[e.id], e.as_text, tracker)
+    return out
+
+
+def _tainted_fn(fn: Callable[[Any, Any], Any], as_text: bool, tracker: Any) -> Callable[[Any, Any], Any]:
+    def tainted(scope: Any, ctx: Any) -> Any:
+        value = fn(scope, ctx)
+        tracker.add_derived(value)  # its strings; a number or a boolean is not text to hide
+        if as_text and not isinstance(value, str):
+            value = text(value)
+        return value
+
+    return tainted
 
 
 def _deferred_expressions(plan: Plan) -> set[str]:

@@ -56,7 +56,7 @@ class Expression:
     native: bool  # the string is exactly one action: the value keeps its type
     as_text: bool  # the param's schema says string: convert the value to its text form
     per_record: bool  # evaluated once per stream record (record fields at the top)
-    secret: bool  # reads a secret (its value is tainted)
+    secret: bool  # tainted: its value depends on a secret (directly, through vars, registers, functions)
     span: SourceSpan
     text: str = ""  # the expression's source text, for messages, `gxoc show` and `gxoc diff`
 

@@ -257,11 +257,15 @@ def test_native_build_matches_pure(tmp_path: Path) -> None:
     nat = load_plan(str(tmp_path / "n.gxp"), require_native=True)
     pure = load_plan(str(tmp_path / "n.gxp"), allow_native=False)
     assert nat.native and not pure.native
+    from gxo.runtime.kernel import ExprContext
+    from gxo.runtime.secrets import EnvProvider, Tracker
+
     scope = {"region": "eu", "greeting": "hi", "limits": {"tags": ["a"]}, "called": {"exit_code": 0}, "tag": "t"}
+    tracker = Tracker()
+    ctx = ExprContext(EnvProvider({"API_TOKEN": "tok-1234"}), tracker)  # e1 reads it; e6 is tainted
     for eid in sorted(nat.functions):
-        if eid == "e1":
-            continue  # reads a secret: needs a context with a secrets provider
-        assert nat.functions[eid](scope, None) == pure.functions[eid](scope, None), eid
+        assert nat.functions[eid](scope, ctx) == pure.functions[eid](scope, ctx), eid
+    assert "tok-1234" in tracker
     assert type(nat.functions["e0"]).__name__ == "cython_function_or_method"
     with pytest.raises(PlanRefused, match="no native code"):
         load_plan(str(tmp_path / "p.gxp"), require_native=True)

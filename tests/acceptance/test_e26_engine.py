@@ -56,7 +56,7 @@ def test_example_playbook_runs(work: Path) -> None:
         "maybe_skipped": "Skipped", "after_skipped": "Completed", "flaky": "Failed", "needs_flaky": "Skipped",
         "independent": "Completed", "parallel_secret_loop": "Completed", "leak_dsn": "Completed",
     }
-    assert run.summary("leak_dsn")["stdout"] == "postgres://user:[REDACTED_SECRET]@host/db"
+    assert run.summary("leak_dsn")["stdout"] == "postgres://user:[REDACTED]@host/db"
     assert [s["stdout"] for s in run.summaries("parallel_secret_loop")] == [f"iteration {i}" for i in range(1, 11)]
     assert "k3y-Of-The-Example-42" not in run.stdout + run.stderr
 

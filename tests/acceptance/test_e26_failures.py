@@ -82,14 +82,14 @@ def test_secret_redaction_in_register_error_and_parallel_loop(work: Path) -> Non
     assert run.statuses == {"build_dsn": "Completed", "use_dsn": "Completed", "leaky_failure": "Failed",
                             "secret_loop": "Completed"}
     # the registered DSN holds the marker, never the value, and so does what reads it
-    assert run.summary("build_dsn") == {"dsn": "postgres://user:[REDACTED_SECRET]@host/db"}
-    assert run.summary("use_dsn")["stdout"] == "postgres://user:[REDACTED_SECRET]@host/db"
+    assert run.summary("build_dsn") == {"dsn": "postgres://user:[REDACTED]@host/db"}
+    assert run.summary("use_dsn")["stdout"] == "postgres://user:[REDACTED]@host/db"
     # the error quoted the key: redacted, the keyword rule leaves "[REDACTED]"
     err = run.end("leaky_failure")["error"]
-    assert "[REDACTED" in err and SECRET not in err and err.startswith("command /bin/sh exited with code 1")
+    assert "[REDACTED]" in err and SECRET not in err and err.startswith("command /bin/sh exited with code 1")
     # a parallel loop of ten, four at a time, each iteration reading the secret
     outs = run.summaries("secret_loop")
-    assert [s["stdout"] for s in outs] == [f"iteration {i} uses [REDACTED_SECRET]" for i in range(1, 11)]
+    assert [s["stdout"] for s in outs] == [f"iteration {i} uses [REDACTED]" for i in range(1, 11)]
     live = peak = 0
     for e in run.events:
         if e.get("workload") == "secret_loop" and e["type"] in ("ModuleExecutionStart", "ModuleExecutionEnd"):

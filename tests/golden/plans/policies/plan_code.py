@@ -25,6 +25,7 @@ def e0(s, c):
 # playbook.yaml:35:22 params.args[1] of 'call'
 def e1(s, c):
     t0 = c.secret('API_TOKEN')
+    c.taint(t0)
     return f"Authorization: Bearer {t0}"
 
 
@@ -75,6 +76,7 @@ def e6(s, c):
     try:
         t0 = s['called']
         t1 = t0['exit_code']
+        c.taint(t1)
         return f"{t1 if type(t1) is str or type(t1) is int else _text(t1)}"
     except _LOOKUP:
         _lookup(s, ('called', 'exit_code'), '.')

@@ -48,7 +48,8 @@ CODES: dict[str, CodeInfo] = {
     "yaml-limit": CodeInfo("yaml", ERROR, "the file exceeds a loader limit (size, depth, nodes, aliases)",
         'Keep playbooks under 10 MB and 64 levels deep, and reuse anchors sparingly: aliases may not expand past 250,000 nodes.'),
     "bool-string": CodeInfo("yaml", WARNING, "a YAML 1.1 boolean word (yes/no/on/off) is a string here",
-        'Write `true`/`false` for a boolean, or quote the word (`\"yes\"`) to say you mean the string.'),
+        'Write `true`/`false` for a boolean, or quote the word (`\"yes\"`) to say you mean the string. '
+        'No warning where a module param takes a string and no boolean (`source_field: n`): there the word is that string.'),
     "duplicate-key": CodeInfo("yaml", ERROR, "a mapping has the same key twice",
         'Remove one of the two keys; YAML would silently keep only one.'),
     "unknown-key": CodeInfo("schema", ERROR, "a key that the playbook schema does not define",
@@ -139,6 +140,10 @@ class Diagnostics:
         self.items.append(
             Diagnostic(code, severity or info.severity, message, span, help, tuple(notes))
         )
+
+    def withdraw(self, code: str, span: Span) -> None:
+        """Drop the ``code`` diagnostics at ``span`` (a later phase knows they do not apply)."""
+        self.items = [d for d in self.items if not (d.code == code and d.span == span)]
 
     def extend(self, other: Iterable[Diagnostic]) -> None:
         self.items.extend(other)

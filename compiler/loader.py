@@ -165,6 +165,11 @@ def _resolve_plain(text: str) -> tuple[Any, bool]:
     return text, bool(_BOOL_WORDS.match(text))
 
 
+def is_bool_word(node: "ScalarNode") -> bool:
+    """Whether ``node`` is a plain yes/no/on/off word (a boolean in YAML 1.1, a string here)."""
+    return node.style == "" and isinstance(node.value, str) and bool(_BOOL_WORDS.match(node.value))
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading
 

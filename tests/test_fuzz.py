@@ -34,9 +34,15 @@ TEMPLATES = ["{{ .a }}", "{{ .a.b.0 }}", "{{ .x | upper }}", "{{ if .a }}x{{ end
              "${SECRET}", "{{ eq .a 1 }} and {{ .b }}", "{{ range .l }}{{ . }}{{ end }}",
              "{{ ._gxo.workloads.a.status }}", "{{ nope 1 }}", "{{ .a == }}", "{{/* c */}}"]
 
+_NEST = [("(str ", ")"), ("not ", ""), ("[", "]"), ("-(", ")"), ('{"k": ', "}"), ("", " | str"), ("", " + .a")]
+#: expressions nested up to ~6 times the depth limit (past it: template-syntax, never a crash)
+deep_templates = st.builds(
+    lambda shape, n, cond: (("{{ .a }} == " if cond else "") + "{{ " + shape[0] * n + ".a" + shape[1] * n + " }}"),
+    st.sampled_from(_NEST), st.integers(0, 400), st.booleans())
+
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=False),
-    st.sampled_from(WORDS), st.sampled_from(TEMPLATES), st.text(max_size=12),
+    st.sampled_from(WORDS), st.sampled_from(TEMPLATES), st.text(max_size=12), deep_templates,
 )
 values = st.recursive(
     scalars,
@@ -91,7 +97,7 @@ def test_fuzz_mutated_yaml_bytes(doc, pos, junk) -> None:
 
 
 @FUZZ
-@given(st.lists(st.one_of(st.sampled_from(TEMPLATES), st.text(max_size=8)), min_size=1, max_size=6))
+@given(st.lists(st.one_of(st.sampled_from(TEMPLATES), st.text(max_size=8), deep_templates), min_size=1, max_size=6))
 def test_fuzz_expression_strings_in_every_site(pieces) -> None:
     text = "".join(pieces)
     doc = {"name": "p", "schemaVersion": "1.0.0", "vars": {"a": 1, "l": [1]},

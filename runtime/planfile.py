@@ -22,6 +22,7 @@ import marshal
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 import types
@@ -154,7 +155,9 @@ def _strict_json(raw: bytes, member: str, path: str) -> Any:
 def read_members(path: str) -> dict[str, bytes]:
     """Every member of the zip, CRC-checked, after checking names and sizes."""
     try:
-        with open(path, "rb") as fh:
+        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as fh:  # a FIFO would block
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise PlanRefused(f"{path}: not a regular file")
             head = fh.read(4)
     except OSError as exc:
         raise PlanRefused(f"{path}: cannot read: {exc.strerror or exc}") from None

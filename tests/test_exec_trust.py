@@ -144,3 +144,15 @@ def test_vars_file_nested_too_deep_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "vars.json").write_text('{"who": ' + "[" * 5000 + "]" * 5000 + "}")
     proc = gxo(["exec", plan, "--vars-file", "vars.json"], tmp_path)
     assert proc.returncode == 2 and "nests deeper than 64 levels" in proc.stderr, proc.stderr
+
+
+def test_plan_reader_refuses_a_fifo_without_blocking(tmp_path: Path) -> None:
+    """The loader itself (gxoc show/diff, library callers) checks the opened file, not only gxo exec."""
+    fifo = tmp_path / "plan.gxp"
+    os.mkfifo(fifo)
+    code = ("import sys\nfrom gxo.runtime.planfile import PlanRefused, open_plan\n"
+            "try:\n    open_plan(sys.argv[1])\nexcept PlanRefused as exc:\n    print(exc)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True, text=True, timeout=20)
+    assert proc.stdout.strip() == f"{fifo}: not a regular file", proc.stderr
+    proc = subprocess.run([str(BIN / "gxoc"), "show", str(fifo)], capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 3 and "not a regular file" in proc.stderr

@@ -70,7 +70,7 @@ CODES: dict[str, CodeInfo] = {
         'Pick a name outside `_gxo`: that namespace is written by the kernel.'),
     "template-syntax": CodeInfo("expressions", ERROR, "a template or condition does not parse (or nests deeper than 64 levels)",
         'Fix the expression at the caret: close every `{{`, `(`, string and `if`/`range`/`with` block. '
-        'An expression nested more than 64 levels deep is split into vars or earlier workloads.'),
+        'An expression nested more than 64 levels deep (or 16 ranges) is split into vars or earlier workloads.'),
     "unknown-function": CodeInfo("expressions", ERROR, "a call to a function the language does not have",
         'Use a function the language has (the hint names the closest); see docs/expressions.md.'),
     "unknown-module": CodeInfo("names", ERROR, "process.module names no declared module",

@@ -144,7 +144,7 @@ from gxo.compiler.loader import MAX_INT_DIGITS  # noqa: E402
 
 
 def _site_playbook(expr: str, *, var: str = "1") -> str:
-    return ("name: deep\nschemaVersion: \"1.0.0\"\nvars:\n  a: " + var + "\nworkloads:\n"
+    return ("name: deep\nschemaVersion: \"1.0.0\"\nvars:\n  a: " + var + "\n  l: [1]\nworkloads:\n"
             "  - name: w\n    lifecycle: {policy: run_once}\n    process:\n      module: control:identity\n"
             "      params:\n        v: '{{ " + expr + " }}'\n")
 
@@ -182,7 +182,7 @@ SHAPES = ["str", "not", "plus", "list", "map", "neg", "pipe"]
 def test_expression_nested_too_deep_is_a_diagnostic(tmp_path: Path, shape: str, n: int) -> None:
     code, out = _check(tmp_path, _site_playbook(_nested(shape, n)))
     assert code == 1, out
-    assert f"p.yaml:11:" in out and "error[template-syntax]: expression nested too deeply: more than 64 levels" in out, out
+    assert "p.yaml:12:" in out and "error[template-syntax]: expression nested too deeply: more than 64 levels" in out, out
     assert "Traceback" not in out and "bug in gxo" not in out
 
 
@@ -196,7 +196,7 @@ def test_deep_condition_is_a_diagnostic(tmp_path: Path) -> None:
     cond = " and ".join(["{{ .a }} == 1"] * 200)
     text = _site_playbook(".a").replace("    process:", f"    when: \"{cond}\"\n    process:", 1)
     code, out = _check(tmp_path, text)
-    assert code == 1 and "p.yaml:8:" in out and "expression nested too deeply" in out, out
+    assert code == 1 and "p.yaml:9:" in out and "expression nested too deeply" in out, out
 
 
 @pytest.mark.parametrize("value", ["1" * (MAX_INT_DIGITS + 1), "-" + "9" * 5000, "0x" + "f" * 4000,
@@ -247,12 +247,29 @@ def test_fuzz_long_integers(digits: str, prefix: str) -> None:
                        prefix in ("0x", "0o") and int(digits, 16 if prefix == "0x" else 8).bit_length() > 14284)
 
 
+def _blocks(ranges: int, ifs: int) -> str:
+    """``ranges`` nested ranges around ``ifs`` nested if/else blocks (all true: the text is x)."""
+    opening = "".join(f"{{{{ range $v{k} := $.l }}}}" for k in range(ranges)) + "{{ if $.l }}" * ifs
+    return opening + "x" + "{{ else }}y{{ end }}" * ifs + "{{ end }}" * ranges
+
+
+def test_range_nested_too_deep_is_a_diagnostic(tmp_path: Path) -> None:
+    from gxo.compiler.expr.parser import MAX_RANGE_DEPTH
+
+    code, out = _check(tmp_path, _site_playbook(".a").replace("'{{ .a }}'", f"'{_blocks(MAX_RANGE_DEPTH + 1, 0)}'"))
+    assert code == 1 and "error[template-syntax]: range nested too deeply: more than 16 ranges inside each other" in out, out
+
+
 def test_expressions_at_the_depth_limit_build_and_run(tmp_path: Path) -> None:
-    """The limit leaves room for the generated code: every shape at the limit builds and runs."""
+    """The limits leave room for the generated code (Python allows 20 nested loops and 100
+    indentation levels): every shape at the limit, and 16 ranges around 47 ifs, build and run."""
     import subprocess
     import sys
 
+    from gxo.compiler.expr.parser import MAX_RANGE_DEPTH
+
     params = "".join(f"        {s}: '{{{{ {_nested(s, MAX_DEPTH)} }}}}'\n" for s in SHAPES)
+    params += f"        blocks: '{_blocks(MAX_RANGE_DEPTH, MAX_DEPTH - MAX_RANGE_DEPTH - 1)}'\n"
     text = _site_playbook(".a").split("        v:")[0] + params
     (tmp_path / "p.yaml").write_text(text)
     bin_dir = Path(sys.executable).parent

@@ -28,12 +28,15 @@ from gxo.compiler.expr._errors import wrap_lark_error
 from gxo.compiler.expr._scan import SYNTAX, Seg, scan
 from gxo.compiler.expr._transform import Build, ctx, keyword
 
-__all__ = ["is_templated", "parse_template", "parse_condition", "get_parser", "MAX_DEPTH"]
+__all__ = ["is_templated", "parse_template", "parse_condition", "get_parser", "MAX_DEPTH", "MAX_RANGE_DEPTH"]
 
 #: How deep an expression may nest (brackets, calls, operators, list and map literals and
 #: if/range/with blocks all count a level).  Far above any real expression; the compiler's
 #: passes and the generated code recurse, so a deeper one is refused (template-syntax).
 MAX_DEPTH = 64
+#: How many ``range`` blocks may nest inside each other (each is a loop of the generated code,
+#: and CPython allows 20 nested loops and ``try`` blocks in one function).
+MAX_RANGE_DEPTH = 16
 
 _ATOM_OPEN = "\ue000\ue000"
 _ATOM_CLOSE = "\ue001\ue001"
@@ -275,14 +278,22 @@ _WRAPPERS = (ast.Template, ast.Condition, ast.Action, ast.Assign, ast.Text)
 
 
 def _depth_error(tree: ast.Node) -> ast.ExprError | None:
-    """An error at the first node nested deeper than ``MAX_DEPTH``, found without recursion
-    (the parser itself does not recurse; the passes after it do)."""
-    stack: list[tuple[Any, int]] = [(tree, -1)]
+    """An error at the first node nested deeper than ``MAX_DEPTH`` (or inside more than
+    ``MAX_RANGE_DEPTH`` ranges), found without recursion (the parser itself does not recurse;
+    the passes after it and the generated code do)."""
+    stack: list[tuple[Any, int, int]] = [(tree, -1, 0)]
     while stack:
-        obj, depth = stack.pop()
+        obj, depth, ranges = stack.pop()
         if isinstance(obj, ast.Node):
             if not isinstance(obj, _WRAPPERS):
                 depth += 1  # a lone operand is level 0, `str .a` level 1
+            if isinstance(obj, ast.Range):
+                ranges += 1
+                if ranges > MAX_RANGE_DEPTH:
+                    return ast.ExprError(
+                        code=SYNTAX, start=obj.start, end=obj.start + 1,
+                        message=f"range nested too deeply: more than {MAX_RANGE_DEPTH} ranges inside each other",
+                        help="flatten the data first (e.g. in an earlier workload), or split the template")
             if depth > MAX_DEPTH:
                 return ast.ExprError(
                     code=SYNTAX, start=obj.start, end=obj.start + 1,
@@ -291,9 +302,9 @@ def _depth_error(tree: ast.Node) -> ast.ExprError | None:
                          "that takes a list (e.g. join) instead of a long chain")
             for f in dataclasses.fields(obj):
                 if f.name != "single":  # the lone action's expression, also under parts
-                    stack.append((getattr(obj, f.name), depth))
+                    stack.append((getattr(obj, f.name), depth, ranges))
         elif isinstance(obj, tuple):
-            stack.extend((item, depth) for item in obj)
+            stack.extend((item, depth, ranges) for item in obj)
     return None
 
 

@@ -29,6 +29,8 @@ from typing import NamedTuple
 import jinja2
 from gxo.compiler.expr import ast
 from gxo.compiler.expr.functions import FUNCTIONS as SIGNATURES
+from gxo.compiler.expr.parser import MAX_DEPTH
+from gxo.compiler.records import nests_deeper as _nests_deeper
 from gxo.compiler.types import BOOL, FLOAT, INT, STR
 from gxo.runtime import exprlib
 
@@ -653,10 +655,10 @@ class _Fn:
                 out.append(ch)
         try:
             shape = json.loads("".join(out), strict=False)  # the marks are control characters
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
-        if not isinstance(shape, dict):
-            return None
+        if not isinstance(shape, dict) or _nests_deeper(shape, MAX_DEPTH):
+            return None  # too deep for generated source: the text round trip builds it
         marker = re.compile("\u0001([0-9]+)\u0001")
 
         def build(v: object) -> str | None:

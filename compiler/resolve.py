@@ -117,7 +117,10 @@ def _check_module(w: Workload, diags: Diagnostics) -> None:
             help_text = f"the module was renamed: write '{_LEGACY_MODULES[w.module]}'"
         else:
             help_text = did_you_mean(w.module, registry()) or "see docs/modules/ for the declared modules"
-        diags.add("unknown-module", f"unknown module '{w.module}'", w.module_node.span, help=help_text)
+        from gxo.stdlib._spec import PLUGIN_PROBLEMS
+
+        notes = [Note(problem) for problem in PLUGIN_PROBLEMS]
+        diags.add("unknown-module", f"unknown module '{w.module}'", w.module_node.span, help=help_text, notes=notes)
 
 
 _NOT_IN_RELEASE_HELP = "gxoc check accepts only what gxo can run; see docs/modules/index.md for the modules that run"
@@ -286,8 +289,10 @@ def _check_steps(w: Workload, diags: Diagnostics) -> None:
                           notes=[Note("first used here", ids[st.id].span)])
             ids.setdefault(st.id, st.id_node)
         if st.uses_node is not None and st.spec is None and st.uses:
+            from gxo.stdlib._spec import PLUGIN_PROBLEMS
+
             diags.add("unknown-module", f"unknown module '{st.uses}'", st.uses_node.span,
-                      help=did_you_mean(st.uses, registry()) or None)
+                      help=did_you_mean(st.uses, registry()) or None, notes=[Note(p) for p in PLUGIN_PROBLEMS])
     order = {st.id: i for i, st in enumerate(w.steps)}
     for i, st in enumerate(w.steps):
         for name, node in st.needs:

@@ -66,6 +66,8 @@ def parse_scalar(text: str) -> Any:
     if text in ("null", "Null", "NULL", "~"):
         return None
     if _INT.match(text):
+        if len(text.lstrip("+-")) > MAX_INT_DIGITS:
+            raise click.BadParameter(f"integer too large: more than {MAX_INT_DIGITS:,} digits", param_hint="--var")
         return int(text)
     if _FLOAT.match(text):
         return float(text)
@@ -74,7 +76,27 @@ def parse_scalar(text: str) -> Any:
             return json.loads(text)
         except ValueError:
             pass
+        except RecursionError:
+            raise click.BadParameter(f"value nested deeper than {MAX_VAR_DEPTH} levels", param_hint="--var") from None
     return text
+
+
+#: Limits of ``--var``/``--vars-file`` values, as for a playbook's own (YAML depth, int digits).
+MAX_VAR_DEPTH = 64
+MAX_INT_DIGITS = 4300
+
+
+def _too_deep(value: Any) -> bool:
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > MAX_VAR_DEPTH:
+            return True
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v)
+    return False
 
 
 def _kind_ok(value: Any, type_text: str) -> bool:
@@ -108,6 +130,8 @@ def collect_vars(plan: Any, pairs: tuple[str, ...], files: tuple[str, ...]) -> d
             raise click.BadParameter(f"cannot read '{f}': {exc.strerror}", param_hint="--vars-file") from None
         except ValueError as exc:
             raise click.BadParameter(f"'{f}' is not JSON: {exc}", param_hint="--vars-file") from None
+        except RecursionError:
+            raise click.BadParameter(f"'{f}' nests deeper than {MAX_VAR_DEPTH} levels", param_hint="--vars-file") from None
         if not isinstance(data, dict):
             raise click.BadParameter(f"'{f}' must hold a JSON object", param_hint="--vars-file")
         out.update(data)
@@ -120,6 +144,8 @@ def collect_vars(plan: Any, pairs: tuple[str, ...], files: tuple[str, ...]) -> d
         if key not in declared:
             hint = f"; the playbook declares: {', '.join(sorted(declared))}" if declared else "; it declares no vars"
             raise click.BadParameter(f"'{key}' is not a var of this playbook{hint}", param_hint="--var")
+        if _too_deep(value):
+            raise click.BadParameter(f"var '{key}' nests deeper than {MAX_VAR_DEPTH} levels", param_hint="--var")
         if not _kind_ok(value, declared[key]):
             raise click.BadParameter(f"var '{key}' must be {declared[key]}, got {json.dumps(value)}", param_hint="--var")
     return out
@@ -187,19 +213,32 @@ def _execute(loaded: Any, var_pairs, vars_files, dry_run, as_json, max_concurren
 @click.argument("plan_path", metavar="PLAN.gxp", type=click.Path(dir_okay=False))
 @_run_options
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
-              help="Ed25519 public key (PEM); the plan must carry a valid signature by one of them.")
+              help="Ed25519 public key (PEM); the plan must carry a valid signature by one of them "
+                   "(also: $GXO_TRUSTED_KEYS, a file of such keys).")
 @click.option("--require-native", is_flag=True, help="Refuse a plan whose native code does not fit this interpreter.")
 def exec_cmd(plan_path, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, allow_paths, verbose,
              trusted_keys, require_native) -> None:
     """Verify and run a frozen plan."""
-    from gxo.runtime.planfile import PlanRefused, load_plan
+    import stat
 
-    if not os.path.exists(plan_path):
-        raise click.BadParameter(f"no such file: '{plan_path}'", param_hint="PLAN.gxp")
+    from gxo.runtime.planfile import TRUSTED_KEYS_ENV, PlanRefused, load_plan, trusted_keys_from_env
+
     try:
-        loaded = load_plan(plan_path, trusted_keys=trusted_keys, require_native=require_native)
+        mode = os.stat(plan_path).st_mode
+    except OSError:
+        raise click.BadParameter(f"no such file: '{plan_path}'", param_hint="PLAN.gxp") from None
+    if not stat.S_ISREG(mode):  # a FIFO or a device would block or never end
+        raise click.BadParameter(f"'{plan_path}' is not a regular file", param_hint="PLAN.gxp")
+    try:
+        keys = [*trusted_keys, *trusted_keys_from_env()]
+        loaded = load_plan(plan_path, trusted_keys=keys, require_native=require_native)
     except PlanRefused as exc:
         raise Refused(str(exc)) from None
+    if not loaded.signed:
+        click.echo(f"gxo: warning: running an unsigned plan (set {TRUSTED_KEYS_ENV} to require signatures)", err=True)
+    elif not loaded.signature_checked:
+        click.echo(f"gxo: warning: the plan's signature is not checked: no trusted key (set {TRUSTED_KEYS_ENV} "
+                   "or pass --trusted-key)", err=True)
     plan_dir = str(Path(plan_path).resolve().parent)
     sys.exit(_execute(loaded, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir,
                       allow_paths, verbose))

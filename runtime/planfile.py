@@ -22,6 +22,7 @@ import marshal
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 import types
@@ -154,7 +155,9 @@ def _strict_json(raw: bytes, member: str, path: str) -> Any:
 def read_members(path: str) -> dict[str, bytes]:
     """Every member of the zip, CRC-checked, after checking names and sizes."""
     try:
-        with open(path, "rb") as fh:
+        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as fh:  # a FIFO would block
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise PlanRefused(f"{path}: not a regular file")
             head = fh.read(4)
     except OSError as exc:
         raise PlanRefused(f"{path}: cannot read: {exc.strerror or exc}") from None
@@ -201,7 +204,7 @@ def _known_member(name: str) -> bool:
 # Verification (no plan code runs here)
 
 
-def _load_trusted_key(key: Any) -> Any:
+def _load_trusted_key(key: Any, label: str = "trusted key") -> Any:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -215,7 +218,7 @@ def _load_trusted_key(key: Any) -> Any:
             raise PlanRefused(f"trusted key {os.fspath(key)}: cannot read: {exc.strerror or exc}") from None
         label = os.fspath(key)
     else:
-        data, label = bytes(key), "trusted key"
+        data = bytes(key)
     try:
         if len(data) == 32:
             return Ed25519PublicKey.from_public_bytes(data)
@@ -225,6 +228,43 @@ def _load_trusted_key(key: Any) -> Any:
     if not isinstance(loaded, Ed25519PublicKey):
         raise PlanRefused(f"{label}: not an Ed25519 public key")
     return loaded
+
+
+TRUSTED_KEYS_ENV = "GXO_TRUSTED_KEYS"
+_PEM_BLOCK = re.compile(rb"-----BEGIN PUBLIC KEY-----\r?\n.*?-----END PUBLIC KEY-----", re.S)
+
+
+def trusted_keys_from_env(environ: Any = None) -> list[Any]:
+    """The Ed25519 public keys of the file named by ``$GXO_TRUSTED_KEYS`` (none when unset).
+
+    The file holds one or more PEM public keys as ``gxoc keygen`` writes them (``cat a.pub
+    b.pub > trusted``); ``#`` comment lines and blank lines are allowed.  Fail-closed: a file
+    that cannot be read, holds no key or anything that is not an Ed25519 key is a refusal."""
+    env = os.environ if environ is None else environ
+    name = env.get(TRUSTED_KEYS_ENV, "")
+    if not name:
+        return []
+    where = f"{TRUSTED_KEYS_ENV}={name}"
+    try:
+        with open(name, "rb") as fh:
+            data = fh.read(1024 * 1024 + 1)
+    except OSError as exc:
+        raise PlanRefused(f"{where}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > 1024 * 1024:
+        raise PlanRefused(f"{where}: too large for a key file")
+    blocks = list(_PEM_BLOCK.finditer(data))
+    rest = _PEM_BLOCK.sub(b"", data)
+    for line in rest.splitlines():
+        if line.strip() and not line.lstrip().startswith(b"#"):
+            raise PlanRefused(f"{where}: unexpected text {line.strip()[:40]!r}: expected PEM public keys "
+                              "(-----BEGIN PUBLIC KEY-----) as gxoc keygen writes them")
+    if not blocks:
+        raise PlanRefused(f"{where}: holds no public key (-----BEGIN PUBLIC KEY-----)")
+    keys = []
+    for i, m in enumerate(blocks, 1):
+        line = data.count(b"\n", 0, m.start()) + 1
+        keys.append(_load_trusted_key(m.group(0), f"{where}, key {i} (line {line})"))
+    return keys
 
 
 def _check_signature(path: str, members: dict[str, bytes], manifest_compact: bytes,

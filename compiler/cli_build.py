@@ -103,14 +103,15 @@ def build(playbook: str, output: str | None, no_native: bool, sign_key: str | No
         from gxo.compiler.native import NativeBuildError, build_native
 
         try:
-            nr = build_native(built.items, header=built.header, plan_code_sha256=built.plan.plan_code_sha256, jobs=jobs)
+            nr = build_native(built.items, functions=built.functions, plan_code_sha256=built.plan.plan_code_sha256,
+                              jobs=jobs)
         except NativeBuildError as exc:
             click.echo(f"gxoc: error: native build failed: {exc}", err=True)
             click.echo("help: build with --no-native to skip Cython", err=True)
             sys.exit(EXIT_ERRORS)
         native = NativeMembers(nr.tag, nr.index, nr.shards)
-        click.echo(f"native: {len(nr.shards)} shard(s) for {nr.tag} ({nr.built} built, {nr.cached} cached) "
-                   f"in {nr.seconds:.2f} s", err=True)
+        click.echo(f"native: {nr.functions} function(s) evaluated per record or loop item in {len(nr.shards)} "
+                   f"shard(s) for {nr.tag} ({nr.built} built, {nr.cached} cached) in {nr.seconds:.2f} s", err=True)
     try:
         emit_gxp(out, built, native=native, signing_key=signing_key)
     except OSError as exc:

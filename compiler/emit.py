@@ -35,6 +35,7 @@ class BuiltPlan:
     code: str  # plan_code.py
     items: list[Any]  # the code generator's items (native shards are rendered from them)
     header: str
+    functions: list[Any] = field(default_factory=list)  # codegen.Function, distinct, in order of first use
 
 
 @dataclass
@@ -45,7 +46,8 @@ class NativeMembers:
 
 
 def code_header(plan: Plan) -> str:
-    """The first lines of every generated code file: no paths beyond the base name, no time."""
+    """The first lines of ``plan_code.py``: no paths beyond the base name, no time.  Native
+    shards carry no header (nothing of the playbook but their functions)."""
     return (
         f"Plan {plan.name!r}, compiled by gxoc {plan.compiler_version} from {plan.source.path} "
         f"(sha256 {plan.source.sha256[:16]}).\n"
@@ -54,14 +56,15 @@ def code_header(plan: Plan) -> str:
 
 def build_plan(result: Any, *, channel_buffer_size: int | None = None, source_bytes: bytes | None = None) -> BuiltPlan:
     """lower + render: the finished plan IR (its ``plan_code_sha256`` set) and its code."""
-    from gxo.compiler.codegen import render_plan_code
+    from gxo.compiler.codegen import functions_of, render_plan_code
     from gxo.compiler.lower import lower
 
     plan, items = lower(result, channel_buffer_size=channel_buffer_size, source_bytes=source_bytes)
     header = code_header(plan)
-    code = render_plan_code(items, header=header)
+    functions = functions_of(items)
+    code = render_plan_code(items, header=header, functions=functions)
     plan = dataclasses.replace(plan, plan_code_sha256=F.sha256_hex(code.encode("utf-8")))
-    return BuiltPlan(plan, code, items, header)
+    return BuiltPlan(plan, code, items, header, functions)
 
 
 def manifest_bytes(plan: Plan) -> bytes:

@@ -157,8 +157,11 @@ class _Lowerer:
             owner = f" of '{w.name}'" if w is not None else ""
             module = site.step.uses if site.step is not None else (w.module if w is not None else "")
             json_record = module == "data:map" and site.param_path == ("template",)
+            # evaluated per record, or per item of the workload's loop (its params): native
+            hot = site.per_record or (w is not None and w.is_looped and site.param_path is not None)
             items.append(CodegenItem(id=eid, tree=tree, native=native, as_text=as_text,
-                                     source=f"{span} {site.where}{owner}", json_record=json_record))
+                                     source=f"{span} {site.where}{owner}", json_record=json_record, hot=hot,
+                                     site=f"{w.name if w is not None else ''} {site.where}"))
         return exprs, items
 
     # -- workloads -------------------------------------------------------------------------

@@ -89,6 +89,8 @@ def bytecode_index(plan: Plan, pyc: bytes) -> bytes:
 
 
 def members_of(built: BuiltPlan, native: NativeMembers | None = None) -> dict[str, bytes]:
+    """The plan's members: manifest, ``plan_code.py`` with its bytecode and index, and the
+    native members when given (see :func:`with_native`)."""
     code = built.code.encode("utf-8")
     pyc = bytecode(built.code)
     members = {
@@ -97,6 +99,12 @@ def members_of(built: BuiltPlan, native: NativeMembers | None = None) -> dict[st
         F.PYC: pyc,
         F.PYC_INDEX: bytecode_index(built.plan, pyc),
     }
+    return with_native(members, native)
+
+
+def with_native(members: dict[str, bytes], native: NativeMembers | None) -> dict[str, bytes]:
+    """``members`` plus the native index and shards of one platform."""
+    members = dict(members)
     if native is not None:
         members[f"native/{native.tag}/index.json"] = native.index
         for i, so in enumerate(native.shards):
@@ -172,9 +180,10 @@ def write_gxp(path: str, members: dict[str, bytes]) -> None:
 
 
 def emit_gxp(path: str, built: BuiltPlan, *, native: NativeMembers | None = None,
-             signing_key: Any = None) -> dict[str, bytes]:
-    """Write ``built`` (with its native shards and signature, if any) to ``path``."""
-    members = members_of(built, native)
+             signing_key: Any = None, members: dict[str, bytes] | None = None) -> dict[str, bytes]:
+    """Write ``built`` (with its native shards and signature, if any) to ``path``; ``members``:
+    :func:`members_of` ``built`` without native members, when already made."""
+    members = members_of(built, native) if members is None else with_native(members, native)
     if signing_key is not None:
         members[F.SIGNATURE] = sign_members(members, signing_key)
     write_gxp(path, members)

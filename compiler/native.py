@@ -13,9 +13,10 @@ a function's first use (workload and param path) hashes to a boundary, about eve
 but its functions, so editing one expression changes one shard (the one holding its function),
 and adding or removing a workload changes the shard it falls in: every other shard is taken
 from the cache, ``$XDG_CACHE_HOME/gxo/native/``, keyed by the digest of the shard's source plus
-the gxo, Cython, C compiler and interpreter versions and the flags.  The shards to build are
-split among ``jobs`` workers; each runs one Cython process for its shards, then ``cc -O1`` on
-each.  A shard's module name is derived from its source digest (``gxo_shard_<hex20>``), so
+the gxo, Cython, C compiler and interpreter versions and the flags.  One Cython process
+(:class:`CythonWorker`, which ``gxoc build`` starts before reading the playbook, so that its
+second of warm-up overlaps the front end) translates the shards to build one after the other,
+and ``cc -O1`` compiles each as soon as its C file is ready, ``jobs`` at once.  A shard's module name is derived from its source digest (``gxo_shard_<hex20>``), so
 identical sources share one cache entry and two plans' shards never clash in one process.
 """
 
@@ -30,20 +31,18 @@ import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from gxo.compiler import _cython_worker as W
 from gxo.runtime import planfile as F
 
-SHARD_SIZE = 32  # at most this many functions per shard
-SHARD_TARGET = 16  # about this many on average: a one-line edit recompiles about this many
+SHARD_SIZE = 16  # at most this many functions per shard
+SHARD_TARGET = 8  # about this many on average: a one-line edit recompiles about this many
 OPT_FLAGS = ("-O1",)
-#: plain builtin functions (no binding function objects) and no C line numbers in tracebacks:
-#: a third less C for the compiler, the same speed
-CYTHON_FLAGS = ("-3", "--fast-fail", "--no-c-in-traceback", "-X", "binding=False")
 CACHE_LAYOUT = "2"  # bump when the cache key's meaning changes
 
 
@@ -96,7 +95,7 @@ def toolchain() -> dict[str, str]:
         "python": sys.version,
         "tag": F.platform_tag(),
         "flags": " ".join(OPT_FLAGS),
-        "cython_flags": " ".join(CYTHON_FLAGS),
+        "cython_options": json.dumps([W.FLAGS, W.DIRECTIVES], sort_keys=True),
     }
 
 
@@ -113,19 +112,6 @@ def _tail(text: str, n: int = 12) -> str:
     return "\n".join(text.strip().splitlines()[-n:])
 
 
-def _cythonize(modules: Sequence[tuple[str, str]], folder: str) -> None:
-    """One Cython process for ``modules`` (name, source): ``<name>.c`` in ``folder``."""
-    files = []
-    for module, source in modules:
-        with open(os.path.join(folder, module + ".py"), "w", encoding="utf-8") as fh:
-            fh.write(source)
-        files.append(module + ".py")
-    cy = subprocess.run([sys.executable, "-m", "cython", *CYTHON_FLAGS, *files],
-                        cwd=folder, capture_output=True, text=True, check=False)
-    if cy.returncode != 0:
-        raise NativeBuildError(f"cython failed on {', '.join(m for m, _ in modules)}:\n{_tail(cy.stderr + cy.stdout)}")
-
-
 def _cc_shard(module: str, folder: str, out_path: str) -> None:
     include = sysconfig.get_paths()["include"]
     so = os.path.join(folder, module + ".so")
@@ -139,11 +125,81 @@ def _cc_shard(module: str, folder: str, out_path: str) -> None:
     shutil.copyfile(so, out_path)
 
 
-def compile_shard(source: str, module: str, out_path: str) -> None:
-    """Cython + cc of one shard module into ``out_path`` (a shared library)."""
+class CythonWorker:
+    """A running :mod:`gxo.compiler._cython_worker`: started early, it warms up while the
+    front end works; :meth:`compile` yields each module as its C file is ready."""
+
+    def __init__(self) -> None:
+        self.errors = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gxo.compiler._cython_worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, text=True,
+        )
+
+    def _failure(self, what: str) -> NativeBuildError:
+        self.errors.seek(0)
+        return NativeBuildError(f"cython failed on {what}:\n{_tail(self.errors.read())}")
+
+    def compile(self, folder: str, modules: Sequence[str]) -> Iterator[str]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(json.dumps({"folder": folder, "modules": list(modules)}) + "\n")
+            self.proc.stdin.flush()
+        except OSError:
+            self.proc.wait()
+            raise self._failure(", ".join(modules)) from None
+        for _ in modules:
+            line = self.proc.stdout.readline().split()
+            if len(line) != 2 or line[0] != "ok":
+                raise self._failure(line[1] if len(line) == 2 else ", ".join(modules))
+            yield line[1]
+
+    def close(self) -> None:
+        """Stop the process (every answer asked for has been read: nothing is left to do)."""
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.errors.close()
+
+
+def _build(todo: Sequence[tuple], worker: CythonWorker, folder: str, jobs: int | None) -> None:
+    """Cython (one process) feeding ``cc`` (``jobs`` at once) as each C file is ready."""
+    targets = {module: target for _, _, module, target in todo}
+
+    def cc(module: str, tmp: str) -> None:
+        fd, part = tempfile.mkstemp(dir=folder, prefix=".build-", suffix=".so")
+        os.close(fd)
+        try:
+            _cc_shard(module, tmp, part)
+            os.replace(part, targets[module])
+        finally:
+            if os.path.exists(part):
+                os.unlink(part)
+
     with tempfile.TemporaryDirectory(prefix="gxo-shard-") as tmp:
-        _cythonize([(module, source)], tmp)
-        _cc_shard(module, tmp, out_path)
+        for _, source, module, _ in todo:
+            with open(os.path.join(tmp, module + ".py"), "w", encoding="utf-8") as fh:
+                fh.write(source)
+        with ThreadPoolExecutor(max_workers=max(1, jobs or os.cpu_count() or 1)) as pool:
+            futures = []
+            try:
+                for module in worker.compile(tmp, list(targets)):
+                    futures.append(pool.submit(cc, module, tmp))
+            finally:
+                wait(futures)  # no C compiler left running in a folder about to go
+            for fut in futures:
+                fut.result()
 
 
 def _boundary(site: str) -> bool:
@@ -185,10 +241,12 @@ def build_native(
     shard_size: int = SHARD_SIZE,
     everything: bool = False,
     functions: Sequence[Any] | None = None,
+    cython: CythonWorker | None = None,
 ) -> NativeResult:
     """Compile the hot functions of ``items`` (the code generator's, in id order) into the
     native members; ``everything`` compiles every function.  ``functions``: the items'
-    :func:`~gxo.compiler.codegen.functions_of`, when already made."""
+    :func:`~gxo.compiler.codegen.functions_of`, when already made; ``cython``: a worker started
+    earlier (it stays open: the caller closes it), else one is started for the shards to build."""
     from gxo.compiler.codegen import render_shard
 
     start = time.perf_counter()
@@ -202,27 +260,14 @@ def build_native(
         source = render_shard(chunk)
         module = shard_module_name(source)
         plans.append((chunk, source, module, os.path.join(folder, _cache_key(source) + ".so")))
-    todo = [p for p in plans if not os.path.exists(p[3])]
-
-    def work(group: list[tuple]) -> None:
-        with tempfile.TemporaryDirectory(prefix="gxo-shard-") as tmp:
-            _cythonize([(module, source) for _, source, module, _ in group], tmp)
-            for _, _, module, target in group:
-                fd, part = tempfile.mkstemp(dir=folder, prefix=".build-", suffix=".so")
-                os.close(fd)
-                try:
-                    _cc_shard(module, tmp, part)
-                    os.replace(part, target)
-                finally:
-                    if os.path.exists(part):
-                        os.unlink(part)
-
+    todo = list({p[3]: p for p in plans if not os.path.exists(p[3])}.values())  # equal sources: one build
     if todo:
-        workers = max(1, min(jobs or os.cpu_count() or 1, len(todo)))
-        groups = [todo[i::workers] for i in range(workers)]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for fut in [pool.submit(work, g) for g in groups]:
-                fut.result()
+        worker = cython or CythonWorker()
+        try:
+            _build(todo, worker, folder, jobs)
+        finally:
+            if cython is None:
+                worker.close()
     shards: list[bytes] = []
     entries = []
     for i, (chunk, _source, module, target) in enumerate(plans):

@@ -436,7 +436,8 @@ def test_cli_native_build_prints_time(tmp_path: Path) -> None:
     proc = gxoc_subprocess(["build", "playbook.yaml", "-o", "n.gxp", "-j", "2"], tmp_path, "0",
                            XDG_CACHE_HOME=str(tmp_path / "xdg"))
     assert proc.returncode == 0, proc.stderr
-    assert "evaluated per record or loop item in 1 shard(s)" in proc.stderr and "(1 built, 0 cached)" in proc.stderr
+    assert "native: 2 function(s) evaluated per record or loop item in 2 shard(s)" in proc.stderr
+    assert "(2 built, 0 cached)" in proc.stderr
     assert " s\n" in proc.stderr
     assert list((tmp_path / "xdg" / "gxo" / "native").glob("*.so"))
     assert load_plan(str(tmp_path / "n.gxp"), require_native=True).native

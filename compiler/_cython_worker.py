@@ -18,7 +18,7 @@ import tempfile
 
 FLAGS = {"language_level": 3, "c_line_in_traceback": False}
 #: plain builtin functions instead of binding function objects: with no C line numbers in
-#: tracebacks, a third less C for the compiler, at the same speed
+#: tracebacks, a third less C for the compiler; no difference measured in call time
 DIRECTIVES = {"binding": False}
 
 

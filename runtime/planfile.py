@@ -408,6 +408,10 @@ def _load_native(v: VerifiedPlan, tag: str, warnings: list[str]) -> dict[str, Ca
     shards hold the functions evaluated per record or loop item, by name: ``f_<digest>``)."""
     idx = v.native_indexes[tag]
     pure = _load_bytecode(v, warnings)
+    names = {getattr(fn, "__name__", None) for fn in pure.values()}
+    stray = sorted({f for sh in idx["shards"] for f in sh["functions"]} - names)
+    if stray:  # checked before any shard is loaded
+        raise PlanRefused(f"{v.path}: member 'native/{tag}/index.json' lists function {stray[0]}, which is not in {PLAN_CODE}")
     functions: dict[str, Callable[..., Any]] = {}
     tmp: str | None = None
     try:
@@ -436,10 +440,6 @@ def _load_native(v: VerifiedPlan, tag: str, warnings: list[str]) -> dict[str, Ca
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    names = {getattr(fn, "__name__", None) for fn in pure.values()}
-    stray = sorted(set(functions) - names)
-    if stray:
-        raise PlanRefused(f"{v.path}: member 'native/{tag}/index.json' lists function {stray[0]}, which is not in {PLAN_CODE}")
     return {eid: functions.get(fn.__name__, fn) for eid, fn in pure.items()}
 
 

@@ -369,8 +369,12 @@ def test_native_index_naming_a_foreign_function_is_refused(tmp_path: Path) -> No
     for i, so in enumerate(nr_o.shards):
         members[f"native/{nr.tag}/shard_{i:03d}.so"] = so
     path = rewrite(tmp_path / "n.gxp", tmp_path / "x.gxp", members)
+    from gxo.runtime.planfile import _NATIVE_MODULES
+
+    loaded_before = set(_NATIVE_MODULES)
     with pytest.raises(PlanRefused, match="not in plan_code.py"):
         load_plan(str(path), require_native=True)
+    assert set(_NATIVE_MODULES) == loaded_before  # refused before any shard was loaded
 
 
 def _looped_playbook(n: int, edit: int | None = None, insert: bool = False) -> bytes:

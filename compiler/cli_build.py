@@ -134,13 +134,15 @@ def build(playbook: str, output: str | None, no_native: bool, sign_key: str | No
         except (OSError, ValueError, TypeError) as exc:
             raise click.UsageError(f"--sign {sign_key}: {getattr(exc, 'strerror', None) or exc}") from None
     cython = None
-    if not no_native:
+    if not no_native and (os.cpu_count() or 1) > 1:
         from gxo.compiler.native import CythonWorker
 
         try:
-            cython = CythonWorker()  # warms up on another core while the playbook is checked
+            # warms up on another core while the playbook is checked (about a second of CPU,
+            # spent for nothing when every shard is in the cache: the wall time is the same)
+            cython = CythonWorker()
         except OSError:
-            cython = None  # reported by the native build below
+            cython = None  # the native build starts its own and reports what fails
     try:
         built, native, out = _build_plan(playbook, output, no_native=no_native, jobs=jobs, cython=cython,
                                          channel_buffer_size=channel_buffer_size,

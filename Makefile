@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) bench/state.py
 	$(PY) bench/coldstart.py
 	$(PY) bench/streams.py
+	$(PY) bench/build.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

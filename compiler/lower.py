@@ -231,8 +231,11 @@ class _Lowerer:
             json_record = module == "data:map" and site.param_path == ("template",)
             # record expressions (per record, or a pipeline step's) are not tracked per record
             taint = self.tainted.get(id(site.node)) if not site.per_record and site.step is None else None
+            # evaluated per record, or per item of the workload's loop (its params): native
+            hot = site.per_record or (w is not None and w.is_looped and site.param_path is not None)
             items.append(CodegenItem(id=eid, tree=tree, native=native, as_text=as_text,
-                                     source=f"{span} {site.where}{owner}", json_record=json_record, taint=taint))
+                                     source=f"{span} {site.where}{owner}", json_record=json_record, taint=taint, hot=hot,
+                                     site=f"{w.name if w is not None else ''} {site.where}"))
         return exprs, items
 
     # -- workloads -------------------------------------------------------------------------

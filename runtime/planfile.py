@@ -44,6 +44,7 @@ NATIVE_MEMBER = re.compile(r"^native/([A-Za-z0-9_.+-]+)/(index\.json|shard_[0-9]
 PYC_FILENAME = "plan/plan_code.py"  # the file name compiled into the bytecode
 BYTECODE_FORMAT = "gxo-bytecode"
 NATIVE_FORMAT = "gxo-native"
+NATIVE_FUNCTION = re.compile(r"f_[0-9a-f]{16}")  # a shard's functions: named by their body's digest
 SIGNATURE_FORMAT = "gxo-signature"
 INDEX_FORMAT_VERSION = 1
 SIGNATURE_DOMAIN = b"gxo-plan-signature/1\n"
@@ -325,7 +326,6 @@ def _check_native(path: str, members: dict[str, bytes], plan: Plan) -> dict[str,
         m = NATIVE_MEMBER.match(name)
         if m:
             tags.setdefault(m.group(1), set()).add(m.group(2))
-    expr_ids = [e.id for e in plan.expressions]
     out: dict[str, dict[str, Any]] = {}
     for tag, files in sorted(tags.items()):
         index_name = f"native/{tag}/index.json"
@@ -350,8 +350,8 @@ def _check_native(path: str, members: dict[str, bytes], plan: Plan) -> dict[str,
             if (not isinstance(sh, dict) or set(sh) != {"file", "module", "sha256", "functions"}
                     or sh["file"] != f"shard_{i:03d}.so" or not isinstance(sh["module"], str)
                     or not re.fullmatch(r"gxo_shard_[0-9a-f]{20}", sh["module"])
-                    or not isinstance(sh["functions"], list)
-                    or not all(isinstance(f, str) for f in sh["functions"])):
+                    or not isinstance(sh["functions"], list) or not sh["functions"]
+                    or not all(isinstance(f, str) and NATIVE_FUNCTION.fullmatch(f) for f in sh["functions"])):
                 raise PlanRefused(f"{path}: member '{index_name}' is malformed (shard {i})")
             member = f"native/{tag}/{sh['file']}"
             if member not in members:
@@ -363,8 +363,8 @@ def _check_native(path: str, members: dict[str, bytes], plan: Plan) -> dict[str,
         extra = files - listed - {"index.json"}
         if extra:
             raise PlanRefused(f"{path}: unknown member 'native/{tag}/{min(extra)}'")
-        if seen_ids != expr_ids:
-            raise PlanRefused(f"{path}: member '{index_name}' does not list this plan's expressions")
+        if len(set(seen_ids)) != len(seen_ids):
+            raise PlanRefused(f"{path}: member '{index_name}' lists a function twice")
         out[tag] = idx
     return out
 
@@ -443,8 +443,15 @@ def _register_source(v: VerifiedPlan) -> None:
     linecache.cache[PYC_FILENAME] = (len(text), None, text.splitlines(True), PYC_FILENAME)
 
 
-def _load_native(v: VerifiedPlan, tag: str) -> dict[str, Callable[..., Any]]:
+def _load_native(v: VerifiedPlan, tag: str, warnings: list[str]) -> dict[str, Callable[..., Any]]:
+    """The bytecode's functions, each replaced by its native form where a shard holds it (the
+    shards hold the functions evaluated per record or loop item, by name: ``f_<digest>``)."""
     idx = v.native_indexes[tag]
+    pure = _load_bytecode(v, warnings)
+    names = {getattr(fn, "__name__", None) for fn in pure.values()}
+    stray = sorted({f for sh in idx["shards"] for f in sh["functions"]} - names)
+    if stray:  # checked before any shard is loaded
+        raise PlanRefused(f"{v.path}: member 'native/{tag}/index.json' lists function {stray[0]}, which is not in {PLAN_CODE}")
     functions: dict[str, Callable[..., Any]] = {}
     tmp: str | None = None
     try:
@@ -473,7 +480,7 @@ def _load_native(v: VerifiedPlan, tag: str) -> dict[str, Callable[..., Any]]:
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    return functions
+    return {eid: functions.get(fn.__name__, fn) for eid, fn in pure.items()}
 
 
 def load_plan(path: str, *, trusted_keys: Iterable[Any] = (), require_native: bool = False,
@@ -498,7 +505,7 @@ def load_plan(path: str, *, trusted_keys: Iterable[Any] = (), require_native: bo
             warnings.append(
                 f"native code built for {', '.join(sorted(v.native_indexes))}, not {tag}: running the bytecode instead"
             )
-    functions = _load_native(v, tag) if use_native else _load_bytecode(v, warnings)
+    functions = _load_native(v, tag, warnings) if use_native else _load_bytecode(v, warnings)
     return LoadedPlan(
         plan=v.plan, functions=functions, plan_dir=os.path.dirname(os.path.abspath(path)), native=use_native,
         warnings=warnings, signed=v.signed, signature_checked=v.signature_checked,

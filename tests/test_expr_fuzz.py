@@ -62,7 +62,9 @@ def _grammar_strategy() -> st.SearchStrategy[str]:
     from hypothesis.extra.lark import from_lark
     from lark import Lark
 
-    grammar = parser.get_parser().source_grammar
+    from gxo.compiler.expr._tables import grammar_text
+
+    grammar = grammar_text()
     lark = Lark(grammar, parser="lalr", start=["action", "condition"])
     # Explicit strategies for the regex terminals: drawing from the regexes is slow.
     return from_lark(lark, start="action", explicit={

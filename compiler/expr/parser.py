@@ -1,7 +1,8 @@
 """Parse templates and conditions of the expression language into the AST (the ``parse`` phase).
 
 A template is cut into text, ``${NAME}`` references and actions by :mod:`._scan`; each action's
-inside is parsed by Lark (``grammar/expressions.lark``, LALR, strict) with an inline
+inside is parsed by Lark (``grammar/expressions.lark``, LALR, strict; its tables are loaded from
+``grammar/expressions.lalr.json``, see :mod:`._tables`) with an inline
 transformer that builds :mod:`.ast` nodes directly, and the flat list of actions is then nested
 into ``if``/``range``/``with`` blocks here.  A condition is parsed in one go: each ``{{``/``}}``
 of an atom is replaced by two private-use characters of the same length (offsets are kept) and
@@ -16,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from importlib import resources
 from typing import Any
 
 from lark import Lark
@@ -25,6 +25,7 @@ from lark.utils import TextSlice
 
 from gxo.compiler.expr import ast
 from gxo.compiler.expr._errors import wrap_lark_error
+from gxo.compiler.expr._tables import load_parser
 from gxo.compiler.expr._scan import SYNTAX, Seg, scan
 from gxo.compiler.expr._transform import Build, ctx, keyword
 
@@ -83,14 +84,11 @@ _lark: Lark | None = None
 
 
 def get_parser() -> Lark:
-    """The Lark parser, built on first use and kept for the process."""
+    """The Lark parser, made on first use from its stored tables (:mod:`._tables`) and kept for
+    the process."""
     global _lark
     if _lark is None:
-        grammar = resources.files("gxo.grammar").joinpath("expressions.lark")
-        _lark = Lark(grammar.read_text(encoding="utf-8"), parser="lalr", lexer="contextual",
-                     strict=True, propagate_positions=True, maybe_placeholders=True,
-                     start=["action", "condition"], transformer=Build(),
-                     lexer_callbacks={"NAME": keyword})
+        _lark, _ = load_parser(Build(), {"NAME": keyword})
     return _lark
 
 

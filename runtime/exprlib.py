@@ -287,6 +287,9 @@ def _deep_eq(a: object, b: object) -> bool:
 
 def op_eq(a: object, b: object) -> bool:
     """``a == b``: deep equality; differing kinds (other than null) are an error."""
+    t = type(a)
+    if t is type(b) and (t is int or t is str):
+        return a == b
     if a is not None and b is not None:
         ka, kb = _kind_class(a), _kind_class(b)
         if ka != kb:
@@ -370,6 +373,8 @@ def op_div(a: object, b: object) -> object:
 
 
 def op_mod(a: object, b: object) -> object:
+    if type(a) is int and type(b) is int and b:
+        return a % b  # type: ignore[operator]
     _nums("%", a, b)
     if b == 0:
         raise EvalError("modulo by zero")
@@ -497,6 +502,16 @@ def fn_coalesce(*args: object) -> object:
 
 
 def fn_int(x: object) -> int:
+    t = type(x)
+    if t is int:
+        return x  # type: ignore[return-value]
+    if t is str:
+        # the common case first: decimal digits (int() allows the same surrounding whitespace
+        # as strip() and the same "_" separators as the slow path below)
+        try:
+            return int(x, 10)  # type: ignore[call-overload]
+        except ValueError:
+            pass
     if x is True or x is False:
         return int(x)
     if isinstance(x, int):

@@ -72,7 +72,7 @@ FULL: dict[str, Any] = {
     "schemaVersion": "v1.0.0",
     "vars": {"env": "staging", "users": ["alice", "bob"], "limits": {"cpu": 2}},
     "state_policy": {"access_mode": "deep_copy"},
-    "channel_policy": {"buffer_size": 0, "overflow_strategy": "drop_oldest"},
+    "channel_policy": {"buffer_size": 0, "overflow_strategy": "drop_oldest", "flush_interval": "10ms"},
     "workload_policy": {"max_concurrency": 8, "skip_on_no_input": False},
     "workloads": [
         {
@@ -429,6 +429,7 @@ INVALID: dict[str, tuple[dict[str, Any], tuple[Any, ...], str]] = {
     "state-policy-unknown": ({"/state_policy": {"mode": "deep_copy"}}, ("state_policy",), "additionalProperties"),
     "negative-buffer-size": ({"/channel_policy": {"buffer_size": -1}}, ("channel_policy", "buffer_size"), "minimum"),
     "buffer-size-float": ({"/channel_policy": {"buffer_size": 1.5}}, ("channel_policy", "buffer_size"), "type"),
+    "flush-interval-number": ({"/channel_policy": {"flush_interval": 50}}, ("channel_policy", "flush_interval"), "type"),
     "overflow-strategy": (
         {"/channel_policy": {"overflow_strategy": "drop"}},
         ("channel_policy", "overflow_strategy"),

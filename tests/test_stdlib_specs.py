@@ -465,9 +465,9 @@ SAMPLES: dict[str, tuple[list[dict], list[dict]]] = {
     "data:aggregate": (
         [{"group_by_fields": ["remote_ip"], "aggregate_fields": [{"name": "n", "op": "count"}],
           "window": "5m"},
-         {"aggregate_fields": [{"name": "s", "op": "sum", "source_field": "b"}], "count": 10}],
-        [{"aggregate_fields": [{"name": "n", "op": "count"}]},
-         {"aggregate_fields": [{"name": "n", "op": "count"}], "window": "5m", "count": 3},
+         {"aggregate_fields": [{"name": "s", "op": "sum", "source_field": "b"}], "count": 10},
+         {"aggregate_fields": [{"name": "n", "op": "count"}]}],  # the whole stream
+        [{"aggregate_fields": [{"name": "n", "op": "count"}], "window": "5m", "count": 3},
          {"aggregate_fields": [{"name": "s", "op": "sum"}], "count": 1},
          {"aggregate_fields": [{"name": "s", "op": "median", "source_field": "b"}], "count": 1},
          {"aggregate_fields": [], "count": 1},

@@ -532,6 +532,28 @@ def test_invalid(patch: dict[str, Any], path: tuple[Any, ...], keyword: str) -> 
     assert _errors(_patched(BASE, patch)) == [(path, keyword)]
 
 
+@pytest.mark.parametrize(("patch", "path", "keyword"), INVALID.values(), ids=INVALID.keys())
+def test_invalid_playbooks_are_worded_without_a_python_repr(patch: dict[str, Any], path: tuple[Any, ...],
+                                                           keyword: str) -> None:
+    """What `gxoc check` says about each invalid playbook names the key in words, never
+    jsonschema's message (a repr of the value and the schema)."""
+    import re
+
+    from gxo.compiler.diagnostics import Diagnostics
+    from gxo.compiler.loader import load_playbook
+    from gxo.compiler.schema import validate_playbook
+
+    diags = Diagnostics()
+    loaded = load_playbook(json.dumps(_patched(BASE, patch)), "pb.yaml", diags)
+    assert loaded.root is not None
+    validate_playbook(loaded.root, diags)
+    # (lifecycle combinations and cron fields are left to the resolver, which words them)
+    for d in diags:
+        text = d.message + " " + (d.help or "")
+        assert not re.search(r"\{'|\['|is not valid under|is valid under|should not be valid|"
+                             r"is a dependency of|does not contain|is too (long|short)", text), text
+
+
 def test_forbidden_key_error_carries_its_reason() -> None:
     doc = _patched(BASE, _lifecycle(policy="run_once", restart="always"))
     (error,) = VALIDATOR.iter_errors(doc)

@@ -544,6 +544,31 @@ def test_invalid_samples_fail(name: str) -> None:
         assert not validator.is_valid(params), params
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_invalid_samples_are_worded_without_a_python_repr(name: str) -> None:
+    """Every invalid sample gets an `invalid-value`/`unknown-key` diagnostic that names the key
+    or path in words, never jsonschema's message (a repr of the params and the schema)."""
+    import json
+
+    from gxo.compiler.diagnostics import Diagnostics
+    from gxo.compiler.loader import load_playbook
+    from gxo.compiler.params import validate_params
+
+    for params in SAMPLES[name][1]:
+        diags = Diagnostics()
+        loaded = load_playbook(json.dumps({"params": params}), "pb.yaml", diags)
+        node = loaded.root.get("params")  # type: ignore[union-attr]
+        validate_params(name, params, node, node, None, diags)
+        found = [d for d in diags if d.severity == "error"]
+        assert found, params
+        for d in found:
+            text = d.message + " " + (d.help or "")
+            assert not re.search(r"\{'|\['|is not valid under|is valid under|"
+                                 r"should not be valid|is a dependency of|does not contain",
+                                 text), (params, text)
+            assert d.message.startswith(("params", "module ")), d.message
+
+
 def test_sample_records_match_record_schemas() -> None:
     stat = {"path": "/w/a", "size": 3, "mode": "0644", "is_dir": False,
             "modified_time": "2024-01-01T00:00:00Z"}

@@ -37,8 +37,8 @@ from typing import Any
 
 from gxo.runtime._state_cy import deep_copy as _deep_copy
 
-__all__ = ["RecordFn", "aggregate_batch", "copy_batch", "error_text", "filter_batch", "line_records",
-           "map_batch"]
+__all__ = ["RecordFn", "aggregate_batch", "copy_batch", "error_text", "filter_batch", "fn_int",
+           "line_records", "map_batch"]
 
 # how a RecordFn calls its function
 _PLAIN = 0  # fn(record)
@@ -172,7 +172,7 @@ def aggregate_batch(batch: list, base: cython.Py_ssize_t, producer: str, errors:
     ns: cython.Py_ssize_t = len(sources)
     i: cython.Py_ssize_t
     j: cython.Py_ssize_t
-    nums: list
+    nums: list = [None] * ns  # the record's numbers, reused from record to record
     g: list
     sums: list
     mins: list
@@ -180,7 +180,6 @@ def aggregate_batch(batch: list, base: cython.Py_ssize_t, producer: str, errors:
     for i in range(n):
         record = batch[i]
         rec = record if type(record) is dict or isinstance(record, dict) else None
-        nums = []
         ok: cython.bint = True
         for j in range(ns):
             src = sources[j]
@@ -191,7 +190,7 @@ def aggregate_batch(batch: list, base: cython.Py_ssize_t, producer: str, errors:
                 errors.report(base + i, producer, bad_number(record, src))
                 ok = False
                 break
-            nums.append(v)
+            nums[j] = v
         if not ok:
             continue
         if nf == 0:
@@ -221,7 +220,7 @@ def aggregate_batch(batch: list, base: cython.Py_ssize_t, producer: str, errors:
             key = tuple(parts)
         found = groups.get(key)
         if found is None:
-            g = [values, 1, nums, list(nums), list(nums)]
+            g = [values, 1, list(nums), list(nums), list(nums)]
             groups[key] = g
         else:
             g = found
@@ -252,3 +251,20 @@ def line_records(text: str, skip_empty: cython.bint) -> list:
             continue
         out.append({"line": line})
     return out
+
+
+def fn_int(x: Any) -> Any:
+    """The expression language's ``int`` (``gxo.runtime.exprlib``): an int as it is, a string
+    of decimal digits parsed here (``int()`` takes the same surrounding whitespace and ``_``
+    separators), every other case by ``exprlib.int_of``."""
+    t = type(x)
+    if t is int:
+        return x
+    if t is str:
+        try:
+            return int(x, 10)
+        except ValueError:
+            pass
+    from gxo.runtime.exprlib import int_of
+
+    return int_of(x)

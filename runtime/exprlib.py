@@ -501,17 +501,8 @@ def fn_coalesce(*args: object) -> object:
     return None
 
 
-def fn_int(x: object) -> int:
-    t = type(x)
-    if t is int:
-        return x  # type: ignore[return-value]
-    if t is str:
-        # the common case first: decimal digits (int() allows the same surrounding whitespace
-        # as strip() and the same "_" separators as the slow path below)
-        try:
-            return int(x, 10)  # type: ignore[call-overload]
-        except ValueError:
-            pass
+def int_of(x: object) -> int:
+    """``int``'s every case (``fn_int``, compiled, handles ints and decimal strings itself)."""
     if x is True or x is False:
         return int(x)
     if isinstance(x, int):
@@ -773,6 +764,9 @@ def fn_list(*args: object) -> list[object]:
 def fn_uuid() -> str:
     return str(_uuid.uuid4())
 
+
+# `int` runs once per record in stream templates: its common cases are compiled
+from gxo.runtime._records_cy import fn_int  # noqa: E402
 
 # name in the language -> implementation (the piped value last)
 FUNCTIONS: dict[str, Callable[..., Any]] = {

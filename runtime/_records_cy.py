@@ -155,6 +155,9 @@ def copy_batch(record: Any, n: cython.Py_ssize_t) -> list:
     return out
 
 
+_NO_FIELDS: dict = {}  # what a value that is not a map offers data:aggregate: no fields
+
+
 def aggregate_batch(batch: list, base: cython.Py_ssize_t, producer: str, errors: Any,
                     fields: tuple, sources: tuple, groups: dict, limit: cython.Py_ssize_t,
                     ready: list, as_text: Any, bad_number: Any) -> None:
@@ -177,13 +180,17 @@ def aggregate_batch(batch: list, base: cython.Py_ssize_t, producer: str, errors:
     sums: list
     mins: list
     maxs: list
+    rec: dict
     for i in range(n):
         record = batch[i]
-        rec = record if type(record) is dict or isinstance(record, dict) else None
+        if type(record) is dict:
+            rec = record
+        else:  # a map of another type (read as a plain one), or not a map (no fields)
+            rec = dict(record) if isinstance(record, dict) else _NO_FIELDS
         ok: cython.bint = True
         for j in range(ns):
             src = sources[j]
-            v = rec.get(src) if rec is not None else None
+            v = rec.get(src)
             t = type(v)
             if t is not int and t is not float and (
                     isinstance(v, bool) or not isinstance(v, (int, float))):
@@ -197,7 +204,7 @@ def aggregate_batch(batch: list, base: cython.Py_ssize_t, producer: str, errors:
             values = ()
             key = ()
         elif nf == 1:
-            v = rec.get(fields[0]) if rec is not None else None
+            v = rec.get(fields[0])
             values = (v,)
             t = type(v)
             if t is str:
@@ -210,7 +217,7 @@ def aggregate_batch(batch: list, base: cython.Py_ssize_t, producer: str, errors:
             vals: list = []
             parts: list = []
             for j in range(nf):
-                v = rec.get(fields[j]) if rec is not None else None
+                v = rec.get(fields[j])
                 vals.append(v)
                 if isinstance(v, (dict, list)):
                     parts.append(("json", as_text(v)))

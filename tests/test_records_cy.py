@@ -136,8 +136,10 @@ def test_aggregate_batch_groups_counts_and_windows(impl: ModuleType) -> None:
     errors = RecordErrorSink()
     groups: dict = {}
     ready: list = []
-    batch = [{"k": "a", "v": 1}, {"k": "a", "v": 2.5}, {"k": "b", "v": -1}, {"k": "a"},
-             {"k": "a", "v": True}, {"k": "a", "v": 4}]
+    import collections
+
+    batch = [{"k": "a", "v": 1}, collections.OrderedDict(k="a", v=2.5), {"k": "b", "v": -1},
+             {"k": "a"}, {"k": "a", "v": True}, {"k": "a", "v": 4}]
 
     def bad(record: Any, src: str) -> str:
         return f"bad {src}"

@@ -23,6 +23,11 @@ from gxo.runtime.plan import Plan, expr_id, to_data
 EXIT_REFUSED = 3
 
 
+
+def _channel_policy(c: Any) -> str:
+    """A channel's policy as `gxoc show` and `gxoc diff` print it."""
+    return f"capacity {c.capacity}, {c.overflow}, flush after {c.flush_interval * 1000:g}ms"
+
 def _read(path: str) -> bytes:
     try:
         return Path(path).read_bytes()
@@ -213,7 +218,7 @@ def show(plan_path: str, as_json: bool, trusted: tuple[str, ...]) -> None:
                 extra.append("secret " + ", ".join(w.secret_params))
             click.echo(f"  [{i}] {w.name}: {w.module} ({w.lifecycle.policy})" + (f"; {'; '.join(extra)}" if extra else ""))
     for c in p.channels:
-        click.echo(f"channel {c.producer} -> {c.consumer}: capacity {c.capacity}, {c.overflow}")
+        click.echo(f"channel {c.producer} -> {c.consumer}: {_channel_policy(c)}")
     click.echo(f"expressions: {len(p.expressions)}")
 
 
@@ -304,8 +309,8 @@ def semantic_diff(a: Plan, b: Plan) -> list[str]:
     for key in sorted(set(ea) & set(eb)):
         if ea[key] != eb[key]:
             lines.append(f"~ edge {key[0]} -> {key[1]}: {ea[key]} -> {eb[key]}")
-    ca = {(c.producer, c.consumer): f"capacity {c.capacity}, {c.overflow}" for c in a.channels}
-    cb = {(c.producer, c.consumer): f"capacity {c.capacity}, {c.overflow}" for c in b.channels}
+    ca = {(c.producer, c.consumer): _channel_policy(c) for c in a.channels}
+    cb = {(c.producer, c.consumer): _channel_policy(c) for c in b.channels}
     for key in sorted(set(ca) & set(cb)):
         if ca[key] != cb[key]:
             lines.append(f"~ channel {key[0]} -> {key[1]}: {ca[key]} -> {cb[key]}")

@@ -418,6 +418,13 @@ class _Fn:
                     a = x = self.materialize(a)
                 slow = f"{self.helper('op_' + name)}({a.src}, {b.src})"
                 return _V(f"({a.src} {op} {b.src} if type({x.src}) is int else {slow})", None, False)
+        if name == "mod" and b.typ == "int" and b.atomic and b.src.lstrip("-").isdigit() and int(b.src) != 0:
+            # `x % 2`: by a nonzero int literal, an int x needs no checks
+            if a.typ == "int":
+                return _V(f"({a.src} % {b.src})", "int", False)
+            a = self.materialize(a)
+            slow = f"{self.helper('op_mod')}({a.src}, {b.src})"
+            return _V(f"({a.src} % {b.src} if type({a.src}) is int else {slow})", None, False)
         return _V(f"{self.helper('op_' + name)}({a.src}, {b.src})", None, False)
 
     def call(self, e: ast.Call) -> _V:

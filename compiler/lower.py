@@ -31,6 +31,7 @@ from gxo.stdlib import ModuleSpec
 
 DEFAULT_CHANNEL_CAPACITY = 100
 DEFAULT_OVERFLOW = "block"
+DEFAULT_FLUSH_INTERVAL = 0.05  # seconds: channel_policy.flush_interval's default (50ms)
 
 
 
@@ -288,12 +289,14 @@ class _Lowerer:
         if cap is None:
             cap = self.flag_capacity if self.flag_capacity is not None else DEFAULT_CHANNEL_CAPACITY
         overflow = self._policy(consumer, "channel_policy", "overflow_strategy") or DEFAULT_OVERFLOW
+        flush = self._policy(consumer, "channel_policy", "flush_interval")
+        flush_interval = parse_duration(flush) if isinstance(flush, str) else DEFAULT_FLUSH_INTERVAL
         record_type = "any"
         prod = self.an.by_name.get(producer)
         if prod is not None and self.an.record_types is not None:
             record_type = str(self.an.record_types.output_type(prod))
         return P.Channel(producer=producer, consumer=consumer.name, capacity=int(cap), overflow=str(overflow),
-                         record_type=record_type)
+                         flush_interval=flush_interval, record_type=record_type)
 
     def failure_watch(self, w: MWorkload) -> tuple[str, ...]:
         """The workloads whose failure ``w`` opts in to: its ``when`` reads their status

@@ -12,6 +12,7 @@ from typing import Any
 
 from gxo.compiler.diagnostics import Diagnostics, did_you_mean
 from gxo.compiler.loader import MapNode, ScalarNode, SeqNode, YNode, is_bool_word, walk_path
+from gxo.compiler.violations import describe, presence_rule
 
 
 @lru_cache(maxsize=None)
@@ -45,7 +46,8 @@ def validate_params(module: str, plain: Any, node: YNode | None, anchor: YNode, 
     seen: set = set()
     for err in errors:
         path = tuple(err.absolute_path)
-        if _templated(err.instance) and err.validator not in ("additionalProperties", "required"):
+        if _templated(err.instance) and err.validator not in ("additionalProperties", "required") \
+                and not presence_rule(err):
             continue
         target = walk_path(node, path) if node is not None else None
         if err.validator == "additionalProperties":
@@ -79,10 +81,13 @@ def validate_params(module: str, plain: Any, node: YNode | None, anchor: YNode, 
             msg = f"{where} must be one of {', '.join(json.dumps(o) for o in opts)}, got {json.dumps(err.instance)}"
             if isinstance(err.instance, str):
                 help_text = did_you_mean(err.instance, [str(o) for o in opts]) or help_text
-        elif err.validator == "type":
-            msg = f"{where} must be of type {err.validator_value}, got {json.dumps(err.instance)[:60]}"
         else:
-            msg = f"{where}: {err.message[:200]}"
+            # every other rule in words: the offending key and a help line, never a repr
+            v = describe(err, where)
+            msg, help_text = v.message, v.help or help_text
+            key_node = target.key_node(v.key) if v.key is not None and isinstance(target, MapNode) else None
+            if key_node is not None:
+                span = key_node.span
         diags.add("invalid-value", msg, span, help=help_text)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from gxo.compiler.diagnostics import Diagnostics, Span, did_you_mean
 from gxo.compiler.loader import MapNode, ScalarNode, SeqNode, YNode, to_plain, walk_path
+from gxo.compiler.violations import describe
 
 #: keys renamed since v0.1 (location → key → hint)
 _LEGACY = {
@@ -253,7 +254,14 @@ def _report(err, root: YNode, instance: Any, diags: Diagnostics, seen: set) -> N
     elif validator in ("oneOf", "anyOf"):
         msg = f"{where} must be {_describe(err.schema)}, got {_type_name(value)}"
     else:
-        msg = f"{where}: {err.message}"
+        # every other rule in words: the offending key and a help line, never a repr
+        v = describe(err, where)
+        msg, help_text = v.message, v.help or help_text
+        if v.key is not None:
+            span = _key_span(root, path, v.key)
+            if span is not None:
+                diags.add(code, msg, span, help=help_text)
+                return
     diags.add(code, msg, _node_span(root, path), help=help_text)
 
 

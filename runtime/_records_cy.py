@@ -37,7 +37,8 @@ from typing import Any
 
 from gxo.runtime._state_cy import deep_copy as _deep_copy
 
-__all__ = ["RecordFn", "copy_batch", "error_text", "filter_batch", "map_batch"]
+__all__ = ["RecordFn", "aggregate_batch", "copy_batch", "error_text", "filter_batch", "fn_int",
+           "line_records", "map_batch"]
 
 # how a RecordFn calls its function
 _PLAIN = 0  # fn(record)
@@ -152,3 +153,125 @@ def copy_batch(record: Any, n: cython.Py_ssize_t) -> list:
     for i in range(n):
         out.append(_deep_copy(record))
     return out
+
+
+_NO_FIELDS: dict = {}  # what a value that is not a map offers data:aggregate: no fields
+
+
+def aggregate_batch(batch: list, base: cython.Py_ssize_t, producer: str, errors: Any,
+                    fields: tuple, sources: tuple, groups: dict, limit: cython.Py_ssize_t,
+                    ready: list, as_text: Any, bad_number: Any) -> None:
+    """``data:aggregate``'s per-record loop: add every record of ``batch`` to its group.
+
+    ``groups`` maps a group key to the group's state ``[values, count, sums, mins, maxs]``
+    (``values``: the record's values of ``fields``, a tuple; ``sums``/``mins``/``maxs``: one
+    entry per field of ``sources``, in order).  The key keeps 1, 1.0 and true apart (each value
+    with its type's name; a list or map by its text form, ``as_text``).  A record whose
+    ``sources`` value is not a number is reported to ``errors`` at ``base + i`` with
+    ``bad_number(record, field)``'s message and left out.  With ``limit`` > 0 (a count
+    window) a group that reaches ``limit`` records moves from ``groups`` to ``ready``."""
+    n: cython.Py_ssize_t = len(batch)
+    nf: cython.Py_ssize_t = len(fields)
+    ns: cython.Py_ssize_t = len(sources)
+    i: cython.Py_ssize_t
+    j: cython.Py_ssize_t
+    nums: list = [None] * ns  # the record's numbers, reused from record to record
+    g: list
+    sums: list
+    mins: list
+    maxs: list
+    rec: dict
+    for i in range(n):
+        record = batch[i]
+        if type(record) is dict:
+            rec = record
+        else:  # a map of another type (read as a plain one), or not a map (no fields)
+            rec = dict(record) if isinstance(record, dict) else _NO_FIELDS
+        ok: cython.bint = True
+        for j in range(ns):
+            src = sources[j]
+            v = rec.get(src)
+            t = type(v)
+            if t is not int and t is not float and (
+                    isinstance(v, bool) or not isinstance(v, (int, float))):
+                errors.report(base + i, producer, bad_number(record, src))
+                ok = False
+                break
+            nums[j] = v
+        if not ok:
+            continue
+        if nf == 0:
+            values = ()
+            key = ()
+        elif nf == 1:
+            v = rec.get(fields[0])
+            values = (v,)
+            t = type(v)
+            if t is str:
+                key = (("str", v),)
+            elif isinstance(v, (dict, list)):
+                key = (("json", as_text(v)),)
+            else:
+                key = ((t.__name__, v),)
+        else:
+            vals: list = []
+            parts: list = []
+            for j in range(nf):
+                v = rec.get(fields[j])
+                vals.append(v)
+                if isinstance(v, (dict, list)):
+                    parts.append(("json", as_text(v)))
+                else:
+                    parts.append((type(v).__name__, v))
+            values = tuple(vals)
+            key = tuple(parts)
+        found = groups.get(key)
+        if found is None:
+            g = [values, 1, list(nums), list(nums), list(nums)]
+            groups[key] = g
+        else:
+            g = found
+            g[1] = g[1] + 1
+            if ns:
+                sums = g[2]
+                mins = g[3]
+                maxs = g[4]
+                for j in range(ns):
+                    v = nums[j]
+                    sums[j] = sums[j] + v
+                    if v < mins[j]:
+                        mins[j] = v
+                    if v > maxs[j]:
+                        maxs[j] = v
+        if limit > 0 and g[1] >= limit:
+            del groups[key]
+            ready.append(g)
+
+
+def line_records(text: str, skip_empty: cython.bint) -> list:
+    """``data:parse`` text_lines: one ``{"line": line}`` record per line of ``text``
+    (``str.splitlines``); with ``skip_empty``, none for the empty lines."""
+    out: list = []
+    line: str
+    for line in text.splitlines():
+        if skip_empty and not line:
+            continue
+        out.append({"line": line})
+    return out
+
+
+def fn_int(x: Any) -> Any:
+    """The expression language's ``int`` (``gxo.runtime.exprlib``): an int as it is, a string
+    of decimal digits parsed here (``int()`` takes the same surrounding whitespace and ``_``
+    separators), every other case by ``exprlib.int_of``."""
+    t = type(x)
+    if t is int:
+        return x
+    if t is str:
+        try:
+            return int(x, 10)
+        except ValueError:
+            pass
+    from gxo.runtime.exprlib import int_of
+
+    return int_of(x)

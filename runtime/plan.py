@@ -136,6 +136,7 @@ class Channel:
     consumer: str
     capacity: int
     overflow: str  # block | drop_new | drop_oldest | error
+    flush_interval: float = 0.05  # seconds a partial batch waits before it is sent anyway
     record_type: str = "any"  # the producer's record type as the compiler inferred it (for review)
 
 

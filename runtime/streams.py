@@ -63,6 +63,7 @@ __all__ = [
     "BLOCK",
     "DEFAULT_BATCH_SIZE",
     "DEFAULT_CAPACITY",
+    "DEFAULT_FLUSH_INTERVAL",
     "DROP_NEW",
     "DROP_OLDEST",
     "ERROR",
@@ -85,6 +86,8 @@ __all__ = [
 DEFAULT_CAPACITY = 100
 #: records a ``StreamOutput`` collects before it sends them as one batch
 DEFAULT_BATCH_SIZE = 100
+#: seconds a partial batch waits for more records before it is sent anyway
+DEFAULT_FLUSH_INTERVAL = 0.05
 
 
 require_compiled(_channel_cy)
@@ -199,21 +202,37 @@ async def _wait_any(channels: list[Channel]) -> None:
 
 class StreamOutput:
     """A producer's output: records are collected into batches of ``batch_size`` and sent to
-    ``target`` (a ``Channel`` or a ``FanOut``; None discards them, still counting)."""
+    ``target`` (a ``Channel`` or a ``FanOut``; None discards them, still counting).
+
+    A partial batch does not wait for the batch to fill: ``flush_interval`` seconds after its
+    first record it is sent anyway (``channel_policy.flush_interval``), so the records of a
+    slow producer reach its consumers as they come.  The timer never waits for room: when the
+    channel has none, the consumer is busy anyway and the timer tries again one interval later
+    (the next full batch or the kernel's final ``flush`` also sends what is pending).
+    """
 
     def __init__(self, target: Channel | FanOut | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE) -> None:
+                 batch_size: int = DEFAULT_BATCH_SIZE,
+                 flush_interval: float = DEFAULT_FLUSH_INTERVAL) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if flush_interval < 0:
+            raise ValueError(f"flush_interval must be >= 0, got {flush_interval}")
         self._target = target
         self._batch_size = batch_size
+        self._flush_interval = flush_interval
         self._pending: list[Any] = []
+        self._timer: asyncio.TimerHandle | None = None
         #: records handed to emit/send_batch so far
         self.records_emitted = 0
 
     @property
     def batch_size(self) -> int:
         return self._batch_size
+
+    @property
+    def flush_interval(self) -> float:
+        return self._flush_interval
 
     async def _send(self, batch: list[Any]) -> None:
         target = self._target
@@ -222,15 +241,51 @@ class StreamOutput:
         if not target.offer(batch):
             await target.send(batch)
 
+    # -- the flush timer: armed while records are pending ---------------------------------------
+
+    def _arm(self) -> None:
+        if self._timer is not None or self._target is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a synchronous caller): the next flush sends them
+            return
+        self._timer = loop.call_later(self._flush_interval, self._on_timer)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        pending = self._pending
+        if not pending or self._target is None:
+            return
+        try:
+            sent = self._target.offer(pending)
+        except ChannelClosed:  # the stream has ended: nothing may be sent any more
+            return
+        if sent:
+            self._pending = []
+        else:
+            self._arm()  # no room now: the consumer has records to work on; try again later
+
+    # -- sending ----------------------------------------------------------------------------------
+
     async def emit(self, records: Iterable[Any]) -> None:
-        """Queue ``records``; every full batch of ``batch_size`` is sent (waiting for room)."""
+        """Queue ``records``; every full batch of ``batch_size`` is sent (waiting for room); the
+        rest is sent by the next call, the flush timer or ``flush``."""
         pending = self._pending
         before = len(pending)
         pending.extend(records)
         self.records_emitted += len(pending) - before
         size = self._batch_size
         if len(pending) < size:
+            if pending:
+                self._arm()
             return
+        self._disarm()
         self._pending = []
         if len(pending) == size:
             await self._send(pending)
@@ -238,14 +293,21 @@ class StreamOutput:
         full = len(pending) - len(pending) % size
         for i in range(0, full, size):
             await self._send(pending[i:i + size])
-        self._pending = pending[full:]
+        rest = pending[full:]
+        # a timer may have sent records while this waited for room: keep the order
+        self._pending = self._pending + rest if self._pending else rest
+        if self._pending:
+            self._arm()
 
     async def emit_one(self, record: Any) -> None:
         self._pending.append(record)
         self.records_emitted += 1
         if len(self._pending) >= self._batch_size:
+            self._disarm()
             pending, self._pending = self._pending, []
             await self._send(pending)
+        elif self._timer is None:
+            self._arm()
 
     async def send_batch(self, batch: list[Any]) -> None:
         """Send what is pending, then ``batch`` as it is (a transform's output for one input
@@ -261,6 +323,7 @@ class StreamOutput:
 
     async def flush(self) -> None:
         """Send the records collected so far (the kernel flushes after ``perform`` too)."""
+        self._disarm()
         if self._pending:
             pending, self._pending = self._pending, []
             await self._send(pending)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from gxo.runtime.plan import Plan
-from gxo.runtime.streams import Channel, FanOut, RecordErrorSink, StreamInputs, StreamOutput
+from gxo.runtime.streams import DEFAULT_FLUSH_INTERVAL, Channel, FanOut, RecordErrorSink, StreamInputs, StreamOutput
 
 
 class StreamWiring:
@@ -22,6 +22,8 @@ class StreamWiring:
         self.outputs: dict[str, list[Channel]] = {}
         self.inputs: dict[str, list[tuple[str, Channel]]] = {}
         self.capacity: dict[str, int] = {}
+        #: per producer: the shortest flush_interval of its links (a partial batch waits no longer)
+        self.flush_interval: dict[str, float] = {}
         self.sinks: dict[str, RecordErrorSink] = {}
         self.closed: set[str] = set()
         order = {w.name: w.stream_inputs for w in plan.workloads}
@@ -30,6 +32,8 @@ class StreamWiring:
             self.links[(ch.producer, ch.consumer)] = channel
             self.outputs.setdefault(ch.producer, []).append(channel)
             self.capacity[ch.producer] = max(self.capacity.get(ch.producer, 1), ch.capacity)
+            self.flush_interval[ch.producer] = min(self.flush_interval.get(ch.producer, ch.flush_interval),
+                                                   ch.flush_interval)
         for consumer, names in order.items():
             pairs = [(p, self.links[(p, consumer)]) for p in names if (p, consumer) in self.links]
             if pairs:
@@ -55,7 +59,8 @@ class StreamWiring:
         outs = self.outputs.get(name)
         if outs:
             target: Channel | FanOut = outs[0] if len(outs) == 1 else FanOut(outs)
-            extras["output"] = StreamOutput(target, batch_size=max(1, min(self.capacity.get(name, 100), 256)))
+            extras["output"] = StreamOutput(target, batch_size=max(1, min(self.capacity.get(name, 100), 256)),
+                                            flush_interval=self.flush_interval.get(name, DEFAULT_FLUSH_INTERVAL))
         sink = self.sinks.get(name)
         if sink is None:
             sink = RecordErrorSink(on_error=self._record_error(name))

@@ -92,9 +92,10 @@ EXEC_KILL_GRACE_S = 2.0
 def _exec_summary(stdout: str, stderr: str, exit_code: int) -> dict:
     stdout = stdout.rstrip("\n")
     stderr = stderr.rstrip("\n")
-    import re
-
-    lines = re.split(r"\r?\n", stdout) if stdout else []
+    # split at "\n" or "\r\n" (str.split is several times faster than a regex on large output)
+    lines = stdout.split("\n") if stdout else []
+    if "\r" in stdout:
+        lines = [line[:-1] if line.endswith("\r") else line for line in lines[:-1]] + lines[-1:]
     return {"stdout": stdout, "stderr": stderr, "stdout_lines": lines, "exit_code": exit_code}
 
 

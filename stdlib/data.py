@@ -232,7 +232,8 @@ JOIN = ModuleSpec(
 AGGREGATE = ModuleSpec(
     name="data:aggregate",
     layer="L4",
-    description="Group records and aggregate them over tumbling windows (by time or by count).",
+    description="Group records and aggregate them over tumbling windows (by time or count) or "
+    "the whole stream.",
     params_schema=s.params(
         {
             "group_by_fields": s.string_list(
@@ -269,7 +270,8 @@ AGGREGATE = ModuleSpec(
                                "records.", minimum=1),
         },
         required=("aggregate_fields",),
-        rules=[s.exactly_one_of("window", "count")],
+        # neither: one window over the whole stream, flushed when the input ends
+        rules=[s.at_most_one_of("window", "count")],
     ),
     # The checklist gives no summary; records read and aggregate records emitted.
     summary_schema=s.summary(
@@ -535,6 +537,53 @@ def _logfmt_line(line: str) -> dict:
     return out
 
 
+#: characters of a line format parsed (and sent) at a time
+_LINE_CHUNK = 1 << 16
+
+
+def _line_chunks(content: str):
+    """``content`` in pieces of about ``_LINE_CHUNK`` characters, each cut just after a
+    ``\n``: the lines of the pieces (``str.splitlines``) are exactly those of ``content``."""
+    n = len(content)
+    start = 0
+    while start < n:
+        cut = content.find("\n", start + _LINE_CHUNK) if start + _LINE_CHUNK < n else -1
+        end = n if cut < 0 else cut + 1
+        yield content[start:end]
+        start = end
+
+
+async def _send_lines(content: str, fmt: str, options: dict, out, report) -> int:
+    """text_lines / logfmt: parse ``content`` a piece at a time and send each piece's records
+    in batches; the number of records sent."""
+    from gxo.runtime._records_cy import line_records
+
+    size = out.batch_size
+    skip = bool(options.get("skip_empty", False))
+    sent = 0
+    position = 0
+    for piece in _line_chunks(content):
+        if fmt == "text_lines":
+            records = line_records(piece, skip)
+        else:
+            records = []
+            for line in piece.splitlines():
+                if not line.strip():
+                    continue
+                try:
+                    records.append(_logfmt_line(line))
+                except ValueError as exc:
+                    report(position, f"invalid logfmt: {exc}")
+                position += 1
+        sent += len(records)
+        if len(records) <= size:
+            await out.send_batch(records)
+            continue
+        for i in range(0, len(records), size):
+            await out.send_batch(records[i:i + size])
+    return sent
+
+
 class Parse:
     """``data:parse``: a text blob into records."""
 
@@ -577,22 +626,13 @@ class Parse:
             records = _document_records(doc, report)
         elif fmt == "csv":
             records = _parse_csv(content, options, report)
-        elif fmt == "text_lines":
-            skip = bool(options.get("skip_empty", False))
-            records = [{"line": line} for line in content.splitlines() if line or not skip]
+        elif fmt in ("text_lines", "logfmt"):
+            # line formats stream: a piece of the text at a time is parsed and sent, so only
+            # the records the channels hold are ever in memory, never all of them
+            out = output_of(ctx)
+            return {"records_parsed": await _send_lines(content, fmt, options, out, report)}
         elif fmt == "regex":
             records = _parse_regex(content, options)
-        else:  # logfmt
-            records = []
-            position = 0
-            for line in content.splitlines():
-                if not line.strip():
-                    continue
-                try:
-                    records.append(_logfmt_line(line))
-                except ValueError as exc:
-                    report(position, f"invalid logfmt: {exc}")
-                position += 1
         out = output_of(ctx)
         size = out.batch_size
         for i in range(0, len(records), size):
@@ -939,27 +979,17 @@ class Join:
 # -- data:aggregate ---------------------------------------------------------------------------
 
 
-def _group_key(values: tuple) -> tuple:
-    """A hashable key of the group values (1, 1.0 and true stay distinct groups)."""
-    from gxo.runtime.exprlib import text
-
-    key = []
-    for v in values:
-        if isinstance(v, (dict, list)):
-            key.append(("json", text(v)))
-        else:
-            key.append((type(v).__name__, v))
-    return tuple(key)
-
-
 class Aggregate:
-    """``data:aggregate``: group records and aggregate them over count or time windows."""
+    """``data:aggregate``: group records and aggregate them over count or time windows, or
+    over the whole stream."""
 
     name = "data:aggregate"
 
     async def perform(self, ctx, params):
         import asyncio
 
+        from gxo.runtime._records_cy import aggregate_batch
+        from gxo.runtime.exprlib import text
         from gxo.runtime.module import ValidationError
         from gxo.runtime.opstate import operator_state_of
         from gxo.runtime.streams import errors_of, output_of
@@ -984,8 +1014,9 @@ class Aggregate:
             aggs.append((spec["name"], op, source))
         has_window = params.get("window") is not None
         count = p.opt_int(params, "count", minimum=1)
-        if has_window == (count is not None):
-            raise ValidationError("exactly one of 'window' and 'count' is required")
+        if has_window and count is not None:
+            raise ValidationError("give at most one of 'window' and 'count' (neither: the "
+                                  "whole stream is one window)")
         window = p.opt_duration(params, "window", "1s") if has_window else None
         if window is not None and window <= 0:
             raise ValidationError("parameter 'window' must be positive")
@@ -994,57 +1025,40 @@ class Aggregate:
         out = output_of(ctx)
         errors = errors_of(ctx)
 
-        # group key -> [group values, records counted, {source field: [sum, min, max]}]
-        # the open windows live in the kernel's operator state of this workload
+        # group key -> [group values, records counted, sums, mins, maxs] (one entry per source
+        # field); the open windows live in the kernel's operator state of this workload
         state = operator_state_of(ctx)
         groups: dict = state.region("groups")
         stats = state.region("counts")
         stats.setdefault("records_in", 0)
         stats.setdefault("groups_emitted", 0)
+        fields = tuple(group_by)
+        sources = tuple(dict.fromkeys(numeric_fields))
+        column = {src: j for j, src in enumerate(sources)}
+        outputs = [(name, op, column.get(src, 0)) for name, op, src in aggs]
 
-        def add(record) -> tuple | None:
-            values = tuple(record.get(f) if isinstance(record, dict) else None for f in group_by)
-            nums = {}
-            for src in numeric_fields:
-                v = record.get(src) if isinstance(record, dict) else None
-                if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    from gxo.stdlib._params import kind
+        def bad_number(record, src) -> str:
+            from gxo.stdlib._params import kind
 
-                    what = "missing" if not isinstance(record, dict) or src not in record \
-                        else f"not a number ({kind(v)})"
-                    # ValueError marks a record error here, caught by the reader below
-                    raise ValueError(f"source_field {src!r} is {what}")  # noqa: TRY004
-                nums[src] = v
-            key = _group_key(values)
-            g = groups.get(key)
-            if g is None:
-                g = groups[key] = [values, 0, {}]
-            g[1] += 1
-            acc = g[2]
-            for src, v in nums.items():
-                a = acc.get(src)
-                if a is None:
-                    acc[src] = [v, v, v]
-                else:
-                    a[0] += v
-                    a[1] = min(a[1], v)
-                    a[2] = max(a[2], v)
-            return key
+            v = record.get(src) if isinstance(record, dict) else None
+            what = "missing" if not isinstance(record, dict) or src not in record \
+                else f"not a number ({kind(v)})"
+            return f"source_field {src!r} is {what}"
 
         def result(g) -> dict:
-            values, n, acc = g
-            rec = dict(zip(group_by, values))
-            for name, op, src in aggs:
+            values, n, sums, mins, maxs = g
+            rec = dict(zip(fields, values))
+            for name, op, j in outputs:
                 if op == "count":
                     rec[name] = n
                 elif op == "sum":
-                    rec[name] = acc[src][0]
+                    rec[name] = sums[j]
                 elif op == "avg":
-                    rec[name] = acc[src][0] / n
+                    rec[name] = sums[j] / n
                 elif op == "min":
-                    rec[name] = acc[src][1]
+                    rec[name] = mins[j]
                 else:
-                    rec[name] = acc[src][2]
+                    rec[name] = maxs[j]
             return rec
 
         async def flush_all() -> None:
@@ -1056,24 +1070,19 @@ class Aggregate:
             await out.send_batch(batch)
 
         positions: dict = state.region("positions")
+        limit = count or 0
 
         async def read() -> None:
             async for producer, batch in inputs:
                 base = positions.get(producer, 0)
                 positions[producer] = base + len(batch)
                 stats["records_in"] += len(batch)
-                ready = []
-                for i, record in enumerate(batch):
-                    try:
-                        key = add(record)
-                    except ValueError as exc:
-                        errors.report(base + i, producer, _error_text(exc))
-                        continue
-                    if count is not None and groups[key][1] >= count:
-                        ready.append(result(groups.pop(key)))
+                ready: list = []
+                aggregate_batch(batch, base, producer, errors, fields, sources, groups, limit,
+                                ready, text, bad_number)
                 if ready:
                     stats["groups_emitted"] += len(ready)
-                    await out.send_batch(ready)
+                    await out.send_batch([result(g) for g in ready])
 
         if window is None:
             await read()

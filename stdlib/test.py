@@ -113,6 +113,10 @@ PRODUCER = ModuleSpec(
                 "With count: template rendering each record's JSON object; `.index` (the "
                 "record's 0-based position) is laid over the state."
             ),
+            "interval": s.duration(
+                "Wait this long before each record after the first: a slow producer whose "
+                "records are emitted one by one (default: no wait, whole batches)."
+            ),
         },
         rules=[
             s.exactly_one_of("records", "count"),
@@ -444,6 +448,7 @@ class Producer:
     name = "test:producer"
 
     async def perform(self, ctx, params):
+        import asyncio
         import json
 
         from gxo.runtime._records_cy import RecordFn, copy_batch, map_batch
@@ -460,6 +465,10 @@ class Producer:
         count = params.get("count")
         if (records is None) == (count is None):
             raise ValidationError("exactly one of 'records' and 'count' is required")
+        interval = p.opt_duration(params, "interval", "0s") if params.get("interval") else 0.0
+        if interval > 0:
+            # a slow producer: one record at a time; the output's flush timer sends them on
+            size = 1
         if records is not None:
             if not isinstance(records, (list, tuple)):
                 raise ValidationError(f"parameter 'records' must be a list, got "
@@ -469,6 +478,12 @@ class Producer:
                 if not isinstance(record, dict) or not all(isinstance(k, str) for k in record):
                     errors.report(i, ctx.workload, f"record {i} is a {p.kind(record)}, not a "
                                   "map with string keys")
+                    continue
+                if interval > 0:
+                    if sent:
+                        await asyncio.sleep(interval)
+                    sent += 1
+                    await out.emit_one(record)
                     continue
                 batch.append(record)
                 if len(batch) >= size:
@@ -514,9 +529,16 @@ class Producer:
             else:
                 batch = copy_batch(constant, n)
             i += n
-            if batch:
-                sent += len(batch)
-                await out.send_batch(batch)
+            if not batch:
+                continue
+            if interval > 0:
+                if i > 1:
+                    await asyncio.sleep(interval)
+                sent += 1
+                await out.emit_one(batch[0])
+                continue
+            sent += len(batch)
+            await out.send_batch(batch)
         return {"records_sent": sent}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -454,3 +455,17 @@ def test_cli_native_build_prints_time(tmp_path: Path) -> None:
     assert " s\n" in proc.stderr
     assert list((tmp_path / "xdg" / "gxo" / "native").glob("*.so"))
     assert load_plan(str(tmp_path / "n.gxp"), require_native=True).native
+
+
+def test_show_and_diff_name_the_flush_interval(tmp_path: Path, implemented: None) -> None:
+    copy_playbook(STREAM, tmp_path)
+    assert run_gxoc(["build", "playbook.yaml", "-o", "p.gxp", "--no-native"], tmp_path)[0] == 0
+    code, out, err = run_gxoc(["show", "p.gxp"], tmp_path)
+    assert code == 0, err
+    assert re.search(r"channel \S+ -> \S+: capacity \d+, block, flush after 50ms", out), out
+    pb = tmp_path / "playbook.yaml"
+    pb.write_text(pb.read_text().replace("workloads:", "channel_policy: {flush_interval: 5ms}\nworkloads:", 1))
+    code, out, err = run_gxoc(["diff", "p.gxp", "playbook.yaml"], tmp_path)
+    assert code == 0, err
+    assert re.search(r"~ channel \S+ -> \S+: capacity \d+, block, flush after 50ms -> capacity \d+, "
+                     r"block, flush after 5ms", out), out

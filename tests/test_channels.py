@@ -327,6 +327,61 @@ def test_fan_in_raises_upstream_failed_with_the_producer() -> None:
     run(main())
 
 
+# --------------------------------------------------------------------------- flush interval
+
+
+def test_a_partial_batch_is_sent_after_flush_interval(impl: ModuleType) -> None:
+    """A slow producer's records reach the consumer within flush_interval, not once 100 have
+    collected; a full batch or ``flush`` sends at once and stops the timer."""
+
+    async def main() -> None:
+        ch = impl.Channel(100)
+        out = StreamOutput(ch, batch_size=100, flush_interval=0.05)
+        await out.emit_one({"i": 0})
+        await out.emit([{"i": 1}, {"i": 2}])
+        assert ch.buffered == 0  # a partial batch waits for more records ...
+        await asyncio.sleep(0.12)
+        assert ch.poll() == [{"i": 0}, {"i": 1}, {"i": 2}]  # ... but no longer than 50 ms
+        await out.emit([{"i": n} for n in range(3, 104)])  # one full batch and a partial one
+        assert len(ch.poll()) == 100
+        await out.flush()
+        assert ch.poll() == [{"i": 103}]
+        await asyncio.sleep(0.12)
+        assert ch.buffered == 0 and out._timer is None  # nothing pending: nothing armed
+
+        slow = StreamOutput(ch, batch_size=100, flush_interval=10.0)
+        await slow.emit_one({"i": "late"})
+        await asyncio.sleep(0.12)
+        assert ch.buffered == 0  # its interval has not passed
+        await slow.flush()
+        assert ch.poll() == [{"i": "late"}]
+        assert balanced(ch)
+
+    run(main())
+
+
+def test_the_flush_timer_waits_for_room_without_blocking(impl: ModuleType) -> None:
+    """Under ``block`` with a full channel the timer does not wait: it tries again one interval
+    later, and the order of the records on the link is kept."""
+
+    async def main() -> None:
+        ch = impl.Channel(4)
+        out = StreamOutput(ch, batch_size=4, flush_interval=0.02)
+        await out.emit([1, 2, 3, 4])  # the channel is full
+        await out.emit([5, 6])
+        await asyncio.sleep(0.08)
+        assert ch.buffered == 4  # no room: 5 and 6 are still pending
+        assert ch.poll() == [1, 2, 3, 4]
+        await asyncio.sleep(0.08)
+        assert ch.poll() == [5, 6]  # sent once there was room
+        await out.emit_one(7)
+        ch.close()
+        await asyncio.sleep(0.05)  # the timer finds the stream ended: no error, nothing sent
+        assert ch.poll() is None
+
+    run(main())
+
+
 # --------------------------------------------------------------------------- random topologies
 
 

@@ -651,3 +651,15 @@ def test_cython_build_matches_pure(tmp_path: Path) -> None:
                 cy_fn(STATE, ctx())
             continue
         assert cy_fn(STATE, ctx()) == want, name
+
+
+@pytest.mark.parametrize(("n", "expected"), [(7, 1), (-7, 1), (7.5, 1.5), (6, 0)])
+def test_mod_by_a_literal_takes_the_int_fast_path_with_the_same_results(n: Any, expected: Any) -> None:
+    code = render_plan_code([item("{{ .n % 2 }}")], header="test")
+    assert "% 2 if type(" in code  # an int needs no call into exprlib
+    assert run("{{ .n % 2 }}", {"n": n}) == expected == exprlib.op_mod(n, 2)
+    for bad in ("7", True, None):
+        with pytest.raises(EvalError, match="'%' needs numbers"):
+            run("{{ .n % 2 }}", {"n": bad})
+    with pytest.raises(EvalError, match="modulo by zero"):
+        run("{{ .n % 0 }}", {"n": n})

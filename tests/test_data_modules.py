@@ -210,6 +210,25 @@ def test_parse_formats(fmt: str, content: str, options: dict, expected: list) ->
     assert res.errors.count == 0
 
 
+def test_parse_line_formats_stream_in_pieces_with_the_same_lines() -> None:
+    """text_lines and logfmt parse a piece of the text at a time (the records are sent as they
+    are made): the pieces are cut after a "\n", so every line, "\r\n" ends and record error
+    positions are those of the whole text."""
+    from gxo.stdlib import data
+
+    lines = [("x" * (i % 7)) + str(i) + ("\r\n" if i % 3 else "\n") for i in range(60_000)]
+    content = "".join(lines) + "tail\rlast"
+    assert len(content) > 4 * data._LINE_CHUNK
+    assert "".join(data._line_chunks(content)) == content
+    res = drive("data:parse", {"content": content, "format": "text_lines"}, capacity=256,
+                batch=100)
+    assert res.records == [{"line": line} for line in content.splitlines()]
+    logfmt = "".join(f"k={i}\n" if i != 40_000 else 'k="open\n' for i in range(50_000))
+    res = drive("data:parse", {"content": logfmt, "format": "logfmt"}, capacity=256, batch=100)
+    assert len(res.records) == 49_999 and res.records[-1] == {"k": "49999"}
+    assert [e.position for e in res.errors.errors] == [40_000]
+
+
 def test_parse_record_errors_and_failures() -> None:
     res = drive("data:parse", {"content": '[{"a": 1}, 2, {"b": 3}]', "format": "json"})
     assert res.records == [{"a": 1}, {"b": 3}] and res.errors.errors[0].position == 1
@@ -410,8 +429,37 @@ def test_aggregate_time_window_flushes_each_tick_and_at_end() -> None:
     assert sum(r["n"] for r in res.records) == 6
     assert len(res.records) >= 2  # more than the final flush: ticks happened
     assert res.summary["groups_emitted"] == len(res.records)
-    with pytest.raises(ValidationError, match="exactly one of 'window' and 'count'"):
-        drive("data:aggregate", {"aggregate_fields": AGGS[:1]}, {"p": []})
+    with pytest.raises(ValidationError, match="at most one of 'window' and 'count'"):
+        drive("data:aggregate", {"aggregate_fields": AGGS[:1], "window": "1s", "count": 2},
+              {"p": []})
+
+
+def test_aggregate_without_window_or_count_aggregates_the_whole_stream() -> None:
+    res = drive("data:aggregate", {"group_by_fields": ["shop"], "aggregate_fields": AGGS},
+                {"p": SALES * 3}, input_delay={"p": 0.01})
+    assert res.records == [
+        {"shop": "a", "n": 9, "total": 7.5, "mean": 7.5 / 9, "lo": -2, "hi": 3.5},
+        {"shop": "b", "n": 3, "total": 30, "mean": 10.0, "lo": 10, "hi": 10},
+        {"shop": None, "n": 3, "total": 21, "mean": 7.0, "lo": 7, "hi": 7},
+    ]
+    assert res.summary == {"records_in": 21, "groups_emitted": 3}
+    res = drive("data:aggregate", {"aggregate_fields": [{"name": "n", "op": "count"}]},
+                {"p": [{"x": 1}] * 250_001}, capacity=1000, batch=1000)
+    assert res.records == [{"n": 250_001}]
+
+
+def test_aggregate_keeps_one_one_point_zero_and_true_apart() -> None:
+    rows = [{"k": 1}, {"k": 1.0}, {"k": True}, {"k": "1"}, {"k": [1]}, {"k": [1]}, {"k": None},
+            {}]
+    res = drive("data:aggregate", {"group_by_fields": ["k"],
+                                   "aggregate_fields": [{"name": "n", "op": "count"}]},
+                {"p": rows})
+    assert [(type(r["k"]).__name__, r["n"]) for r in res.records] == [
+        ("int", 1), ("float", 1), ("bool", 1), ("str", 1), ("list", 2), ("NoneType", 2)]
+    res = drive("data:aggregate", {"group_by_fields": ["k", "j"],
+                                   "aggregate_fields": [{"name": "n", "op": "count"}]},
+                {"p": [{"k": 1, "j": "a"}, {"k": True, "j": "a"}, {"k": 1, "j": "a"}]})
+    assert res.records == [{"k": 1, "j": "a", "n": 2}, {"k": True, "j": "a", "n": 1}]
 
 
 # --------------------------------------------------------------------------- data:format

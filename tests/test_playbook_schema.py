@@ -72,7 +72,7 @@ FULL: dict[str, Any] = {
     "schemaVersion": "v1.0.0",
     "vars": {"env": "staging", "users": ["alice", "bob"], "limits": {"cpu": 2}},
     "state_policy": {"access_mode": "deep_copy"},
-    "channel_policy": {"buffer_size": 0, "overflow_strategy": "drop_oldest"},
+    "channel_policy": {"buffer_size": 0, "overflow_strategy": "drop_oldest", "flush_interval": "10ms"},
     "workload_policy": {"max_concurrency": 8, "skip_on_no_input": False, "allowed_paths": ["/etc/app"]},
     "workloads": [
         {
@@ -430,6 +430,7 @@ INVALID: dict[str, tuple[dict[str, Any], tuple[Any, ...], str]] = {
     "state-policy-unknown": ({"/state_policy": {"mode": "deep_copy"}}, ("state_policy",), "additionalProperties"),
     "negative-buffer-size": ({"/channel_policy": {"buffer_size": -1}}, ("channel_policy", "buffer_size"), "minimum"),
     "buffer-size-float": ({"/channel_policy": {"buffer_size": 1.5}}, ("channel_policy", "buffer_size"), "type"),
+    "flush-interval-number": ({"/channel_policy": {"flush_interval": 50}}, ("channel_policy", "flush_interval"), "type"),
     "overflow-strategy": (
         {"/channel_policy": {"overflow_strategy": "drop"}},
         ("channel_policy", "overflow_strategy"),
@@ -530,6 +531,28 @@ INVALID: dict[str, tuple[dict[str, Any], tuple[Any, ...], str]] = {
 @pytest.mark.parametrize(("patch", "path", "keyword"), INVALID.values(), ids=INVALID.keys())
 def test_invalid(patch: dict[str, Any], path: tuple[Any, ...], keyword: str) -> None:
     assert _errors(_patched(BASE, patch)) == [(path, keyword)]
+
+
+@pytest.mark.parametrize(("patch", "path", "keyword"), INVALID.values(), ids=INVALID.keys())
+def test_invalid_playbooks_are_worded_without_a_python_repr(patch: dict[str, Any], path: tuple[Any, ...],
+                                                           keyword: str) -> None:
+    """What `gxoc check` says about each invalid playbook names the key in words, never
+    jsonschema's message (a repr of the value and the schema)."""
+    import re
+
+    from gxo.compiler.diagnostics import Diagnostics
+    from gxo.compiler.loader import load_playbook
+    from gxo.compiler.schema import validate_playbook
+
+    diags = Diagnostics()
+    loaded = load_playbook(json.dumps(_patched(BASE, patch)), "pb.yaml", diags)
+    assert loaded.root is not None
+    validate_playbook(loaded.root, diags)
+    # (lifecycle combinations and cron fields are left to the resolver, which words them)
+    for d in diags:
+        text = d.message + " " + (d.help or "")
+        assert not re.search(r"\{'|\['|is not valid under|is valid under|should not be valid|"
+                             r"is a dependency of|does not contain|is too (long|short)", text), text
 
 
 def test_forbidden_key_error_carries_its_reason() -> None:

@@ -113,6 +113,43 @@ def test_error_text_falls_back_to_the_type_name(impl: ModuleType) -> None:
     assert impl.error_text(ValueError("bad")) == "bad"
 
 
+@pytest.mark.parametrize(("value", "expected"), [
+    (7, 7), (-3, -3), ("42", 42), (" 42\n", 42), ("1_000", 1000), ("-5", -5), ("2.9", 2),
+    ("1e3", 1000), (True, 1), (False, 0), (3.99, 3), (-2.5, -2)])
+def test_fn_int_takes_every_case_of_the_language_int(impl: ModuleType, value: Any,
+                                                      expected: int) -> None:
+    from gxo.runtime import exprlib
+
+    assert impl.fn_int(value) == expected == exprlib.int_of(value)
+    assert type(impl.fn_int(value)) is int
+
+
+@pytest.mark.parametrize("value", ["x", "", "nan", float("inf"), None, [1], {"a": 1}])
+def test_fn_int_errors_are_the_languages(impl: ModuleType, value: Any) -> None:
+    from gxo.runtime.exprlib import EvalError
+
+    with pytest.raises(EvalError, match="^int: "):
+        impl.fn_int(value)
+
+
+def test_aggregate_batch_groups_counts_and_windows(impl: ModuleType) -> None:
+    errors = RecordErrorSink()
+    groups: dict = {}
+    ready: list = []
+    import collections
+
+    batch = [{"k": "a", "v": 1}, collections.OrderedDict(k="a", v=2.5), {"k": "b", "v": -1},
+             {"k": "a"}, {"k": "a", "v": True}, {"k": "a", "v": 4}]
+
+    def bad(record: Any, src: str) -> str:
+        return f"bad {src}"
+
+    impl.aggregate_batch(batch, 10, "p", errors, ("k",), ("v",), groups, 3, ready, str, bad)
+    assert ready == [[("a",), 3, [7.5], [1], [4]]]
+    assert list(groups.values()) == [[("b",), 1, [-1], [-1], [-1]]]
+    assert [(e.position, e.message) for e in errors.errors] == [(13, "bad v"), (14, "bad v")]
+
+
 def test_the_compiled_module_is_the_one_imported_when_required() -> None:
     if os.environ.get("GXO_REQUIRE_EXTENSIONS") != "1":
         pytest.skip("GXO_REQUIRE_EXTENSIONS is not set")

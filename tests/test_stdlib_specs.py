@@ -465,9 +465,9 @@ SAMPLES: dict[str, tuple[list[dict], list[dict]]] = {
     "data:aggregate": (
         [{"group_by_fields": ["remote_ip"], "aggregate_fields": [{"name": "n", "op": "count"}],
           "window": "5m"},
-         {"aggregate_fields": [{"name": "s", "op": "sum", "source_field": "b"}], "count": 10}],
-        [{"aggregate_fields": [{"name": "n", "op": "count"}]},
-         {"aggregate_fields": [{"name": "n", "op": "count"}], "window": "5m", "count": 3},
+         {"aggregate_fields": [{"name": "s", "op": "sum", "source_field": "b"}], "count": 10},
+         {"aggregate_fields": [{"name": "n", "op": "count"}]}],  # the whole stream
+        [{"aggregate_fields": [{"name": "n", "op": "count"}], "window": "5m", "count": 3},
          {"aggregate_fields": [{"name": "s", "op": "sum"}], "count": 1},
          {"aggregate_fields": [{"name": "s", "op": "median", "source_field": "b"}], "count": 1},
          {"aggregate_fields": [], "count": 1},
@@ -542,6 +542,31 @@ def test_invalid_samples_fail(name: str) -> None:
     validator = Draft202012Validator(SPECS[name].params_schema)
     for params in SAMPLES[name][1]:
         assert not validator.is_valid(params), params
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_invalid_samples_are_worded_without_a_python_repr(name: str) -> None:
+    """Every invalid sample gets an `invalid-value`/`unknown-key` diagnostic that names the key
+    or path in words, never jsonschema's message (a repr of the params and the schema)."""
+    import json
+
+    from gxo.compiler.diagnostics import Diagnostics
+    from gxo.compiler.loader import load_playbook
+    from gxo.compiler.params import validate_params
+
+    for params in SAMPLES[name][1]:
+        diags = Diagnostics()
+        loaded = load_playbook(json.dumps({"params": params}), "pb.yaml", diags)
+        node = loaded.root.get("params")  # type: ignore[union-attr]
+        validate_params(name, params, node, node, None, diags)
+        found = [d for d in diags if d.severity == "error"]
+        assert found, params
+        for d in found:
+            text = d.message + " " + (d.help or "")
+            assert not re.search(r"\{'|\['|is not valid under|is valid under|"
+                                 r"should not be valid|is a dependency of|does not contain",
+                                 text), (params, text)
+            assert d.message.startswith(("params", "module ")), d.message
 
 
 def test_sample_records_match_record_schemas() -> None:

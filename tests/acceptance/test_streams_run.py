@@ -290,3 +290,47 @@ def test_producer_template_renders_each_record_with_its_index(work: Path) -> Non
     [err] = run.of("RecordErrorOccurred")
     assert (err["workload"], err["item_id"]) == ("gen", 2)
     assert "JSON object" in err["error_message"]
+
+
+TRICKLE = """
+  - name: trickle
+    lifecycle: {policy: run_once}
+    process:
+      module: test:producer
+      params: {count: 24, template: '{"n": {{ .index }}}', interval: 100ms}
+  - name: per_second
+    lifecycle: {policy: run_once}
+    stream_inputs: [trickle]
+    process:
+      module: data:aggregate
+      params: {window: 1s, aggregate_fields: [{name: records, op: count}, {name: first, op: min, source_field: "n"}]}
+  - name: whole
+    lifecycle: {policy: run_once}
+    stream_inputs: [trickle]
+    process:
+      module: data:aggregate
+      params: {aggregate_fields: [{name: records, op: count}, {name: total, op: sum, source_field: "n"}]}
+"""
+
+
+def test_a_slow_producer_reaches_a_time_window_as_it_goes(work: Path) -> None:
+    """24 records over 2.4 s into a 1 s window: the partial batches are flushed after 50 ms
+    (the default flush_interval), so the windows see the records as they come: 2 or 3 windows,
+    not one at the end.  The aggregate without window or count sums the whole stream once."""
+    run = gxo_run(write_playbook(work, TRICKLE))
+    assert run.rc == 0, run.stdout + run.stderr
+    windows = summary_of(run, "per_second")
+    assert windows["records_in"] == 24
+    assert 2 <= windows["groups_emitted"] <= 3, windows
+    assert summary_of(run, "whole") == {"records_in": 24, "groups_emitted": 1}
+
+
+def test_flush_interval_is_a_channel_policy_key(work: Path) -> None:
+    """With `flush_interval: 10s` the trickle's records wait for the end of the producer: the
+    1 s window then sees them all at once (one window)."""
+    path = write_playbook(work, TRICKLE)
+    path.write_text(path.read_text().replace(
+        'schemaVersion: "1.0.0"', 'schemaVersion: "1.0.0"\nchannel_policy: {flush_interval: 10s}'))
+    run = gxo_run(path)
+    assert run.rc == 0, run.stdout + run.stderr
+    assert summary_of(run, "per_second") == {"records_in": 24, "groups_emitted": 1}

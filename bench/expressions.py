@@ -123,6 +123,13 @@ def main() -> None:
                 assert cy_e0(DATA, ctx) == EXPECTED
                 t_cy = bench("e0(D, c)", {**env, "e0": cy_e0}, args.seconds)
                 print(f"gxo plan_code (cython)   {t_cy:9.0f} ns/op   {t_jinja / t_cy:5.1f}x jinja2")
+    # parsing, which gxoc does once per template (jinja2 compiles its template to Python code)
+    jenv = jinja2.Environment(autoescape=False)
+    t_jparse = bench("je.parse(T)", {"je": jenv, "T": JINJA_TEMPLATE}, args.seconds)
+    from gxo.compiler.expr.parser import _parse_template  # the uncached parse (results are cached by text)
+
+    t_parse = bench("p(T)", {"p": _parse_template.__wrapped__, "T": GXO_TEMPLATE}, args.seconds)
+    print(f"parse: jinja2 {t_jparse / 1e3:7.1f} us   gxo {t_parse / 1e3:7.1f} us   {t_jparse / t_parse:5.2f}x jinja2")
     print("goal: >= 40x jinja2")
 
 

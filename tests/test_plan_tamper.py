@@ -75,6 +75,16 @@ def flip_raw(path: Path, out: Path, member: str) -> Path:
     return out
 
 
+def flip_offset(name: str, data: bytes | bytearray) -> int:
+    """Where a one-bit flip of member ``name`` must be caught.  An unsigned manifest anchors
+    nothing but its own shape, so its flip goes into a key (the format version's): a flip inside free text
+    (an expression's source text, say) is the inherent case that only a signature catches
+    (GXO_TRUSTED_KEYS, tested in test_exec_trust.py)."""
+    if name == F.MANIFEST:
+        return data.find(b'"format_version"') + 3
+    return len(data) // 2
+
+
 def tampered_variants(plan: Path, out_dir: Path) -> list[tuple[str, Path]]:
     """(label, path) of damaged copies of ``plan``: each must be refused (``gxo exec`` exit 3)."""
     members = read_members(plan)
@@ -84,7 +94,7 @@ def tampered_variants(plan: Path, out_dir: Path) -> list[tuple[str, Path]]:
         out.append((f"raw-flip:{name}", flip_raw(plan, out_dir / f"raw-{safe}.gxp", name)))
         changed = dict(members)
         b = bytearray(changed[name])
-        b[len(b) // 2] ^= 0x01
+        b[flip_offset(name, b)] ^= 0x01
         changed[name] = bytes(b)
         out.append((f"flip:{name}", rewrite(plan, out_dir / f"flip-{safe}.gxp", changed)))
     raw = plan.read_bytes()
@@ -150,7 +160,7 @@ def test_every_tampered_variant_is_refused(plan: Path, tmp_path: Path) -> None:
 def test_rewritten_member_names_the_member(plan: Path, tmp_path: Path, member: str) -> None:
     members = read_members(plan)
     b = bytearray(members[member])
-    b[len(b) // 2] ^= 0x01
+    b[flip_offset(member, b)] ^= 0x01
     members[member] = bytes(b)
     with pytest.raises(PlanRefused, match=member.replace(".", r"\.")):
         load_plan(str(rewrite(plan, tmp_path / "x.gxp", members)))

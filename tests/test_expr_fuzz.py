@@ -6,7 +6,6 @@ Also the parse-speed budget.  The deterministic cases are in ``test_expr_parser.
 from __future__ import annotations
 
 import re
-import time
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -198,7 +198,6 @@ def _execute(loaded: Any, var_pairs, vars_files, dry_run, as_json, max_concurren
     from gxo.runtime.kernel import RunOptions
     from gxo.runtime.run import Outputs, execute
 
-    refuse_unsupported(loaded.plan)
     for warning in getattr(loaded, "warnings", []):
         click.echo(f"gxo: warning: {warning}", err=True)
     overrides = collect_vars(loaded.plan, var_pairs, vars_files)
@@ -234,6 +233,7 @@ def exec_cmd(plan_path, var_pairs, vars_files, dry_run, as_json, max_concurrency
         loaded = load_plan(plan_path, trusted_keys=keys, require_native=require_native)
     except PlanRefused as exc:
         raise Refused(str(exc)) from None
+    refuse_unsupported(loaded.plan)  # before any other line: a refusal is one line
     if not loaded.signed:
         click.echo(f"gxo: warning: running an unsigned plan (set {TRUSTED_KEYS_ENV} to require signatures)", err=True)
     elif not loaded.signature_checked:

@@ -90,7 +90,7 @@ def test_plugin_schemas_type_the_playbook(site: Path, tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "error[unknown-field]: .greeting has no field 'size'" in proc.stdout, proc.stdout
     assert "help: its fields are: message, length" in proc.stdout
-    assert "error[invalid-value]: params.shout must be of type boolean" in proc.stdout
+    assert "error[invalid-value]: params.shout must be a boolean, got a string" in proc.stdout
 
 
 def test_plugin_module_without_code_is_not_implemented(site: Path, tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ Entries are sorted, stored uncompressed (zlib builds differ between machines), d
 from __future__ import annotations
 
 import base64
-import dataclasses
 import importlib.util
 import marshal
 import os
@@ -23,7 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gxo.runtime import planfile as F
-from gxo.runtime.plan import Plan, canonical_json
+import msgspec
+
+from gxo.runtime.plan import Plan, check_finite, encode_manifest
 
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 FILE_MODE = 0o644
@@ -60,12 +61,14 @@ def build_plan(result: Any, *, channel_buffer_size: int | None = None, source_by
     plan, items = lower(result, channel_buffer_size=channel_buffer_size, source_bytes=source_bytes)
     header = code_header(plan)
     code = render_plan_code(items, header=header)
-    plan = dataclasses.replace(plan, plan_code_sha256=F.sha256_hex(code.encode("utf-8")))
+    plan = msgspec.structs.replace(plan, plan_code_sha256=F.sha256_hex(code.encode("utf-8")))
     return BuiltPlan(plan, code, items, header)
 
 
 def manifest_bytes(plan: Plan) -> bytes:
-    return F.canonical_bytes(plan)
+    """``manifest.json``: the canonical text ``gxo exec`` checks byte for byte."""
+    check_finite(plan, "manifest")
+    return encode_manifest(plan)
 
 
 def bytecode(code: str) -> bytes:
@@ -116,13 +119,9 @@ def load_signing_key(path: str) -> Any:
 
 def sign_members(members: dict[str, bytes], private_key: Any) -> bytes:
     """The ``SIGNATURE`` member for ``members``."""
-    import json
-
     from cryptography.hazmat.primitives import serialization
 
-    manifest = json.loads(members[F.MANIFEST].decode("utf-8"))
-    compact = canonical_json(manifest).encode("utf-8")
-    message = F.signature_message(compact, F.signed_indexes(members))
+    message = F.signature_message(members[F.MANIFEST], F.signed_indexes(members))
     raw_pub = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return F.canonical_bytes({
         "format": F.SIGNATURE_FORMAT,

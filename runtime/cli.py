@@ -159,6 +159,14 @@ def _execute(loaded: Any, var_pairs, vars_files, dry_run, as_json, max_concurren
     return code
 
 
+def _freeze_loaded() -> None:
+    """The loaded plan and code live as long as the process: keep them out of the collector's
+    later passes (a full pass over a 10,000-workload plan costs milliseconds each time)."""
+    import gc
+
+    gc.freeze()
+
+
 @cli.command("exec")
 @click.argument("plan_path", metavar="PLAN.gxp", type=click.Path(dir_okay=False))
 @_run_options
@@ -176,6 +184,7 @@ def exec_cmd(plan_path, var_pairs, vars_files, dry_run, as_json, max_concurrency
         loaded = load_plan(plan_path, trusted_keys=trusted_keys, require_native=require_native)
     except PlanRefused as exc:
         raise Refused(str(exc)) from None
+    _freeze_loaded()
     plan_dir = str(Path(plan_path).resolve().parent)
     sys.exit(_execute(loaded, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir))
 

@@ -254,3 +254,47 @@ def test_runtime_loader_imports_no_compiler(plan: Path) -> None:
     proc = subprocess.run(check=False, args=[sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
     assert proc.returncode == 0, proc.stderr
     assert "e0" in proc.stdout
+
+
+def test_signature_is_over_the_manifest_members_bytes(tmp_path: Path, keypair) -> None:
+    """The signed message names the digest of ``manifest.json`` as stored (its canonical pretty
+    text), so verifying never re-serialises the manifest."""
+    from cryptography.hazmat.primitives import serialization
+
+    key, pub = keypair
+    members = read_members(make_plan(tmp_path, name="s.gxp", key=key))
+    sig = json.loads(members[F.SIGNATURE])
+    message = F.signature_message(members[F.MANIFEST], F.signed_indexes(members))
+    assert f"manifest.json {F.sha256_hex(members[F.MANIFEST])}\n".encode() in message
+    public = serialization.load_pem_public_key(pub.read_bytes())
+    public.verify(__import__("base64").b64decode(sig["signature"]), message)  # raises when not
+    # the same manifest in another key order: the signature no longer fits, and unsigned it is
+    # not the canonical text
+    data = json.loads(members[F.MANIFEST])
+    data = dict(reversed(list(data.items())))
+    members[F.MANIFEST] = json.dumps(data, indent=2, ensure_ascii=False).encode() + b"\n"
+    with pytest.raises(PlanRefused, match="bad signature"):
+        load_plan(str(rewrite(tmp_path / "s.gxp", tmp_path / "x.gxp", members)), trusted_keys=[str(pub)])
+    del members[F.SIGNATURE]
+    with pytest.raises(PlanRefused, match="not in canonical form"):
+        load_plan(str(rewrite(tmp_path / "s.gxp", tmp_path / "y.gxp", members)))
+
+
+@pytest.mark.parametrize(("edit", "pattern"), [
+    (lambda m: m["workloads"][0].update(deps=[]), r"manifest\.workloads\[0\]: .*unknown field 'deps'"),
+    (lambda m: m["workloads"][0].update(index="0"), r"manifest\.workloads\[0\]\.index: Expected 'int', got 'str'"),
+    (lambda m: m["workloads"][1].pop("span"), r"manifest\.workloads\[1\]: .*missing required field 'span'"),
+    (lambda m: m["edges"][0].update(source="nobody"), r"edges: nobody -> check names an unknown workload"),
+    (lambda m: m["workloads"][1].update(name="greet"), r"the name 'greet' appears twice"),
+    (lambda m: m.update(format="other"), r"not a GXO plan \(format 'other'\)"),
+])
+def test_manifest_is_decoded_strictly(plan: Path, tmp_path: Path, edit, pattern: str) -> None:
+    """Types, unknown and missing fields are checked by the decoder with the field's path; the
+    edges are checked against the workloads (each edge is stored once, on the plan)."""
+    members = read_members(plan)
+    data = json.loads(members[F.MANIFEST])
+    edit(data)
+    members[F.MANIFEST] = F.canonical_bytes(data)
+    with pytest.raises(PlanRefused, match=pattern) as info:
+        load_plan(str(rewrite(plan, tmp_path / "x.gxp", members)))
+    assert str(info.value).startswith(f"{tmp_path / 'x.gxp'}: member 'manifest.json': ")

@@ -15,6 +15,16 @@ from typing import Any, Callable
 Sink = Callable[[dict[str, Any]], None]
 
 
+class _Every(frozenset):  # type: ignore[type-arg]
+    """Every event type (a sink without ``types`` takes them all)."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+EVERY: frozenset[str] = _Every()
+
+
 class Events:
     def __init__(self, playbook: str, redact: Callable[[Any], Any]) -> None:
         self.playbook = playbook
@@ -22,6 +32,9 @@ class Events:
         self.sinks: list[Sink] = []
         self._routes: dict[str, list[Sink]] = {}  # event type -> the sinks that want it
         self._all: list[Sink] = []  # sinks that want every type
+        #: the event types some sink takes (``EVERY`` once one takes all): a hot path tests
+        #: ``type in events.wanted`` before it builds an event's payload
+        self.wanted: frozenset[str] = frozenset()
 
     def add(self, sink: Sink) -> None:
         self.sinks.append(sink)
@@ -30,13 +43,16 @@ class Events:
             self._all.append(sink)
             for route in self._routes.values():
                 route.append(sink)
+            self.wanted = EVERY
         else:
             for t in types:
                 self._routes.setdefault(t, list(self._all)).append(sink)
+            if self.wanted is not EVERY:
+                self.wanted = self.wanted | frozenset(types)
 
     def wants(self, type_: str) -> bool:
         """Whether any sink takes events of ``type_``."""
-        return bool(self._all) or type_ in self._routes
+        return type_ in self.wanted
 
     def emit(self, type_: str, **payload: Any) -> None:
         sinks = self._routes.get(type_, self._all)

@@ -182,12 +182,16 @@ class Plan(IR, kw_only=True, dict=True):
             dup = next(n for n in names if names.count(n) > 1)
             raise ValueError(f"workloads: the name '{dup}' appears twice")
         dependents: dict[str, list[str]] = {name: [] for name in deps}
+        # the names in deps/dependents are the workloads' own string objects: the kernel's
+        # lookups by them then compare by identity
+        own = {name: name for name in deps}
         for e in self.edges:
-            if e.source not in deps or e.target not in deps:
+            source, target = own.get(e.source), own.get(e.target)
+            if source is None or target is None:
                 raise ValueError(f"edges: {e.source} -> {e.target} names an unknown workload")
             if not ORDER_KINDS.isdisjoint(e.kinds):
-                deps[e.target].append(e.source)
-                dependents[e.source].append(e.target)
+                deps[target].append(source)
+                dependents[source].append(target)
         for w in self.workloads:
             d = w.__dict__
             d["deps"] = tuple(sorted(deps[w.name]))

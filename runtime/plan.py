@@ -303,7 +303,7 @@ def _located(message: str) -> str:
     """msgspec's ``Expected int, got str - at `$.workloads[0].index``` as ``manifest.workloads[0].index: ...``."""
     text, sep, where = message.rpartition(" - at `")
     if not sep:
-        return f"manifest: {message}"
+        text, where = message, "$`"
     path = "manifest" + where.rstrip("`").removeprefix("$")
     return f"{path}: {text.replace('`', chr(39))}"
 

@@ -196,12 +196,12 @@ class Plan(IR, kw_only=True, dict=True):
             d = w.__dict__
             d["deps"] = tuple(sorted(deps[w.name]))
             d["dependents"] = tuple(sorted(dependents[w.name]))
+        self.__dict__["_by_name"] = {w.name: w for w in self.workloads}
 
     def workload(self, name: str) -> Workload:
-        for w in self.workloads:
-            if w.name == name:
-                return w
-        raise KeyError(name)
+        """The workload named ``name`` (KeyError when there is none)."""
+        by_name: dict[str, Workload] = self.__dict__["_by_name"]
+        return by_name[name]
 
 
 # ---------------------------------------------------------------------------------------------

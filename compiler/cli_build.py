@@ -32,21 +32,6 @@ def _read(path: str) -> bytes:
         raise click.UsageError(f"cannot read '{path}': {exc.strerror}") from None
 
 
-def not_implemented(result: Any) -> None:
-    """Add ``not-implemented`` for every module (or pipeline step) whose code is not shipped."""
-    pb = result.playbook
-    if pb is None:
-        return
-    for w in pb.workloads:
-        if w.spec is not None and not w.spec.implemented and w.module_node is not None:
-            result.diags.add("not-implemented", f"module '{w.module}' is declared but its code is not in this release",
-                             w.module_node.span, help="gxoc check accepts it; gxoc build and gxo exec need its code")
-        for st in w.steps:
-            if st.spec is not None and not st.spec.implemented and st.uses_node is not None:
-                result.diags.add("not-implemented", f"module '{st.uses}' is declared but its code is not in this release",
-                                 st.uses_node.span, help="gxoc check accepts it; gxoc build and gxo exec need its code")
-
-
 def _print_diags(result: Any, warnings_as_errors: bool = False) -> bool:
     """Print the diagnostics as ``gxoc check`` does; True when they stop the build."""
     diags = result.diags.sorted()
@@ -64,13 +49,52 @@ def _compile(path: str, *, build: bool, warnings_as_errors: bool = False) -> tup
     data = _read(path)
     result = check_source(data, path)
     if build:
-        not_implemented(result)
         if _print_diags(result, warnings_as_errors):
             sys.exit(EXIT_ERRORS)
     elif result.diags.has_errors:
         _print_diags(result)
         sys.exit(EXIT_ERRORS)
     return result, data
+
+
+def _build_plan(playbook: str, output: str | None, *, no_native: bool, jobs: int | None, cython: Any,
+                channel_buffer_size: int | None, warnings_as_errors: bool, signing_key: Any) -> tuple[Any, Any, str]:
+    """Check, lower and write the plan; the native shards build while the bytecode and the
+    manifest are made."""
+    from gxo.compiler.emit import NativeMembers, build_plan, emit_gxp, members_of
+
+    result, data = _compile(playbook, build=True, warnings_as_errors=warnings_as_errors)
+    out = output or (Path(playbook).stem + ".gxp")
+    if os.path.isdir(out):
+        raise click.UsageError(f"-o {out}: is a directory")
+    built = build_plan(result, channel_buffer_size=channel_buffer_size, source_bytes=data)
+    native = None
+    if no_native:
+        members = members_of(built)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from gxo.compiler.native import NativeBuildError, build_native
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            job = pool.submit(build_native, built.items, functions=built.functions, jobs=jobs, cython=cython,
+                              plan_code_sha256=built.plan.plan_code_sha256)
+            members = members_of(built)
+            try:
+                nr = job.result()
+            except NativeBuildError as exc:
+                click.echo(f"gxoc: error: native build failed: {exc}", err=True)
+                click.echo("help: build with --no-native to skip Cython", err=True)
+                sys.exit(EXIT_ERRORS)
+        native = NativeMembers(nr.tag, nr.index, nr.shards)
+        click.echo(f"native: {nr.functions} function(s) evaluated per record or loop item in {len(nr.shards)} "
+                   f"shard(s) for {nr.tag} ({nr.built} built, {nr.cached} cached) in {nr.seconds:.2f} s", err=True)
+    try:
+        emit_gxp(out, built, native=native, signing_key=signing_key, members=members)
+    except OSError as exc:
+        click.echo(f"gxoc: error: cannot write '{out}': {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_ERRORS)
+    return built, native, out
 
 
 @cli.command()
@@ -85,7 +109,7 @@ def _compile(path: str, *, build: bool, warnings_as_errors: bool = False) -> tup
 def build(playbook: str, output: str | None, no_native: bool, sign_key: str | None,
           channel_buffer_size: int | None, jobs: int | None, warnings_as_errors: bool) -> None:
     """Compile PLAYBOOK into a frozen, verifiable plan (.gxp)."""
-    from gxo.compiler.emit import NativeMembers, build_plan, emit_gxp, load_signing_key
+    from gxo.compiler.emit import load_signing_key
 
     signing_key = None
     if sign_key is not None:
@@ -93,29 +117,23 @@ def build(playbook: str, output: str | None, no_native: bool, sign_key: str | No
             signing_key = load_signing_key(sign_key)
         except (OSError, ValueError, TypeError) as exc:
             raise click.UsageError(f"--sign {sign_key}: {getattr(exc, 'strerror', None) or exc}") from None
-    result, data = _compile(playbook, build=True, warnings_as_errors=warnings_as_errors)
-    out = output or (Path(playbook).stem + ".gxp")
-    if os.path.isdir(out):
-        raise click.UsageError(f"-o {out}: is a directory")
-    built = build_plan(result, channel_buffer_size=channel_buffer_size, source_bytes=data)
-    native = None
-    if not no_native:
-        from gxo.compiler.native import NativeBuildError, build_native
+    cython = None
+    if not no_native and (os.cpu_count() or 1) > 1:
+        from gxo.compiler.native import CythonWorker
 
         try:
-            nr = build_native(built.items, header=built.header, plan_code_sha256=built.plan.plan_code_sha256, jobs=jobs)
-        except NativeBuildError as exc:
-            click.echo(f"gxoc: error: native build failed: {exc}", err=True)
-            click.echo("help: build with --no-native to skip Cython", err=True)
-            sys.exit(EXIT_ERRORS)
-        native = NativeMembers(nr.tag, nr.index, nr.shards)
-        click.echo(f"native: {len(nr.shards)} shard(s) for {nr.tag} ({nr.built} built, {nr.cached} cached) "
-                   f"in {nr.seconds:.2f} s", err=True)
+            # warms up on another core while the playbook is checked (about a second of CPU,
+            # spent for nothing when every shard is in the cache: the wall time is the same)
+            cython = CythonWorker()
+        except OSError:
+            cython = None  # the native build starts its own and reports what fails
     try:
-        emit_gxp(out, built, native=native, signing_key=signing_key)
-    except OSError as exc:
-        click.echo(f"gxoc: error: cannot write '{out}': {exc.strerror or exc}", err=True)
-        sys.exit(EXIT_ERRORS)
+        built, native, out = _build_plan(playbook, output, no_native=no_native, jobs=jobs, cython=cython,
+                                         channel_buffer_size=channel_buffer_size,
+                                         warnings_as_errors=warnings_as_errors, signing_key=signing_key)
+    finally:
+        if cython is not None:
+            cython.close()
     p = built.plan
     click.echo(f"wrote {out}: {len(p.workloads)} workload(s), {len(p.expressions)} expression(s)"
                f"{', native' if native else ''}{', signed' if signing_key is not None else ''}")

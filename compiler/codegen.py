@@ -1,7 +1,10 @@
 """Expressions compiled ahead of time: the AST of ``gxo.compiler.expr.ast`` to ``plan_code.py``.
 
-Each expression becomes one top-level function ``e<N>(s, c)`` (``s`` the scope, ``c`` the
-:class:`gxo.runtime.exprlib.EvalContext`).  The code is *direct* (design.md §7): a path
+Each expression becomes a top-level function ``f_<digest>(s, c)`` (``s`` the scope, ``c`` the
+:class:`gxo.runtime.exprlib.EvalContext`), named by the sha256 of its body: expressions with the
+same generated code share one function, and a function's name and text do not depend on where
+it stands in the playbook (``FUNCTIONS`` maps the manifest's expression ids, ``e0``, ``e1``...,
+to them; a native shard holds functions only, so an edit rebuilds only the shard it touches).  The code is *direct* (design.md §7): a path
 ``.a.b`` is the subscript chain ``s["a"]["b"]`` inside ``try``; only a miss takes the ``except``
 path, which re-walks the path with ``exprlib.lookup`` for the exact semantics and the message
 (``no field 'b' in .a``).  Text is assembled with f-strings, comparisons against literals are
@@ -19,6 +22,7 @@ order depends on ``PYTHONHASHSEED``).
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import re
@@ -29,10 +33,13 @@ from typing import NamedTuple
 import jinja2
 from gxo.compiler.expr import ast
 from gxo.compiler.expr.functions import FUNCTIONS as SIGNATURES
+from gxo.compiler.expr.parser import MAX_DEPTH
+from gxo.compiler.records import nests_deeper as _nests_deeper
 from gxo.compiler.types import BOOL, FLOAT, INT, STR
 from gxo.runtime import exprlib
 
-__all__ = ["CodegenError", "CodegenItem", "render_function", "render_plan_code"]
+__all__ = ["CodegenError", "CodegenItem", "Function", "functions_of", "render_function", "render_plan_code",
+           "render_shard"]
 
 
 class CodegenError(Exception):
@@ -41,7 +48,7 @@ class CodegenError(Exception):
 
 @dataclass(frozen=True)
 class CodegenItem:
-    id: str  # "e0", "e1", ...: the function's name
+    id: str  # "e0", "e1", ...: the expression's id in the manifest
     tree: ast.Template | ast.Condition
     native: bool  # Template.single is set: return the native value
     as_text: bool  # the param's schema says string: convert to text form
@@ -49,6 +56,16 @@ class CodegenItem:
     #: a data:map template: when its text is JSON-shaped, build the record directly (no text
     #: round trip, design.md section 10); other templates render as usual
     json_record: bool = False
+    #: computed from a secret (the taint map): the root names it reads that carry one; each
+    #: template action reading a secret or one of them is passed to ``c.taint`` (tracked for
+    #: redaction) before it is used.  None: not tainted.
+    taint: frozenset[str] | None = None
+    #: evaluated per stream record or per loop item: compiled into a native shard (design.md
+    #: section 7; an expression evaluated once per task runs its bytecode)
+    hot: bool = False
+    #: the place, stable while other workloads change ("<workload> <where>"): where native
+    #: shards are cut (gxo.compiler.native.split)
+    site: str = ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,6 +210,7 @@ class _Fn:
         self.reassigned: set[str] = set()
         self.cache: list[dict[tuple[str, tuple[str | int, ...]], str]] = [{}]  # dominating lookups
         self.paths: list[tuple[str, tuple[str | int, ...], str]] = []  # lookup p: base, path, origin
+        self.taint: frozenset[str] | None = None  # CodegenItem.taint of the function being generated
 
     # -- output -------------------------------------------------------------------------------
 
@@ -506,6 +524,8 @@ class _Fn:
                     pieces.append(("lit", exprlib.text(p.expr.value)))
                     continue
                 v = self.stable(self.expr(p.expr))
+                if self.taint is not None and self.action_tainted(p.expr):
+                    self.emit(f"c.taint({v.src})")
                 pieces.append(self.to_text(v))
             elif isinstance(p, ast.Assign):
                 self.assign(p)
@@ -521,6 +541,26 @@ class _Fn:
         self.scopes.pop()
         self.dot = saved
         return pieces
+
+    def action_tainted(self, e: ast.Node) -> bool:
+        """Whether an action of a tainted template may carry a secret: it reads one, a tainted
+        name, a variable, the whole scope, or anything inside ``range``/``with`` (where ``.``
+        is an element of who knows what)."""
+        assert self.taint is not None
+        stack: list[object] = [e]
+        while stack:
+            cur = stack.pop()
+            if isinstance(cur, tuple):
+                stack.extend(cur)
+                continue
+            if not isinstance(cur, ast.Node):
+                continue
+            if isinstance(cur, (ast.SecretRef, ast.Var)) or (isinstance(cur, ast.Call) and cur.name == "secret"):
+                return True
+            if isinstance(cur, ast.Field) and (not cur.path or self.dot != "s" or str(cur.path[0]) in self.taint):
+                return True
+            stack.extend(getattr(cur, name) for name in cur.__dataclass_fields__)  # type: ignore[attr-defined]
+        return False
 
     def branch(self, out: str, parts: Sequence[ast.Part] | None, dot: str | None = None) -> None:
         """``out = <text of parts>`` inside an already emitted ``if``/``else:`` line."""
@@ -626,10 +666,10 @@ class _Fn:
                 out.append(ch)
         try:
             shape = json.loads("".join(out), strict=False)  # the marks are control characters
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
-        if not isinstance(shape, dict):
-            return None
+        if not isinstance(shape, dict) or _nests_deeper(shape, MAX_DEPTH):
+            return None  # too deep for generated source: the text round trip builds it
         marker = re.compile("\u0001([0-9]+)\u0001")
 
         def build(v: object) -> str | None:
@@ -671,6 +711,7 @@ class _Fn:
 
     def function(self, item: CodegenItem) -> list[str]:
         tree = item.tree
+        self.taint = item.taint
         self.depth = 1  # inside the function's try
         if isinstance(tree, ast.Condition):
             v = self.expr(tree.expr)
@@ -722,28 +763,88 @@ def _environment() -> jinja2.Environment:
 
 
 def render_function(item: CodegenItem, imports: set[str]) -> list[str]:
-    """The body lines of ``def <item.id>(s, c):`` (unindented); adds the helpers it uses."""
+    """The body lines of the item's function (unindented); adds the helpers it uses."""
     if re.fullmatch(r"e[0-9]+", item.id) is None:
         raise CodegenError(f"bad expression id {item.id!r}")
     return _Fn(imports).function(item)
 
 
-def render_plan_code(items: Sequence[CodegenItem], *, header: str) -> str:
-    """``plan_code.py``: one function per item (in the given order) and ``FUNCTIONS``.
+@dataclass(frozen=True)
+class Function:
+    """One generated function, named by the digest of its body: the same code under the same
+    name in every plan, whatever the playbook's other expressions and their places."""
 
-    ``header`` is free text written as comment lines at the top (e.g. the playbook's name and
-    the compiler version).  The same items and header always give the same text."""
+    name: str  # "f_" + 16 hex digits of sha256(body)
+    body: tuple[str, ...]
+    imports: tuple[str, ...]  # the exprlib helpers it uses, sorted
+    ids: tuple[str, ...]  # the expressions it serves, in item order
+    sources: tuple[str, ...]  # their places (comments in plan_code.py)
+    hot: bool  # one of them is evaluated per record or per loop item
+
+
+def functions_of(items: Sequence[CodegenItem]) -> list[Function]:
+    """The distinct functions of ``items`` in order of first use.  Expressions whose generated
+    bodies are equal share one function (their manifest entries keep their own places)."""
     ids = [i.id for i in items]
     if len(set(ids)) != len(ids):
         raise CodegenError("duplicate expression ids")
-    imports: set[str] = set()
-    functions = []
+    order: list[str] = []
+    found: dict[str, dict] = {}
     for item in items:
-        body = render_function(item, imports)
-        functions.append({"name": item.id, "comment": _comment(item.source), "body": body})
+        used: set[str] = set()
+        body = tuple(render_function(item, used))
+        name = "f_" + hashlib.sha256("\n".join(body).encode("utf-8")).hexdigest()[:16]
+        entry = found.get(name)
+        if entry is None:
+            found[name] = {"body": body, "imports": tuple(sorted(used)), "ids": [item.id],
+                           "sources": [f"{item.id}: {_comment(item.source)}"], "hot": item.hot}
+            order.append(name)
+        elif entry["body"] != body:
+            raise CodegenError(f"two function bodies share the name {name}")  # a digest collision
+        else:
+            entry["ids"].append(item.id)
+            entry["sources"].append(f"{item.id}: {_comment(item.source)}")
+            entry["hot"] = entry["hot"] or item.hot
+    return [Function(name=n, body=found[n]["body"], imports=found[n]["imports"], ids=tuple(found[n]["ids"]),
+                     sources=tuple(found[n]["sources"]), hot=found[n]["hot"]) for n in order]
+
+
+def _render(functions: Sequence[Function], *, header: str, table: Sequence[tuple[str, str]],
+            comments: bool, sites: bool) -> str:
+    imports = sorted({name for fn in functions for name in fn.imports})
     header_lines = [_comment(line).rstrip() for line in header.splitlines()]
     return _environment().get_template("plan_code.py.j2").render(
         header_lines=header_lines,
-        imports=[(name, _HELPERS.get(name) or "_" + name) for name in sorted(imports)],
-        functions=functions,
+        imports=[(name, _HELPERS.get(name) or "_" + name) for name in imports],
+        functions=[{"name": fn.name, "comments": fn.sources if comments else (), "body": fn.body}
+                   for fn in functions],
+        table=table,
+        sites=sites,
     )
+
+
+def render_plan_code(items: Sequence[CodegenItem], *, header: str,
+                     functions: Sequence[Function] | None = None) -> str:
+    """``plan_code.py``: each distinct function once (in order of first use, a comment naming
+    the places it serves) and ``FUNCTIONS``, expression id -> function, in item order.
+
+    ``header`` is free text written as comment lines at the top (e.g. the playbook's name and
+    the compiler version).  The same items and header always give the same text."""
+    if functions is None:
+        functions = functions_of(items)
+    by_id = {i: fn.name for fn in functions for i in fn.ids}
+    return _render(functions, header=header, table=[(i.id, by_id[i.id]) for i in items],
+                   comments=True, sites=True)
+
+
+SHARD_HEADER = "Native shard: its functions are named by the digest of their bodies."
+
+
+def render_shard(functions: Sequence[Function]) -> str:
+    """The source of one native shard: ``functions`` and ``FUNCTIONS``, name -> function.
+
+    It holds nothing of the playbook but the functions themselves (no places, no digest of the
+    playbook, no expression ids), so an edit elsewhere in the playbook leaves it unchanged and
+    its compiled form is taken from the cache."""
+    return _render(functions, header=SHARD_HEADER, table=[(fn.name, fn.name) for fn in functions],
+                   comments=False, sites=False)

@@ -45,10 +45,12 @@ CODES: dict[str, CodeInfo] = {
     # YAML and schema
     "yaml-syntax": CodeInfo("yaml", ERROR, "the file is not valid YAML",
         'Fix the YAML at the position shown; quote values that start with `{{`, `*`, `&` or hold `: `.'),
-    "yaml-limit": CodeInfo("yaml", ERROR, "the file exceeds a loader limit (size, depth, nodes, aliases)",
-        'Keep playbooks under 10 MB and 64 levels deep, and reuse anchors sparingly: aliases may not expand past 250,000 nodes.'),
+    "yaml-limit": CodeInfo("yaml", ERROR, "the file exceeds a loader limit (size, depth, nodes, aliases, integer digits)",
+        'Keep playbooks under 10 MB and 64 levels deep, integers under 4,300 digits (quote longer digit strings), '
+        'and reuse anchors sparingly: aliases may not expand past 250,000 nodes.'),
     "bool-string": CodeInfo("yaml", WARNING, "a YAML 1.1 boolean word (yes/no/on/off) is a string here",
-        'Write `true`/`false` for a boolean, or quote the word (`\"yes\"`) to say you mean the string.'),
+        'Write `true`/`false` for a boolean, or quote the word (`\"yes\"`) to say you mean the string. '
+        'No warning where a module param takes a string and no boolean (`source_field: n`): there the word is that string.'),
     "duplicate-key": CodeInfo("yaml", ERROR, "a mapping has the same key twice",
         'Remove one of the two keys; YAML would silently keep only one.'),
     "unknown-key": CodeInfo("schema", ERROR, "a key that the playbook schema does not define",
@@ -66,8 +68,9 @@ CODES: dict[str, CodeInfo] = {
         'Give every `register` its own key, distinct from the vars.'),
     "reserved-name": CodeInfo("names", ERROR, "a name in the kernel's reserved _gxo namespace",
         'Pick a name outside `_gxo`: that namespace is written by the kernel.'),
-    "template-syntax": CodeInfo("expressions", ERROR, "a template or condition does not parse",
-        'Fix the expression at the caret: close every `{{`, `(`, string and `if`/`range`/`with` block.'),
+    "template-syntax": CodeInfo("expressions", ERROR, "a template or condition does not parse (or nests deeper than 64 levels)",
+        'Fix the expression at the caret: close every `{{`, `(`, string and `if`/`range`/`with` block. '
+        'An expression nested more than 64 levels deep (or 16 ranges) is split into vars or earlier workloads.'),
     "unknown-function": CodeInfo("expressions", ERROR, "a call to a function the language does not have",
         'Use a function the language has (the hint names the closest); see docs/expressions.md.'),
     "unknown-module": CodeInfo("names", ERROR, "process.module names no declared module",
@@ -91,12 +94,16 @@ CODES: dict[str, CodeInfo] = {
         "Remove one of the references (or needs) on the cycle's path."),
     # security
     "path-escape": CodeInfo("security", WARNING, "a literal path param that leaves the workspace",
-        'Use a path relative to the workspace; absolute paths and `..` that leave it are refused at run time.'),
+        'Use a path relative to the workspace, or list the directory in `workload_policy.allowed_paths` / '
+        '`policy.allowed_paths` (or pass `gxo --allow-path`): other absolute paths and `..` that leave it are '
+        'refused at run time.'),
     "secret-in-log": CodeInfo("security", WARNING, "a secret flowing into a param that is logged or summarised",
         'Pass secrets only through params that are not echoed in summaries or logs (e.g. `environment`).'),
-    # build
-    "not-implemented": CodeInfo("build", ERROR, "a declared module whose code is not in this release",
-        'Use a module whose code ships in this release, or wait for the release that brings it.'),
+    # what this release runs
+    "not-implemented": CodeInfo("support", ERROR,
+        "a module, lifecycle policy or security_context key that this release's runtime cannot run",
+        "Use a module and a policy that run in this release (docs/modules/index.md), drop the "
+        "security_context key, or wait for the release that brings it: gxo never runs it another way."),
 }
 
 
@@ -139,6 +146,10 @@ class Diagnostics:
         self.items.append(
             Diagnostic(code, severity or info.severity, message, span, help, tuple(notes))
         )
+
+    def withdraw(self, code: str, span: Span) -> None:
+        """Drop the ``code`` diagnostics at ``span`` (a later phase knows they do not apply)."""
+        self.items = [d for d in self.items if not (d.code == code and d.span == span)]
 
     def extend(self, other: Iterable[Diagnostic]) -> None:
         self.items.extend(other)

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from gxo.runtime import planfile as F
 import msgspec
 
+from gxo.runtime import planfile as F
 from gxo.runtime.plan import Plan, check_finite, encode_manifest
 
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)
@@ -36,6 +36,7 @@ class BuiltPlan:
     code: str  # plan_code.py
     items: list[Any]  # the code generator's items (native shards are rendered from them)
     header: str
+    functions: list[Any] = field(default_factory=list)  # codegen.Function, distinct, in order of first use
 
 
 @dataclass
@@ -46,7 +47,8 @@ class NativeMembers:
 
 
 def code_header(plan: Plan) -> str:
-    """The first lines of every generated code file: no paths beyond the base name, no time."""
+    """The first lines of ``plan_code.py``: no paths beyond the base name, no time.  Native
+    shards carry no header (nothing of the playbook but their functions)."""
     return (
         f"Plan {plan.name!r}, compiled by gxoc {plan.compiler_version} from {plan.source.path} "
         f"(sha256 {plan.source.sha256[:16]}).\n"
@@ -55,14 +57,15 @@ def code_header(plan: Plan) -> str:
 
 def build_plan(result: Any, *, channel_buffer_size: int | None = None, source_bytes: bytes | None = None) -> BuiltPlan:
     """lower + render: the finished plan IR (its ``plan_code_sha256`` set) and its code."""
-    from gxo.compiler.codegen import render_plan_code
+    from gxo.compiler.codegen import functions_of, render_plan_code
     from gxo.compiler.lower import lower
 
     plan, items = lower(result, channel_buffer_size=channel_buffer_size, source_bytes=source_bytes)
     header = code_header(plan)
-    code = render_plan_code(items, header=header)
+    functions = functions_of(items)
+    code = render_plan_code(items, header=header, functions=functions)
     plan = msgspec.structs.replace(plan, plan_code_sha256=F.sha256_hex(code.encode("utf-8")))
-    return BuiltPlan(plan, code, items, header)
+    return BuiltPlan(plan, code, items, header, functions)
 
 
 def manifest_bytes(plan: Plan) -> bytes:
@@ -89,6 +92,8 @@ def bytecode_index(plan: Plan, pyc: bytes) -> bytes:
 
 
 def members_of(built: BuiltPlan, native: NativeMembers | None = None) -> dict[str, bytes]:
+    """The plan's members: manifest, ``plan_code.py`` with its bytecode and index, and the
+    native members when given (see :func:`with_native`)."""
     code = built.code.encode("utf-8")
     pyc = bytecode(built.code)
     members = {
@@ -97,6 +102,12 @@ def members_of(built: BuiltPlan, native: NativeMembers | None = None) -> dict[st
         F.PYC: pyc,
         F.PYC_INDEX: bytecode_index(built.plan, pyc),
     }
+    return with_native(members, native)
+
+
+def with_native(members: dict[str, bytes], native: NativeMembers | None) -> dict[str, bytes]:
+    """``members`` plus the native index and shards of one platform."""
+    members = dict(members)
     if native is not None:
         members[f"native/{native.tag}/index.json"] = native.index
         for i, so in enumerate(native.shards):
@@ -168,9 +179,10 @@ def write_gxp(path: str, members: dict[str, bytes]) -> None:
 
 
 def emit_gxp(path: str, built: BuiltPlan, *, native: NativeMembers | None = None,
-             signing_key: Any = None) -> dict[str, bytes]:
-    """Write ``built`` (with its native shards and signature, if any) to ``path``."""
-    members = members_of(built, native)
+             signing_key: Any = None, members: dict[str, bytes] | None = None) -> dict[str, bytes]:
+    """Write ``built`` (with its native shards and signature, if any) to ``path``; ``members``:
+    :func:`members_of` ``built`` without native members, when already made."""
+    members = members_of(built, native) if members is None else with_native(members, native)
     if signing_key is not None:
         members[F.SIGNATURE] = sign_members(members, signing_key)
     write_gxp(path, members)

@@ -1,7 +1,8 @@
 """Phase ``deps``: the workload graph with networkx.
 
 Edges carry the set of their kinds: ``state`` (an expression reads another workload's
-register or status), ``stream`` (``stream_inputs`` and event sources) and ``needs``.  Each
+register or status), ``stream`` (``stream_inputs`` and event sources), ``needs`` and
+``on_failure`` (from a workload to the handlers it names).  Each
 strongly connected component is reported once as a ``dependency-cycle`` with its whole path;
 a consumer that also waits on its producer through state or needs edges is a
 ``stream-deadlock``.  Topological levels come from sorted ``topological_generations``.
@@ -63,6 +64,9 @@ def build_graph(an: Analysis, diags: Diagnostics) -> Graph:
         for name, node in w.needs:
             if name in an.by_name and name != w.name:
                 edge(name, w.name, "needs", node.span)
+        for name, node in w.on_failure:  # a handler waits for the workload it handles
+            if name in an.by_name and name != w.name:
+                edge(w.name, name, "on_failure", node.span)
 
     order = {w.name: w.index for w in an.playbook.workloads}
     cyclic = False
@@ -80,10 +84,11 @@ def build_graph(an: Analysis, diags: Diagnostics) -> Graph:
                   help="break the cycle: one of these references must go", notes=notes)
     state_needs = nx.DiGraph()
     state_needs.add_nodes_from(g.nodes)
-    state_needs.add_edges_from((u, v) for u, v, d in g.edges(data=True) if d["kinds"] & {"state", "needs"})
+    waits = {"state", "needs", "on_failure"}
+    state_needs.add_edges_from((u, v) for u, v, d in g.edges(data=True) if d["kinds"] & waits)
     for u, v, d in g.edges(data=True):
         if "stream" in d["kinds"] and not cyclic:
-            if d["kinds"] & {"state", "needs"} or _path_without(state_needs, u, v):
+            if d["kinds"] & waits or _path_without(state_needs, u, v):
                 diags.add("stream-deadlock",
                           f"'{v}' reads the stream of '{u}' but also waits for '{u}' to finish",
                           evidence[(u, v)],

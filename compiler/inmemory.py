@@ -11,21 +11,28 @@ from typing import IO, Any
 from gxo.compiler.diagnostics import ERROR, render_text, summary_line
 
 
+class NotRunnable(Exception):
+    """The playbook's only errors are ``not-implemented``: it is valid, but this release cannot
+    run it (``gxo run`` refuses it with exit 3)."""
+
+
 def compile_in_memory(path: str, stream: IO[str]) -> Any:
-    """A ``LoadedPlan`` for ``path``, or None after printing its errors to ``stream``."""
-    from gxo.compiler.cli_build import not_implemented
+    """A ``LoadedPlan`` for ``path``, or None after printing its errors to ``stream``; raises
+    ``NotRunnable`` (after printing them) when every error is ``not-implemented``."""
     from gxo.compiler.emit import build_plan
     from gxo.compiler.pipeline import check_source
     from gxo.runtime.planfile import LoadedPlan
 
     data = Path(path).read_bytes()
     result = check_source(data, path)
-    not_implemented(result)
     diags = result.diags.sorted()
     if diags:
         stream.write(render_text(diags, {result.path: result.source}))
         stream.write(summary_line(diags, 1) + "\n")
-    if any(d.severity == ERROR for d in diags):
+    errors = [d for d in diags if d.severity == ERROR]
+    if errors and all(d.code == "not-implemented" for d in errors):
+        raise NotRunnable(path)
+    if errors:
         return None
     built = build_plan(result, source_bytes=data)
     namespace: dict[str, Any] = {"__name__": "gxo_plan_code"}

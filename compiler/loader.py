@@ -144,18 +144,31 @@ _NAN_RE = re.compile(r"^\.(?:nan|NaN|NAN)$")
 _BOOL_WORDS = re.compile(r"^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF)$")
 
 
+#: The longest integer a playbook may hold, in decimal digits (Python's own limit for turning
+#: text into an int and back, which the plan's JSON does).
+MAX_INT_DIGITS = 4300
+_MAX_INT_BITS = int(MAX_INT_DIGITS * math.log2(10))
+
+
+class _IntTooLong(ValueError):
+    pass
+
+
 def _resolve_plain(text: str) -> tuple[Any, bool]:
-    """(value, is_bool_word) for a plain scalar."""
+    """(value, is_bool_word) for a plain scalar; ``_IntTooLong`` past ``MAX_INT_DIGITS``."""
     if _NULL_RE.match(text):
         return None, False
     if text in _BOOL:
         return _BOOL[text], False
     if _INT_RE.match(text):
+        if len(text.lstrip("+-")) > MAX_INT_DIGITS:
+            raise _IntTooLong(text)
         return int(text), False
-    if _OCT_RE.match(text):
-        return int(text[2:], 8), False
-    if _HEX_RE.match(text):
-        return int(text[2:], 16), False
+    if _OCT_RE.match(text) or _HEX_RE.match(text):
+        value = int(text[2:], 8 if text[1] == "o" else 16)
+        if value.bit_length() > _MAX_INT_BITS:
+            raise _IntTooLong(text)
+        return value, False
     if _FLOAT_RE.match(text):
         return float(text), False
     if _INF_RE.match(text):
@@ -163,6 +176,11 @@ def _resolve_plain(text: str) -> tuple[Any, bool]:
     if _NAN_RE.match(text):
         return math.nan, False
     return text, bool(_BOOL_WORDS.match(text))
+
+
+def is_bool_word(node: "ScalarNode") -> bool:
+    """Whether ``node`` is a plain yes/no/on/off word (a boolean in YAML 1.1, a string here)."""
+    return node.style == "" and isinstance(node.value, str) and bool(_BOOL_WORDS.match(node.value))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,6 +388,15 @@ class _Converter:
                            help="remove the tag; playbooks use plain YAML data only")
 
     def scalar(self, node: yaml.ScalarNode, *, is_key: bool = False) -> ScalarNode:
+        try:
+            return self._scalar(node, is_key)
+        except _IntTooLong:
+            self.diags.add("yaml-limit", f"integer too large: more than {MAX_INT_DIGITS:,} decimal digits", self.span(node),
+                           help="quote it to keep the digits as a string")
+            return ScalarNode(self.span(node), node.value, node.style or "", self.text,
+                              node.start_mark.index, node.end_mark.index)
+
+    def _scalar(self, node: yaml.ScalarNode, is_key: bool) -> ScalarNode:
         style = node.style or ""
         raw = node.value
         value: Any = raw

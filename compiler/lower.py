@@ -5,10 +5,10 @@ and literal loops become IR (plain JSON with ``{"$expr": id}`` where a templated
 and ``{"$lit": m}`` around a literal one-key map whose key is ``$expr`` or ``$lit``, so that it
 is never mistaken for a reference; the values inside ``m`` are IR again).  Durations become
 seconds, policies are resolved (workload > playbook > ``--channel-buffer-size`` > 100), and
-the graph gives the edges (each stored once: the plan derives every workload's deps, over state
-and needs edges only, since a stream consumer starts with its producer), levels and channels.  Nothing here holds an absolute path: spans name the playbook by its base
-name.  The plan's ``plan_code_sha256`` is left empty; ``emit`` fills it in once the code is
-rendered.
+the graph gives the edges (each stored once: the plan derives every workload's deps from them,
+over ``ORDER_KINDS`` only, since a stream consumer starts with its producer), levels and
+channels.  Nothing here holds an absolute path: spans name the playbook by its base name.
+The plan's ``plan_code_sha256`` is left empty; ``emit`` fills it in once the code is rendered.
 """
 
 from __future__ import annotations
@@ -76,6 +76,77 @@ def reads_secret(tree: Any) -> bool:
     return any(isinstance(n, ast.SecretRef) or (isinstance(n, ast.Call) and n.name == "secret") for n in _tree_nodes(tree))
 
 
+def _var_of(where: str) -> str:
+    """The var a ``vars.`` site belongs to: ``vars.db.url`` -> ``db``."""
+    rest = where[len("vars."):]
+    for i, ch in enumerate(rest):
+        if ch in ".[":
+            return rest[:i]
+    return rest
+
+
+def tainted_sites(pb: Any, an: Any) -> dict[int, frozenset[str]]:
+    """The taint map: ``id(site.node)`` of every expression whose value depends on a secret,
+    with the root names it reads that carry one (the code generator taints each action of a
+    template that reads a secret or one of them, so ``T={{ secret "X" | upper }}`` tracks the
+    upper-cased secret itself, not only the whole text).
+
+    An expression is tainted when it reads a secret itself, or reads a tainted var, the loop
+    variable of a tainted ``loop``, the register (or the records, or the pipeline steps) of a
+    tainted workload.  A workload is tainted when one of its expressions other than ``when``
+    is, or one of its stream inputs is: its summary may hold what its params carried.
+    Whatever functions an expression applies, its result stays tainted.
+    """
+    sites: list[tuple[ExprSite, MWorkload | None]] = [(s, None) for s in pb.var_exprs]
+    for w in pb.workloads:
+        sites.extend((s, w) for s in w.exprs)
+    tainted: set[int] = set()  # id(site)
+    t_vars: set[str] = set()
+    t_work: set[str] = set()
+    loop_site = {w.name: next((s for s in w.exprs if s.where == "loop"), None) for w in pb.workloads}
+
+    def ref_tainted(ref: Any, w: MWorkload | None) -> bool:
+        if ref.kind == "var":
+            return ref.name in t_vars
+        if ref.kind == "register":
+            owner = an.by_register.get(ref.name)
+            return owner is not None and owner.name in t_work
+        if w is None:
+            return False
+        if ref.kind == "loop":
+            ls = loop_site[w.name]
+            return ls is not None and id(ls) in tainted
+        if ref.kind == "record":
+            return any(p in t_work for p, _ in w.stream_inputs) or (w.source is not None and w.source[0] in t_work)
+        if ref.kind == "step":
+            return w.name in t_work
+        return False
+
+    changed = True
+    while changed:
+        changed = False
+        for site, w in sites:
+            if id(site) in tainted or site.tree is None:
+                continue
+            if reads_secret(site.tree) or any(ref_tainted(r, w) for r in an.site_refs.get(id(site), ())):
+                tainted.add(id(site))
+                changed = True
+                if w is None:
+                    t_vars.add(_var_of(site.where))
+                elif site.where != "when":
+                    t_work.add(w.name)
+        for w in pb.workloads:
+            if w.name not in t_work and any(p in t_work for p, _ in w.stream_inputs):
+                t_work.add(w.name)
+                changed = True
+    out: dict[int, frozenset[str]] = {}
+    for site, w in sites:
+        if id(site) in tainted:
+            names = frozenset(r.name for r in an.site_refs.get(id(site), ()) if ref_tainted(r, w))
+            out[id(site.node)] = out.get(id(site.node), frozenset()) | names
+    return out
+
+
 class _Lowerer:
     def __init__(self, result: Any, channel_buffer_size: int | None, source_bytes: bytes | None) -> None:
         if result.playbook is None or result.analysis is None or result.graph is None:
@@ -92,6 +163,7 @@ class _Lowerer:
         self.version = gxo_version()
         self.ids: dict[int, str] = {}  # id(ScalarNode) -> expression id
         self.sites: list[tuple[ExprSite, MWorkload | None]] = []
+        self.tainted = tainted_sites(self.pb, self.an)  # id(node) -> tainted names it reads
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -151,14 +223,19 @@ class _Lowerer:
             text = site.node.value if isinstance(site.node.value, str) else ""
             exprs.append(P.Expression(
                 id=eid, workload=w.name if w is not None else "", where=site.where, mode=site.mode,
-                native=native, as_text=as_text, per_record=site.per_record, secret=reads_secret(tree),
+                native=native, as_text=as_text, per_record=site.per_record, secret=id(site.node) in self.tainted,
                 span=span, text=text,
             ))
             owner = f" of '{w.name}'" if w is not None else ""
             module = site.step.uses if site.step is not None else (w.module if w is not None else "")
             json_record = module == "data:map" and site.param_path == ("template",)
+            # record expressions (per record, or a pipeline step's) are not tracked per record
+            taint = self.tainted.get(id(site.node)) if not site.per_record and site.step is None else None
+            # evaluated per record, or per item of the workload's loop (its params): native
+            hot = site.per_record or (w is not None and w.is_looped and site.param_path is not None)
             items.append(CodegenItem(id=eid, tree=tree, native=native, as_text=as_text,
-                                     source=f"{span} {site.where}{owner}", json_record=json_record))
+                                     source=f"{span} {site.where}{owner}", json_record=json_record, taint=taint, hot=hot,
+                                     site=f"{w.name if w is not None else ''} {site.where}"))
         return exprs, items
 
     # -- workloads -------------------------------------------------------------------------
@@ -218,6 +295,20 @@ class _Lowerer:
         return P.Channel(producer=producer, consumer=consumer.name, capacity=int(cap), overflow=str(overflow),
                          record_type=record_type)
 
+    def failure_watch(self, w: MWorkload) -> tuple[str, ...]:
+        """The workloads whose failure ``w`` opts in to: its ``when`` reads their status
+        (``._gxo.workloads.X.status``) or their register's ``failed`` field.  The kernel lets
+        it run after such a workload fails ignored, instead of skipping it."""
+        out = set()
+        for ref in self.an.when_refs.get(w.name, ()):
+            p = ref.path
+            if ref.kind == "gxo" and len(p) >= 4 and p[1] == "workloads" and p[3] == "status":
+                out.add(str(p[2]))
+            elif ref.kind == "register" and len(p) >= 2 and p[1] == "failed" and ref.name in self.an.by_register:
+                out.add(self.an.by_register[ref.name].name)
+        out.discard(w.name)
+        return tuple(sorted(n for n in out if n in self.an.by_name))
+
     def workload(self, w: MWorkload, level: dict[str, int]) -> P.Workload:
         when_id, disabled = None, False
         when_node = w.node.get("when")
@@ -234,7 +325,7 @@ class _Lowerer:
         access = self._policy(w, "state_policy", "access_mode")
         secret_params = sorted(
             s.where for s in w.exprs
-            if s.param_path is not None and s.where.startswith("params") and reads_secret(s.tree)
+            if s.param_path is not None and s.where.startswith("params") and id(s.node) in self.tainted
         )
         sc = w.node.get("security_context")
         return P.Workload(
@@ -245,6 +336,7 @@ class _Lowerer:
             lifecycle=self.lifecycle(w),
             params=self.ir(w.params_node) if w.params_node is not None else {},
             when=when_id,
+            when_per_item=w.is_looped and any(r.kind == "loop" for r in self.an.when_refs.get(w.name, ())),
             disabled=disabled,
             loop=loop_ir,
             loop_var=w.loop_var,
@@ -253,6 +345,8 @@ class _Lowerer:
             timeout=parse_duration(timeout) if isinstance(timeout, str) else None,
             register=w.register,
             ignore_errors=to_plain(w.node.get("ignore_errors")) is True,
+            on_failure=tuple(dict.fromkeys(n for n, _ in w.on_failure)),
+            failure_watch=self.failure_watch(w),
             state_access=str(access or "deep_copy"),
             skip_on_no_input=bool(skip),
             stream_inputs=tuple(dict.fromkeys(n for n, _ in w.stream_inputs)),
@@ -261,6 +355,7 @@ class _Lowerer:
             inline=bool(w.spec.inline) if w.spec is not None else False,
             secret_params=tuple(secret_params),
             security_context=to_plain(sc) if sc is not None else None,
+            allowed_paths=_allowed_paths(to_plain(w.node.get("policy"))),
             span=self.span(w.name_node if w.name_node is not None else w.node),
         )
 
@@ -308,9 +403,16 @@ class _Lowerer:
             expressions=tuple(exprs),
             modules=modules,
             max_concurrency=int(max_conc) if isinstance(max_conc, int) else None,
+            allowed_paths=_allowed_paths(wp),
             plan_code_sha256="",
         )
         return plan, items
+
+
+def _allowed_paths(policy: Any) -> tuple[str, ...]:
+    """``allowed_paths`` of a (workload_)policy map, in order, without repeats."""
+    dirs = policy.get("allowed_paths") if isinstance(policy, dict) else None
+    return tuple(dict.fromkeys(d for d in dirs if isinstance(d, str))) if isinstance(dirs, list) else ()
 
 
 def lower(result: Any, *, channel_buffer_size: int | None = None,

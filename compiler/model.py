@@ -63,6 +63,7 @@ class Workload:
     register_node: ScalarNode | None = None
     stream_inputs: list[tuple[str, ScalarNode]] = field(default_factory=list)
     needs: list[tuple[str, ScalarNode]] = field(default_factory=list)
+    on_failure: list[tuple[str, ScalarNode]] = field(default_factory=list)
     source: tuple[str, ScalarNode] | None = None
     when: ExprSite | None = None
     loop_node: YNode | None = None
@@ -197,6 +198,7 @@ def _build_workload(i: int, wn: MapNode, mods: dict[str, ModuleSpec], diags: Dia
         w.register, w.register_node = reg.value, reg
     w.stream_inputs = _names(wn.get("stream_inputs"))
     w.needs = _names(wn.get("needs"))
+    w.on_failure = _names(wn.get("on_failure"))
     lc = wn.get("loop_control")
     if isinstance(lc, MapNode):
         w.loop_var = _str(lc.get("loop_var")) or "item"

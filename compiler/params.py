@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from gxo.compiler.diagnostics import Diagnostics, did_you_mean
-from gxo.compiler.loader import MapNode, YNode, walk_path
+from gxo.compiler.loader import MapNode, ScalarNode, SeqNode, YNode, is_bool_word, walk_path
 
 
 @lru_cache(maxsize=None)
@@ -39,6 +39,8 @@ def validate_params(module: str, plain: Any, node: YNode | None, anchor: YNode, 
     problems that have no node of their own (a missing param)."""
     if plain is None:
         plain = {}
+    if node is not None:
+        _settle_bool_words(node, _validator(module).schema, diags)
     errors = sorted(_validator(module).iter_errors(plain), key=lambda e: [str(p) for p in e.absolute_path])
     seen: set = set()
     for err in errors:
@@ -82,3 +84,68 @@ def validate_params(module: str, plain: Any, node: YNode | None, anchor: YNode, 
         else:
             msg = f"{where}: {err.message[:200]}"
         diags.add("invalid-value", msg, span, help=help_text)
+
+
+def _json_types(schema: Any) -> set[str] | None:
+    """The JSON types a schema accepts, or None when it does not say (any value)."""
+    if not isinstance(schema, dict):
+        return None
+    if "type" in schema:
+        t = schema["type"]
+        return {t} if isinstance(t, str) else set(t)
+    if "enum" in schema or "const" in schema:
+        values = schema.get("enum", [schema.get("const")])
+        return {"boolean" if isinstance(v, bool) else "string" if isinstance(v, str) else "other" for v in values}
+    branches = schema.get("anyOf") or schema.get("oneOf")
+    if branches:
+        out: set[str] = set()
+        for b in branches:
+            t = _json_types(b)
+            if t is None:
+                return None
+            out |= t
+        return out
+    return None
+
+
+def _sub_schemas(schema: Any) -> list[dict]:
+    """``schema`` and the union branches that may describe the same value."""
+    if not isinstance(schema, dict):
+        return []
+    out = [schema]
+    for key in ("anyOf", "oneOf", "allOf"):
+        for b in schema.get(key) or ():
+            out.extend(_sub_schemas(b))
+    return out
+
+
+def _settle_bool_words(node: YNode, schema: Any, diags: Diagnostics) -> None:
+    """Withdraw the loader's ``bool-string`` warning for a yes/no/on/off word in a place whose
+    schema takes strings and no booleans: there the word is the string it is read as."""
+    if isinstance(node, ScalarNode):
+        if is_bool_word(node):
+            types = _json_types(schema)
+            if types is not None and "string" in types and "boolean" not in types:
+                diags.withdraw("bool-string", node.span)
+        return
+    if isinstance(node, MapNode):
+        for key, value in node.items:
+            for sub in _sub_schemas(schema):
+                props = sub.get("properties") or {}
+                if key.value in props:
+                    _settle_bool_words(value, props[key.value], diags)
+                    break
+                extra = sub.get("additionalProperties")
+                if isinstance(extra, dict):
+                    _settle_bool_words(value, extra, diags)
+                    break
+    elif isinstance(node, SeqNode):
+        for i, item in enumerate(node.items):
+            for sub in _sub_schemas(schema):
+                prefix = sub.get("prefixItems") or []
+                if i < len(prefix):
+                    _settle_bool_words(item, prefix[i], diags)
+                    break
+                if isinstance(sub.get("items"), dict):
+                    _settle_bool_words(item, sub["items"], diags)
+                    break

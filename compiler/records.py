@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from gxo.compiler import types as T
 from gxo.compiler.diagnostics import Diagnostics
 from gxo.compiler.expr import ast
+from gxo.compiler.expr.parser import MAX_DEPTH
 from gxo.compiler.loader import MapNode, ScalarNode, to_plain
 
 if TYPE_CHECKING:
@@ -169,9 +170,9 @@ def template_record_type(tree: ast.Template, text: str) -> T.Type:
     candidate = "".join(out)
     try:
         value = json.loads(candidate, strict=False)  # placeholders are control characters
-    except ValueError:
+    except (ValueError, RecursionError):
         return T.MapT((), open=True)
-    if not isinstance(value, dict):
+    if not isinstance(value, dict) or nests_deeper(value, MAX_DEPTH):
         return T.MapT((), open=True)
     fields = []
     for k, v in value.items():
@@ -180,3 +181,17 @@ def template_record_type(tree: ast.Template, text: str) -> T.Type:
         else:
             fields.append((k, T.of_value(v)))
     return T.MapT(tuple(fields), open=False)
+
+
+def nests_deeper(value: object, limit: int) -> bool:
+    """Whether a JSON value nests lists/maps more than ``limit`` levels deep (no recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v)
+    return False

@@ -20,6 +20,7 @@ from gxo.compiler.loader import MapNode, ScalarNode, YNode, to_plain, walk_path
 from gxo.compiler.model import ExprSite, Playbook, Step, Workload
 from gxo.compiler.records import RecordTypes
 from gxo.compiler.typecheck import Ref, Scope, check_site
+from gxo.runtime.support import APPLIED_SECURITY_KEYS, POLICY_GAPS, RUNNABLE_POLICIES
 from gxo.stdlib import registry
 
 #: consumers that only wait for their inputs' end-of-stream: any workload may feed them
@@ -35,7 +36,9 @@ class Analysis:
     by_name: dict[str, Workload]
     by_register: dict[str, Workload]
     refs: dict[str, list[Ref]] = field(default_factory=dict)  # workload name -> refs
+    when_refs: dict[str, list[Ref]] = field(default_factory=dict)  # workload name -> refs of its when
     site_types: dict[int, T.Type] = field(default_factory=dict)  # id(site) -> type
+    site_refs: dict[int, list[Ref]] = field(default_factory=dict)  # id(site) -> its references (taint)
     register_types: dict[str, T.Type] = field(default_factory=dict)
     record_types: RecordTypes | None = None
 
@@ -75,7 +78,9 @@ def resolve(pb: Playbook, diags: Diagnostics) -> Analysis:
     for w in pb.workloads:
         _check_module(w, diags)
         _check_lifecycle(w, an, diags)
+        _check_runnable(w, diags)
         _check_links(w, an, diags)
+        _check_on_failure(w, an, diags)
         _check_steps(w, diags)
     an.record_types = RecordTypes(an, diags)
     _register_types(an)
@@ -112,7 +117,42 @@ def _check_module(w: Workload, diags: Diagnostics) -> None:
             help_text = f"the module was renamed: write '{_LEGACY_MODULES[w.module]}'"
         else:
             help_text = did_you_mean(w.module, registry()) or "see docs/modules/ for the declared modules"
-        diags.add("unknown-module", f"unknown module '{w.module}'", w.module_node.span, help=help_text)
+        from gxo.stdlib._spec import PLUGIN_PROBLEMS
+
+        notes = [Note(problem) for problem in PLUGIN_PROBLEMS]
+        diags.add("unknown-module", f"unknown module '{w.module}'", w.module_node.span, help=help_text, notes=notes)
+
+
+_NOT_IN_RELEASE_HELP = "gxoc check accepts only what gxo can run; see docs/modules/index.md for the modules that run"
+
+#: how to get the effect of a policy that is not implemented yet
+_POLICY_HELP = {
+    "supervise": "use policy: run_once and keep gxo running under a service manager (systemd, a container restart policy)",
+    "scheduled": "use policy: run_once and start `gxo exec` from cron or a systemd timer",
+    "event_driven": "use policy: run_once and process the events in a stream:pipeline",
+}
+
+
+def _check_runnable(w: Workload, diags: Diagnostics) -> None:
+    """`not-implemented` for what this release's runtime cannot do: a declared-only module
+    (or pipeline step), a lifecycle policy, a security_context key.  Never run another way."""
+    if w.spec is not None and not w.spec.implemented and w.module_node is not None:
+        diags.add("not-implemented", f"module '{w.module}' is declared but its code is not in this release",
+                  w.module_node.span, help=_NOT_IN_RELEASE_HELP)
+    for st in w.steps:
+        if st.spec is not None and not st.spec.implemented and st.uses_node is not None:
+            diags.add("not-implemented", f"module '{st.uses}' is declared but its code is not in this release",
+                      st.uses_node.span, help=_NOT_IN_RELEASE_HELP)
+    if w.policy in POLICY_GAPS and w.policy not in RUNNABLE_POLICIES and w.policy_node is not None:
+        diags.add("not-implemented", f"lifecycle policy '{w.policy}' is not implemented: {POLICY_GAPS[w.policy]}",
+                  w.policy_node.span, help=_POLICY_HELP[w.policy])
+    sc = w.node.get("security_context")
+    if isinstance(sc, MapNode):
+        for k, _ in sc.items:
+            if isinstance(k.value, str) and k.value not in APPLIED_SECURITY_KEYS:
+                diags.add("not-implemented", f"security_context.{k.value} is not implemented: this release cannot "
+                          "apply it to the process", k.span,
+                          help="remove the key; gxo refuses to run the workload without the sandbox it asks for")
 
 
 def _key_span(node: MapNode, *path: str):
@@ -224,6 +264,22 @@ def _check_links(w: Workload, an: Analysis, diags: Diagnostics) -> None:
                           s.span, help=did_you_mean(s.value, inputs) or "list it in stream_inputs")
 
 
+def _check_on_failure(w: Workload, an: Analysis, diags: Diagnostics) -> None:
+    """``on_failure`` names other run_once workloads of the playbook (cycles: ``graph``)."""
+    for name, node in w.on_failure:
+        target = an.by_name.get(name)
+        if name == w.name:
+            diags.add("dependency-cycle", f"workload '{w.name}' names itself in on_failure", node.span,
+                      help="on_failure names other workloads, run when this one fails")
+        elif target is None:
+            diags.add("undefined-name", f"on_failure: '{name}' is not a workload", node.span,
+                      help=did_you_mean(name, an.by_name) or None)
+        elif target.policy != "run_once":
+            diags.add("lifecycle-unsupported", f"on_failure: '{name}' has policy {target.policy}; "
+                      "only run_once workloads can run on a failure", node.span,
+                      help=f"give '{name}' lifecycle.policy: run_once, or remove it from on_failure")
+
+
 def _check_steps(w: Workload, diags: Diagnostics) -> None:
     ids: dict[str, ScalarNode] = {}
     for st in w.steps:
@@ -233,8 +289,10 @@ def _check_steps(w: Workload, diags: Diagnostics) -> None:
                           notes=[Note("first used here", ids[st.id].span)])
             ids.setdefault(st.id, st.id_node)
         if st.uses_node is not None and st.spec is None and st.uses:
+            from gxo.stdlib._spec import PLUGIN_PROBLEMS
+
             diags.add("unknown-module", f"unknown module '{st.uses}'", st.uses_node.span,
-                      help=did_you_mean(st.uses, registry()) or None)
+                      help=did_you_mean(st.uses, registry()) or None, notes=[Note(p) for p in PLUGIN_PROBLEMS])
     order = {st.id: i for i, st in enumerate(w.steps)}
     for i, st in enumerate(w.steps):
         for name, node in st.needs:
@@ -285,7 +343,19 @@ def _register_types(an: Analysis) -> None:
                 t = _open_templated(t)
         else:
             t = T.from_schema(w.spec.summary_schema)
+        t = _with_outcome(t)
         an.register_types[name] = T.ListT(t) if w.is_looped else t
+
+
+#: what the kernel adds to every registered summary: whether the workload failed, and why
+_OUTCOME = (("failed", T.BOOL), ("error", T.union((T.STR, T.NULL))))
+
+
+def _with_outcome(t: T.Type) -> T.Type:
+    if not isinstance(t, T.MapT):
+        return t
+    own = [(k, v) for k, v in t.fields if k not in ("failed", "error")]
+    return T.MapT(tuple(own) + _OUTCOME, open=t.open)
 
 
 def _open_templated(t: T.Type) -> T.Type:
@@ -302,6 +372,7 @@ def _gxo_type(an: Analysis) -> T.Type:
     return T.MapT((
         ("workloads", wl),
         ("workspace", T.MapT((("path", T.STR),))),
+        ("plan_dir", T.STR),
         ("playbook", T.MapT((("id", T.STR), ("name", T.STR)))),
         ("run", T.MapT((("id", T.STR),))),
         ("resume_payload", T.ANY),
@@ -341,6 +412,7 @@ def _check_sites(an: Analysis, diags: Diagnostics) -> None:
     for site in an.playbook.var_exprs:
         res = check_site(site, var_scope, diags)
         an.site_types[id(site)] = res.type
+        an.site_refs[id(site)] = res.refs
     for w in an.playbook.workloads:
         refs: list[Ref] = []
         # `loop` first: the loop variable's type comes from it
@@ -349,14 +421,17 @@ def _check_sites(an: Analysis, diags: Diagnostics) -> None:
             scope = _scope_for(w, site, an, base)
             res = check_site(site, scope, diags)
             an.site_types[id(site)] = res.type
+            an.site_refs[id(site)] = res.refs
             refs.extend(res.refs)
+            if site.where == "when":
+                an.when_refs[w.name] = list(res.refs)
             _check_secrets(w, site, res.secrets, diags)
             _check_param_type(w, site, res.type, diags)
             if site.where == "loop" and not _iterable(res.type):
                 diags.add("type-mismatch", f"loop must be a list or a mapping, but the expression gives {res.type}",
                           site.node.span, help="loop over a list (or a mapping's values), e.g. loop: \"{{ .hosts }}\"")
         _check_literal_params(w, diags)
-        _check_paths(w, diags)
+        _check_paths(w, diags, an.playbook)
         an.refs[w.name] = refs
 
 
@@ -427,7 +502,7 @@ def _check_secrets(w: Workload, site: ExprSite, secrets: list, diags: Diagnostic
             diags.add("secret-in-log", f"secret '{name}' flows into {site.where}, which {w.module} "
                       f"{'returns in its summary' if w.spec.summary_from_params else 'logs or returns in its summary'}",
                       span, help="pass the secret through a param that is not echoed (e.g. environment), "
-                      "or accept that GXO redacts it as [REDACTED_SECRET]")
+                      "or accept that GXO redacts it as [REDACTED]")
 
 
 def subschema(schema: dict, path: tuple) -> dict | None:
@@ -484,9 +559,19 @@ def _check_literal_params(w: Workload, diags: Diagnostics) -> None:
                         st.uses_node or step_node, with_key, diags, prefix=f"steps[{st.index}].with")
 
 
-def _check_paths(w: Workload, diags: Diagnostics) -> None:
+def _allowed_dirs(pb: Playbook, w: Workload) -> list[str]:
+    """The playbook's and the workload's literal allowed_paths, normalised."""
+    out: list[str] = []
+    for pol in (pb.root.get("workload_policy"), w.node.get("policy")):
+        dirs = to_plain(pol).get("allowed_paths") if isinstance(pol, MapNode) else None
+        out += [posixpath.normpath(d) for d in dirs or () if isinstance(d, str) and d.startswith("/")]
+    return out
+
+
+def _check_paths(w: Workload, diags: Diagnostics, pb: Playbook) -> None:
     if w.spec is None or w.params_node is None:
         return
+    allowed = _allowed_dirs(pb, w)
     for p in w.spec.path_params:
         node = walk_path(w.params_node, tuple(p.split(".")))
         if not isinstance(node, ScalarNode) or not isinstance(node.value, str):
@@ -495,6 +580,9 @@ def _check_paths(w: Workload, diags: Diagnostics) -> None:
         if "{{" in v or "${" in v:
             continue
         norm = posixpath.normpath(v)
+        if v.startswith("/") and any(norm == d or norm.startswith(d.rstrip("/") + "/") for d in allowed):
+            continue  # under an allowed path (the run still checks its real path)
         if v.startswith("/") or norm == ".." or norm.startswith("../"):
             diags.add("path-escape", f"path {json.dumps(v)} leaves the workspace; the run will refuse it",
-                      node.span, help="paths are relative to the run's workspace (_gxo.workspace.path)")
+                      node.span, help="paths are relative to the run's workspace (_gxo.workspace.path); to reach "
+                      "a directory outside it, list it in workload_policy.allowed_paths or pass gxo --allow-path")

@@ -66,6 +66,8 @@ def parse_scalar(text: str) -> Any:
     if text in ("null", "Null", "NULL", "~"):
         return None
     if _INT.match(text):
+        if len(text.lstrip("+-")) > MAX_INT_DIGITS:
+            raise click.BadParameter(f"integer too large: more than {MAX_INT_DIGITS:,} digits", param_hint="--var")
         return int(text)
     if _FLOAT.match(text):
         return float(text)
@@ -74,7 +76,27 @@ def parse_scalar(text: str) -> Any:
             return json.loads(text)
         except ValueError:
             pass
+        except RecursionError:
+            raise click.BadParameter(f"value nested deeper than {MAX_VAR_DEPTH} levels", param_hint="--var") from None
     return text
+
+
+#: Limits of ``--var``/``--vars-file`` values, as for a playbook's own (YAML depth, int digits).
+MAX_VAR_DEPTH = 64
+MAX_INT_DIGITS = 4300
+
+
+def _too_deep(value: Any) -> bool:
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > MAX_VAR_DEPTH:
+            return True
+        if isinstance(v, dict):
+            stack.extend((x, depth + 1) for x in v.values())
+        elif isinstance(v, list):
+            stack.extend((x, depth + 1) for x in v)
+    return False
 
 
 def _kind_ok(value: Any, type_text: str) -> bool:
@@ -108,6 +130,8 @@ def collect_vars(plan: Any, pairs: tuple[str, ...], files: tuple[str, ...]) -> d
             raise click.BadParameter(f"cannot read '{f}': {exc.strerror}", param_hint="--vars-file") from None
         except ValueError as exc:
             raise click.BadParameter(f"'{f}' is not JSON: {exc}", param_hint="--vars-file") from None
+        except RecursionError:
+            raise click.BadParameter(f"'{f}' nests deeper than {MAX_VAR_DEPTH} levels", param_hint="--vars-file") from None
         if not isinstance(data, dict):
             raise click.BadParameter(f"'{f}' must hold a JSON object", param_hint="--vars-file")
         out.update(data)
@@ -120,9 +144,18 @@ def collect_vars(plan: Any, pairs: tuple[str, ...], files: tuple[str, ...]) -> d
         if key not in declared:
             hint = f"; the playbook declares: {', '.join(sorted(declared))}" if declared else "; it declares no vars"
             raise click.BadParameter(f"'{key}' is not a var of this playbook{hint}", param_hint="--var")
+        if _too_deep(value):
+            raise click.BadParameter(f"var '{key}' nests deeper than {MAX_VAR_DEPTH} levels", param_hint="--var")
         if not _kind_ok(value, declared[key]):
             raise click.BadParameter(f"var '{key}' must be {declared[key]}, got {json.dumps(value)}", param_hint="--var")
     return out
+
+
+def _check_allow_path(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    for d in value:
+        if not d.startswith("/"):
+            raise click.BadParameter(f"'{d}' is not an absolute directory", param_hint="--allow-path")
+    return value
 
 
 def _run_options(f: Any) -> Any:
@@ -134,6 +167,10 @@ def _run_options(f: Any) -> Any:
         click.option("--json", "as_json", is_flag=True, help="Stream events as JSON lines instead of the live view."),
         click.option("--max-concurrency", type=click.IntRange(min=1), help="Workloads running at once."),
         click.option("--timeout", "run_timeout", help="Deadline for the whole run (exit 124), e.g. 10m."),
+        click.option("--allow-path", "allow_paths", multiple=True, metavar="DIR", callback=_check_allow_path,
+                     help="Let absolute path params reach under DIR (repeatable)."),
+        click.option("-v", "--verbose", count=True,
+                     help="Show each workload's summary under its line (exec: stdout, stderr); -vv adds its params."),
     ]):
         f = deco(f)
     return f
@@ -146,16 +183,29 @@ def cli() -> None:
     """gxo: run frozen GXO plans (.gxp) built by `gxoc build`."""
 
 
-def _execute(loaded: Any, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir) -> int:
+def refuse_unsupported(plan: Any) -> None:
+    """Exit 3 before anything runs when the plan holds a feature this runtime cannot run."""
+    from gxo.runtime.support import unsupported
+
+    problems = unsupported(plan)
+    if problems:
+        more = f" (and {len(problems) - 1} more: gxoc check lists them)" if len(problems) > 1 else ""
+        raise Refused(f"{problems[0]}{more}; gxo never runs it another way")
+
+
+def _execute(loaded: Any, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir,
+             allow_paths=(), verbose: int = 0) -> int:
     from gxo.runtime.kernel import RunOptions
     from gxo.runtime.run import Outputs, execute
 
+    refuse_unsupported(loaded.plan)
     for warning in getattr(loaded, "warnings", []):
         click.echo(f"gxo: warning: {warning}", err=True)
     overrides = collect_vars(loaded.plan, var_pairs, vars_files)
     deadline = parse_duration(run_timeout) if run_timeout else None
-    opts = RunOptions(vars=overrides, dry_run=dry_run, max_concurrency=max_concurrency, plan_dir=plan_dir)
-    code, _ = execute(loaded.plan, loaded.functions, opts, Outputs(json=as_json), timeout=deadline)
+    opts = RunOptions(vars=overrides, dry_run=dry_run, max_concurrency=max_concurrency, plan_dir=plan_dir,
+                      allowed_paths=tuple(allow_paths), show_params=verbose >= 2)
+    code, _ = execute(loaded.plan, loaded.functions, opts, Outputs(json=as_json, verbose=verbose), timeout=deadline)
     return code
 
 
@@ -171,36 +221,53 @@ def _freeze_loaded() -> None:
 @click.argument("plan_path", metavar="PLAN.gxp", type=click.Path(dir_okay=False))
 @_run_options
 @click.option("--trusted-key", "trusted_keys", multiple=True, type=click.Path(dir_okay=False),
-              help="Ed25519 public key (PEM); the plan must carry a valid signature by one of them.")
+              help="Ed25519 public key (PEM); the plan must carry a valid signature by one of them "
+                   "(also: $GXO_TRUSTED_KEYS, a file of such keys).")
 @click.option("--require-native", is_flag=True, help="Refuse a plan whose native code does not fit this interpreter.")
-def exec_cmd(plan_path, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, trusted_keys,
-             require_native) -> None:
+def exec_cmd(plan_path, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, allow_paths, verbose,
+             trusted_keys, require_native) -> None:
     """Verify and run a frozen plan."""
-    from gxo.runtime.planfile import PlanRefused, load_plan
+    import stat
 
-    if not os.path.exists(plan_path):
-        raise click.BadParameter(f"no such file: '{plan_path}'", param_hint="PLAN.gxp")
+    from gxo.runtime.planfile import TRUSTED_KEYS_ENV, PlanRefused, load_plan, trusted_keys_from_env
+
     try:
-        loaded = load_plan(plan_path, trusted_keys=trusted_keys, require_native=require_native)
+        mode = os.stat(plan_path).st_mode
+    except OSError:
+        raise click.BadParameter(f"no such file: '{plan_path}'", param_hint="PLAN.gxp") from None
+    if not stat.S_ISREG(mode):  # a FIFO or a device would block or never end
+        raise click.BadParameter(f"'{plan_path}' is not a regular file", param_hint="PLAN.gxp")
+    try:
+        keys = [*trusted_keys, *trusted_keys_from_env()]
+        loaded = load_plan(plan_path, trusted_keys=keys, require_native=require_native)
     except PlanRefused as exc:
         raise Refused(str(exc)) from None
     _freeze_loaded()
+    if not loaded.signed:
+        click.echo(f"gxo: warning: running an unsigned plan (set {TRUSTED_KEYS_ENV} to require signatures)", err=True)
+    elif not loaded.signature_checked:
+        click.echo(f"gxo: warning: the plan's signature is not checked: no trusted key (set {TRUSTED_KEYS_ENV} "
+                   "or pass --trusted-key)", err=True)
     plan_dir = str(Path(plan_path).resolve().parent)
-    sys.exit(_execute(loaded, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir))
+    sys.exit(_execute(loaded, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir,
+                      allow_paths, verbose))
 
 
 @cli.command("run")
 @click.argument("playbook", type=click.Path(dir_okay=False))
 @_run_options
-def run_cmd(playbook, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout) -> None:
+def run_cmd(playbook, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, allow_paths, verbose) -> None:
     """Compile a playbook in memory, then run it."""
     if not os.path.exists(playbook):
         raise click.BadParameter(f"no such file: '{playbook}'", param_hint="PLAYBOOK")
     loaded = compile_quiet(playbook, sys.stderr)
     if loaded is None:
         sys.exit(1)
+    if loaded is NOT_RUNNABLE:  # compiles, but holds what this release cannot run
+        raise Refused(f"{playbook} uses what this release cannot run (not-implemented above)")
     plan_dir = str(Path(playbook).resolve().parent)
-    sys.exit(_execute(loaded, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir))
+    sys.exit(_execute(loaded, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, plan_dir,
+                      allow_paths, verbose))
 
 
 @cli.command("test")
@@ -238,9 +305,10 @@ def test_cmd(paths, junit_path, pattern) -> None:
         buf = io.StringIO()
         loaded = compile_quiet(f, buf)
         cause = None
-        if loaded is None:
-            err = "does not compile:\n" + buf.getvalue()
-            cause = "does not compile: " + (buf.getvalue().strip().splitlines() or [""])[0]
+        if loaded is None or loaded is NOT_RUNNABLE:
+            why = "does not compile" if loaded is None else "uses what this release cannot run"
+            err = f"{why}:\n" + buf.getvalue()
+            cause = f"{why}: " + (buf.getvalue().strip().splitlines() or [""])[0]
         else:
             out = io.StringIO()
             opts = RunOptions(plan_dir=str(Path(f).resolve().parent))
@@ -248,7 +316,7 @@ def test_cmd(paths, junit_path, pattern) -> None:
             err = None if code == 0 else (out.getvalue().strip() or f"exit {code}")
             if err is not None:  # the JUnit message: what failed (reasons are already redacted)
                 failed = [f"{r.name}: {r.reason}" for r in (report.results.values() if report else [])
-                          if r.status == "Failed" and not r.ignored]
+                          if r.status == "Failed" and not r.ignored and not r.cancelled]
                 cause = "; ".join(failed) or f"exit {code}"
         secs = time.perf_counter() - t0
         cases.append((f, secs, err, cause))
@@ -262,15 +330,28 @@ def test_cmd(paths, junit_path, pattern) -> None:
     sys.exit(1 if failed else 0)
 
 
+#: what ``compile_quiet`` returns for a playbook whose only errors are ``not-implemented``
+NOT_RUNNABLE = object()
+
+
 def compile_quiet(path: str, stream: Any) -> Any:
+    """The loaded plan; None after errors; ``NOT_RUNNABLE`` when every error is ``not-implemented``
+    (the errors are printed to ``stream`` either way)."""
     try:
-        from gxo.compiler.inmemory import compile_in_memory
+        from gxo.compiler.inmemory import NotRunnable, compile_in_memory
     except ModuleNotFoundError as exc:
         raise click.UsageError(f"`gxo test` needs the compiler: pip install 'gxo[compiler]' ({exc.name} is missing)")
-    return compile_in_memory(path, stream)
+    try:
+        return compile_in_memory(path, stream)
+    except NotRunnable:
+        return NOT_RUNNABLE
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the `gxo` command itself (not a caller's process): adopt what workloads orphan
+        from gxo.runtime.proctrack import become_subreaper
+
+        become_subreaper()
     try:
         cli.main(args=argv, prog_name="gxo", standalone_mode=False)
     except click.exceptions.Exit as exc:

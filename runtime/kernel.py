@@ -5,9 +5,11 @@ ready when its in-degree reaches zero; ready workloads whose module is ``inline`
 bounded) run right in the scheduler step, the others get one Task each, at most
 ``max_concurrency`` at once.  Each instance follows the sequence of the reference checklist
 (section 2.3): ``when`` → ``loop`` → render params → retry(perform) under ``timeout`` →
-``register`` (redacted) → status.  A failure that is not ignored halts the run: running
-workloads are cancelled, the rest stay Pending.  An ignored failure skips its transitive
-dependents.  Nothing here imports the compiler.
+``register`` (redacted, with ``failed``/``error``) → status.  A failure that is not ignored
+halts the run: running workloads are cancelled, the rest stay Pending, and the failed
+workload's ``on_failure`` handlers run before the run ends.  An ignored failure skips its
+transitive dependents, except those that opted in to it (the plan's ``failure_watch``, and its
+handlers): for them it counts as an end.  Nothing here imports the compiler.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Result:
     ended: float | None = None
     attempts: int = 0
     record_errors: int = 0  # per-record errors reported by a stream module
+    cancelled: bool = False  # Failed because the run stopped (a halt, a signal, the deadline)
 
     @property
     def duration(self) -> float:
@@ -101,6 +104,10 @@ class ExprContext:
         self._tracker.add(value)
         return value
 
+    def taint(self, value: Any) -> None:
+        """A template action computed from a secret (generated code calls it): tracked too."""
+        self._tracker.add_derived(value)
+
     def env(self, name: str) -> str:
         return os.environ.get(name, "")
 
@@ -116,6 +123,8 @@ class RunOptions:
     dry_run: bool = False
     max_concurrency: int | None = None
     plan_dir: str = "."
+    allowed_paths: tuple[str, ...] = ()  # gxo run|exec --allow-path
+    show_params: bool = False  # ModuleExecutionStart carries the rendered params (gxo -vv)
 
 
 class Kernel:
@@ -143,7 +152,6 @@ class Kernel:
         self.ectx = ExprContext(secrets, tracker)
         self.events = events
         self.opts = options
-        self.run_id = uuid.uuid4().hex
         self.by_name = {w.name: w for w in plan.workloads}
         self.deferred = _deferred_expressions(plan)
         self.wiring: Any = None
@@ -158,7 +166,9 @@ class Kernel:
 
             self.wiring = StreamWiring(plan, events)
             self.record_exprs = _record_expressions(plan)
+        self.react = _Reactions(plan, self.wiring, options.dry_run)
         self.inline_cls = self._inline_classes()
+        self.fns = _track_tainted(plan, self.fns, self.record_exprs, tracker)
         # render() builds fresh containers from the IR; only values that expressions read from
         # the state can alias it, so only params with expressions are copied (deep_copy mode)
         self.copy_params = {w.name for w in plan.workloads
@@ -171,9 +181,14 @@ class Kernel:
         #: why the run is being stopped from outside (a signal, the run's deadline), set by the
         #: driver before it cancels the run: the reason given to the workloads it cancels
         self.stop_reason: str | None = None
-        self.report = Report(plan.name, self.run_id, self.results, time.time())
+        self.report = Report(plan.name, uuid.uuid4().hex, self.results, time.time())
         self._done: asyncio.Event | None = None
         self._remaining = 0
+
+    @property
+    def run_id(self) -> str:
+        # kept on the report: one attribute fewer on the kernel (see the note in __init__)
+        return self.report.run_id
 
     # -- set-up ---------------------------------------------------------------------------------
 
@@ -190,6 +205,7 @@ class Kernel:
         scope["_gxo"] = {
             "workloads": self.status_map,
             "workspace": {"path": self.workspace.path},
+            "plan_dir": self.opts.plan_dir,  # the folder holding the .gxp (the playbook's for gxo run)
             "playbook": {"id": self.run_id, "name": self.plan.name},
             "run": {"id": self.run_id},
         }
@@ -286,12 +302,12 @@ class Kernel:
     def _emit_end(self, report: Report) -> None:
         """``PlaybookEnd`` with the totals of checklist 2.16 (workloads never started count as
         ``pending``) and the cause of a failed or stopped run."""
-        counts = {"completed": 0, "failed": 0, "ignored": 0, "skipped": 0, "pending": 0}
+        counts = {"completed": 0, "failed": 0, "ignored": 0, "cancelled": 0, "skipped": 0, "pending": 0}
         for res in self.results.values():
             if res.status == COMPLETED:
                 counts["completed"] += 1
             elif res.status == FAILED:
-                counts["ignored" if res.ignored else "failed"] += 1
+                counts["cancelled" if res.cancelled else "ignored" if res.ignored else "failed"] += 1
             elif res.status == SKIPPED:
                 counts["skipped"] += 1
             else:
@@ -310,22 +326,30 @@ class Kernel:
         stack = list(reversed(ready))
         while stack:
             w = stack.pop()
-            if self.halted_by is not None:
+            if self.halted_by is not None and w.name not in self.react.rescuing:
                 continue
             cls = self.inline_cls.get(w.name)
             if cls is not None:
                 newly = self._run_inline(w, cls())
                 if newly:
                     stack.extend(reversed(newly))
+            elif w.name in self.react.handles and w.name not in self.react.fired:
+                # every workload it handles ended without failing: the handler is not needed
+                res = self.results[w.name]
+                res.started = res.ended = time.time()
+                stack.extend(reversed(self._finish(w, SKIPPED, "not needed")))
             else:
                 self.tasks[w.name] = asyncio.get_running_loop().create_task(self._run_task(w), name=w.name)
 
     def _inline_classes(self) -> dict[str, Any]:
         """Workloads that run inside the scheduler step: an inline module with sync code and
-        none of loop, timeout or retries (those need a task)."""
+        none of loop, timeout or retries (those need a task).  Failure handlers and checks that
+        a dry run may skip take the task path too, which decides those cases."""
         out = {}
         for w in self.plan.workloads:
             if not w.inline or w.loop is not None or w.timeout is not None or w.retry.attempts != 1:
+                continue
+            if w.name in self.react.handles or w.name in self.react.dry_checks:
                 continue
             cls = load_module_class(w.module)
             if cls is not None and not inspect.iscoroutinefunction(cls.perform):
@@ -348,7 +372,8 @@ class Kernel:
                 params = deep_copy(params)
             res.attempts = 1
             if self.events.sinks:
-                self.events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=None)
+                self.events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=None,
+                                 **({"params": params} if self.opts.show_params else {}))
             summary = mod.perform(self._context(w, None), params)
         except Exception as exc:  # noqa: BLE001 - every failure becomes the workload's status
             return self._fail(w, exc)
@@ -362,7 +387,7 @@ class Kernel:
         # one waits on it to drain the channel, so a slot held by the consumer could deadlock
         slot = contextlib.nullcontext() if self.wiring is not None and self.wiring.is_consumer(w.name) else self.limit
         async with slot:
-            if self.halted_by is not None:
+            if self.halted_by is not None and w.name not in self.react.rescuing:
                 return
             res = self.results[w.name]
             res.started = time.time()
@@ -381,6 +406,7 @@ class Kernel:
                 newly = self._fail(w, KernelError(f"timed out after {_fmt_seconds(w.timeout)}"))
             except asyncio.CancelledError:
                 if self.halted_by is not None:
+                    res.cancelled = True
                     self._finish(w, FAILED, "cancelled: run halted")
                 raise
             except Exception as exc:  # noqa: BLE001
@@ -397,33 +423,83 @@ class Kernel:
             raise KernelError(f"when could not be evaluated at {self.where(w.when)}: {exc}") from None
 
     async def _instance(self, w: Workload) -> Any:
+        if w.name in self.react.no_input and not await self._has_input(w.name):
+            raise _Skip("no input records")
         scope = self.state.view()
-        if w.disabled or (w.when is not None and not self._when(w, scope)):
+        if w.name in self.react.dry_checks and self._reads_dry_run(w.name):
+            raise _Skip("dry run: input not real")
+        if w.disabled or (w.when is not None and not w.when_per_item and not self._when(w, scope)):
             raise _Skip("when evaluated false")
         if w.loop is None:
             return await self._attempts(w, scope, None)
         items = self._loop_items(w, scope)
         out: list[Any] = [None] * len(items)
+        if w.register:
+            self.react.loop_out[w.name] = out
         sem = asyncio.Semaphore(max(1, w.loop_parallel))
+        ran = 0
 
         async def one(i: int, item: Any) -> None:
+            nonlocal ran
             async with sem:
-                out[i] = await self._attempts(w, {**scope, w.loop_var: item}, i)
+                item_scope = {**scope, w.loop_var: item}
+                # a when that reads the loop variable decides per item (a skipped item registers null)
+                if w.when_per_item and not self._when(w, item_scope):
+                    return
+                ran += 1
+                try:
+                    out[i] = await self._attempts(w, item_scope, i)
+                except Exception as exc:
+                    out[i] = _FailedItem(getattr(exc, "summary", None))  # for the failure's register
+                    raise
 
         if w.loop_parallel <= 1:
             for i, item in enumerate(items):
                 await one(i, item)
-            return out
-        # the first failing iteration wins: the others are cancelled, its error is the workload's
-        tasks = [asyncio.ensure_future(one(i, item)) for i, item in enumerate(items)]
-        try:
-            for fut in asyncio.as_completed(tasks):
-                await fut
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        else:
+            # the first failing iteration wins: the others are cancelled, its error is the workload's
+            tasks = [asyncio.ensure_future(one(i, item)) for i, item in enumerate(items)]
+            try:
+                for fut in asyncio.as_completed(tasks):
+                    await fut
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        if w.when_per_item and items and not ran:
+            raise _Skip("when evaluated false for every item")
         return out
+
+    async def _has_input(self, name: str) -> bool:
+        """Wait until a record arrives on one of ``name``'s inputs (True) or every input has
+        ended without one (False).  An input that failed counts as input: the module reports it."""
+        from gxo.runtime.streams import _wait_any
+
+        channels = [ch for _, ch in self.wiring.inputs[name]]
+        while True:
+            if any(ch.records_in or ch.failed for ch in channels):
+                return True
+            live = [ch for ch in channels if not ch.ended]
+            if not live:
+                return False
+            await _wait_any(live)
+
+    def _reads_dry_run(self, name: str) -> bool:
+        """Whether a workload upstream of ``name`` (through any edge) returned a dry-run summary."""
+        sources: dict[str, list[str]] = {}
+        for e in self.plan.edges:
+            sources.setdefault(e.target, []).append(e.source)
+        seen: set[str] = set()
+        stack = list(sources.get(name, ()))
+        while stack:
+            cur = stack.pop()
+            if cur in seen:
+                continue
+            seen.add(cur)
+            if cur in self.react.unreal:
+                return True
+            stack.extend(sources.get(cur, ()))
+        return False
 
     def _loop_items(self, w: Workload, scope: Any) -> list[Any]:
         eid = expr_id(w.loop)
@@ -477,21 +553,24 @@ class Kernel:
             if extras is None:
                 extras = self.extras[w.name] = self.wiring.extras_for(w.name)
             ctx.extras.update(extras)
-        self.events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=index)
+        self.events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=index,
+                         **({"params": params} if self.opts.show_params else {}))
         if asyncio.iscoroutinefunction(mod.perform):
             summary = await mod.perform(ctx, params)
         else:
             summary = await asyncio.to_thread(mod.perform, ctx, params)
         # the summary as the module returned it; the event bus redacts it like every event
         self.events.emit("ModuleExecutionEnd", workload=w.name, loop_iteration=index, summary=summary)
+        if ctx.dry_run and isinstance(summary, dict) and summary.get("dry_run") is True:
+            self.react.unreal.add(w.name)
         return summary
 
     def _context(self, w: Workload, index: int | None) -> Context:
         return Context(
             workload=w.name,
-            run_id=self.run_id,
+            run_id=self.report.run_id,
             logger=self.events.logger(w.name),
-            workspace=self.workspace,
+            workspace=self._workspace_of(w),
             state=functools.partial(self.state.get_all, w.state_access),
             dry_run=self.opts.dry_run,
             plan_dir=self.opts.plan_dir,
@@ -499,6 +578,12 @@ class Kernel:
             on_run_end=self.cleanups.append,
             redact=self.tracker.redact,
         )
+
+    def _workspace_of(self, w: Workload) -> Any:
+        """The workspace as ``w``'s modules see it: plus the allowed roots of the flag, the
+        playbook's workload_policy and the workload's policy."""
+        roots = self.opts.allowed_paths + self.plan.allowed_paths + w.allowed_paths
+        return self.workspace.allowing(roots) if roots else self.workspace
 
     # -- outcomes -------------------------------------------------------------------------------
 
@@ -509,7 +594,9 @@ class Kernel:
         elif isinstance(summary, list) and any(isinstance(s, dict) and s.get("changed") is True for s in summary):
             res.changed = True
         if w.register:
-            self.state.set(w.register, self.tracker.redact_value(summary))
+            if w.loop is not None:
+                self.react.loop_out.pop(w.name, None)
+            self.state.set(w.register, self.tracker.redact_value(_success_value(summary, w.loop is not None)))
         return self._finish(w, COMPLETED, None)
 
     def _fail(self, w: Workload, exc: BaseException) -> list[Workload]:
@@ -519,15 +606,24 @@ class Kernel:
         if not isinstance(exc, KernelError):
             reason = redact_keywords(reason)
         res = self.results[w.name]
+        if w.register and res.status == RUNNING:
+            # the failure is registered too: the summary as far as it got, failed and error
+            items = self.react.loop_out.pop(w.name, None) if w.loop is not None else None
+            if items is not None:
+                value: Any = [_failure_value(v.summary, reason) if isinstance(v, _FailedItem)
+                              else _success_value(v, False) for v in items]
+            else:
+                value = _failure_value(getattr(exc, "summary", None), reason)
+            self.state.set(w.register, self.tracker.redact_value(value))
         upstream = getattr(exc, "producer", None)
         if w.ignore_errors or (upstream in self.results and self.results[upstream].ignored):
             res.ignored = True  # a consumer of an ignored failure fails ignored too
             newly = self._finish(w, FAILED, reason)
-            self._skip_dependents(w)
-            return newly
+            return newly + self._skip_dependents(w)
+        rescue = self._fire_handlers(w) if w.on_failure else []
         self._finish(w, FAILED, reason)
         self._halt(w.name)
-        return []
+        return rescue
 
     def _finish(self, w: Workload, status: str, reason: str | None) -> list[Workload]:
         res = self.results[w.name]
@@ -544,7 +640,7 @@ class Kernel:
         self._set_status(w.name, status)
         if self.events.sinks:
             self.events.emit("WorkloadEnd", workload=w.name, final_status=status, error=reason, ignored=res.ignored,
-                         duration_ms=int(res.duration * 1000))
+                             cancelled=res.cancelled, duration_ms=int(res.duration * 1000))
         self._remaining -= 1
         if self._remaining <= 0 and self._done is not None:
             self._done.set()
@@ -556,17 +652,58 @@ class Kernel:
                 self._indeg[d] -= 1
                 if self._indeg[d] == 0:
                     newly.append(self.by_name[d])
+        elif w.name in self.react.rescuing:
+            self.react.rescuing.discard(w.name)
+            if not self.react.rescuing and self.halted_by is not None and self._done is not None:
+                self._done.set()  # the last handler of a halted run has ended
         return newly
 
-    def _skip_dependents(self, w: Workload) -> None:
-        stack = list(w.dependents)
+    def _skip_dependents(self, w: Workload) -> list[Workload]:
+        """After ``w`` failed ignored: its transitive dependents end Skipped, except those that
+        opted in to its failure (their when reads its status or failed field, or they are its
+        on_failure handlers): for them the failure counts as an end, and their when decides.
+        Returns those that became ready."""
+        origin = w.name
+        self.react.fired.update(w.on_failure)
+        ready: list[Workload] = []
+        stack = [(origin, d) for d in reversed(w.dependents)]
         while stack:
-            name = stack.pop()
+            src, name = stack.pop()
             if self.results[name].status != PENDING:
                 continue
+            if origin in self.react.watch.get(name, ()):
+                if src == origin:  # the edge from the failed workload: it has ended
+                    self._indeg[name] -= 1
+                    if self._indeg[name] == 0:
+                        ready.append(self.by_name[name])
+                continue
             self.results[name].started = self.results[name].ended = time.time()
-            self._finish(self.by_name[name], SKIPPED, "dependency failed (ignored)")
-            stack.extend(self.by_name[name].dependents)
+            for d in self._finish(self.by_name[name], SKIPPED, "dependency failed (ignored)"):
+                if origin in self.react.watch.get(d.name, ()):
+                    ready.append(d)
+            stack.extend((name, d) for d in reversed(self.by_name[name].dependents))
+        return ready
+
+    def _fire_handlers(self, w: Workload) -> list[Workload]:
+        """``w`` failed for good and halts the run: its on_failure handlers run now, and the
+        run waits for them.  A handler that still waits for another workload cannot run."""
+        ready: list[Workload] = []
+        for h in w.on_failure:
+            if self.results[h].status != PENDING:
+                continue
+            self.react.fired.add(h)
+            self._indeg[h] -= 1
+            if self._indeg[h] == 0:
+                self.react.rescuing.add(h)
+                ready.append(self.by_name[h])
+            else:
+                waits = [d for d in self.by_name[h].deps if d != w.name
+                         and self.results[d].status not in (COMPLETED, SKIPPED)]
+                res = self.results[h]
+                res.started = res.ended = time.time()
+                self._finish(self.by_name[h], SKIPPED, f"cannot run: it waits for {', '.join(waits)}, "
+                             "which did not finish before the run halted")
+        return ready
 
     def _halt(self, name: str) -> None:
         if self.halted_by is not None:
@@ -578,7 +715,7 @@ class Kernel:
         for res in self.results.values():
             if res.status == PENDING:
                 res.reason = f"run halted by {name}"
-        if self._done is not None:
+        if self._done is not None and not self.react.rescuing:
             self._done.set()
 
     async def _shutdown(self) -> None:
@@ -595,6 +732,7 @@ class Kernel:
             self.report.streams = self.wiring.counters()
         for name, res in self.results.items():
             if res.status == RUNNING:  # cancelled from outside (signal, deadline): say so, as an event too
+                res.cancelled = True
                 self._finish(self.by_name[name], FAILED, f"cancelled: {self.stop_reason or 'run stopped'}")
         for fn in reversed(self.cleanups):
             try:
@@ -607,6 +745,64 @@ class Kernel:
 
 class _Skip(Exception):
     pass
+
+
+class _Reactions:
+    """How the run reacts to failures and missing input, precomputed per plan so that the
+    scheduling step never looks at it: only the task path and the failure paths do."""
+
+    __slots__ = ("handles", "watch", "fired", "rescuing", "no_input", "dry_checks", "unreal", "loop_out")
+
+    def __init__(self, plan: Plan, wiring: Any, dry_run: bool) -> None:
+        #: handler -> the workloads whose on_failure names it
+        self.handles: dict[str, tuple[str, ...]] = {}
+        for w in plan.workloads:
+            for h in w.on_failure:
+                self.handles[h] = (*self.handles.get(h, ()), w.name)
+        #: workload -> the deps whose ignored failure it runs after (its when reads their status
+        #: or failed field, as the compiler found; or it handles them)
+        self.watch: dict[str, frozenset[str]] = {
+            w.name: frozenset(w.failure_watch) | frozenset(self.handles.get(w.name, ()))
+            for w in plan.workloads if w.failure_watch or w.name in self.handles}
+        self.fired: set[str] = set()  # handlers whose workload failed for good
+        self.rescuing: set[str] = set()  # handlers started while the run halts: it waits for them
+        #: consumers that end Skipped when no record arrives (policy skip_on_no_input)
+        self.no_input = frozenset(w.name for w in plan.workloads
+                                  if w.skip_on_no_input and wiring is not None and wiring.is_consumer(w.name))
+        #: --dry-run: checks whose inputs come from dry-run summaries are skipped, not failed
+        self.dry_checks = frozenset(w.name for w in plan.workloads if w.module in _CHECK_MODULES) \
+            if dry_run else frozenset()
+        self.unreal: set[str] = set()  # workloads whose summary is a dry run's
+        #: a registering loop's items as far as they got, for its register when it fails
+        self.loop_out: dict[str, list[Any]] = {}
+
+
+#: modules that check results: under --dry-run they skip when their inputs are dry-run summaries
+_CHECK_MODULES = frozenset({"control:assert", "test:assert"})
+
+
+def _success_value(summary: Any, looped: bool) -> Any:
+    """A registered summary: the module's, plus ``failed: false`` and ``error: null`` (per item
+    for a loop; a skipped item stays null)."""
+    if looped and isinstance(summary, list):
+        return [_success_value(s, False) for s in summary]
+    if isinstance(summary, dict):
+        return {**summary, "failed": False, "error": None}
+    return summary
+
+
+@dataclass
+class _FailedItem:
+    """A loop item that failed: its module's summary as far as it got."""
+
+    summary: Any
+
+
+def _failure_value(summary: Any, error: str | None) -> dict[str, Any]:
+    """A failed workload's (or loop item's) register: its summary as far as it got, plus
+    ``failed: true`` and ``error``."""
+    base = summary if isinstance(summary, dict) else {}
+    return {**base, "failed": True, "error": error}
 
 
 class KernelError(ModuleError):
@@ -633,6 +829,35 @@ def _record_expressions(plan: Plan) -> dict[str, bool]:
         if spec is not None and spec.stream_input in ("one", "required", "two_or_more"):
             out[e.id] = w.module == "data:join"
     return out
+
+
+def _track_tainted(plan: Plan, fns: dict[str, Any], record_exprs: dict[str, bool], tracker: Any) -> dict[str, Any]:
+    """The taint map at work: each one-action expression the compiler marked as computed from a
+    secret gets a wrapper that adds the strings of its result to the tracker before the value
+    is used; the others are called as they are, at no cost.  (A template with text around its
+    actions tracks each tainted action itself, in the generated code: the text around stays
+    readable, ``Bearer [REDACTED]``.)  Record expressions, called once per record, are left
+    out: the secret they read is tracked by ``secret`` itself, and tracking every record would
+    grow without bound."""
+    tainted = [e for e in plan.expressions
+               if e.secret and e.native and e.id not in record_exprs and e.id in fns]
+    if not tainted:
+        return fns
+    out = dict(fns)
+    for e in tainted:
+        out[e.id] = _tainted_fn(fns[e.id], e.as_text, tracker)
+    return out
+
+
+def _tainted_fn(fn: Callable[[Any, Any], Any], as_text: bool, tracker: Any) -> Callable[[Any, Any], Any]:
+    def tainted(scope: Any, ctx: Any) -> Any:
+        value = fn(scope, ctx)
+        tracker.add_derived(value)  # its strings; a number or a boolean is not text to hide
+        if as_text and not isinstance(value, str):
+            value = text(value)
+        return value
+
+    return tainted
 
 
 def _deferred_expressions(plan: Plan) -> set[str]:

@@ -67,7 +67,7 @@ class Context:
     workspace: Workspace
     state: Callable[[], dict[str, Any]]  # a read-only (copied) view of the whole state
     dry_run: bool = False
-    plan_dir: str = "."  # folder holding the .gxp (exec resolves relative programs from it)
+    plan_dir: str = "."  # folder holding the .gxp (the playbook's for gxo run): ._gxo.plan_dir
     loop_index: int | None = None
     #: register a cleanup coroutine run when the whole run ends (servers that outlive perform)
     on_run_end: Callable[[Callable[[], Any]], None] = lambda fn: None

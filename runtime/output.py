@@ -43,7 +43,8 @@ class PlainSink:
         t = event["type"]
         if t == "WorkloadEnd":
             status = event["final_status"]
-            label = "ignored" if event.get("ignored") else _LABEL.get(status, status.lower())
+            label = "cancelled" if event.get("cancelled") else "ignored" if event.get("ignored") \
+                else _LABEL.get(status, status.lower())
             line = f"{label:<8} {event['workload']} ({event['duration_ms'] / 1000:.2f}s)"
             if event.get("error"):
                 line += f": {event['error']}"
@@ -74,7 +75,8 @@ class PlainSink:
 
 
 class LiveView:
-    """On a terminal: a table of workloads and their states, refreshed as events arrive."""
+    """On a terminal: a table of workloads and their states, refreshed as events arrive and
+    eight times a second (the elapsed time of running workloads ticks)."""
 
     def __init__(self, names: list[str], stream: IO[str]) -> None:
         from rich.console import Console
@@ -86,7 +88,8 @@ class LiveView:
         self.links: dict[str, tuple[float, int, float, int]] = {}  # link -> (time, records out, rate, dropped)
         self.held: dict[str, int] = {}  # workload -> operator state entries (join tables, windows)
         self.console = Console(file=stream)
-        self.live = Live(self._table(), console=self.console, refresh_per_second=8, transient=False)
+        # the table is rebuilt at each refresh (8 a second), so running workloads' timers tick
+        self.live = Live(console=self.console, refresh_per_second=8, transient=False, get_renderable=self._table)
 
     def __enter__(self) -> "LiveView":
         self.live.__enter__()
@@ -120,9 +123,7 @@ class LiveView:
                 self.links[key] = (now, link["records_out"], rate, link["records_dropped"])
             if t == "StreamProgress":
                 self.held = dict(event.get("operator_state") or {})
-        else:
-            return
-        self.live.update(self._table())
+        # the live display picks the change up at its next refresh (within 1/8 s)
 
     def _table(self) -> Any:
         from rich.table import Table
@@ -134,14 +135,15 @@ class LiveView:
         table.add_column("time", justify="right")
         table.add_column("")
         now = time.time()
-        for name, st in self.status.items():
+        # copies: the refresh thread renders while events arrive on the run's thread
+        for name, st in list(self.status.items()):
             running = st == "Running"
             secs = f"{now - self.started[name]:.1f}s" if name in self.started and running else ""
             note = self.notes.get(name, "")
             if running and not note and self.held.get(name):
                 note = f"holding {self.held[name]:,} state entries"
             table.add_row(name, f"[{style.get(st, '')}]{st}[/]", secs, note)
-        for key, (_, out, rate, dropped) in self.links.items():
+        for key, (_, out, rate, dropped) in list(self.links.items()):
             extra = f", {dropped:,} dropped" if dropped else ""
             table.add_row(f"[dim]{key}[/]", f"{out:,} records", f"{rate:,.0f}/s" if rate else "", extra)
         return table
@@ -149,12 +151,15 @@ class LiveView:
 
 def recap(report: Report, redact: Any) -> str:
     """The final summary: problems first, then counts and the duration."""
-    counts = {"ok": 0, "changed": 0, "failed": 0, "ignored": 0, "skipped": 0, "not run": 0}
+    counts = {"ok": 0, "changed": 0, "failed": 0, "ignored": 0, "cancelled": 0, "skipped": 0, "not run": 0}
     lines: list[str] = []
     for res in report.results.values():
         if res.status == COMPLETED:
             counts["ok"] += 1
             counts["changed"] += res.changed
+        elif res.status == FAILED and res.cancelled:  # stopped by the run, not failed itself
+            counts["cancelled"] += 1
+            lines.append(f"  cancelled: {res.name}: {(res.reason or '').removeprefix('cancelled: ')}")
         elif res.status == FAILED:
             counts["ignored" if res.ignored else "failed"] += 1
             lines.append(f"  {'ignored' if res.ignored else 'failed'}: {res.name}: {res.reason}")
@@ -218,3 +223,127 @@ def is_tty(stream: IO[str]) -> bool:
 
 def stderr() -> IO[str]:
     return sys.stderr
+
+
+# --------------------------------------------------------------------------- -v and -vv
+
+#: What ``-v`` shows of one value: at most this many lines, and characters on the whole; the
+#: rest is counted ("… (12 more lines)").
+DETAIL_LINES = 20
+DETAIL_CHARS = 2000
+#: Details sit under the workload's name in its status line ("ok       build (0.12s)").
+DETAIL_INDENT = " " * 9
+_CONTROL = str.maketrans({c: "\ufffd" for c in [*range(0, 9), *range(11, 32), 127]})
+
+
+class Details:
+    """What ``gxo run|exec -v`` shows under each workload's status line: the summary of each
+    module execution (``exec``: its stdout and stderr), and with ``-vv`` the rendered params
+    first.  It reads the events, which the event bus has already redacted; long values are
+    cut with a count of what was left out."""
+
+    def __init__(self, level: int, modules: dict[str, str]) -> None:
+        self.level = level
+        self.modules = modules  # workload -> module name
+        self.runs: dict[str, dict[int | None, dict[str, Any]]] = {}
+
+    def see(self, event: dict[str, Any]) -> bool:
+        """Record a module execution's params or summary; False for any other event."""
+        t = event["type"]
+        if t == "ModuleExecutionStart":
+            if "params" in event:
+                self.runs.setdefault(event["workload"], {}).setdefault(event.get("loop_iteration"), {})[
+                    "params"] = event["params"]
+        elif t == "ModuleExecutionEnd":
+            self.runs.setdefault(event["workload"], {}).setdefault(event.get("loop_iteration"), {})[
+                "summary"] = event.get("summary")
+        else:
+            return False
+        return True
+
+    def lines(self, workload: str) -> list[str]:
+        """The detail lines of ``workload`` (indented), forgotten once given."""
+        runs = self.runs.pop(workload, {})
+        out: list[str] = []
+        for index in sorted(runs, key=lambda i: -1 if i is None else i):
+            run = runs[index]
+            tag = "" if index is None else f"[{index}] "
+            if "params" in run:
+                out += _field(tag + "params", run["params"])
+            if "summary" in run:
+                out += self._summary(tag, workload, run["summary"])
+        return [DETAIL_INDENT + ln for ln in out]
+
+    def _summary(self, tag: str, workload: str, summary: Any) -> list[str]:
+        if self.modules.get(workload) == "exec" and isinstance(summary, dict):
+            out: list[str] = []
+            for key in ("stdout", "stderr"):
+                if summary.get(key):
+                    out += _field(tag + key, summary[key])
+            return out or [f"{tag}(no output)"]
+        if isinstance(summary, dict) and summary:
+            return [ln for k, v in summary.items() for ln in _field(f"{tag}{k}", v)]
+        return _field(tag + "summary", summary)
+
+
+def _field(key: str, value: Any) -> list[str]:
+    """``key: value``; a value of several lines continues under its first line."""
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str,
+                                                           separators=(",", ":"))
+    body = cut(text).split("\n")
+    pad = " " * (len(key) + 2)
+    return [f"{key}: {body[0]}", *(pad + ln for ln in body[1:])]
+
+
+def cut(text: str, max_lines: int = DETAIL_LINES, max_chars: int = DETAIL_CHARS) -> str:
+    """``text`` without control characters, cut to ``max_lines`` lines and ``max_chars``
+    characters, saying how much was cut."""
+    text = text.replace("\r\n", "\n").translate(_CONTROL)
+    lines = text.split("\n")
+    more_lines = max(0, len(lines) - max_lines)
+    shown = "\n".join(lines[:max_lines])
+    if len(shown) > max_chars:
+        shown = shown[:max_chars] + f"… ({len(shown) - max_chars:,} more characters)"
+    if more_lines:
+        shown += f"\n… ({more_lines:,} more lines)"
+    return shown
+
+
+class VerbosePlainSink(PlainSink):
+    """``-v`` on plain output: each workload's details right under its status line."""
+
+    def __init__(self, stream: IO[str], details: Details) -> None:
+        super().__init__(stream)
+        self.details = details
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.details.see(event):
+            return
+        super().__call__(event)
+        if event["type"] == "WorkloadEnd":
+            lines = self.details.lines(event["workload"])
+            if lines:
+                self.stream.write("\n".join(lines) + "\n")
+                self.stream.flush()
+
+
+class VerboseLiveView(LiveView):
+    """``-v`` on a terminal: the live table, then each workload's details once it is done."""
+
+    def __init__(self, names: list[str], stream: IO[str], details: Details) -> None:
+        super().__init__(names, stream)
+        self.details = details
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if not self.details.see(event):
+            super().__call__(event)
+
+    def __exit__(self, *exc: Any) -> None:
+        super().__exit__(*exc)
+        from rich.text import Text
+
+        for name in self.status:
+            lines = self.details.lines(name)
+            if lines:
+                self.console.print(Text(name, style="bold"))
+                self.console.print(Text("\n".join(lines)), soft_wrap=True)

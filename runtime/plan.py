@@ -33,7 +33,7 @@ from msgspec import Struct, field
 FORMAT = "gxo-plan"
 FORMAT_VERSION = 2
 #: the edge kinds a workload waits for (a stream consumer starts with its producer)
-ORDER_KINDS = frozenset(("needs", "state"))
+ORDER_KINDS = frozenset(("needs", "on_failure", "state"))
 
 
 class PlanFormatError(ValueError):
@@ -67,7 +67,7 @@ class Expression(IR, kw_only=True):
     native: bool  # the string is exactly one action: the value keeps its type
     as_text: bool  # the param's schema says string: convert the value to its text form
     per_record: bool  # evaluated once per stream record (record fields at the top)
-    secret: bool  # reads a secret (its value is tainted)
+    secret: bool  # tainted: its value depends on a secret (directly, through vars, registers, functions)
     span: SourceSpan
     text: str = ""  # the expression's source text, for messages, `gxoc show` and `gxoc diff`
 
@@ -108,6 +108,7 @@ class Workload(IR, kw_only=True, dict=True):
     lifecycle: Lifecycle
     params: Any  # IR: JSON with {"$expr": id} for templates, {"$lit": v} escaping a literal "$expr" map
     when: str | None = None  # expression id
+    when_per_item: bool = False  # the when reads the loop variable: evaluated once per item
     disabled: bool = False  # a literal `when: false`: the workload always ends Skipped
     loop: Any = None  # IR (literal list, or {"$expr": id}); None = no loop
     loop_var: str = "item"
@@ -116,6 +117,8 @@ class Workload(IR, kw_only=True, dict=True):
     timeout: float | None = None  # seconds; None = none
     register: str | None = None
     ignore_errors: bool = False
+    on_failure: tuple[str, ...] = ()  # run_once workloads that run only when this one fails for good
+    failure_watch: tuple[str, ...] = ()  # deps whose failure this one waits for (its when reads it), sorted
     state_access: str = "deep_copy"  # deep_copy | unsafe_direct_reference
     skip_on_no_input: bool = False
     stream_inputs: tuple[str, ...] = ()
@@ -124,6 +127,7 @@ class Workload(IR, kw_only=True, dict=True):
     inline: bool = False  # pure, non-blocking module: run inside the scheduler step
     secret_params: tuple[str, ...] = ()  # param paths whose value carries a secret (taint map)
     security_context: Any = None  # JSON, as written
+    allowed_paths: tuple[str, ...] = ()  # policy.allowed_paths: absolute dirs its path params may reach
     span: SourceSpan
 
     # Derived, never in the JSON: the plan that holds the workload sets them on the instance.
@@ -134,7 +138,7 @@ class Workload(IR, kw_only=True, dict=True):
 class Edge(IR, kw_only=True):
     source: str
     target: str
-    kinds: tuple[str, ...]  # sorted subset of ("needs", "state", "stream")
+    kinds: tuple[str, ...]  # sorted subset of ("needs", "on_failure", "state", "stream")
 
 
 class Channel(IR, kw_only=True):
@@ -171,6 +175,7 @@ class Plan(IR, kw_only=True, dict=True):
     expressions: tuple[Expression, ...]
     modules: tuple[ModuleRef, ...]
     max_concurrency: int | None = None  # workload_policy.max_concurrency; None = engine default
+    allowed_paths: tuple[str, ...] = ()  # workload_policy.allowed_paths (every workload's)
     plan_code_sha256: str
 
     def __post_init__(self) -> None:

@@ -5,8 +5,8 @@ Order (docs/plan-format.md): the file must be a zip with exactly the known membe
 sizes; ``SIGNATURE`` is checked against the trusted keys over the members' bytes (fail-closed:
 a trusted key makes an unsigned plan a refusal); ``manifest.json`` decodes (msgspec, straight
 into the IR) as a plan of this format version and is byte for byte its canonical text (one
-re-encode of the decoded plan); ``plan_code.py`` must match the manifest's digest; ``plan/index.json`` pins the
-bytecode and every ``native/<tag>/index.json`` pins its shards.  Only then is the bytecode
+re-encode of the decoded plan); ``plan_code.py`` must match the manifest's digest;
+``plan/index.json`` pins the bytecode and every ``native/<tag>/index.json`` pins its shards.  Only then is the bytecode
 unmarshalled or a native shard loaded.  A failure raises ``PlanRefused``, one line naming the
 member (``gxo`` exits 3).  No pickle, no ``eval``; ``cryptography`` is imported only when a
 signature is checked.  This module never imports the compiler or its dependencies.
@@ -21,6 +21,7 @@ import importlib.util
 import marshal
 import os
 import re
+import stat
 import sys
 import types
 import zipfile
@@ -43,6 +44,7 @@ NATIVE_MEMBER = re.compile(r"^native/([A-Za-z0-9_.+-]+)/(index\.json|shard_[0-9]
 PYC_FILENAME = "plan/plan_code.py"  # the file name compiled into the bytecode
 BYTECODE_FORMAT = "gxo-bytecode"
 NATIVE_FORMAT = "gxo-native"
+NATIVE_FUNCTION = re.compile(r"f_[0-9a-f]{16}")  # a shard's functions: named by their body's digest
 SIGNATURE_FORMAT = "gxo-signature"
 INDEX_FORMAT_VERSION = 1
 SIGNATURE_DOMAIN = b"gxo-plan-signature/2\n"
@@ -76,7 +78,7 @@ class VerifiedPlan:
 class LoadedPlan:
     plan: Plan
     functions: dict[str, Callable[..., Any]]
-    plan_dir: str  # the folder that holds the .gxp (exec.command may be relative to it)
+    plan_dir: str  # the folder that holds the .gxp (._gxo.plan_dir)
     native: bool  # the functions come from native shards
     warnings: list[str] = field(default_factory=list)
     signed: bool = False
@@ -139,7 +141,9 @@ def _strict_json(raw: bytes, member: str, path: str) -> Any:
 def read_members(path: str) -> dict[str, bytes]:
     """Every member of the zip, CRC-checked, after checking names and sizes."""
     try:
-        with open(path, "rb") as fh:
+        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as fh:  # a FIFO would block
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise PlanRefused(f"{path}: not a regular file")
             head = fh.read(4)
     except OSError as exc:
         raise PlanRefused(f"{path}: cannot read: {exc.strerror or exc}") from None
@@ -186,7 +190,7 @@ def _known_member(name: str) -> bool:
 # Verification (no plan code runs here)
 
 
-def _load_trusted_key(key: Any) -> Any:
+def _load_trusted_key(key: Any, label: str = "trusted key") -> Any:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -200,7 +204,7 @@ def _load_trusted_key(key: Any) -> Any:
             raise PlanRefused(f"trusted key {os.fspath(key)}: cannot read: {exc.strerror or exc}") from None
         label = os.fspath(key)
     else:
-        data, label = bytes(key), "trusted key"
+        data = bytes(key)
     try:
         if len(data) == 32:
             return Ed25519PublicKey.from_public_bytes(data)
@@ -210,6 +214,43 @@ def _load_trusted_key(key: Any) -> Any:
     if not isinstance(loaded, Ed25519PublicKey):
         raise PlanRefused(f"{label}: not an Ed25519 public key")
     return loaded
+
+
+TRUSTED_KEYS_ENV = "GXO_TRUSTED_KEYS"
+_PEM_BLOCK = re.compile(rb"-----BEGIN PUBLIC KEY-----\r?\n.*?-----END PUBLIC KEY-----", re.S)
+
+
+def trusted_keys_from_env(environ: Any = None) -> list[Any]:
+    """The Ed25519 public keys of the file named by ``$GXO_TRUSTED_KEYS`` (none when unset).
+
+    The file holds one or more PEM public keys as ``gxoc keygen`` writes them (``cat a.pub
+    b.pub > trusted``); ``#`` comment lines and blank lines are allowed.  Fail-closed: a file
+    that cannot be read, holds no key or anything that is not an Ed25519 key is a refusal."""
+    env = os.environ if environ is None else environ
+    name = env.get(TRUSTED_KEYS_ENV, "")
+    if not name:
+        return []
+    where = f"{TRUSTED_KEYS_ENV}={name}"
+    try:
+        with open(name, "rb") as fh:
+            data = fh.read(1024 * 1024 + 1)
+    except OSError as exc:
+        raise PlanRefused(f"{where}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > 1024 * 1024:
+        raise PlanRefused(f"{where}: too large for a key file")
+    blocks = list(_PEM_BLOCK.finditer(data))
+    rest = _PEM_BLOCK.sub(b"", data)
+    for line in rest.splitlines():
+        if line.strip() and not line.lstrip().startswith(b"#"):
+            raise PlanRefused(f"{where}: unexpected text {line.strip()[:40]!r}: expected PEM public keys "
+                              "(-----BEGIN PUBLIC KEY-----) as gxoc keygen writes them")
+    if not blocks:
+        raise PlanRefused(f"{where}: holds no public key (-----BEGIN PUBLIC KEY-----)")
+    keys = []
+    for i, m in enumerate(blocks, 1):
+        line = data.count(b"\n", 0, m.start()) + 1
+        keys.append(_load_trusted_key(m.group(0), f"{where}, key {i} (line {line})"))
+    return keys
 
 
 def _check_signature(path: str, members: dict[str, bytes], manifest: bytes,
@@ -270,7 +311,6 @@ def _check_native(path: str, members: dict[str, bytes], plan: Plan) -> dict[str,
         m = NATIVE_MEMBER.match(name)
         if m:
             tags.setdefault(m.group(1), set()).add(m.group(2))
-    expr_ids = [e.id for e in plan.expressions]
     out: dict[str, dict[str, Any]] = {}
     for tag, files in sorted(tags.items()):
         index_name = f"native/{tag}/index.json"
@@ -295,8 +335,8 @@ def _check_native(path: str, members: dict[str, bytes], plan: Plan) -> dict[str,
             if (not isinstance(sh, dict) or set(sh) != {"file", "module", "sha256", "functions"}
                     or sh["file"] != f"shard_{i:03d}.so" or not isinstance(sh["module"], str)
                     or not re.fullmatch(r"gxo_shard_[0-9a-f]{20}", sh["module"])
-                    or not isinstance(sh["functions"], list)
-                    or not all(isinstance(f, str) for f in sh["functions"])):
+                    or not isinstance(sh["functions"], list) or not sh["functions"]
+                    or not all(isinstance(f, str) and NATIVE_FUNCTION.fullmatch(f) for f in sh["functions"])):
                 raise PlanRefused(f"{path}: member '{index_name}' is malformed (shard {i})")
             member = f"native/{tag}/{sh['file']}"
             if member not in members:
@@ -308,8 +348,8 @@ def _check_native(path: str, members: dict[str, bytes], plan: Plan) -> dict[str,
         extra = files - listed - {"index.json"}
         if extra:
             raise PlanRefused(f"{path}: unknown member 'native/{tag}/{min(extra)}'")
-        if seen_ids != expr_ids:
-            raise PlanRefused(f"{path}: member '{index_name}' does not list this plan's expressions")
+        if len(set(seen_ids)) != len(seen_ids):
+            raise PlanRefused(f"{path}: member '{index_name}' lists a function twice")
         out[tag] = idx
     return out
 
@@ -388,11 +428,18 @@ def _register_source(v: VerifiedPlan) -> None:
     linecache.cache[PYC_FILENAME] = (len(text), None, text.splitlines(True), PYC_FILENAME)
 
 
-def _load_native(v: VerifiedPlan, tag: str) -> dict[str, Callable[..., Any]]:
+def _load_native(v: VerifiedPlan, tag: str, warnings: list[str]) -> dict[str, Callable[..., Any]]:
+    """The bytecode's functions, each replaced by its native form where a shard holds it (the
+    shards hold the functions evaluated per record or loop item, by name: ``f_<digest>``)."""
     import shutil
     import tempfile
 
     idx = v.native_indexes[tag]
+    pure = _load_bytecode(v, warnings)
+    names = {getattr(fn, "__name__", None) for fn in pure.values()}
+    stray = sorted({f for sh in idx["shards"] for f in sh["functions"]} - names)
+    if stray:  # checked before any shard is loaded
+        raise PlanRefused(f"{v.path}: member 'native/{tag}/index.json' lists function {stray[0]}, which is not in {PLAN_CODE}")
     functions: dict[str, Callable[..., Any]] = {}
     tmp: str | None = None
     try:
@@ -421,7 +468,7 @@ def _load_native(v: VerifiedPlan, tag: str) -> dict[str, Callable[..., Any]]:
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-    return functions
+    return {eid: functions.get(fn.__name__, fn) for eid, fn in pure.items()}
 
 
 def load_plan(path: str, *, trusted_keys: Iterable[Any] = (), require_native: bool = False,
@@ -446,7 +493,7 @@ def load_plan(path: str, *, trusted_keys: Iterable[Any] = (), require_native: bo
             warnings.append(
                 f"native code built for {', '.join(sorted(v.native_indexes))}, not {tag}: running the bytecode instead"
             )
-    functions = _load_native(v, tag) if use_native else _load_bytecode(v, warnings)
+    functions = _load_native(v, tag, warnings) if use_native else _load_bytecode(v, warnings)
     return LoadedPlan(
         plan=v.plan, functions=functions, plan_dir=os.path.dirname(os.path.abspath(path)), native=use_native,
         warnings=warnings, signed=v.signed, signature_checked=v.signature_checked,

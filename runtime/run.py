@@ -29,6 +29,7 @@ class Outputs:
     stream: IO[str] = field(default_factory=lambda: sys.stdout)
     live: bool | None = None  # None: a live view when the stream is a terminal
     recap: bool = True
+    verbose: int = 0  # -v: each workload's summary under its line; -vv: its params too
 
 
 def make_secrets() -> tuple[Any, Any]:
@@ -50,7 +51,7 @@ def execute(
     timeout: float | None = None,
 ) -> tuple[int, Report | None]:
     """Run ``plan`` to the end; returns the exit code and the report."""
-    from gxo.runtime.output import JsonSink, LiveView, PlainSink, is_tty, recap
+    from gxo.runtime.output import JsonSink, LiveView, PlainSink, VerboseLiveView, VerbosePlainSink, is_tty, recap
     from gxo.runtime.state import StateStore
     from gxo.runtime.workspace import Workspace
 
@@ -61,13 +62,15 @@ def execute(
 
     events = Events(plan.name, redact)
     live_view = None
+    details = _details(plan, outputs)
     if outputs.json:
         events.add(JsonSink(outputs.stream))
     elif outputs.live or (outputs.live is None and is_tty(outputs.stream)):
-        live_view = LiveView([w.name for w in plan.workloads], outputs.stream)
+        live_view = LiveView([w.name for w in plan.workloads], outputs.stream) if details is None else \
+            VerboseLiveView([w.name for w in plan.workloads], outputs.stream, details)
         events.add(live_view)
     else:
-        events.add(PlainSink(outputs.stream))
+        events.add(PlainSink(outputs.stream) if details is None else VerbosePlainSink(outputs.stream, details))
     Workspace.sweep_stale()
     workspace = Workspace.create()
     report: Report | None = None
@@ -81,11 +84,23 @@ def execute(
         else:
             code, report = _drive(kernel, timeout)
     finally:
+        from gxo.runtime.proctrack import sweep
+
+        sweep()  # what the workloads left running (adopted by the gxo command) ends with the run
         workspace.remove()
     if report is not None and outputs.recap and not outputs.json:
         outputs.stream.write(recap(report, tracker.redact))
         outputs.stream.flush()
     return code, report
+
+
+def _details(plan: Plan, outputs: Outputs) -> Any:
+    """The ``-v`` collector, or None (no ``-v``, or ``--json``: the events hold it all)."""
+    if outputs.verbose <= 0 or outputs.json:
+        return None
+    from gxo.runtime.output import Details
+
+    return Details(outputs.verbose, {w.name: w.module for w in plan.workloads})
 
 
 def _drive(kernel: Kernel, timeout: float | None) -> tuple[int, Report]:

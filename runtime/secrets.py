@@ -7,10 +7,13 @@ one file per secret (``/run/secrets/<name>``, Docker and Kubernetes style); ``Ch
 asks several in order.
 
 A ``Tracker`` remembers every resolved value of a run (*taint*) and redacts them from what GXO
-writes: ``redact(text)`` replaces each value, and its encoded forms, by ``[REDACTED_SECRET]``;
-``redact_value(obj)`` does the same through dicts and lists without mutating them.  Keyword
-redaction of error and log lines (checklist §2.14) is the separate ``redact_keywords``: it is
-meant for errors and log lines, never for summaries, where it would mangle the user's data.
+writes: ``redact(text)`` replaces each value, and its encoded forms, by ``[REDACTED]``;
+``redact_value(obj)`` does the same through dicts and lists without mutating them.
+``add_derived(value)`` tracks what an expression computed from a secret: every string of
+``MIN_DERIVED`` characters or more inside it (numbers and shorter strings are not tracked).
+Keyword redaction of error and log lines (checklist §2.14) is the separate ``redact_keywords``:
+it is meant for errors and log lines, never for summaries, where it would mangle the user's
+data.  One marker everywhere: ``[REDACTED]``.
 """
 
 from __future__ import annotations
@@ -26,8 +29,12 @@ from urllib.parse import quote, quote_plus
 
 from gxo.runtime.module import GxoError
 
-REDACTED_SECRET = "[REDACTED_SECRET]"
 REDACTED = "[REDACTED]"
+#: The marker of tracked values; the same as the keyword marker (one marker everywhere).
+REDACTED_SECRET = REDACTED
+#: Text computed from a secret is tracked from this length on: shorter strings ("a", "yes")
+#: would redact innocent text everywhere.
+MIN_DERIVED = 4
 #: The CLI's default keyword list (checklist §2.14).
 DEFAULT_KEYWORDS = ("password", "token", "secret", "apikey", "privatekey", "authorization",
                     "bearer")
@@ -178,12 +185,11 @@ def encoded_forms(value: str) -> set[str]:
 
 # --------------------------------------------------------------------------- tracker
 
-_MARKERS = "(" + re.escape(REDACTED_SECRET) + "|" + re.escape(REDACTED) + ")|"
+_MARKERS = "(" + re.escape(REDACTED) + ")|"
 
 
 def _keep_markers(m: re.Match[str]) -> str:
-    return m.group(1) or REDACTED_SECRET
-
+    return m.group(1) or REDACTED
 
 
 class Tracker:
@@ -211,6 +217,22 @@ class Tracker:
             forms |= encoded_forms(value)
             self._forms = tuple(sorted(forms, key=lambda f: (-len(f), f)))
             self._values = values
+
+    def add_derived(self, value: Any) -> None:
+        """Taint what an expression computed from a secret: every string of ``MIN_DERIVED``
+        characters or more in ``value`` (through lists and map values); numbers, booleans,
+        shorter strings and strings already holding the marker stay as they are."""
+        if isinstance(value, str):
+            # a string holding the marker was redacted already (read from a register): the
+            # secret in it is hidden, the text around it is the module's
+            if len(value) >= MIN_DERIVED and value not in self._values and REDACTED not in value:
+                self.add(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                self.add_derived(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                self.add_derived(v)
 
     def __len__(self) -> int:
         return len(self._values)
@@ -277,16 +299,31 @@ class Tracker:
 
 def _keyword_pattern(keywords: Iterable[str]) -> re.Pattern[str]:
     alts = "|".join(re.escape(k) for k in sorted(keywords, key=len, reverse=True))
-    # "(?<!REDACTED_)": the marker "[REDACTED_SECRET]" holds the keyword "secret" itself.
-    return re.compile(rf"(?<!REDACTED_)({alts})([:= \t\"']*+)([^\r\n]+)", re.IGNORECASE)
+    # First alternative: a URL query parameter whose name holds a keyword (`?token=`,
+    # `&access_token=`): its value alone, up to the next `&`, `#`, space or quote.
+    # Second: anywhere else, what follows the keyword (and the rest of its name, `TOKEN_VALUE=`)
+    # and a separator, up to the end of the line; a keyword inside a word that no separator
+    # follows (a path `/srv/secrets/app`) is not a key.
+    return re.compile(
+        rf"([?&;][A-Za-z0-9_.~%-]*?(?:{alts})[A-Za-z0-9_.~%-]*=)([^&#;\s\"'<>]+)"
+        rf"|({alts})([A-Za-z0-9_-]*[:= \t\"']++)([^\r\n]+)",
+        re.IGNORECASE)
 
 
 _DEFAULT_PATTERN = _keyword_pattern(DEFAULT_KEYWORDS)
 
 
+def _keyword_sub(m: re.Match[str]) -> str:
+    if m.group(1) is not None:
+        return m.group(1) + REDACTED
+    return m.group(3) + m.group(4) + REDACTED
+
+
 def redact_keywords(text: str, keywords: Iterable[str] | None = None) -> str:
     """On each line holding a keyword (any case), what follows it and any ``:``/``=``/space/quote
-    characters after it becomes ``[REDACTED]``: ``password=hunter2`` → ``password=[REDACTED]``."""
+    characters after it becomes ``[REDACTED]``: ``password=hunter2`` → ``password=[REDACTED]``.
+    In a URL's query the value of a parameter named after a keyword is replaced alone:
+    ``GET /v1?token=abc&page=2: 401`` → ``GET /v1?token=[REDACTED]&page=2: 401``."""
     if not isinstance(text, str):
         return text
     if keywords is None:
@@ -300,4 +337,4 @@ def redact_keywords(text: str, keywords: Iterable[str] | None = None) -> str:
     lower = text.lower()
     if not any(k.lower() in lower for k in kws):
         return text
-    return pattern.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
+    return pattern.sub(_keyword_sub, text)

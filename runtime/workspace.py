@@ -12,9 +12,10 @@ file is created under a hidden temporary name, locked, then renamed into place, 
 never sees a fresh lock file that is not yet held.
 
 ``resolve`` contains a user's path: relative paths are joined to the workspace, absolute paths
-are accepted only inside it, and ``..`` and symlinks are resolved component by component
-(also for paths that do not exist yet, whose existing prefix is resolved), so no spelling and
-no symlink leads outside.  The check is made when the param is resolved; a process that swaps
+are accepted only inside it or inside an *allowed root* (``workload_policy.allowed_paths``,
+``policy.allowed_paths``, ``gxo run|exec --allow-path``; see ``Workspace.allowing``), and ``..``
+and symlinks are resolved component by component (also for paths that do not exist yet, whose
+existing prefix is resolved), so no spelling and no symlink leads outside.  The check is made when the param is resolved; a process that swaps
 a directory for a symlink afterwards (inside the workspace, which only this user can write) is
 outside the threat model.
 """
@@ -157,10 +158,27 @@ def _try_lock(path: str) -> int | None:
     return fd
 
 
-def resolve_inside(base: str, user_path: str) -> str:
-    """The real path of ``user_path`` (relative to ``base``), refused outside ``base``.
+def _under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
 
-    ``base`` must already be a real path.  Symlinks are followed component by component as the
+
+def real_roots(dirs: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The real paths of allowed roots (absolute directories; symlinks followed), in order."""
+    out: list[str] = []
+    for d in dirs:
+        if not isinstance(d, str) or not d.startswith("/"):
+            raise ValidationError(f"allowed path {d!r} must be an absolute directory")
+        real = os.path.realpath(d)
+        if real not in out:
+            out.append(real)
+    return tuple(out)
+
+
+def resolve_inside(base: str, user_path: str, allowed: tuple[str, ...] = ()) -> str:
+    """The real path of ``user_path`` (relative to ``base``), refused unless it lies inside
+    ``base`` or one of the ``allowed`` roots.
+
+    ``base`` and the ``allowed`` roots must already be real paths.  Symlinks are followed component by component as the
     kernel would; components that do not exist are taken as they are, so a path to be created
     is contained too.
     """
@@ -201,12 +219,18 @@ def resolve_inside(base: str, user_path: str) -> str:
             pending.extend(parts)
             continue
         resolved = candidate
-    if resolved != base and not resolved.startswith(base + "/"):
+    if _under(resolved, base) or any(_under(resolved, root) for root in allowed):
+        return resolved
+    if allowed:
         raise SecurityError(
-            f"path {user_path!r} is outside the workspace (it resolves to {resolved}, and "
-            f"paths must stay inside {base})"
+            f"path {user_path!r} is outside the workspace and the allowed paths (it resolves to "
+            f"{resolved}; allowed: {', '.join(allowed)})"
         )
-    return resolved
+    raise SecurityError(
+        f"path {user_path!r} is outside the workspace (it resolves to {resolved}, and paths must "
+        f"stay inside {base}; list a directory in workload_policy.allowed_paths or pass "
+        f"--allow-path to write outside it)"
+    )
 
 
 class Workspace:
@@ -288,11 +312,39 @@ class Workspace:
             raise SecurityError(f"workspace {self.path} has been removed")
         return resolve_inside(self.path, user_path)
 
+    def allowing(self, dirs: tuple[str, ...]) -> Workspace | AllowedView:
+        """This workspace, with absolute paths also allowed under ``dirs`` (their real paths)."""
+        if not dirs:
+            return self
+        return AllowedView(self, real_roots(dirs))
+
     # -- stale workspaces ------------------------------------------------------------------------
 
     @staticmethod
     def sweep_stale(root: str | None = None) -> list[str]:
         return sweep_stale(root)
+
+
+class AllowedView:
+    """A workspace as one workload sees it: its own directory plus the allowed roots."""
+
+    __slots__ = ("_ws", "roots")
+
+    def __init__(self, ws: Workspace, roots: tuple[str, ...]) -> None:
+        self._ws = ws
+        self.roots = roots
+
+    @property
+    def path(self) -> str:
+        return self._ws.path
+
+    def resolve(self, user_path: str) -> str:
+        if self._ws.removed:
+            raise SecurityError(f"workspace {self._ws.path} has been removed")
+        return resolve_inside(self._ws.path, user_path, self.roots)
+
+    def __repr__(self) -> str:
+        return f"AllowedView({self._ws.path!r}, {self.roots!r})"
 
 
 def _make_locked_tmp(base: str) -> tuple[int, str]:

@@ -117,16 +117,44 @@ def registry() -> dict[str, ModuleSpec]:
                 spec = replace(spec, implemented=True)
             specs[spec.name] = spec
             _NAMESPACE_OF[spec.name] = modname
+    specs.update(_plugins(specs))
+    return specs
+
+
+#: Problems of installed plugins (an entry point that does not load, a name declared twice),
+#: one line each: ``gxoc check`` shows them with an unknown module.
+PLUGIN_PROBLEMS: list[str] = []
+
+
+def _plugins(builtin: dict[str, ModuleSpec]) -> dict[str, ModuleSpec]:
+    """Modules of the ``gxo.modules`` entry points (docs/modules/plugins.md).
+
+    An entry point names a ``ModuleSpec`` or a list of them; the Python module that holds it
+    also holds the ``CODE`` mapping (name -> class with ``perform``), as a built-in namespace
+    does.  A declared module is runnable exactly when ``CODE`` has its class: the spec's own
+    ``implemented`` flag is not trusted, so ``gxoc`` reports a declaration without code as
+    ``not-implemented`` and never lets a plan name code that is not there."""
     from importlib.metadata import entry_points
 
+    out: dict[str, ModuleSpec] = {}
+    PLUGIN_PROBLEMS.clear()
     for ep in entry_points(group="gxo.modules"):
-        # a plugin's declarations come from a module that also holds its CODE mapping
+        where = f"plugin entry point '{ep.name} = {ep.value}'"
         try:
             loaded = ep.load()
-        except Exception:  # noqa: BLE001 - a broken plugin must not break the compiler
+            code = getattr(importlib.import_module(ep.module), "CODE", {})
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the compiler
+            PLUGIN_PROBLEMS.append(f"{where} does not load: {type(exc).__name__}: {exc}")
             continue
         for spec in loaded if isinstance(loaded, (list, tuple)) else (loaded,):
-            if isinstance(spec, ModuleSpec) and spec.name not in specs:
-                specs[spec.name] = spec
-                _NAMESPACE_OF[spec.name] = ep.module
-    return specs
+            if not isinstance(spec, ModuleSpec):
+                PLUGIN_PROBLEMS.append(f"{where} holds {type(spec).__name__}, not a ModuleSpec")
+                continue
+            if spec.name in builtin or spec.name in out:
+                PLUGIN_PROBLEMS.append(f"{where}: module '{spec.name}' is already declared; ignored")
+                continue
+            cls = code.get(spec.name) if isinstance(code, dict) else None
+            runnable = cls is not None and callable(getattr(cls, "perform", None))
+            out[spec.name] = replace(spec, implemented=runnable)
+            _NAMESPACE_OF[spec.name] = ep.module
+    return out

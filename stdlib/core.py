@@ -14,8 +14,10 @@ EXEC = ModuleSpec(
     params_schema=s.params(
         {
             "command": s.nonempty(
-                "Program to run: an absolute path, a name found on PATH, or a path relative to "
-                "the folder holding the .gxp. Not run through a shell."
+                "Program to run, found as a shell finds it: an absolute path, a bare name looked "
+                "up on PATH, or a path with a slash (./build/app) relative to the working "
+                "directory. A script beside the plan is {{ ._gxo.plan_dir }}/script.sh. Not run "
+                "through a shell."
             ),
             "args": s.string_list(
                 "Arguments, one argv entry each (a templated entry is passed as its text form).",
@@ -30,6 +32,14 @@ EXEC = ModuleSpec(
             ),
             "working_dir": s.string(
                 "Working directory, inside the workspace (default: the workspace itself)."
+            ),
+            "ok_exit_codes": s.array(
+                s.integer("An exit code.", minimum=0, maximum=255),
+                "Exit codes that count as success (`grep` exits 1 when nothing matches); any "
+                "other code fails the workload.",
+                default=[0],
+                minItems=1,
+                uniqueItems=True,
             ),
         },
         required=("command",),
@@ -88,8 +98,9 @@ def _exec_summary(stdout: str, stderr: str, exit_code: int) -> dict:
     return {"stdout": stdout, "stderr": stderr, "stdout_lines": lines, "exit_code": exit_code}
 
 
-def _find_program(command: str, env_path: str | None, plan_dir: str) -> str | None:
-    """``command`` as a program path: absolute, found on PATH, or relative to the plan's folder."""
+def _find_program(command: str, env_path: str | None, cwd: str) -> str | None:
+    """``command`` as a shell finds it: absolute, a bare name looked up on PATH, or a path with a
+    slash (``./build/app``) relative to the working directory ``cwd``."""
     import os
     import shutil
 
@@ -100,25 +111,31 @@ def _find_program(command: str, env_path: str | None, plan_dir: str) -> str | No
         return command if runnable(command) else None
     if "/" not in command:
         found = shutil.which(command, path=env_path)
-        if found:
-            return os.path.abspath(found)
-    candidate = os.path.abspath(os.path.join(plan_dir or ".", command))
+        return os.path.abspath(found) if found else None
+    candidate = os.path.join(cwd, command)
     return candidate if runnable(candidate) else None
 
 
 async def _kill_group(proc, grace: float) -> None:
-    """SIGTERM the child's whole process group, SIGKILL it after ``grace``, reap the child."""
+    """SIGTERM the child's whole process group and the processes that left it (descendants that
+    called setsid, orphans this gxo adopted: gxo.runtime.proctrack), SIGKILL them after
+    ``grace``, reap the child and close its pipes."""
     import asyncio
     import os
     import signal
 
+    from gxo.runtime import proctrack
+
     pgid = proc.pid  # start_new_session: the child leads its own group
+    # the child's descendants are found through their parent links while the child lives
+    escaped = proctrack.leftovers(pgid, adopted=proctrack.running_count() == 1)
 
     def signal_group(sig: int) -> None:
         try:
             os.killpg(pgid, sig)
         except (ProcessLookupError, PermissionError):
             pass
+        proctrack.signal_all(escaped, sig)
 
     signal_group(signal.SIGTERM)
     try:
@@ -132,6 +149,28 @@ async def _kill_group(proc, grace: float) -> None:
         await asyncio.shield(proc.wait())
     except asyncio.CancelledError:
         await proc.wait()
+    finally:
+        proctrack.reaped(proc.pid)
+        proctrack.reap(escaped)
+        transport = getattr(proc, "_transport", None)
+        if transport is not None:  # a pipe still held by a process we could not see
+            transport.close()
+
+
+async def _end_leftovers(proc) -> None:
+    """After the child exited on its own: stop what is left in its process group (cheap: one
+    signal when nothing is).  Orphans adopted by gxo are stopped when the run ends (finding
+    them costs a scan of /proc, too much for every exec)."""
+    import os
+
+    from gxo.runtime import proctrack
+
+    try:
+        os.killpg(proc.pid, 0)
+    except (ProcessLookupError, PermissionError):
+        proctrack.reaped(proc.pid)
+        return
+    await _kill_group(proc, 0)
 
 
 class Exec:
@@ -144,6 +183,7 @@ class Exec:
         import os
         import re
 
+        from gxo.runtime import proctrack
         from gxo.runtime.module import ModuleError, ValidationError
         from gxo.stdlib import _params as p
 
@@ -164,6 +204,13 @@ class Exec:
                 env[key] = value
         working_dir = p.opt_str(params, "working_dir")
         cwd = ctx.workspace.resolve(working_dir) if working_dir else ctx.workspace.path
+        ok_codes = params.get("ok_exit_codes")
+        if ok_codes is None:
+            ok_codes = [0]
+        elif not (isinstance(ok_codes, list) and ok_codes
+                  and all(isinstance(c, int) and not isinstance(c, bool) for c in ok_codes)):
+            raise ValidationError("parameter 'ok_exit_codes' must be a non-empty list of integers, got "
+                                  f"{p.kind(ok_codes)}")
 
         if ctx.dry_run:
             ctx.logger.info("dry run: would run a command", command=command, args=args)
@@ -172,9 +219,14 @@ class Exec:
 
         env_path = env.get("PATH") if env is not None and "PATH" in env else os.environ.get(
             "PATH", os.defpath)
-        program = _find_program(command, env_path, ctx.plan_dir)
+        program = _find_program(command, env_path, cwd)
         if program is None:
             message = f"command not found: {command}"
+            if "/" not in command:
+                message += " (looked up on PATH)"
+            elif not command.startswith("/"):
+                message += (f" (looked up in the working directory {cwd}; name a script beside the "
+                            f"plan as {{{{ ._gxo.plan_dir }}}}/{command.removeprefix('./')})")
             raise ModuleError(message, summary=_exec_summary("", message, -1))
         if not os.path.isdir(cwd):
             message = f"working directory {working_dir or cwd!r} does not exist"
@@ -200,6 +252,7 @@ class Exec:
                     started = await starting
                 except Exception:  # noqa: BLE001 - it did not start: nothing to stop
                     raise asyncio.CancelledError from None
+                proctrack.started(started.pid)
                 await _kill_group(started, 0)
                 raise
         except OSError as exc:
@@ -208,6 +261,7 @@ class Exec:
         except ValueError as exc:  # a NUL byte in an argument or the environment
             message = f"cannot start {command}: {exc} (an argument or variable holds a NUL character)"
             raise ModuleError(message, summary=_exec_summary("", message, -1)) from None
+        proctrack.started(proc.pid)
         ctx.logger.debug("started", command=command, pid=proc.pid)
 
         try:
@@ -218,6 +272,7 @@ class Exec:
         except BaseException:
             await _kill_group(proc, 0)
             raise
+        await _end_leftovers(proc)
         rc = proc.returncode
         assert rc is not None
         signame = ""
@@ -231,7 +286,7 @@ class Exec:
             rc = 128 - rc
         summary = _exec_summary(out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
                                 rc)
-        if rc != 0:
+        if rc not in ok_codes:
             detail = f"killed by {signame}" if signame else f"exited with code {rc}"
             last = summary["stderr"].strip().splitlines()[-1:] if summary["stderr"] else []
             # redact before cutting: a cut through an encoded secret would leak its first half

@@ -1,7 +1,9 @@
-"""``filesystem:*`` (L1): files inside the workspace.
+"""``filesystem:*`` (L1): files inside the workspace, and under the allowed paths.
 
-Every ``path`` is a workspace path: resolved inside the workspace at run time (symlinks
-included, an escape fails the workload) and checked for certain escapes at compile time.
+Every ``path`` is a workspace path: a relative one resolves inside the workspace at run time;
+an absolute one is allowed inside it or when its real path lies under
+``workload_policy.allowed_paths``, ``policy.allowed_paths`` or ``gxo --allow-path`` (symlinks
+followed; any other escape fails the workload); literal escapes warn at compile time.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from gxo.stdlib._spec import ModuleSpec
 
 
 def _path(what: str) -> dict:
-    return s.nonempty(f"{what}, relative to the workspace (an escaping path is refused).")
+    return s.nonempty(f"{what}, relative to the workspace, or absolute under allowed_paths (any other "
+                      "escaping path is refused).")
 
 
 READ = ModuleSpec(

@@ -30,6 +30,8 @@ _IMPL = (
     "from gxo.stdlib import registry\n"
     "r = registry()\n"
     "for k, v in list(r.items()): r[k] = dataclasses.replace(v, implemented=True)\n"
+    "import gxo.runtime.support as s\n"
+    "s.RUNNABLE_POLICIES = s.RUNNABLE_POLICIES | frozenset(s.POLICY_GAPS)\n"
     "from gxo.compiler.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
@@ -42,6 +44,9 @@ def implemented(monkeypatch: pytest.MonkeyPatch) -> None:
     reg = registry()
     for name, spec in list(reg.items()):
         monkeypatch.setitem(reg, name, dataclasses.replace(spec, implemented=True))
+    import gxo.compiler.resolve as resolve
+
+    monkeypatch.setattr(resolve, "RUNNABLE_POLICIES", resolve.RUNNABLE_POLICIES | frozenset(resolve.POLICY_GAPS))
 
 
 def copy_playbook(src: Path, folder: Path) -> Path:
@@ -241,25 +246,72 @@ def test_native_build_matches_pure(tmp_path: Path) -> None:
     pb = (GOLDEN / "plans" / "policies" / "playbook.yaml").read_bytes()
     built = build_plan(check_source(pb, "playbook.yaml"), source_bytes=pb)
     cache = tmp_path / "cache"
-    nr = build_native(built.items, header=built.header, plan_code_sha256=built.plan.plan_code_sha256,
-                      cache=str(cache), shard_size=3, jobs=2)
-    assert len(nr.shards) == 3 and nr.built == 3 and nr.cached == 0
-    again = build_native(built.items, header=built.header, plan_code_sha256=built.plan.plan_code_sha256,
-                         cache=str(cache), shard_size=3)
-    assert again.built == 0 and again.cached == 3 and again.index == nr.index
+    nr = build_native(built.items, plan_code_sha256=built.plan.plan_code_sha256,
+                      cache=str(cache), shard_size=3, jobs=2, everything=True)
+    assert len(nr.shards) >= 3 and nr.built == len(nr.shards) and nr.cached == 0
+    again = build_native(built.items, plan_code_sha256=built.plan.plan_code_sha256,
+                         cache=str(cache), shard_size=3, everything=True)
+    assert again.built == 0 and again.cached == len(nr.shards) and again.index == nr.index
     emit_gxp(str(tmp_path / "n.gxp"), built, native=NativeMembers(nr.tag, nr.index, nr.shards))
     emit_gxp(str(tmp_path / "p.gxp"), built)
     nat = load_plan(str(tmp_path / "n.gxp"), require_native=True)
     pure = load_plan(str(tmp_path / "n.gxp"), allow_native=False)
     assert nat.native and not pure.native
+    from gxo.runtime.kernel import ExprContext
+    from gxo.runtime.secrets import EnvProvider, Tracker
+
     scope = {"region": "eu", "greeting": "hi", "limits": {"tags": ["a"]}, "called": {"exit_code": 0}, "tag": "t"}
+    tracker = Tracker()
+    ctx = ExprContext(EnvProvider({"API_TOKEN": "tok-1234"}), tracker)  # e1 reads it; e6 is tainted
     for eid in sorted(nat.functions):
-        if eid == "e1":
-            continue  # reads a secret: needs a context with a secrets provider
-        assert nat.functions[eid](scope, None) == pure.functions[eid](scope, None), eid
-    assert type(nat.functions["e0"]).__name__ == "cython_function_or_method"
+        assert nat.functions[eid](scope, ctx) == pure.functions[eid](scope, ctx), eid
+    assert "tok-1234" in tracker
+    assert all(type(fn).__name__ != "function" for fn in nat.functions.values())
     with pytest.raises(PlanRefused, match="no native code"):
         load_plan(str(tmp_path / "p.gxp"), require_native=True)
+
+
+HOT_AND_COLD = b"""\
+name: hot
+schemaVersion: "1.0.0"
+vars:
+  users: [a, b]
+workloads:
+  - name: each
+    lifecycle: {policy: run_once}
+    when: "{{ len .users }} > 0"
+    loop: "{{ .users }}"
+    process:
+      module: control:identity
+      params:
+        out: "{{ .item | upper }}"
+  - name: once
+    lifecycle: {policy: run_once}
+    process:
+      module: control:identity
+      params:
+        out: "{{ .users | len }}"
+"""
+
+
+@native
+def test_native_holds_the_hot_functions_only(tmp_path: Path) -> None:
+    """Expressions evaluated per loop item (a looped workload's params) are native; the loop's
+    own expression and once-per-task params run their bytecode."""
+    from gxo.compiler.emit import NativeMembers, build_plan, emit_gxp
+    from gxo.compiler.native import build_native
+
+    pb = HOT_AND_COLD
+    built = build_plan(check_source(pb, "playbook.yaml"), source_bytes=pb)
+    nr = build_native(built.items, functions=built.functions, plan_code_sha256=built.plan.plan_code_sha256,
+                      cache=str(tmp_path / "cache"))
+    emit_gxp(str(tmp_path / "n.gxp"), built, native=NativeMembers(nr.tag, nr.index, nr.shards))
+    loaded = load_plan(str(tmp_path / "n.gxp"), require_native=True)
+    hot = {e.id for e in built.plan.expressions if e.workload == "each" and e.where.startswith("params.")}
+    assert len(hot) == 1 and len(built.plan.expressions) == 4 and nr.functions == 1
+    for e in built.plan.expressions:
+        compiled = type(loaded.functions[e.id]).__name__ != "function"
+        assert compiled == (e.id in hot), e.id
 
 
 @native
@@ -273,8 +325,8 @@ def test_native_for_another_interpreter_falls_back(tmp_path: Path) -> None:
 
     pb = HELLO.read_bytes()
     built = build_plan(check_source(pb, "playbook.yaml"), source_bytes=pb)
-    nr = build_native(built.items, header=built.header, plan_code_sha256=built.plan.plan_code_sha256,
-                      cache=str(tmp_path / "cache"))
+    nr = build_native(built.items, plan_code_sha256=built.plan.plan_code_sha256,
+                      cache=str(tmp_path / "cache"), everything=True)
     emit_gxp(str(tmp_path / "n.gxp"), built, native=NativeMembers(nr.tag, nr.index, nr.shards))
     members = read_members(tmp_path / "n.gxp")
     foreign = "cpython-399-sparc-linux-gnu"
@@ -298,15 +350,107 @@ def test_native_for_another_interpreter_falls_back(tmp_path: Path) -> None:
     bad[shard] = bad[shard][:-1] + bytes([bad[shard][-1] ^ 1])
     with pytest.raises(PlanRefused, match="shard_000.so"):
         load_plan(str(rewrite(path, tmp_path / "g.gxp", bad)))
-    assert open_plan(str(path)).native_indexes[foreign]["shards"][0]["functions"] == ["e0", "e1"]
+    assert open_plan(str(path)).native_indexes[foreign]["shards"][0]["functions"] == [fn.name for fn in built.functions]
+
+
+@native
+def test_native_index_naming_a_foreign_function_is_refused(tmp_path: Path) -> None:
+    """A shard whose functions are not the plan's (an index and shard from another plan, digests
+    fixed up) is refused when loading, never run."""
+    import json
+
+    from gxo.compiler.emit import NativeMembers, build_plan, emit_gxp
+    from gxo.compiler.native import build_native
+    from gxo.runtime import planfile as F
+    from test_plan_tamper import read_members, rewrite
+
+    other = (GOLDEN / "plans" / "parallel-loop" / "playbook.yaml").read_bytes()
+    built_o = build_plan(check_source(other, "playbook.yaml"), source_bytes=other)
+    nr_o = build_native(built_o.items, plan_code_sha256=built_o.plan.plan_code_sha256, cache=str(tmp_path / "c"))
+    pb = HELLO.read_bytes()
+    built = build_plan(check_source(pb, "playbook.yaml"), source_bytes=pb)
+    nr = build_native(built.items, plan_code_sha256=built.plan.plan_code_sha256, cache=str(tmp_path / "c"))
+    emit_gxp(str(tmp_path / "n.gxp"), built, native=NativeMembers(nr.tag, nr.index, nr.shards))
+    members = {k: v for k, v in read_members(tmp_path / "n.gxp").items() if not k.startswith("native/")}
+    idx = json.loads(nr_o.index)
+    idx["plan_code_sha256"] = built.plan.plan_code_sha256
+    members[f"native/{nr.tag}/index.json"] = F.canonical_bytes(idx)
+    for i, so in enumerate(nr_o.shards):
+        members[f"native/{nr.tag}/shard_{i:03d}.so"] = so
+    path = rewrite(tmp_path / "n.gxp", tmp_path / "x.gxp", members)
+    from gxo.runtime.planfile import _NATIVE_MODULES
+
+    loaded_before = set(_NATIVE_MODULES)
+    with pytest.raises(PlanRefused, match="not in plan_code.py"):
+        load_plan(str(path), require_native=True)
+    assert set(_NATIVE_MODULES) == loaded_before  # refused before any shard was loaded
+
+
+def _looped_playbook(n: int, edit: int | None = None, insert: bool = False) -> bytes:
+    """``n`` looped workloads, each with its own per-item expression; ``edit`` changes the text
+    of one of them, ``insert`` adds a workload at the top."""
+    lines = ["name: many", 'schemaVersion: "1.0.0"', "workloads:"]
+    names = (["w_new"] if insert else []) + [f"w{i:03d}" for i in range(n)]
+    for i, name in enumerate(names):
+        k = i - 1 if insert else i
+        suffix = "edited" if k == edit else str(k)
+        lines += [f"  - name: {name}", "    lifecycle: {policy: run_once}", "    loop: [a, b]",
+                  "    process:", "      module: control:identity", "      params:",
+                  f'        out: "{{{{ .item | upper }}}}-{suffix}"']
+    return ("\n".join(lines) + "\n").encode()
+
+
+@native
+def test_one_edited_expression_rebuilds_one_shard(tmp_path: Path) -> None:
+    """Shards hold functions named by their bodies and are cut at places, not positions: a
+    one-line edit recompiles exactly the shard holding the edited expression, and a workload
+    added at the top recompiles the shard it falls in (two when it starts a new one)."""
+    from gxo.compiler.emit import build_plan
+    from gxo.compiler.native import build_native
+
+    def build(pb: bytes) -> object:
+        built = build_plan(check_source(pb, "playbook.yaml"), source_bytes=pb)
+        return build_native(built.items, functions=built.functions, plan_code_sha256=built.plan.plan_code_sha256,
+                            cache=str(tmp_path / "cache"), jobs=2)
+
+    first = build(_looped_playbook(40))
+    assert first.functions == 40 and len(first.shards) >= 3 and first.built == len(first.shards)
+    edited = build(_looped_playbook(40, edit=25))
+    assert (edited.built, edited.cached) == (1, len(first.shards) - 1)
+    assert len(edited.shards) == len(first.shards)
+    again = build(_looped_playbook(40, edit=25))
+    assert (again.built, again.cached) == (0, len(first.shards))
+    inserted = build(_looped_playbook(40, insert=True))
+    assert 1 <= inserted.built <= 2 and inserted.cached >= len(first.shards) - 1
+
+
+def test_shards_are_deterministic_across_hash_seeds(tmp_path: Path) -> None:
+    """The same playbook gives the same shard sources (module names are their digests)."""
+    (tmp_path / "p.yaml").write_bytes(_looped_playbook(40))
+    script = (
+        "import sys\n"
+        "from gxo.compiler.codegen import render_shard\n"
+        "from gxo.compiler.emit import build_plan\n"
+        "from gxo.compiler.native import native_functions, shard_module_name, split\n"
+        "from gxo.compiler.pipeline import check_source\n"
+        "pb = open(sys.argv[1], 'rb').read()\n"
+        "built = build_plan(check_source(pb, 'p.yaml'), source_bytes=pb)\n"
+        "fns, sites = native_functions(built.items, functions=built.functions)\n"
+        "print([shard_module_name(render_shard(c)) for c in split(fns, sites)])\n"
+    )
+    outs = {subprocess.run([sys.executable, "-c", script, str(tmp_path / "p.yaml")], capture_output=True, text=True,
+                           check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("0", "1", "999")}
+    assert len(outs) == 1 and outs.pop().count("gxo_shard_") >= 3
 
 
 @native
 def test_cli_native_build_prints_time(tmp_path: Path) -> None:
-    copy_playbook(HELLO, tmp_path)
+    copy_playbook(GOLDEN / "plans" / "parallel-loop" / "playbook.yaml", tmp_path)
     proc = gxoc_subprocess(["build", "playbook.yaml", "-o", "n.gxp", "-j", "2"], tmp_path, "0",
                            XDG_CACHE_HOME=str(tmp_path / "xdg"))
     assert proc.returncode == 0, proc.stderr
-    assert "native: 1 shard(s)" in proc.stderr and " s\n" in proc.stderr
+    assert "native: 2 function(s) evaluated per record or loop item in 2 shard(s)" in proc.stderr
+    assert "(2 built, 0 cached)" in proc.stderr
+    assert " s\n" in proc.stderr
     assert list((tmp_path / "xdg" / "gxo" / "native").glob("*.so"))
     assert load_plan(str(tmp_path / "n.gxp"), require_native=True).native

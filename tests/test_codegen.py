@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gxo.compiler.codegen import CodegenError, CodegenItem, render_plan_code
+from gxo.compiler.codegen import CodegenError, CodegenItem, functions_of, render_plan_code, render_shard
 from gxo.compiler.expr import ast
 from gxo.compiler.expr.functions import FUNCTIONS as SIGNATURES
 from gxo.compiler.expr.parser import parse_condition, parse_template
@@ -72,8 +72,10 @@ def item(text_: str, i: int = 0, *, condition: bool = False, as_text: bool = Fal
 
 
 def load(code: str) -> dict[str, Any]:
+    """The module's namespace, with each expression id bound to its function (FUNCTIONS)."""
     ns: dict[str, Any] = {}
     exec(compile(code, "plan/plan_code.py", "exec"), ns)  # noqa: S102 - the module under test
+    ns.update(dict(ns["FUNCTIONS"]))
     return ns
 
 
@@ -531,8 +533,36 @@ def test_same_items_same_text() -> None:
 
 def test_comment_names_the_source() -> None:
     code = render_plan_code([item("{{ .n }}")], header="")
-    assert "# playbook.yaml:1:9 params.x of 'w'\ndef e0(s, c):" in code
-    assert 'FUNCTIONS = (\n    ("e0", e0),\n)' in code
+    name = functions_of([item("{{ .n }}")])[0].name
+    assert f"# e0: playbook.yaml:1:9 params.x of 'w'\ndef {name}(s, c):" in code
+    assert f'FUNCTIONS = (\n    ("e0", {name}),\n)' in code
+
+
+def test_functions_are_named_by_their_body() -> None:
+    """The same expression gives the same function name wherever it stands; equal bodies share
+    one function (each id keeps its entry in FUNCTIONS); a different expression, another name."""
+    a = functions_of([item("{{ .n }}", 0), item("{{ .m }}", 1), item("{{ .n }}", 2)])
+    b = functions_of([item("{{ .x }}", 5), item("{{ .n }}", 7)])
+    assert [fn.ids for fn in a] == [("e0", "e2"), ("e1",)]
+    assert a[0].name == b[1].name and a[0].name != a[1].name
+    assert re.fullmatch(r"f_[0-9a-f]{16}", a[0].name)
+    code = render_plan_code([item("{{ .n }}", 0), item("{{ .m }}", 1), item("{{ .n }}", 2)], header="")
+    assert code.count(f"def {a[0].name}(") == 1
+    ns = load(code)
+    assert ns["e0"] is ns["e2"] and ns["e0"]({"n": 3}, ctx()) == 3
+
+
+def test_shard_holds_only_functions() -> None:
+    """A shard's text depends on its functions only: no header, places or expression ids."""
+    fns = functions_of([item("{{ .n }}", 0), item("{{ .m | upper }}", 1)])
+    moved = functions_of([item("{{ .n }}", 40), item("{{ .m | upper }}", 41, as_text=False)])
+    code = render_shard(fns)
+    assert code == render_shard(moved)
+    assert "playbook.yaml" not in code and '"e0"' not in code
+    ns: dict[str, Any] = {}
+    exec(compile(code, "shard.py", "exec"), ns)  # noqa: S102 - the module under test
+    assert [n for n, _ in ns["FUNCTIONS"]] == [fn.name for fn in fns]
+    assert dict(ns["FUNCTIONS"])[fns[1].name]({"m": "a"}, ctx()) == "A"
 
 
 _CHILD = textwrap.dedent("""
@@ -611,7 +641,7 @@ def test_cython_build_matches_pure(tmp_path: Path) -> None:
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    assert type(mod.e0).__name__ != "function"  # really compiled
+    assert type(dict(mod.FUNCTIONS)["e0"]).__name__ != "function"  # really compiled
     pure = load(code)
     for (name, fn), (_, cy_fn) in zip(pure["FUNCTIONS"], mod.FUNCTIONS):
         try:

@@ -62,7 +62,9 @@ def _grammar_strategy() -> st.SearchStrategy[str]:
     from hypothesis.extra.lark import from_lark
     from lark import Lark
 
-    grammar = parser.get_parser().source_grammar
+    from gxo.compiler.expr._tables import grammar_text
+
+    grammar = grammar_text()
     lark = Lark(grammar, parser="lalr", start=["action", "condition"])
     # Explicit strategies for the regex terminals: drawing from the regexes is slow.
     return from_lark(lark, start="action", explicit={
@@ -176,3 +178,41 @@ def test_a_typical_template_parses_well_under_a_millisecond() -> None:
         assert parser.parse_template(text)[1] == []
     per_template = (time.perf_counter() - started) / len(texts)
     assert per_template < 1e-3, f"{per_template * 1e6:.0f} µs per template"
+
+
+# ---------------------------------------------------------------------------------------------
+# deep nesting: refused at its place past parser.MAX_DEPTH, never a RecursionError later
+
+_NESTERS = [("(str ", ")"), ("not ", ""), ("[", "]"), ("(", ")"), (".a + ", ""), ("-(", ")"),
+            ('{"k": ', "}"), ("(", ").a"), ("", " | str"), ("", " and true"), ("{{ if .a }}", "{{ end }}")]
+
+
+@settings(max_examples=400, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.sampled_from(_NESTERS), max_size=300))
+def test_deep_nesting_is_refused_past_the_limit(wrappers: list[tuple[str, str]]) -> None:
+    inner = ".a"
+    blocks = 0
+    for left, right in wrappers:
+        if left.startswith("{{"):
+            blocks += 1
+            continue
+        inner = left + inner + right
+    text = "{{ if .a }}" * blocks + "{{ " + inner + " }}" + "{{ end }}" * blocks
+    tree, errors = parser.parse_template(text)
+    _check_result(text, tree, errors)
+    if len(wrappers) > parser.MAX_DEPTH + 1:
+        assert any("nested too deeply" in e.message for e in errors), text
+    if blocks == 0:
+        ctree, cerrors = parser.parse_condition("{{ " + inner + " }}")
+        _check_result("{{ " + inner + " }}", ctree, cerrors)
+
+
+def test_depth_error_points_at_the_level_past_the_limit() -> None:
+    n = parser.MAX_DEPTH + 1
+    text = "{{ " + "(str " * n + ".a" + ")" * n + " }}"
+    tree, errors = parser.parse_template(text)
+    assert tree is None and len(errors) == 1
+    (e,) = errors
+    assert e.code == "template-syntax" and e.message == "expression nested too deeply: more than 64 levels"
+    assert e.start == 3 + 5 * n and text[e.start:e.start + 2] == ".a"  # level 65, under 65 calls
+    assert parser.parse_template("{{ " + "(str " * (n - 1) + ".a" + ")" * (n - 1) + " }}")[1] == []

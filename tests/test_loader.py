@@ -115,3 +115,39 @@ def test_bad_yaml_is_a_diagnostic(data: bytes, fragment: str) -> None:
     load_playbook(data, "p.yaml", d)
     assert d.items and d.items[0].code in ("yaml-syntax", "yaml-limit")
     assert fragment in d.items[0].message
+
+
+def test_bool_word_in_a_string_param_is_not_a_warning() -> None:
+    """The loader's bool-string warning is withdrawn where the module's param schema takes a
+    string and no boolean (a pipeline step's `with` included); untyped places keep it."""
+    from gxo.compiler.pipeline import check_source
+
+    text = """name: p
+schemaVersion: "1.0.0"
+vars:
+  flag: off
+workloads:
+  - name: source
+    lifecycle: {policy: run_once}
+    process:
+      module: data:generate_from_list
+      params:
+        items: [{n: 1, y: a}, {n: 2, y: b}]
+  - name: totals
+    lifecycle: {policy: run_once}
+    stream_inputs: [source]
+    process:
+      module: stream:pipeline
+      params:
+        steps:
+          - id: sum
+            uses: data:aggregate
+            with:
+              count: 2
+              group_by_fields: [y]
+              aggregate_fields: [{name: total, op: sum, source_field: n}]
+    ignore_errors: no
+"""
+    res = check_source(text, "p.yaml")
+    warned = sorted(d.span.line for d in res.diags if d.code == "bool-string")
+    assert warned == [4, 25], [(d.span.line, d.message) for d in res.diags]  # the var, ignore_errors

@@ -11,6 +11,7 @@ import re
 import stat
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from gxo.runtime.module import (
@@ -110,17 +111,34 @@ def test_exec_not_found(make_ctx):
         assert info.value.summary["exit_code"] == -1
 
 
-def test_exec_relative_to_plan_dir(make_ctx, tmp_path):
+def test_exec_relative_command_runs_from_the_working_directory(make_ctx, ws, tmp_path):
+    """``./prog`` and ``dir/prog`` resolve like a shell's: against the working directory (the
+    workspace, or ``working_dir`` inside it), never against the plan's folder."""
+    (tmp_path / "build").mkdir()
+    for folder in (Path(ws.path), Path(ws.path) / "build"):
+        folder.mkdir(exist_ok=True)
+        script = folder / "hello.sh"
+        script.write_text(f"#!/bin/sh\necho {folder.name} \"$1\"\n")
+        script.chmod(0o755)
+    out = run("exec", make_ctx(), {"command": "./hello.sh", "args": ["you"]})
+    assert out["stdout"] == f"{Path(ws.path).name} you"
+    out = run("exec", make_ctx(), {"command": "./hello.sh", "working_dir": "build"})
+    assert out["stdout"] == "build "
+    out = run("exec", make_ctx(), {"command": "build/hello.sh"})
+    assert out["stdout"] == "build "
+
+
+def test_exec_relative_command_is_not_looked_up_beside_the_plan(make_ctx, tmp_path):
     plan_dir = tmp_path / "plans"
-    (plan_dir / "scripts").mkdir(parents=True)
-    script = plan_dir / "scripts" / "hello.sh"
-    script.write_text("#!/bin/sh\necho hello \"$1\"\n")
+    plan_dir.mkdir()
+    script = plan_dir / "deploy.sh"
+    script.write_text("#!/bin/sh\necho deployed\n")
     script.chmod(0o755)
-    out = run("exec", make_ctx(plan_dir=str(plan_dir)),
-              {"command": "./scripts/hello.sh", "args": ["you"]})
-    assert out["stdout"] == "hello you"
-    out = run("exec", make_ctx(plan_dir=str(plan_dir)), {"command": "scripts/hello.sh"})
-    assert out["stdout"] == "hello "
+    with pytest.raises(ModuleError, match=r"command not found: \./deploy\.sh \(looked up in the working "
+                       r"directory .*; name a script beside the plan as \{\{ \._gxo\.plan_dir \}\}/deploy\.sh\)"):
+        run("exec", make_ctx(plan_dir=str(plan_dir)), {"command": "./deploy.sh"})
+    out = run("exec", make_ctx(plan_dir=str(plan_dir)), {"command": str(script)})  # what the template renders
+    assert out["stdout"] == "deployed"
 
 
 def test_exec_environment_replaces_everything(make_ctx, monkeypatch):

@@ -1,7 +1,8 @@
 """Plan goldens: tests/golden/plans/<case>/{playbook.yaml, manifest.json, plan_code.py}.
 
-Built through ``lower``/``emit`` directly (not ``gxoc build``, which refuses modules whose code
-is not shipped yet), from the case folder so the playbook is named by its base name.  Every
+Built through ``lower``/``emit`` directly (not ``gxoc build``, which refuses what this release
+cannot run: the ``supervised`` case keeps the IR of a lifecycle that is ``not-implemented``),
+from the case folder so the playbook is named by its base name.  Every
 case also checks the IR invariants: ``decode(encode(plan)) == plan``, two builds give the same
 members, and the written plan loads and verifies.
 """
@@ -24,7 +25,9 @@ IDS = [c.name for c in CASES]
 def build_case(case: Path):
     data = (case / "playbook.yaml").read_bytes()
     result = check_source(data, "playbook.yaml")
-    assert not result.diags.has_errors, [d.message for d in result.diags.items]
+    errors = [d.message for d in result.diags.items if d.severity == "error" and d.code != "not-implemented"]
+    assert not errors, errors
+    result.diags.items = [d for d in result.diags.items if d.code != "not-implemented"]
     return build_plan(result, source_bytes=data)
 
 

@@ -75,6 +75,18 @@ def flip_raw(path: Path, out: Path, member: str) -> Path:
     return out
 
 
+def flip_byte(name: str, data: bytes) -> bytes:
+    """``data`` with one bit flipped near its middle; in a JSON member, in a structural character
+    (a flip inside a value can give another valid plan, which only a signature can tell:
+    ``test_consistent_edit_without_signature_is_caught_only_by_signature``)."""
+    b = bytearray(data)
+    at = len(b) // 2
+    if name.endswith(".json") or name == F.SIGNATURE:
+        at = next(i for i in range(at, len(b)) if b[i] in b'{}[]:,"')
+    b[at] ^= 0x01
+    return bytes(b)
+
+
 def tampered_variants(plan: Path, out_dir: Path) -> list[tuple[str, Path]]:
     """(label, path) of damaged copies of ``plan``: each must be refused (``gxo exec`` exit 3)."""
     members = read_members(plan)
@@ -83,9 +95,7 @@ def tampered_variants(plan: Path, out_dir: Path) -> list[tuple[str, Path]]:
         safe = name.replace("/", "_")
         out.append((f"raw-flip:{name}", flip_raw(plan, out_dir / f"raw-{safe}.gxp", name)))
         changed = dict(members)
-        b = bytearray(changed[name])
-        b[len(b) // 2] ^= 0x01
-        changed[name] = bytes(b)
+        changed[name] = flip_byte(name, changed[name])
         out.append((f"flip:{name}", rewrite(plan, out_dir / f"flip-{safe}.gxp", changed)))
     raw = plan.read_bytes()
     for cut in (0, 10, len(raw) // 2, len(raw) - 1):
@@ -149,9 +159,7 @@ def test_every_tampered_variant_is_refused(plan: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("member", [F.MANIFEST, F.PLAN_CODE, F.PYC, F.PYC_INDEX])
 def test_rewritten_member_names_the_member(plan: Path, tmp_path: Path, member: str) -> None:
     members = read_members(plan)
-    b = bytearray(members[member])
-    b[len(b) // 2] ^= 0x01
-    members[member] = bytes(b)
+    members[member] = flip_byte(member, members[member])
     with pytest.raises(PlanRefused, match=member.replace(".", r"\.")):
         load_plan(str(rewrite(plan, tmp_path / "x.gxp", members)))
 

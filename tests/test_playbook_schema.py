@@ -73,7 +73,7 @@ FULL: dict[str, Any] = {
     "vars": {"env": "staging", "users": ["alice", "bob"], "limits": {"cpu": 2}},
     "state_policy": {"access_mode": "deep_copy"},
     "channel_policy": {"buffer_size": 0, "overflow_strategy": "drop_oldest"},
-    "workload_policy": {"max_concurrency": 8, "skip_on_no_input": False},
+    "workload_policy": {"max_concurrency": 8, "skip_on_no_input": False, "allowed_paths": ["/etc/app"]},
     "workloads": [
         {
             "name": "listener",
@@ -130,13 +130,14 @@ FULL: dict[str, Any] = {
             "name": "seed",
             "lifecycle": {"policy": "run_once"},
             "process": {"module": "data:generate_from_list", "params": {"items": [1, 2, 3]}},
+            "on_failure": ["nightly"],
         },
         {
             "name": "consume",
             "lifecycle": {"policy": "run_once"},
             "process": {"module": "passthrough"},
             "stream_inputs": ["seed"],
-            "policy": {"skip_on_no_input": True},
+            "policy": {"skip_on_no_input": True, "allowed_paths": ["/srv/app"]},
             "register": "consumed",
         },
         {
@@ -381,7 +382,7 @@ INVALID: dict[str, tuple[dict[str, Any], tuple[Any, ...], str]] = {
     # workload keys
     "unknown-workload-key": ({f"{W}/depends_on": ["b"]}, WP, "additionalProperties"),
     "legacy-workload-type": ({f"{W}/type": "exec"}, WP, "additionalProperties"),
-    "future-on-failure": ({f"{W}/on_failure": []}, WP, "additionalProperties"),
+    "on-failure-not-a-list": ({f"{W}/on_failure": "rollback"}, (*WP, "on_failure"), "type"),
     "missing-workload-name": ({f"{W}/name": DELETE}, WP, "required"),
     "bad-name-space": ({f"{W}/name": "build app"}, (*WP, "name"), "pattern"),
     "bad-name-dot": ({f"{W}/name": "a.b"}, (*WP, "name"), "pattern"),

@@ -301,3 +301,32 @@ def test_redaction_is_idempotent():
     assert once == f"a {REDACTED_SECRET} b {REDACTED_SECRET} c [REDACTED] d"
     assert t.redact(once) == once
     assert t.redact_value({"k": once}) == {"k": once}
+
+
+@pytest.mark.parametrize("line,expected", [
+    ("GET https://api.example.com/v1/items?token=abc123&page=2: 401 Unauthorized",
+     "GET https://api.example.com/v1/items?token=[REDACTED]&page=2: 401 Unauthorized"),
+    ("POST /v1?page=2&access_token=abc%2F123#frag failed", "POST /v1?page=2&access_token=[REDACTED]#frag failed"),
+    ("url 'https://h/x?apiKey=k1' returned 500", "url 'https://h/x?apiKey=[REDACTED]' returned 500"),
+    ("https://h/x?token=[REDACTED]&page=2", "https://h/x?token=[REDACTED]&page=2"),  # already redacted
+])
+def test_redact_keywords_in_a_url_query_replace_the_value_only(line, expected):
+    assert redact_keywords(line) == expected
+    assert redact_keywords(expected) == expected
+
+
+def test_one_marker_everywhere():
+    t = Tracker()
+    t.add("tok-12345678")
+    assert REDACTED == REDACTED_SECRET == "[REDACTED]"
+    assert t.redact("a tok-12345678 b") == "a [REDACTED] b"
+    assert redact_keywords("password=x") == "password=[REDACTED]"
+
+
+@pytest.mark.parametrize("line,expected", [
+    ("MY_TOKEN_VALUE=abc rest", "MY_TOKEN_VALUE=[REDACTED]"),
+    ("command /srv/secrets/bin/app exited with code 3", "command /srv/secrets/bin/app exited with code 3"),
+    ("tokens/x.txt: not found", "tokens/x.txt: not found"),
+])
+def test_redact_keywords_needs_a_key_not_a_word_inside_a_path(line, expected):
+    assert redact_keywords(line) == expected

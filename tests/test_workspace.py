@@ -372,3 +372,60 @@ def test_default_root_symlink_planted_refused(monkeypatch, tmp_path):
     monkeypatch.setattr(wsmod, "default_root", lambda: str(planted / "workspaces"))
     with pytest.raises(SecurityError, match="is a symlink"):
         Workspace.create()
+
+
+# --------------------------------------------------------------------------- allowed roots
+
+
+@pytest.fixture
+def allowed(tmp_path):
+    d = tmp_path / "etc-app"
+    d.mkdir()
+    return d
+
+
+def test_absolute_path_under_an_allowed_root(ws, allowed):
+    view = ws.allowing((str(allowed),))
+    assert view.path == ws.path
+    assert view.resolve(str(allowed / "ntp.conf")) == str(allowed / "ntp.conf")
+    assert view.resolve(str(allowed / "new" / "dir" / "f")) == str(allowed / "new" / "dir" / "f")
+    assert view.resolve(str(allowed)) == str(allowed)
+    assert view.resolve("rel/x") == os.path.join(ws.path, "rel", "x")  # relative: still the workspace
+    with pytest.raises(SecurityError, match="outside the workspace"):
+        ws.resolve(str(allowed / "ntp.conf"))  # the workspace itself is unchanged
+
+
+def test_allowed_root_given_through_a_symlink_is_its_real_path(ws, allowed, tmp_path):
+    link = tmp_path / "link-to-app"
+    link.symlink_to(allowed)
+    view = ws.allowing((str(link),))
+    assert view.resolve(str(link / "f")) == str(allowed / "f")
+    assert view.resolve(str(allowed / "f")) == str(allowed / "f")
+
+
+def test_symlink_leaving_an_allowed_root_refused(ws, allowed, tmp_path):
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (allowed / "escape").symlink_to(outside)
+    (allowed / "escape-file").symlink_to("/etc/passwd")
+    view = ws.allowing((str(allowed),))
+    for p in (allowed / "escape" / "x", allowed / "escape-file", allowed / ".." / "secret" / "x"):
+        with pytest.raises(SecurityError, match=r"outside the workspace and the allowed paths .*allowed: "):
+            view.resolve(str(p))
+
+
+def test_sibling_of_an_allowed_root_with_a_common_prefix_refused(ws, allowed, tmp_path):
+    (tmp_path / "etc-app2").mkdir()
+    with pytest.raises(SecurityError):
+        ws.allowing((str(allowed),)).resolve(str(tmp_path / "etc-app2" / "f"))
+
+
+def test_dotdot_out_of_the_workspace_refused_without_an_allowed_root(ws):
+    with pytest.raises(SecurityError, match="workload_policy.allowed_paths or pass --allow-path"):
+        ws.resolve("../../etc/passwd")
+    assert ws.allowing(()) is ws
+
+
+def test_allowed_roots_must_be_absolute(ws):
+    with pytest.raises(ValidationError, match="must be an absolute directory"):
+        ws.allowing(("etc",))

@@ -1,7 +1,8 @@
 """Parse templates and conditions of the expression language into the AST (the ``parse`` phase).
 
 A template is cut into text, ``${NAME}`` references and actions by :mod:`._scan`; each action's
-inside is parsed by Lark (``grammar/expressions.lark``, LALR, strict) with an inline
+inside is parsed by Lark (``grammar/expressions.lark``, LALR, strict; its tables are loaded from
+``grammar/expressions.lalr.json``, see :mod:`._tables`) with an inline
 transformer that builds :mod:`.ast` nodes directly, and the flat list of actions is then nested
 into ``if``/``range``/``with`` blocks here.  A condition is parsed in one go: each ``{{``/``}}``
 of an atom is replaced by two private-use characters of the same length (offsets are kept) and
@@ -13,9 +14,9 @@ point into the parsed string.  Results are cached by text, since templates repea
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
-from importlib import resources
 from typing import Any
 
 from lark import Lark
@@ -24,10 +25,19 @@ from lark.utils import TextSlice
 
 from gxo.compiler.expr import ast
 from gxo.compiler.expr._errors import wrap_lark_error
+from gxo.compiler.expr._tables import load_parser
 from gxo.compiler.expr._scan import SYNTAX, Seg, scan
 from gxo.compiler.expr._transform import Build, ctx, keyword
 
-__all__ = ["is_templated", "parse_template", "parse_condition", "get_parser"]
+__all__ = ["is_templated", "parse_template", "parse_condition", "get_parser", "MAX_DEPTH", "MAX_RANGE_DEPTH"]
+
+#: How deep an expression may nest (brackets, calls, operators, list and map literals and
+#: if/range/with blocks all count a level).  Far above any real expression; the compiler's
+#: passes and the generated code recurse, so a deeper one is refused (template-syntax).
+MAX_DEPTH = 64
+#: How many ``range`` blocks may nest inside each other (each is a loop of the generated code,
+#: and CPython allows 20 nested loops and ``try`` blocks in one function).
+MAX_RANGE_DEPTH = 16
 
 _ATOM_OPEN = "\ue000\ue000"
 _ATOM_CLOSE = "\ue001\ue001"
@@ -74,14 +84,11 @@ _lark: Lark | None = None
 
 
 def get_parser() -> Lark:
-    """The Lark parser, built on first use and kept for the process."""
+    """The Lark parser, made on first use from its stored tables (:mod:`._tables`) and kept for
+    the process."""
     global _lark
     if _lark is None:
-        grammar = resources.files("gxo.grammar").joinpath("expressions.lark")
-        _lark = Lark(grammar.read_text(encoding="utf-8"), parser="lalr", lexer="contextual",
-                     strict=True, propagate_positions=True, maybe_placeholders=True,
-                     start=["action", "condition"], transformer=Build(),
-                     lexer_callbacks={"NAME": keyword})
+        _lark, _ = load_parser(Build(), {"NAME": keyword})
     return _lark
 
 
@@ -137,7 +144,9 @@ def _parse_template(text: str) -> tuple[ast.Template | None, tuple[ast.ExprError
     parts = _nest(text, items, errors)
     if errors:
         return None, _sorted(errors)
-    return ast.Template(parts=parts, single=_single(items), start=0, end=len(text)), ()
+    tree = ast.Template(parts=parts, single=_single(items), start=0, end=len(text))
+    deep = _depth_error(tree)
+    return (None, (deep,)) if deep is not None else (tree, ())
 
 
 def _placeholder(text: str, seg: Seg) -> tuple[Any, ...] | None:
@@ -263,6 +272,40 @@ def _nest(text: str, items: list[_Item], errors: list[ast.ExprError]) -> tuple[A
     return tuple(root)
 
 
+_WRAPPERS = (ast.Template, ast.Condition, ast.Action, ast.Assign, ast.Text)
+
+
+def _depth_error(tree: ast.Node) -> ast.ExprError | None:
+    """An error at the first node nested deeper than ``MAX_DEPTH`` (or inside more than
+    ``MAX_RANGE_DEPTH`` ranges), found without recursion (the parser itself does not recurse;
+    the passes after it and the generated code do)."""
+    stack: list[tuple[Any, int, int]] = [(tree, -1, 0)]
+    while stack:
+        obj, depth, ranges = stack.pop()
+        if isinstance(obj, ast.Node):
+            if not isinstance(obj, _WRAPPERS):
+                depth += 1  # a lone operand is level 0, `str .a` level 1
+            if isinstance(obj, ast.Range):
+                ranges += 1
+                if ranges > MAX_RANGE_DEPTH:
+                    return ast.ExprError(
+                        code=SYNTAX, start=obj.start, end=obj.start + 1,
+                        message=f"range nested too deeply: more than {MAX_RANGE_DEPTH} ranges inside each other",
+                        help="flatten the data first (e.g. in an earlier workload), or split the template")
+            if depth > MAX_DEPTH:
+                return ast.ExprError(
+                    code=SYNTAX, start=obj.start, end=obj.start + 1,
+                    message=f"expression nested too deeply: more than {MAX_DEPTH} levels",
+                    help="split it: compute parts in vars or earlier workloads, or use a function "
+                         "that takes a list (e.g. join) instead of a long chain")
+            for f in dataclasses.fields(obj):
+                if f.name != "single":  # the lone action's expression, also under parts
+                    stack.append((getattr(obj, f.name), depth, ranges))
+        elif isinstance(obj, tuple):
+            stack.extend((item, depth, ranges) for item in obj)
+    return None
+
+
 def _sorted(errors: list[ast.ExprError]) -> tuple[ast.ExprError, ...]:
     unique = list(dict.fromkeys(errors))
     unique.sort(key=lambda e: (e.start, e.end))
@@ -311,7 +354,9 @@ def _parse_condition(text: str) -> tuple[ast.Condition | None, tuple[ast.ExprErr
                                       "condition"))
     if errors:
         return None, _sorted(errors)
-    return ast.Condition(expr=expr, start=0, end=len(text)), ()
+    tree = ast.Condition(expr=expr, start=0, end=len(text))
+    deep = _depth_error(tree)
+    return (None, (deep,)) if deep is not None else (tree, ())
 
 
 def _check_outside(text: str, seg: Seg, errors: list[ast.ExprError]) -> None:

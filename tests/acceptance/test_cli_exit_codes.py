@@ -140,7 +140,7 @@ def test_sigint_plain_output_recap(sleeper: Path, work: Path, ws_root: Path) -> 
     assert proc.returncode == 130
     text = out.decode()
     assert "PLAY RECAP sleeper: INTERRUPTED in " in text and "Traceback" not in text + err.decode()
-    assert "failed: nap: cancelled: run interrupted by SIGINT" in text
+    assert "cancelled: nap: run interrupted by SIGINT" in text
     assert "not run: after_nap" in text
     assert not group_alive(int(pidfile.read_text().split()[0]))
     assert os.listdir(ws_root) == []

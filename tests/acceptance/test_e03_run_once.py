@@ -19,14 +19,20 @@ def _example() -> dict:
     return yaml.safe_load(E3.read_text())
 
 
-def test_same_process_block_under_four_lifecycles_checks() -> None:
+def test_same_process_block_under_four_lifecycles() -> None:
+    """The language takes the block under every lifecycle; this release refuses the three it
+    cannot run, at their policy, and nothing else."""
     doc = _example()
     by_name = {w["name"]: w for w in doc["workloads"]}
     blocks = [by_name[n]["process"] for n in CHECKS]
     assert all(b == blocks[0] for b in blocks)
     assert {by_name[n]["lifecycle"]["policy"] for n in CHECKS} == {"run_once", "supervise", "scheduled", "event_driven"}
     res = run_tool("gxoc", "check", E3)
-    assert res.rc == 0, res.explain()
+    assert res.rc == 1, res.explain()
+    errors = [line for line in res.stdout.splitlines() if "error[" in line]
+    assert errors and all("error[not-implemented]" in line for line in errors), res.explain()
+    refused = {line.split("lifecycle policy '")[1].split("'")[0] for line in errors if "lifecycle policy" in line}
+    assert refused == {"supervise", "scheduled", "event_driven"}
 
 
 def _run_once_playbook(work: Path, exit_code: int) -> tuple[Path, Path]:

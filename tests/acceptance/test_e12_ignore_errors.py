@@ -59,7 +59,7 @@ def test_recap_counts_ignored_and_skipped(work: Path) -> None:
     assert run.rc == 0, run.explain()
     out = run.stdout
     assert "COMPLETED" in out
-    assert "ok=3  changed=0  failed=0  ignored=1  skipped=2  not run=0" in out
+    assert "ok=3  changed=0  failed=0  ignored=1  cancelled=0  skipped=2  not run=0" in out
     assert "ignored: post_success_notification: HTTP POST" in out
     assert "skipped: log_notification: dependency failed (ignored)" in out
 

@@ -16,13 +16,14 @@ def test_single_success_and_native_register_chain(work: Path) -> None:
     assert set(run.statuses.values()) == {"Completed"} and len(run.statuses) == 4
     single = run.summary("single")
     assert single == {"stdout": "ok", "stderr": "", "stdout_lines": ["ok"], "exit_code": 0}
-    # the registered value is the module's output itself; the status key reads Completed
-    assert run.summary("copy_single") == {"registered": single, "status": "Completed"}
+    # the registered value is the module's output itself plus failed/error; the status key reads Completed
+    ok = {"failed": False, "error": None}
+    assert run.summary("copy_single") == {"registered": {**single, **ok}, "status": "Completed"}
     profile = {"name": "jdoe", "uid": 1001, "admin": False, "groups": ["users", "docker"]}
     built = run.summary("make_profile")
     assert built == {"user": profile, "retries": 3, "first_group": "users"}
     used = run.summary("use_profile")
-    assert used["received"] == built  # the whole map, natively (not its text)
+    assert used["received"] == {**built, **ok}  # the whole map, natively (not its text)
     assert used["uid_plus_one"] == 1002 and used["as_text"] == "uid=1001"
     pe = run.playbook_end
     assert (pe["status"], pe["total_workloads"], pe["completed"], pe["failed"]) == ("Completed", 4, 4, 0)
@@ -44,7 +45,7 @@ def test_ignored_failure_with_independent_branch(work: Path) -> None:
     plain = gxo_exec(build(PLAYBOOKS / "e26_ignored.yaml", work, name="p.gxp"), json_events=False)
     assert plain.rc == 0
     assert "stall" not in plain.stdout.lower() and "COMPLETED" in plain.stdout
-    assert "ok=3  changed=0  failed=0  ignored=1  skipped=2  not run=0" in plain.stdout
+    assert "ok=3  changed=0  failed=0  ignored=1  cancelled=0  skipped=2  not run=0" in plain.stdout
 
 
 def test_example_playbook_runs(work: Path) -> None:
@@ -55,7 +56,7 @@ def test_example_playbook_runs(work: Path) -> None:
         "maybe_skipped": "Skipped", "after_skipped": "Completed", "flaky": "Failed", "needs_flaky": "Skipped",
         "independent": "Completed", "parallel_secret_loop": "Completed", "leak_dsn": "Completed",
     }
-    assert run.summary("leak_dsn")["stdout"] == "postgres://user:[REDACTED_SECRET]@host/db"
+    assert run.summary("leak_dsn")["stdout"] == "postgres://user:[REDACTED]@host/db"
     assert [s["stdout"] for s in run.summaries("parallel_secret_loop")] == [f"iteration {i}" for i in range(1, 11)]
     assert "k3y-Of-The-Example-42" not in run.stdout + run.stderr
 

@@ -30,7 +30,7 @@ def test_failure_halts_the_run(work: Path) -> None:
     assert recap[0].startswith("PLAY RECAP engine-halt: FAILED in ")
     assert recap[1] == "  failed: b: command /bin/sh exited with code 3: disk on fire"  # the cause first
     assert "  not run: c: run halted by b" in recap and "  not run: d: run halted by b" in recap
-    assert recap[-1] == "  ok=1  changed=0  failed=1  ignored=0  skipped=0  not run=2"
+    assert recap[-1] == "  ok=1  changed=0  failed=1  ignored=0  cancelled=0  skipped=0  not run=2"
 
 
 def test_run_deadline_cancels_the_slow_workload(work: Path) -> None:
@@ -52,7 +52,7 @@ def test_run_deadline_cancels_the_slow_workload(work: Path) -> None:
     plain = gxo_exec(plan, "--timeout", "200ms", json_events=False)
     assert plain.rc == 124
     assert "PLAY RECAP engine-cancel: TIMED OUT in 0." in plain.stdout
-    assert "failed: slow: cancelled: run timed out after 0.2s" in plain.stdout
+    assert "cancelled: slow: run timed out after 0.2s" in plain.stdout
 
 
 def test_workload_timeout_fails_only_that_workload(work: Path) -> None:
@@ -82,14 +82,14 @@ def test_secret_redaction_in_register_error_and_parallel_loop(work: Path) -> Non
     assert run.statuses == {"build_dsn": "Completed", "use_dsn": "Completed", "leaky_failure": "Failed",
                             "secret_loop": "Completed"}
     # the registered DSN holds the marker, never the value, and so does what reads it
-    assert run.summary("build_dsn") == {"dsn": "postgres://user:[REDACTED_SECRET]@host/db"}
-    assert run.summary("use_dsn")["stdout"] == "postgres://user:[REDACTED_SECRET]@host/db"
+    assert run.summary("build_dsn") == {"dsn": "postgres://user:[REDACTED]@host/db"}
+    assert run.summary("use_dsn")["stdout"] == "postgres://user:[REDACTED]@host/db"
     # the error quoted the key: redacted, the keyword rule leaves "[REDACTED]"
     err = run.end("leaky_failure")["error"]
-    assert "[REDACTED" in err and SECRET not in err and err.startswith("command /bin/sh exited with code 1")
+    assert "[REDACTED]" in err and SECRET not in err and err.startswith("command /bin/sh exited with code 1")
     # a parallel loop of ten, four at a time, each iteration reading the secret
     outs = run.summaries("secret_loop")
-    assert [s["stdout"] for s in outs] == [f"iteration {i} uses [REDACTED_SECRET]" for i in range(1, 11)]
+    assert [s["stdout"] for s in outs] == [f"iteration {i} uses [REDACTED]" for i in range(1, 11)]
     live = peak = 0
     for e in run.events:
         if e.get("workload") == "secret_loop" and e["type"] in ("ModuleExecutionStart", "ModuleExecutionEnd"):

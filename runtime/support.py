@@ -1,0 +1,56 @@
+"""What this release's runtime can run: one list shared by ``gxoc check`` and ``gxo``.
+
+``gxoc check`` reports ``not-implemented`` for anything outside it (at the exact key), and
+``gxo run|exec`` refuses a plan that holds such a feature (exit 3) before anything runs, so no
+playbook is ever silently run another way.  A feature joins these sets when its runtime lands.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: lifecycle policies the kernel runs; the others are declared by the language only
+RUNNABLE_POLICIES = frozenset({"run_once"})
+
+#: what each policy waits for (the words of the ``not-implemented`` messages)
+POLICY_GAPS = {
+    "supervise": "supervision (keeping the process running, restarting it) is not in this release",
+    "scheduled": "cron scheduling is not in this release",
+    "event_driven": "starting instances from an event source is not in this release",
+}
+
+#: security_context keys the runtime applies to a child process; the others are refused
+APPLIED_SECURITY_KEYS: frozenset[str] = frozenset()
+
+
+def module_runs(name: str) -> bool:
+    """Whether the code of module ``name`` ships in this release (imports its namespace)."""
+    from gxo.runtime.module import load_module_class
+
+    return load_module_class(name) is not None
+
+
+def unsupported(plan: Any) -> list[str]:
+    """What in ``plan`` this runtime cannot run, one phrase per feature (empty: it all runs).
+
+    Cheap: one pass over the workloads, importing only the namespaces the plan uses (the
+    kernel imports them anyway).  It catches a plan built by an older compiler or by hand.
+    """
+    problems: list[str] = []
+    for w in plan.workloads:
+        policy = w.lifecycle.policy
+        if policy not in RUNNABLE_POLICIES:
+            problems.append(f"workload '{w.name}': lifecycle policy '{policy}' is not implemented")
+        sc = w.security_context
+        if isinstance(sc, dict):
+            for key in sorted(k for k in sc if k not in APPLIED_SECURITY_KEYS):
+                problems.append(f"workload '{w.name}': security_context.{key} is not implemented")
+        if not module_runs(w.module):
+            problems.append(f"workload '{w.name}': module '{w.module}' is not implemented")
+        if w.module == "stream:pipeline" and isinstance(w.params, dict):
+            steps = w.params.get("steps")
+            for i, step in enumerate(steps if isinstance(steps, list) else ()):
+                uses = step.get("uses") if isinstance(step, dict) else None
+                if isinstance(uses, str) and not module_runs(uses):
+                    problems.append(f"workload '{w.name}': steps[{i}] module '{uses}' is not implemented")
+    return problems

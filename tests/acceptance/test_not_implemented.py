@@ -1,0 +1,119 @@
+"""Nothing is ever run another way: a playbook or plan that holds what this release cannot run
+(a lifecycle policy, a security_context key, a declared-only module) is refused before anything
+runs, by ``gxoc check``/``build`` (exit 1, ``not-implemented`` at the key) and by ``gxo run`` /
+``gxo exec`` (exit 3), also for a plan built by an older compiler or by hand."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from acceptance.harness import gxo_exec, gxo_run, run_tool
+
+NIGHTLY = """\
+name: nightly
+schemaVersion: "1.0.0"
+vars:
+  marker: /dev/null
+workloads:
+  - name: backup
+    lifecycle: {policy: scheduled, cron: "0 2 * * *"}
+    process:
+      module: exec
+      params: {command: touch, args: ["{{ .marker }}"]}
+"""
+
+SANDBOXED = """\
+name: sandboxed
+schemaVersion: "1.0.0"
+vars:
+  marker: /dev/null
+workloads:
+  - name: build
+    lifecycle: {policy: run_once}
+    process:
+      module: exec
+      params: {command: touch, args: ["{{ .marker }}"]}
+    security_context: {no_new_privileges: true}
+"""
+
+
+def write_playbook(work: Path, text: str) -> Path:
+    path = work / "pb.yaml"
+    path.write_text(text)
+    return path
+
+
+def _plan_built_by_an_older_compiler(work: Path, text: str) -> Path:
+    """A .gxp whose IR holds a not-implemented feature: built through lower/emit directly, as
+    a compiler from before the check (or a hand) would."""
+    from gxo.compiler.emit import build_plan, emit_gxp
+    from gxo.compiler.pipeline import check_source
+
+    result = check_source(text, "playbook.yaml")
+    assert {d.code for d in result.diags.items if d.severity == "error"} == {"not-implemented"}
+    result.diags.items = []
+    out = work / "old.gxp"
+    emit_gxp(str(out), build_plan(result, source_bytes=text.encode()))
+    return out
+
+
+@pytest.mark.parametrize("text, needle", [
+    (NIGHTLY, "workload 'backup': lifecycle policy 'scheduled' is not implemented"),
+    (SANDBOXED, "workload 'build': security_context.no_new_privileges is not implemented"),
+], ids=["scheduled", "security_context"])
+def test_gxo_exec_refuses_a_plan_with_a_not_implemented_feature(work: Path, ws_root: Path, text: str,
+                                                               needle: str) -> None:
+    marker = work / "ran"
+    run = gxo_exec(_plan_built_by_an_older_compiler(work, text), "--var", f"marker={marker}")
+    assert run.rc == 3, run.explain()
+    assert run.stderr.startswith(f"gxo: plan refused: {needle}"), run.stderr
+    assert run.events == [] and not marker.exists()  # nothing ran: not even PlaybookStart
+    assert not ws_root.exists()
+
+
+@pytest.mark.parametrize("text, code", [(NIGHTLY, "7:25"), (SANDBOXED, "11:24")], ids=["scheduled", "security_context"])
+def test_gxo_run_refuses_and_gxoc_reports_the_key(work: Path, ws_root: Path, text: str, code: str) -> None:
+    marker = work / "ran"
+    pb = write_playbook(work, text)
+    run = gxo_run(pb, "--var", f"marker={marker}")
+    assert run.rc == 3, run.explain()
+    assert f"pb.yaml:{code}: error[not-implemented]" in run.stderr
+    assert "gxo: plan refused:" in run.stderr.splitlines()[-1]
+    assert run.events == [] and not marker.exists()
+    assert not ws_root.exists()
+    check = run_tool("gxoc", "check", pb)
+    assert check.rc == 1 and f"pb.yaml:{code}: error[not-implemented]" in check.stdout, check.explain()
+    build = run_tool("gxoc", "build", "--no-native", pb, "-o", work / "pb.gxp")
+    assert build.rc == 1 and not os.path.exists(work / "pb.gxp")
+
+
+def test_declared_only_module_is_refused_at_check(work: Path) -> None:
+    pb = write_playbook(work, """\
+name: dns
+schemaVersion: "1.0.0"
+workloads:
+  - name: lookup
+    lifecycle: {policy: run_once}
+    process:
+      module: dns:query
+      params: {name: example.com, type: A}
+""")
+    check = run_tool("gxoc", "check", pb)
+    assert check.rc == 1, check.explain()
+    assert "pb.yaml:7:15: error[not-implemented]: module 'dns:query' is declared but its code is not in this release" \
+        in check.stdout
+
+
+def test_several_refused_features_make_one_line(work: Path, ws_root: Path) -> None:
+    text = NIGHTLY.replace('      params: {command: touch, args: ["{{ .marker }}"]}\n',
+                           '      params: {command: touch, args: ["{{ .marker }}"]}\n'
+                           '    security_context: {seccomp: default}\n')
+    run = gxo_exec(_plan_built_by_an_older_compiler(work, text))
+    assert run.rc == 3, run.explain()
+    assert run.stderr.splitlines() == [
+        "gxo: plan refused: workload 'backup': lifecycle policy 'scheduled' is not implemented "
+        "(and 1 more: gxoc check lists them); gxo never runs it another way"]
+    assert not ws_root.exists()

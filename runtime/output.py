@@ -33,7 +33,7 @@ class PlainSink:
     line never waits longer than the step that wrote it.  Off the loop (a module's thread)
     a line is flushed at once."""
 
-    types = frozenset({"WorkloadEnd", "WorkloadRetry", "Log"})
+    types: frozenset[str] | None = frozenset({"WorkloadEnd", "WorkloadRetry", "Log"})
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
@@ -311,6 +311,8 @@ def cut(text: str, max_lines: int = DETAIL_LINES, max_chars: int = DETAIL_CHARS)
 
 class VerbosePlainSink(PlainSink):
     """``-v`` on plain output: each workload's details right under its status line."""
+
+    types = None  # every event: the details come from the module's start and end events
 
     def __init__(self, stream: IO[str], details: Details) -> None:
         super().__init__(stream)

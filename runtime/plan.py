@@ -18,7 +18,8 @@ version  change
 =======  ==========================================================
 1        first release: workloads, expressions, edges, channels
 2        each edge once (``Workload.deps``/``dependents`` derived, not stored); msgspec's
-         float spelling (``1e16``, not ``1e+16``)
+         float spelling (``1e16``, not ``1e+16``); the fields added after 1 without a
+         bump (when_per_item, on_failure, failure_watch, allowed_paths)
 =======  ==========================================================
 """
 

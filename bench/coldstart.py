@@ -2,10 +2,11 @@
 
 The plan (one ``exec`` of ``true``) is built once with ``gxoc build --no-native``; each run is a
 new ``gxo`` process (the console script next to this interpreter) with stdout to a pipe, so no
-live view.  Baselines in the same run, same interpreter: ``python -c pass`` and ``python -c
-"import asyncio"`` (the kernel's floor).  Goal: GXO <= 150 ms.  ``--profile`` then prints the
-slowest imports of one run (``python -X importtime``), which is how to see what start-up costs;
-``--gxo PATH`` times another install's ``gxo`` script (a base install without the compiler extra).
+live view.  Baselines in the same run, same interpreter: ``python -c pass``, ``python -c
+"import asyncio"`` (the kernel's floor) and ``python -c "import asyncio, click"`` (the CLI's).
+Goal: GXO <= 100 ms.  ``--profile`` then prints the slowest imports of one run (``python -X
+importtime``), which is how to see what start-up costs; ``--gxo PATH`` times another install's
+``gxo`` script (a base install without the compiler extra).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-GOAL_MS = 150.0
+GOAL_MS = 100.0
 RUNS = 20
 PLAYBOOK = """\
 name: coldstart
@@ -89,10 +90,13 @@ def main() -> None:
         gxo_ms = median_ms([script("gxo"), "exec", plan], env)
         pass_ms = median_ms([sys.executable, "-c", "pass"], env)
         asyncio_ms = median_ms([sys.executable, "-c", "import asyncio"], env)
+        click_ms = median_ms([sys.executable, "-c", "import asyncio, click"], env)
         print(f"cold start of `gxo exec` on a one-task plan, median of {RUNS} (Python {sys.version.split()[0]})")
         print(f"  gxo  gxo exec                        {gxo_ms:7.1f} ms")
         print(f"  base python -c pass                  {pass_ms:7.1f} ms")
         print(f"  base python -c 'import asyncio'      {asyncio_ms:7.1f} ms")
+        print(f"  base python -c 'import asyncio, click' {click_ms:5.1f} ms (gxo's own start-up past it: "
+              f"{gxo_ms - click_ms:.1f} ms)")
         print(f"  ratio gxo / python {gxo_ms / pass_ms:.1f}x, gxo / asyncio {gxo_ms / asyncio_ms:.1f}x"
               f" (gxo's own start-up past asyncio: {gxo_ms - asyncio_ms:.1f} ms)")
         print(f"  goal <= {GOAL_MS:g} ms: {'ok' if gxo_ms <= GOAL_MS else 'MISSED'}")

@@ -11,7 +11,6 @@ Entries are sorted, stored uncompressed (zlib builds differ between machines), d
 from __future__ import annotations
 
 import base64
-import dataclasses
 import importlib.util
 import marshal
 import os
@@ -22,8 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from gxo.runtime import planfile as F
-from gxo.runtime.plan import Plan, canonical_json
+from gxo.runtime.plan import Plan, check_finite, encode_manifest
 
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)
 FILE_MODE = 0o644
@@ -63,12 +64,14 @@ def build_plan(result: Any, *, channel_buffer_size: int | None = None, source_by
     header = code_header(plan)
     functions = functions_of(items)
     code = render_plan_code(items, header=header, functions=functions)
-    plan = dataclasses.replace(plan, plan_code_sha256=F.sha256_hex(code.encode("utf-8")))
+    plan = msgspec.structs.replace(plan, plan_code_sha256=F.sha256_hex(code.encode("utf-8")))
     return BuiltPlan(plan, code, items, header, functions)
 
 
 def manifest_bytes(plan: Plan) -> bytes:
-    return F.canonical_bytes(plan)
+    """``manifest.json``: the canonical text ``gxo exec`` checks byte for byte."""
+    check_finite(plan, "manifest")
+    return encode_manifest(plan)
 
 
 def bytecode(code: str) -> bytes:
@@ -127,13 +130,9 @@ def load_signing_key(path: str) -> Any:
 
 def sign_members(members: dict[str, bytes], private_key: Any) -> bytes:
     """The ``SIGNATURE`` member for ``members``."""
-    import json
-
     from cryptography.hazmat.primitives import serialization
 
-    manifest = json.loads(members[F.MANIFEST].decode("utf-8"))
-    compact = canonical_json(manifest).encode("utf-8")
-    message = F.signature_message(compact, F.signed_indexes(members))
+    message = F.signature_message(members[F.MANIFEST], F.signed_indexes(members))
     raw_pub = private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return F.canonical_bytes({
         "format": F.SIGNATURE_FORMAT,

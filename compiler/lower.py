@@ -5,10 +5,10 @@ and literal loops become IR (plain JSON with ``{"$expr": id}`` where a templated
 and ``{"$lit": m}`` around a literal one-key map whose key is ``$expr`` or ``$lit``, so that it
 is never mistaken for a reference; the values inside ``m`` are IR again).  Durations become
 seconds, policies are resolved (workload > playbook > ``--channel-buffer-size`` > 100), and
-the graph gives deps (state and needs edges only: a stream consumer starts with its producer),
-levels and channels.  Nothing here holds an absolute path: spans name the playbook by its base
-name.  The plan's ``plan_code_sha256`` is left empty; ``emit`` fills it in once the code is
-rendered.
+the graph gives the edges (each stored once: the plan derives every workload's deps from them,
+over ``ORDER_KINDS`` only, since a stream consumer starts with its producer), levels and
+channels.  Nothing here holds an absolute path: spans name the playbook by its base name.
+The plan's ``plan_code_sha256`` is left empty; ``emit`` fills it in once the code is rendered.
 """
 
 from __future__ import annotations
@@ -312,8 +312,7 @@ class _Lowerer:
         out.discard(w.name)
         return tuple(sorted(n for n in out if n in self.an.by_name))
 
-    def workload(self, w: MWorkload, deps: dict[str, list[str]], dependents: dict[str, list[str]],
-                 level: dict[str, int]) -> P.Workload:
+    def workload(self, w: MWorkload, level: dict[str, int]) -> P.Workload:
         when_id, disabled = None, False
         when_node = w.node.get("when")
         if isinstance(when_node, ScalarNode):
@@ -355,8 +354,6 @@ class _Lowerer:
             skip_on_no_input=bool(skip),
             stream_inputs=tuple(dict.fromkeys(n for n, _ in w.stream_inputs)),
             needs=tuple(dict.fromkeys(n for n, _ in w.needs)),
-            deps=tuple(sorted(deps.get(w.name, ()))),
-            dependents=tuple(sorted(dependents.get(w.name, ()))),
             level=level.get(w.name, 0),
             inline=bool(w.spec.inline) if w.spec is not None else False,
             secret_params=tuple(secret_params),
@@ -371,12 +368,6 @@ class _Lowerer:
         self.number_sites()
         exprs, items = self.expressions()
         edges = [P.Edge(source=u, target=v, kinds=k) for u, v, k in self.graph.edges()]
-        deps: dict[str, list[str]] = {}
-        dependents: dict[str, list[str]] = {}
-        for e in edges:
-            if set(e.kinds) & {"state", "needs", "on_failure"}:
-                deps.setdefault(e.target, []).append(e.source)
-                dependents.setdefault(e.source, []).append(e.target)
         levels = tuple(tuple(sorted(lv)) for lv in self.graph.levels)
         level = {n: i for i, lv in enumerate(levels) for n in lv}
         by_name = {w.name: w for w in self.pb.workloads}
@@ -384,7 +375,7 @@ class _Lowerer:
             (self.channel(e.source, by_name[e.target]) for e in edges if "stream" in e.kinds),
             key=lambda c: (c.producer, c.consumer),
         )
-        workloads = tuple(self.workload(w, deps, dependents, level) for w in self.pb.workloads)
+        workloads = tuple(self.workload(w, level) for w in self.pb.workloads)
         specs: dict[str, ModuleSpec] = {}
         for w in self.pb.workloads:
             if w.spec is not None:

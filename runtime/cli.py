@@ -208,6 +208,14 @@ def _execute(loaded: Any, var_pairs, vars_files, dry_run, as_json, max_concurren
     return code
 
 
+def _freeze_loaded() -> None:
+    """The loaded plan and code live as long as the process: keep them out of the collector's
+    later passes (a full pass over a 10,000-workload plan costs milliseconds each time)."""
+    import gc
+
+    gc.freeze()
+
+
 @cli.command("exec")
 @click.argument("plan_path", metavar="PLAN.gxp", type=click.Path(dir_okay=False))
 @_run_options
@@ -234,6 +242,7 @@ def exec_cmd(plan_path, var_pairs, vars_files, dry_run, as_json, max_concurrency
     except PlanRefused as exc:
         raise Refused(str(exc)) from None
     refuse_unsupported(loaded.plan)  # before any other line: a refusal is one line
+    _freeze_loaded()
     if not loaded.signed:
         click.echo(f"gxo: warning: running an unsigned plan (set {TRUSTED_KEYS_ENV} to require signatures)", err=True)
     elif not loaded.signature_checked:

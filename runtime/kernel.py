@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import json
 import os
 import random
 import time
@@ -42,7 +41,7 @@ def default_concurrency() -> int:
     return max(8, 4 * (os.cpu_count() or 1))
 
 
-@dataclass
+@dataclass(slots=True)
 class Result:
     """The outcome of one workload."""
 
@@ -170,9 +169,9 @@ class Kernel:
         self.inline_cls = self._inline_classes()
         self.fns = _track_tainted(plan, self.fns, self.record_exprs, tracker)
         # render() builds fresh containers from the IR; only values that expressions read from
-        # the state can alias it, so only params with expressions are copied (deep_copy mode)
-        self.copy_params = {w.name for w in plan.workloads
-                            if w.state_access == "deep_copy" and "$expr" in json.dumps(w.params)}
+        # the state can alias it, so only params with expressions are copied (deep_copy mode);
+        # params without any read no state at all
+        self.param_exprs = _param_expressions(plan)
         self.results = {w.name: Result(w.name) for w in plan.workloads}
         self.limit = asyncio.Semaphore(options.max_concurrency or plan.max_concurrency or default_concurrency())
         self.tasks: dict[str, asyncio.Task] = {}
@@ -216,7 +215,7 @@ class Kernel:
         old = res.status
         res.status = status
         self.status_map[name]["status"] = status
-        if emit and self.events.sinks:
+        if emit and "WorkloadStatusChanged" in self.events.wanted:
             self.events.emit("WorkloadStatusChanged", workload=name, old_status=old, new_status=status)
 
     # -- rendering ------------------------------------------------------------------------------
@@ -243,6 +242,8 @@ class Kernel:
     def render(self, ir: Any, scope: Any) -> Any:
         """Params IR to values: ``{"$expr": id}`` is evaluated, ``{"$lit": v}`` unwrapped."""
         if isinstance(ir, dict):
+            if not ir:
+                return {}
             if len(ir) == 1:
                 if "$expr" in ir:
                     eid = ir["$expr"]
@@ -346,39 +347,49 @@ class Kernel:
         none of loop, timeout or retries (those need a task).  Failure handlers and checks that
         a dry run may skip take the task path too, which decides those cases."""
         out = {}
+        sync: dict[str, Any] = {}  # module -> its class when its perform is sync, else None
         for w in self.plan.workloads:
             if not w.inline or w.loop is not None or w.timeout is not None or w.retry.attempts != 1:
                 continue
             if w.name in self.react.handles or w.name in self.react.dry_checks:
                 continue
-            cls = load_module_class(w.module)
-            if cls is not None and not inspect.iscoroutinefunction(cls.perform):
-                out[w.name] = cls
+            if w.module not in sync:
+                cls = load_module_class(w.module)
+                sync[w.module] = cls if cls is not None and not inspect.iscoroutinefunction(cls.perform) else None
+            if sync[w.module] is not None:
+                out[w.name] = sync[w.module]
         return out
 
     def _run_inline(self, w: Workload, mod: Any) -> list[Workload]:
         res = self.results[w.name]
         res.started = time.time()
-        self._set_status(w.name, RUNNING)
+        # Running as _set_status makes it, inline (this is the per-task hot path): the workload's
+        # own expressions may read its status; the event is built only when a sink takes it
+        res.status = RUNNING
+        self.status_map[w.name]["status"] = RUNNING
+        events = self.events
+        if "WorkloadStatusChanged" in events.wanted:
+            events.emit("WorkloadStatusChanged", workload=w.name, old_status=PENDING, new_status=RUNNING)
         try:
-            scope = self.state.view()
+            copy = self.param_exprs.get(w.name)  # None: literal params
+            scope = self.state.view() if copy is not None or w.when is not None else None
             if w.disabled or (w.when is not None and not self._when(w, scope)):
                 return self._finish(w, SKIPPED, "when evaluated false")
             try:
                 params = self.render(w.params, scope)
             except EvalError as exc:  # worded as on the task path (and so not keyword-redacted)
                 raise KernelError(f"param resolution failed: {exc}") from None
-            if w.name in self.copy_params:
+            if copy:
                 params = deep_copy(params)
             res.attempts = 1
-            if self.events.sinks:
-                self.events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=None,
-                                 **({"params": params} if self.opts.show_params else {}))
-            summary = mod.perform(self._context(w, None), params)
+            if "ModuleExecutionStart" in events.wanted:
+                events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=None,
+                            **({"params": params} if self.opts.show_params else {}))
+            summary = mod.perform(_LazyContext(self, w), params)
         except Exception as exc:  # noqa: BLE001 - every failure becomes the workload's status
             return self._fail(w, exc)
-        if self.events.sinks:
-            self.events.emit("ModuleExecutionEnd", workload=w.name, loop_iteration=None, summary=summary)
+        if "ModuleExecutionEnd" in events.wanted:
+            events.emit("ModuleExecutionEnd", workload=w.name, loop_iteration=None, summary=summary)
         return self._succeed(w, summary)
 
     async def _run_task(self, w: Workload) -> None:
@@ -521,7 +532,7 @@ class Kernel:
             self.results[w.name].attempts += 1
             try:
                 params = self.render(w.params, scope)
-                if w.name in self.copy_params:
+                if self.param_exprs.get(w.name):
                     params = deep_copy(params)
                 return await self._perform(w, params, index)
             except EvalError as exc:
@@ -803,6 +814,33 @@ def _failure_value(summary: Any, error: str | None) -> dict[str, Any]:
     ``failed: true`` and ``error``."""
     base = summary if isinstance(summary, dict) else {}
     return {**base, "failed": True, "error": error}
+
+
+class _LazyContext:
+    """An inline module's context, made only when the module reads it: most inline modules
+    (``control:identity``, ``control:assert``) never do, and building a ``Context`` with its
+    logger and state reader was about a fifth of such a task's time.  Reads go to the real
+    context, made on the first one."""
+
+    __slots__ = ("_kernel", "_workload", "_ctx")
+
+    def __init__(self, kernel: Kernel, w: Workload) -> None:
+        self._kernel = kernel
+        self._workload = w
+        self._ctx: Context | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        ctx = self._ctx
+        if ctx is None:
+            ctx = self._ctx = self._kernel._context(self._workload, None)
+        return getattr(ctx, name)
+
+
+def _param_expressions(plan: Plan) -> dict[str, bool]:
+    """The workloads whose params hold an expression, each with whether its rendered params are
+    copied before the module gets them (they may alias the state, read by deep copy)."""
+    with_exprs = {e.workload for e in plan.expressions if e.where.startswith("params")}
+    return {w.name: w.state_access == "deep_copy" for w in plan.workloads if w.name in with_exprs}
 
 
 class KernelError(ModuleError):

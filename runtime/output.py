@@ -3,6 +3,7 @@ recap, and JUnit XML for ``gxo test``.  Every sink receives already-redacted eve
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -25,10 +26,18 @@ class JsonSink:
 
 
 class PlainSink:
-    """One line per finished workload, retry and warning (for logs and CI)."""
+    """One line per finished workload, retry and warning (for logs and CI).
+
+    Lines are flushed once per turn of the event loop rather than one by one: a chain of
+    inline workloads that ends within one scheduler step writes its lines in one go, and a
+    line never waits longer than the step that wrote it.  Off the loop (a module's thread)
+    a line is flushed at once."""
+
+    types: frozenset[str] | None = frozenset({"WorkloadEnd", "WorkloadRetry", "Log"})
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
+        self._flush_pending = False
 
     def __call__(self, event: dict[str, Any]) -> None:
         t = event["type"]
@@ -47,6 +56,21 @@ class PlainSink:
             self.stream.write(f"{event['level'].lower():<8} {event['workload']}: {event['message']}\n")
         else:
             return
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self._flush_pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on the loop's thread: nobody would flush later
+            self.stream.flush()
+            return
+        self._flush_pending = True
+        loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_pending = False
         self.stream.flush()
 
 
@@ -287,6 +311,8 @@ def cut(text: str, max_lines: int = DETAIL_LINES, max_chars: int = DETAIL_CHARS)
 
 class VerbosePlainSink(PlainSink):
     """``-v`` on plain output: each workload's details right under its status line."""
+
+    types = None  # every event: the details come from the module's start and end events
 
     def __init__(self, stream: IO[str], details: Details) -> None:
         super().__init__(stream)

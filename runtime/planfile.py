@@ -2,10 +2,11 @@
 checked before any of its code runs.
 
 Order (docs/plan-format.md): the file must be a zip with exactly the known members and sane
-sizes; ``manifest.json`` must be the canonical text of a plan of this format version;
-``SIGNATURE`` is checked against the trusted keys (fail-closed: a trusted key makes an unsigned
-plan a refusal); ``plan_code.py`` must match the manifest's digest; ``plan/index.json`` pins the
-bytecode and every ``native/<tag>/index.json`` pins its shards.  Only then is the bytecode
+sizes; ``SIGNATURE`` is checked against the trusted keys over the members' bytes (fail-closed:
+a trusted key makes an unsigned plan a refusal); ``manifest.json`` decodes (msgspec, straight
+into the IR) as a plan of this format version and is byte for byte its canonical text (one
+re-encode of the decoded plan); ``plan_code.py`` must match the manifest's digest;
+``plan/index.json`` pins the bytecode and every ``native/<tag>/index.json`` pins its shards.  Only then is the bytecode
 unmarshalled or a native shard loaded.  A failure raises ``PlanRefused``, one line naming the
 member (``gxo`` exits 3).  No pickle, no ``eval``; ``cryptography`` is imported only when a
 signature is checked.  This module never imports the compiler or its dependencies.
@@ -17,22 +18,21 @@ import base64
 import hashlib
 import importlib.machinery
 import importlib.util
-import json
 import marshal
 import os
 import re
-import shutil
 import stat
 import sys
-import tempfile
 import types
 import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from gxo.runtime.module import GxoError
-from gxo.runtime.plan import Plan, PlanFormatError, canonical_json, decode_plan
+from gxo.runtime.plan import Plan, PlanFormatError, canonical_json, decode_plan, encode_manifest
 
 MANIFEST = "manifest.json"
 PLAN_CODE = "plan_code.py"
@@ -47,7 +47,7 @@ NATIVE_FORMAT = "gxo-native"
 NATIVE_FUNCTION = re.compile(r"f_[0-9a-f]{16}")  # a shard's functions: named by their body's digest
 SIGNATURE_FORMAT = "gxo-signature"
 INDEX_FORMAT_VERSION = 1
-SIGNATURE_DOMAIN = b"gxo-plan-signature/1\n"
+SIGNATURE_DOMAIN = b"gxo-plan-signature/2\n"
 MAX_MEMBERS = 4096
 MAX_MEMBER_BYTES = 256 * 1024 * 1024
 MAX_TOTAL_BYTES = 1024 * 1024 * 1024
@@ -105,9 +105,10 @@ def canonical_bytes(obj: Any) -> bytes:
     return canonical_json(obj, pretty=True).encode("utf-8")
 
 
-def signature_message(manifest_compact: bytes, indexes: dict[str, bytes]) -> bytes:
-    """What ``SIGNATURE`` signs: the compact canonical manifest's digest and each index's."""
-    lines = [f"{MANIFEST} {sha256_hex(manifest_compact)}\n"]
+def signature_message(manifest: bytes, indexes: dict[str, bytes]) -> bytes:
+    """What ``SIGNATURE`` signs: the digest of the manifest member's bytes (its canonical text,
+    checked byte for byte on reading) and each index's."""
+    lines = [f"{MANIFEST} {sha256_hex(manifest)}\n"]
     lines.extend(f"{name} {sha256_hex(indexes[name])}\n" for name in sorted(indexes))
     return SIGNATURE_DOMAIN + "".join(lines).encode("utf-8")
 
@@ -125,30 +126,14 @@ def key_id(public_raw: bytes) -> str:
 
 
 def _strict_json(raw: bytes, member: str, path: str) -> Any:
+    """A small JSON member (an index, ``SIGNATURE``): valid JSON, byte for byte its canonical
+    text (so no duplicate keys, no NaN, no other spelling)."""
     where = f"{path}: member '{member}'"
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in items:
-            if k in out:
-                raise PlanRefused(f"{where}: duplicate key {k!r}")
-            out[k] = v
-        return out
-
-    def bad_constant(name: str) -> Any:
-        raise PlanRefused(f"{where}: {name} is not allowed")
-
     try:
-        text = raw.decode("utf-8")
-        data = json.loads(text, object_pairs_hook=pairs, parse_constant=bad_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        if isinstance(exc, PlanRefused):
-            raise
+        data = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
         raise PlanRefused(f"{where}: not valid JSON (damaged)") from None
-    try:
-        canonical = canonical_bytes(data)
-    except (TypeError, ValueError):
-        raise PlanRefused(f"{where}: not canonical JSON") from None
-    if canonical != raw:
+    if canonical_bytes(data) != raw:
         raise PlanRefused(f"{where}: not in canonical form (edited or damaged)")
     return data
 
@@ -268,7 +253,7 @@ def trusted_keys_from_env(environ: Any = None) -> list[Any]:
     return keys
 
 
-def _check_signature(path: str, members: dict[str, bytes], manifest_compact: bytes,
+def _check_signature(path: str, members: dict[str, bytes], manifest: bytes,
                      trusted_keys: Iterable[Any]) -> tuple[bool, bool, str | None]:
     keys = list(trusted_keys)
     raw = members.get(SIGNATURE)
@@ -291,7 +276,7 @@ def _check_signature(path: str, members: dict[str, bytes], manifest_compact: byt
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives import serialization
 
-    message = signature_message(manifest_compact, signed_indexes(members))
+    message = signature_message(manifest, signed_indexes(members))
     for key in keys:
         pub = _load_trusted_key(key)
         try:
@@ -370,15 +355,15 @@ def _check_native(path: str, members: dict[str, bytes], plan: Plan) -> dict[str,
 
 
 def verify_members(path: str, members: dict[str, bytes], *, trusted_keys: Iterable[Any] = ()) -> VerifiedPlan:
-    data = _strict_json(members[MANIFEST], MANIFEST, path)
+    raw = members[MANIFEST]
+    # the signature covers the member's bytes: checked before anything of the manifest is read
+    signed, checked, kid = _check_signature(path, members, raw, trusted_keys)
     try:
-        plan = decode_plan(data)
+        plan = decode_plan(raw)
     except PlanFormatError as exc:
         raise PlanRefused(f"{path}: member '{MANIFEST}': {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise PlanRefused(f"{path}: member '{MANIFEST}' is malformed ({exc})") from None
-    compact = canonical_json(data).encode("utf-8")
-    signed, checked, kid = _check_signature(path, members, compact, trusted_keys)
+    if encode_manifest(plan) != raw:  # one encode of the decoded plan, compared byte for byte
+        raise PlanRefused(f"{path}: member '{MANIFEST}': not in canonical form (edited or damaged)")
     if sha256_hex(members[PLAN_CODE]) != plan.plan_code_sha256:
         raise PlanRefused(f"{path}: member '{PLAN_CODE}' does not match the manifest's digest (tampered or damaged)")
     bidx = _check_bytecode_index(path, members, plan)
@@ -446,6 +431,9 @@ def _register_source(v: VerifiedPlan) -> None:
 def _load_native(v: VerifiedPlan, tag: str, warnings: list[str]) -> dict[str, Callable[..., Any]]:
     """The bytecode's functions, each replaced by its native form where a shard holds it (the
     shards hold the functions evaluated per record or loop item, by name: ``f_<digest>``)."""
+    import shutil
+    import tempfile
+
     idx = v.native_indexes[tag]
     pure = _load_bytecode(v, warnings)
     names = {getattr(fn, "__name__", None) for fn in pure.values()}

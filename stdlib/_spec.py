@@ -72,9 +72,16 @@ def _builtin_namespace(name: str) -> str | None:
     return modname if modname in _BUILTIN_NAMESPACES else None
 
 
+_BUILTIN_SPECS: dict[str, ModuleSpec] = {}
+
+
 def spec_of(name: str) -> ModuleSpec | None:
     """The declaration of module ``name``, importing only its namespace when it is built in
-    (``registry()`` imports every namespace and scans entry points: ~10 ms at each start-up)."""
+    (``registry()`` imports every namespace and scans entry points: ~10 ms at each start-up).
+    A built-in's declaration is worked out once (the kernel asks for every workload's)."""
+    spec = _BUILTIN_SPECS.get(name)
+    if spec is not None:
+        return spec
     modname = _builtin_namespace(name)
     if modname is not None:
         mod = importlib.import_module(modname)
@@ -82,7 +89,10 @@ def spec_of(name: str) -> ModuleSpec | None:
         for spec in mod.MODULES:
             if spec.name == name:
                 _NAMESPACE_OF[name] = modname
-                return replace(spec, implemented=True) if name in code and not spec.implemented else spec
+                if name in code and not spec.implemented:
+                    spec = replace(spec, implemented=True)
+                _BUILTIN_SPECS[name] = spec
+                return spec
     return registry().get(name)
 
 

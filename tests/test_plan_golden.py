@@ -9,14 +9,13 @@ members, and the written plan loads and verifies.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 from golden_util import GOLDEN, compare_or_update
 from gxo.compiler.emit import build_plan, emit_gxp, members_of
 from gxo.compiler.pipeline import check_source
-from gxo.runtime.plan import canonical_json, decode_plan
+from gxo.runtime.plan import canonical_json, decode_plan, encode_manifest
 from gxo.runtime.planfile import load_plan
 
 CASES = sorted(p for p in (GOLDEN / "plans").iterdir() if (p / "playbook.yaml").exists())
@@ -43,8 +42,11 @@ def test_plan_golden(case: Path, update_golden: bool) -> None:
 def test_plan_invariants(case: Path, tmp_path: Path) -> None:
     built = build_case(case)
     plan = built.plan
-    assert decode_plan(json.loads(canonical_json(plan))) == plan
-    assert decode_plan(json.loads(canonical_json(plan, pretty=True))) == plan
+    assert decode_plan(canonical_json(plan).encode()) == plan
+    decoded = decode_plan(encode_manifest(plan))
+    assert decoded == plan and encode_manifest(decoded) == encode_manifest(plan)
+    # deps and dependents are not stored: decoding derives them from the edges, as building did
+    assert [(w.deps, w.dependents) for w in decoded.workloads] == [(w.deps, w.dependents) for w in plan.workloads]
     again = build_case(case)
     assert members_of(again) == members_of(built)
     text = canonical_json(plan, pretty=True)

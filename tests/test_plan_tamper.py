@@ -75,14 +75,16 @@ def flip_raw(path: Path, out: Path, member: str) -> Path:
     return out
 
 
-def flip_offset(name: str, data: bytes | bytearray) -> int:
-    """Where a one-bit flip of member ``name`` must be caught.  An unsigned manifest anchors
-    nothing but its own shape, so its flip goes into a key (the format version's): a flip inside free text
-    (an expression's source text, say) is the inherent case that only a signature catches
-    (GXO_TRUSTED_KEYS, tested in test_exec_trust.py)."""
-    if name == F.MANIFEST:
-        return data.find(b'"format_version"') + 3
-    return len(data) // 2
+def flip_byte(name: str, data: bytes) -> bytes:
+    """``data`` with one bit flipped near its middle; in a JSON member, in a structural character
+    (a flip inside a value can give another valid plan, which only a signature can tell:
+    ``test_consistent_edit_without_signature_is_caught_only_by_signature``)."""
+    b = bytearray(data)
+    at = len(b) // 2
+    if name.endswith(".json") or name == F.SIGNATURE:
+        at = next(i for i in range(at, len(b)) if b[i] in b'{}[]:,"')
+    b[at] ^= 0x01
+    return bytes(b)
 
 
 def tampered_variants(plan: Path, out_dir: Path) -> list[tuple[str, Path]]:
@@ -93,9 +95,7 @@ def tampered_variants(plan: Path, out_dir: Path) -> list[tuple[str, Path]]:
         safe = name.replace("/", "_")
         out.append((f"raw-flip:{name}", flip_raw(plan, out_dir / f"raw-{safe}.gxp", name)))
         changed = dict(members)
-        b = bytearray(changed[name])
-        b[flip_offset(name, b)] ^= 0x01
-        changed[name] = bytes(b)
+        changed[name] = flip_byte(name, changed[name])
         out.append((f"flip:{name}", rewrite(plan, out_dir / f"flip-{safe}.gxp", changed)))
     raw = plan.read_bytes()
     for cut in (0, 10, len(raw) // 2, len(raw) - 1):
@@ -159,9 +159,7 @@ def test_every_tampered_variant_is_refused(plan: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("member", [F.MANIFEST, F.PLAN_CODE, F.PYC, F.PYC_INDEX])
 def test_rewritten_member_names_the_member(plan: Path, tmp_path: Path, member: str) -> None:
     members = read_members(plan)
-    b = bytearray(members[member])
-    b[flip_offset(member, b)] ^= 0x01
-    members[member] = bytes(b)
+    members[member] = flip_byte(member, members[member])
     with pytest.raises(PlanRefused, match=member.replace(".", r"\.")):
         load_plan(str(rewrite(plan, tmp_path / "x.gxp", members)))
 
@@ -264,3 +262,47 @@ def test_runtime_loader_imports_no_compiler(plan: Path) -> None:
     proc = subprocess.run(check=False, args=[sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""})
     assert proc.returncode == 0, proc.stderr
     assert "e0" in proc.stdout
+
+
+def test_signature_is_over_the_manifest_members_bytes(tmp_path: Path, keypair) -> None:
+    """The signed message names the digest of ``manifest.json`` as stored (its canonical pretty
+    text), so verifying never re-serialises the manifest."""
+    from cryptography.hazmat.primitives import serialization
+
+    key, pub = keypair
+    members = read_members(make_plan(tmp_path, name="s.gxp", key=key))
+    sig = json.loads(members[F.SIGNATURE])
+    message = F.signature_message(members[F.MANIFEST], F.signed_indexes(members))
+    assert f"manifest.json {F.sha256_hex(members[F.MANIFEST])}\n".encode() in message
+    public = serialization.load_pem_public_key(pub.read_bytes())
+    public.verify(__import__("base64").b64decode(sig["signature"]), message)  # raises when not
+    # the same manifest in another key order: the signature no longer fits, and unsigned it is
+    # not the canonical text
+    data = json.loads(members[F.MANIFEST])
+    data = dict(reversed(list(data.items())))
+    members[F.MANIFEST] = json.dumps(data, indent=2, ensure_ascii=False).encode() + b"\n"
+    with pytest.raises(PlanRefused, match="bad signature"):
+        load_plan(str(rewrite(tmp_path / "s.gxp", tmp_path / "x.gxp", members)), trusted_keys=[str(pub)])
+    del members[F.SIGNATURE]
+    with pytest.raises(PlanRefused, match="not in canonical form"):
+        load_plan(str(rewrite(tmp_path / "s.gxp", tmp_path / "y.gxp", members)))
+
+
+@pytest.mark.parametrize(("edit", "pattern"), [
+    (lambda m: m["workloads"][0].update(deps=[]), r"manifest\.workloads\[0\]: .*unknown field 'deps'"),
+    (lambda m: m["workloads"][0].update(index="0"), r"manifest\.workloads\[0\]\.index: Expected 'int', got 'str'"),
+    (lambda m: m["workloads"][1].pop("span"), r"manifest\.workloads\[1\]: .*missing required field 'span'"),
+    (lambda m: m["edges"][0].update(source="nobody"), r"edges: nobody -> check names an unknown workload"),
+    (lambda m: m["workloads"][1].update(name="greet"), r"the name 'greet' appears twice"),
+    (lambda m: m.update(format="other"), r"not a GXO plan \(format 'other'\)"),
+])
+def test_manifest_is_decoded_strictly(plan: Path, tmp_path: Path, edit, pattern: str) -> None:
+    """Types, unknown and missing fields are checked by the decoder with the field's path; the
+    edges are checked against the workloads (each edge is stored once, on the plan)."""
+    members = read_members(plan)
+    data = json.loads(members[F.MANIFEST])
+    edit(data)
+    members[F.MANIFEST] = F.canonical_bytes(data)
+    with pytest.raises(PlanRefused, match=pattern) as info:
+        load_plan(str(rewrite(plan, tmp_path / "x.gxp", members)))
+    assert str(info.value).startswith(f"{tmp_path / 'x.gxp'}: member 'manifest.json': ")

@@ -1,18 +1,19 @@
 """Generate schemas/plan.schema.json from the plan IR (gxo.runtime.plan).
 
-The IR's dataclasses are the single source: each becomes a ``$defs`` entry with its fields
-(``required`` = fields without a default), ``additionalProperties: false``.  ``--check`` exits 1
+The IR's records (msgspec ``Struct``s) are the single source: each becomes a ``$defs`` entry
+with its fields (``required`` = fields without a default), ``additionalProperties: false``.  ``--check`` exits 1
 when the committed schema is stale.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 import types
 import typing
 from pathlib import Path
+
+import msgspec
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "schemas" / "plan.schema.json"
@@ -32,7 +33,7 @@ def _type(tp: typing.Any, defs: dict) -> dict:
             return {"type": "array", "items": _type(args[0], defs)}
         return {"type": "array", "prefixItems": [_type(a, defs) for a in args], "minItems": len(args),
                 "maxItems": len(args)}
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
         _define(tp, defs)
         return {"$ref": f"#/$defs/{tp.__name__}"}
     return {"type": {str: "string", int: "integer", float: "number", bool: "boolean"}[tp]}
@@ -42,13 +43,12 @@ def _define(cls: type, defs: dict) -> None:
     if cls.__name__ in defs:
         return
     defs[cls.__name__] = {}
-    hints = typing.get_type_hints(cls)
     props, required = {}, []
-    for f in dataclasses.fields(cls):
-        props[f.name] = _type(hints[f.name], defs)
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+    for f in msgspec.structs.fields(cls):
+        props[f.name] = _type(f.type, defs)
+        if f.required:
             required.append(f.name)
-    doc = (cls.__doc__ or "").strip().split("\n")[0]
+    doc = (cls.__dict__.get("__doc__") or cls.__name__).strip().split("\n")[0]
     defs[cls.__name__] = {"type": "object", "description": doc, "properties": props, "required": required,
                           "additionalProperties": False}
 

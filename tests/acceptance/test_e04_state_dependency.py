@@ -20,8 +20,8 @@ def test_edge_is_inferred_with_the_consumer_listed_first(work: Path) -> None:
     order = [w["name"] for w in manifest["workloads"]]
     by_name = {w["name"]: w for w in manifest["workloads"]}
     assert order.index("task_b") < order.index("task_a")  # listed first in the file
-    assert by_name["task_b"]["deps"] == ["task_a"] and by_name["task_b"]["needs"] == []
-    assert by_name["task_a"]["dependents"] == ["task_b"]
+    assert by_name["task_b"]["needs"] == []
+    assert manifest["edges"] == [{"kinds": ["state"], "source": "task_a", "target": "task_b"}]
     assert by_name["task_a"]["level"] == 0 and by_name["task_b"]["level"] == 1
 
 

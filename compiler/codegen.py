@@ -34,7 +34,7 @@ import jinja2
 from gxo.compiler.expr import ast
 from gxo.compiler.expr.functions import FUNCTIONS as SIGNATURES
 from gxo.compiler.expr.parser import MAX_DEPTH
-from gxo.compiler.records import nests_deeper as _nests_deeper
+from gxo.runtime.limits import nests_deeper as _nests_deeper
 from gxo.compiler.types import BOOL, FLOAT, INT, STR
 from gxo.runtime import exprlib
 

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import yaml
 
 from gxo.compiler.diagnostics import Diagnostics, Span
+from gxo.runtime.limits import MAX_INT_DIGITS
 
 MAX_BYTES = 10 * 1024 * 1024
 MAX_DEPTH = 64
@@ -146,7 +147,6 @@ _BOOL_WORDS = re.compile(r"^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF
 
 #: The longest integer a playbook may hold, in decimal digits (Python's own limit for turning
 #: text into an int and back, which the plan's JSON does).
-MAX_INT_DIGITS = 4300
 _MAX_INT_BITS = int(MAX_INT_DIGITS * math.log2(10))
 
 

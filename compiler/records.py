@@ -16,6 +16,7 @@ from gxo.compiler import types as T
 from gxo.compiler.diagnostics import Diagnostics
 from gxo.compiler.expr import ast
 from gxo.compiler.expr.parser import MAX_DEPTH
+from gxo.runtime.limits import nests_deeper
 from gxo.compiler.loader import MapNode, ScalarNode, to_plain
 
 if TYPE_CHECKING:
@@ -181,17 +182,3 @@ def template_record_type(tree: ast.Template, text: str) -> T.Type:
         else:
             fields.append((k, T.of_value(v)))
     return T.MapT(tuple(fields), open=False)
-
-
-def nests_deeper(value: object, limit: int) -> bool:
-    """Whether a JSON value nests lists/maps more than ``limit`` levels deep (no recursion)."""
-    stack = [(value, 0)]
-    while stack:
-        v, depth = stack.pop()
-        if depth > limit:
-            return True
-        if isinstance(v, dict):
-            stack.extend((x, depth + 1) for x in v.values())
-        elif isinstance(v, list):
-            stack.extend((x, depth + 1) for x in v)
-    return False

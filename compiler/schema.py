@@ -16,7 +16,7 @@ from typing import Any
 
 from gxo.compiler.diagnostics import Diagnostics, Span, did_you_mean
 from gxo.compiler.loader import MapNode, ScalarNode, SeqNode, YNode, to_plain, walk_path
-from gxo.compiler.violations import describe
+from gxo.compiler.violations import TYPE_WORDS, describe, value_kind
 
 #: keys renamed since v0.1 (location → key → hint)
 _LEGACY = {
@@ -67,28 +67,6 @@ def _pattern_of(path: tuple) -> tuple:
     return tuple("*" if isinstance(p, int) else p for p in path)
 
 
-def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    return "a mapping"
-
-
-_SCHEMA_TYPE = {
-    "string": "a string", "integer": "an integer", "number": "a number", "boolean": "a boolean",
-    "array": "a list", "object": "a mapping", "null": "null",
-}
-
-
 def _describe(schema: Any) -> str:
     if not isinstance(schema, dict):
         return "a valid value"
@@ -98,9 +76,9 @@ def _describe(schema: Any) -> str:
         return json.dumps(schema["const"])
     t = schema.get("type")
     if isinstance(t, list):
-        return " or ".join(_SCHEMA_TYPE.get(x, x) for x in t)
-    if t in _SCHEMA_TYPE:
-        return _SCHEMA_TYPE[t]
+        return " or ".join(TYPE_WORDS.get(x, x) for x in t)
+    if t in TYPE_WORDS:
+        return TYPE_WORDS[t]
     for key in ("oneOf", "anyOf"):
         if key in schema:
             return " or ".join(_describe(s) for s in schema[key])
@@ -149,7 +127,7 @@ def _where(path: tuple) -> str:
 def validate_playbook(root: YNode, diags: Diagnostics) -> None:
     """Validate the node tree; every violation becomes one diagnostic."""
     if not isinstance(root, MapNode):
-        diags.add("invalid-value", f"a playbook must be a mapping, got {_type_name(to_plain(root))}",
+        diags.add("invalid-value", f"a playbook must be a mapping, got {value_kind(to_plain(root))}",
                   root.span, help="start with `name:`, `schemaVersion:` and `workloads:`")
         return
     instance = to_plain(root)
@@ -222,7 +200,7 @@ def _report(err, root: YNode, instance: Any, diags: Diagnostics, seen: set) -> N
                   _node_span(root, path), help="write schemaVersion: \"1.0.0\" (major version 1)")
         return
     if validator == "type":
-        msg = f"{where} must be {_describe(err.schema)}, got {_type_name(value)}"
+        msg = f"{where} must be {_describe(err.schema)}, got {value_kind(value)}"
     elif validator in ("enum", "const"):
         msg = f"{where} must be {_describe(err.schema)}, got {json.dumps(value)}"
         if isinstance(value, str):
@@ -252,7 +230,7 @@ def _report(err, root: YNode, instance: Any, diags: Diagnostics, seen: set) -> N
             return
         msg = f"{where} lists the same item twice"
     elif validator in ("oneOf", "anyOf"):
-        msg = f"{where} must be {_describe(err.schema)}, got {_type_name(value)}"
+        msg = f"{where} must be {_describe(err.schema)}, got {value_kind(value)}"
     else:
         # every other rule in words: the offending key and a help line, never a repr
         v = describe(err, where)

@@ -22,13 +22,13 @@ class Violation:
     key: str | None = None
 
 
-_TYPE = {
+TYPE_WORDS = {
     "string": "a string", "integer": "an integer", "number": "a number", "boolean": "a boolean",
     "array": "a list", "object": "a mapping", "null": "null",
 }
 
 
-def _value_kind(value: Any) -> str:
+def value_kind(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -49,7 +49,7 @@ def _short(value: Any) -> str:
     try:
         text = json.dumps(value, ensure_ascii=False, default=str)
     except (TypeError, ValueError):
-        text = _value_kind(value)
+        text = value_kind(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -85,9 +85,9 @@ def _shape(schema: Any) -> str:
             return ", ".join(fixed)
     t = schema.get("type")
     if isinstance(t, list):
-        return " or ".join(_TYPE.get(x, x) for x in t)
-    if t in _TYPE:
-        return _TYPE[t]
+        return " or ".join(TYPE_WORDS.get(x, x) for x in t)
+    if t in TYPE_WORDS:
+        return TYPE_WORDS[t]
     for key in ("oneOf", "anyOf"):
         if isinstance(schema.get(key), list):
             return " or ".join(_shape(s) for s in schema[key])
@@ -162,7 +162,7 @@ def describe(err: Any, where: str) -> Violation:
             return Violation(f"{where} has {_quote(given)}: give only one of them",
                              f"{_quote(names)} exclude each other; remove all but one",
                              key=given[-1])
-        return Violation(f"{where} must be {_shape(err.schema)}, got {_value_kind(value)} "
+        return Violation(f"{where} must be {_shape(err.schema)}, got {value_kind(value)} "
                          f"{_short(value)}", desc)
     if v == "not":
         inner = vv if isinstance(vv, dict) else {}
@@ -210,7 +210,7 @@ def describe(err: Any, where: str) -> Violation:
     if v == "multipleOf":
         return Violation(f"{where} must be a multiple of {vv}, got {_short(value)}", desc)
     if v == "type":
-        return Violation(f"{where} must be {_shape(err.schema)}, got {_value_kind(value)}", desc)
+        return Violation(f"{where} must be {_shape(err.schema)}, got {value_kind(value)}", desc)
     if v in ("enum", "const"):
         return Violation(f"{where} must be {_shape(err.schema)}, got {_short(value)}", desc)
     if v == "pattern":

@@ -17,6 +17,8 @@ from typing import Any
 
 import click
 
+from gxo.runtime.limits import MAX_INT_DIGITS, MAX_NESTING, nests_deeper
+
 EXIT_USAGE, EXIT_REFUSED, EXIT_INTERNAL = 2, 3, 70
 
 
@@ -82,21 +84,7 @@ def parse_scalar(text: str) -> Any:
 
 
 #: Limits of ``--var``/``--vars-file`` values, as for a playbook's own (YAML depth, int digits).
-MAX_VAR_DEPTH = 64
-MAX_INT_DIGITS = 4300
-
-
-def _too_deep(value: Any) -> bool:
-    stack = [(value, 0)]
-    while stack:
-        v, depth = stack.pop()
-        if depth > MAX_VAR_DEPTH:
-            return True
-        if isinstance(v, dict):
-            stack.extend((x, depth + 1) for x in v.values())
-        elif isinstance(v, list):
-            stack.extend((x, depth + 1) for x in v)
-    return False
+MAX_VAR_DEPTH = MAX_NESTING
 
 
 def _kind_ok(value: Any, type_text: str) -> bool:
@@ -144,7 +132,7 @@ def collect_vars(plan: Any, pairs: tuple[str, ...], files: tuple[str, ...]) -> d
         if key not in declared:
             hint = f"; the playbook declares: {', '.join(sorted(declared))}" if declared else "; it declares no vars"
             raise click.BadParameter(f"'{key}' is not a var of this playbook{hint}", param_hint="--var")
-        if _too_deep(value):
+        if nests_deeper(value):
             raise click.BadParameter(f"var '{key}' nests deeper than {MAX_VAR_DEPTH} levels", param_hint="--var")
         if not _kind_ok(value, declared[key]):
             raise click.BadParameter(f"var '{key}' must be {declared[key]}, got {json.dumps(value)}", param_hint="--var")

@@ -16,7 +16,7 @@ from typing import Any
 
 from gxo.compiler.diagnostics import Diagnostics, Span, did_you_mean
 from gxo.compiler.loader import MapNode, ScalarNode, SeqNode, YNode, to_plain, walk_path
-from gxo.compiler.violations import TYPE_WORDS, describe, value_kind
+from gxo.compiler.violations import describe, schema_shape, value_kind
 
 #: keys renamed since v0.1 (location → key → hint)
 _LEGACY = {
@@ -65,26 +65,6 @@ def _validator():
 
 def _pattern_of(path: tuple) -> tuple:
     return tuple("*" if isinstance(p, int) else p for p in path)
-
-
-def _describe(schema: Any) -> str:
-    if not isinstance(schema, dict):
-        return "a valid value"
-    if "enum" in schema:
-        return "one of " + ", ".join(json.dumps(v) for v in schema["enum"])
-    if "const" in schema:
-        return json.dumps(schema["const"])
-    t = schema.get("type")
-    if isinstance(t, list):
-        return " or ".join(TYPE_WORDS.get(x, x) for x in t)
-    if t in TYPE_WORDS:
-        return TYPE_WORDS[t]
-    for key in ("oneOf", "anyOf"):
-        if key in schema:
-            return " or ".join(_describe(s) for s in schema[key])
-    if "$ref" in schema:
-        return schema["$ref"].rsplit("/", 1)[-1].replace("_", " ")
-    return "a valid value"
 
 
 def _key_span(root: YNode, path: tuple, key: str) -> Span | None:
@@ -200,9 +180,9 @@ def _report(err, root: YNode, instance: Any, diags: Diagnostics, seen: set) -> N
                   _node_span(root, path), help="write schemaVersion: \"1.0.0\" (major version 1)")
         return
     if validator == "type":
-        msg = f"{where} must be {_describe(err.schema)}, got {value_kind(value)}"
+        msg = f"{where} must be {schema_shape(err.schema)}, got {value_kind(value)}"
     elif validator in ("enum", "const"):
-        msg = f"{where} must be {_describe(err.schema)}, got {json.dumps(value)}"
+        msg = f"{where} must be {schema_shape(err.schema)}, got {json.dumps(value)}"
         if isinstance(value, str):
             options = err.schema.get("enum") or [err.schema.get("const")]
             hint = did_you_mean(value, [str(o) for o in options])
@@ -230,7 +210,7 @@ def _report(err, root: YNode, instance: Any, diags: Diagnostics, seen: set) -> N
             return
         msg = f"{where} lists the same item twice"
     elif validator in ("oneOf", "anyOf"):
-        msg = f"{where} must be {_describe(err.schema)}, got {value_kind(value)}"
+        msg = f"{where} must be {schema_shape(err.schema)}, got {value_kind(value)}"
     else:
         # every other rule in words: the offending key and a help line, never a repr
         v = describe(err, where)

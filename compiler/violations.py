@@ -67,7 +67,7 @@ def _either(names: list[str]) -> str:
     return ", ".join(quoted[:-1]) + " or " + quoted[-1]
 
 
-def _shape(schema: Any) -> str:
+def schema_shape(schema: Any) -> str:
     """What a (sub)schema accepts, briefly: ``role: "probe"``, ``a string``, ``one of "a", "b"``."""
     if schema is True:
         return "any value"
@@ -90,7 +90,7 @@ def _shape(schema: Any) -> str:
         return TYPE_WORDS[t]
     for key in ("oneOf", "anyOf"):
         if isinstance(schema.get(key), list):
-            return " or ".join(_shape(s) for s in schema[key])
+            return " or ".join(schema_shape(s) for s in schema[key])
     if "$ref" in schema:
         return str(schema["$ref"]).rsplit("/", 1)[-1].replace("_", " ")
     return "a valid value"
@@ -162,7 +162,7 @@ def describe(err: Any, where: str) -> Violation:
             return Violation(f"{where} has {_quote(given)}: give only one of them",
                              f"{_quote(names)} exclude each other; remove all but one",
                              key=given[-1])
-        return Violation(f"{where} must be {_shape(err.schema)}, got {value_kind(value)} "
+        return Violation(f"{where} must be {schema_shape(err.schema)}, got {value_kind(value)} "
                          f"{_short(value)}", desc)
     if v == "not":
         inner = vv if isinstance(vv, dict) else {}
@@ -174,7 +174,7 @@ def describe(err: Any, where: str) -> Violation:
             return Violation(f"{where} has {_quote(clash)}: give at most one of them",
                              f"{_quote(names)} exclude each other; remove all but one",
                              key=clash[-1])
-        return Violation(f"{where} must not be {_shape(inner)}", desc)
+        return Violation(f"{where} must not be {schema_shape(inner)}", desc)
     if v == "dependentRequired" and isinstance(vv, dict):
         for key, needs in vv.items():
             if key in present:
@@ -185,7 +185,7 @@ def describe(err: Any, where: str) -> Violation:
                                      key=key)
     if v in ("contains", "minContains", "maxContains"):
         contains = err.schema.get("contains") if isinstance(err.schema, dict) else None
-        shape = _shape(contains)
+        shape = schema_shape(contains)
         if v == "maxContains":
             msg = f"{where} has more than {vv} item{'s' if vv != 1 else ''} with {shape}"
         else:
@@ -210,9 +210,9 @@ def describe(err: Any, where: str) -> Violation:
     if v == "multipleOf":
         return Violation(f"{where} must be a multiple of {vv}, got {_short(value)}", desc)
     if v == "type":
-        return Violation(f"{where} must be {_shape(err.schema)}, got {value_kind(value)}", desc)
+        return Violation(f"{where} must be {schema_shape(err.schema)}, got {value_kind(value)}", desc)
     if v in ("enum", "const"):
-        return Violation(f"{where} must be {_shape(err.schema)}, got {_short(value)}", desc)
+        return Violation(f"{where} must be {schema_shape(err.schema)}, got {_short(value)}", desc)
     if v == "pattern":
         return Violation(f"{where} {_short(value)} is not in the required form",
                          desc or f"it must match {vv}")

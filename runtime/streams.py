@@ -40,7 +40,7 @@ batch); ``inputs.records()`` yields records one by one for code that does not ca
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +71,7 @@ __all__ = [
     "Channel",
     "ChannelClosed",
     "FanOut",
+    "Handoff",
     "PolicyViolation",
     "RecordError",
     "RecordErrorSink",
@@ -100,10 +101,13 @@ require_compiled(_records_cy)
 class StreamInputs:
     """A consumer's input channels (fan-in), read concurrently until every one has ended."""
 
-    def __init__(self, channels: Mapping[str, Channel] | Iterable[tuple[str, Channel]]) -> None:
+    def __init__(self, channels: Mapping[str, Channel] | Iterable[tuple[str, Channel]],
+                 handoff: Handoff | None = None) -> None:
         items = list(channels.items()) if isinstance(channels, Mapping) else list(channels)
         #: (producer name, channel), in stream_inputs order
         self._items: list[tuple[str, Channel]] = items
+        #: the direct hand-over of the single input's batches (``each``), when the kernel set one
+        self._handoff = handoff if len(items) == 1 else None
 
     @property
     def names(self) -> list[str]:
@@ -156,6 +160,44 @@ class StreamInputs:
             if not progressed:
                 await _wait_any([ch for _, ch in live])
 
+    async def each(self, process: Callable[[str, list[Any]], Awaitable[None]]) -> None:
+        """``await process(producer, batch)`` for every batch of every input, in order per
+        input, like ``async for``; returns once every input has ended.
+
+        With a ``Handoff`` on its input (a single producer whose only consumer this is), a
+        batch the producer sends while this consumer is idle and the channel empty is
+        processed at once in the producer's task (``Handoff.deliver``): no channel queue, no
+        task switch, the same counters, positions and record errors.  An exception of
+        ``process`` there is raised here, in the consumer, as it would be otherwise."""
+        h = self._handoff
+        if h is None or h.attached:  # no hand-over (or a second reader): read the channels
+            async for name, batch in self.batches():
+                await process(name, batch)  # type: ignore[arg-type]
+            return
+        name, ch = self._items[0]
+        h.attach(name, process)
+        try:
+            while True:
+                if h.busy:  # the producer is running a batch through ``process``: let it end
+                    await h.idle()
+                    continue
+                if h.error is not None:
+                    error, h.error = h.error, None
+                    raise error
+                batch = _poll(name, ch)
+                if batch is not None:
+                    h.busy = True
+                    try:
+                        await process(name, batch)
+                    finally:
+                        h.busy = False
+                    continue
+                if ch.ended:
+                    break
+                await h.wait(ch)
+        finally:
+            h.detach()
+
     async def records(self) -> AsyncIterator[Any]:
         """Every record of every input, one by one (batches in arrival order)."""
         async for _name, batch in self.batches():
@@ -197,6 +239,99 @@ async def _wait_any(channels: list[Channel]) -> None:
                 w.cancel()
 
 
+# --------------------------------------------------------------------------- direct hand-over
+
+
+class Handoff:
+    """The direct hand-over on one link whose producer has no other consumer and whose
+    consumer has no other input (the kernel sets it up, ``StreamWiring``).
+
+    While the consumer waits in ``StreamInputs.each`` with nothing queued, the producer's
+    ``StreamOutput`` calls the consumer's per-batch function itself (``deliver``) instead of
+    queueing the batch and switching tasks twice: a linear chain of transforms then runs one
+    batch through every step in one go.  The channel still counts the batch as sent and taken
+    (``Channel.hand_over``).  Every other case (the consumer busy with a batch, records
+    queued, a sender blocked, another overflow strategy, a closed channel) goes through the
+    channel as before, and one batch at a time is processed, so the order of the records and
+    every count stay what they are without the hand-over."""
+
+    __slots__ = ("_channel", "_idle", "_name", "_process", "_waiter", "busy", "delivered", "error")
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        self._name = ""
+        self._process: Callable[[str, list[Any]], Awaitable[None]] | None = None
+        self._waiter: asyncio.Future[None] | None = None  # the idle consumer's wait
+        self._idle: asyncio.Future[None] | None = None  # the consumer's wait for a delivery's end
+        #: a batch is going through the consumer's function (from either side)
+        self.busy = False
+        #: an exception of the consumer's function met during a delivery, not raised yet
+        self.error: BaseException | None = None
+        #: batches handed over directly so far
+        self.delivered = 0
+
+    @property
+    def attached(self) -> bool:
+        return self._process is not None
+
+    def attach(self, name: str, process: Callable[[str, list[Any]], Awaitable[None]]) -> None:
+        self._name = name
+        self._process = process
+
+    def detach(self) -> None:
+        self._process = None
+
+    def ready(self) -> bool:
+        """The producer may deliver now (the consumer is attached and idle)."""
+        return self._process is not None and not self.busy and self.error is None
+
+    async def deliver(self, batch: list[Any]) -> bool:
+        """Run the consumer's function on ``batch`` in the caller's task; False (nothing
+        done) when the channel cannot take it that way."""
+        if not self._channel.hand_over(len(batch)):
+            return False
+        process = self._process
+        assert process is not None
+        self.busy = True
+        self.delivered += 1
+        try:
+            await process(self._name, batch)
+        except Exception as exc:  # noqa: BLE001 - the consumer's failure, raised in the consumer
+            self.error = exc
+            _wake(self._waiter)
+        finally:
+            self.busy = False
+            _wake(self._idle)
+        return True
+
+    async def wait(self, ch: Channel) -> None:
+        """The idle consumer's wait: until a batch is queued, the stream ends or a delivered
+        batch failed."""
+        self._waiter = w = asyncio.get_running_loop().create_future()
+        readable = asyncio.ensure_future(ch.wait_readable())
+        readable.add_done_callback(lambda _f: _wake(w))
+        try:
+            await w
+        finally:
+            self._waiter = None
+            if not readable.done():
+                readable.cancel()
+
+    async def idle(self) -> None:
+        """Until the delivery in progress has ended."""
+        self._idle = w = asyncio.get_running_loop().create_future()
+        try:
+            if self.busy:
+                await w
+        finally:
+            self._idle = None
+
+
+def _wake(w: asyncio.Future[None] | None) -> None:
+    if w is not None and not w.done():
+        w.set_result(None)
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -213,7 +348,8 @@ class StreamOutput:
 
     def __init__(self, target: Channel | FanOut | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE,
-                 flush_interval: float = DEFAULT_FLUSH_INTERVAL) -> None:
+                 flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+                 handoff: Handoff | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if flush_interval < 0:
@@ -223,6 +359,7 @@ class StreamOutput:
         self._flush_interval = flush_interval
         self._pending: list[Any] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._handoff = handoff
         #: records handed to emit/send_batch so far
         self.records_emitted = 0
 
@@ -237,6 +374,9 @@ class StreamOutput:
     async def _send(self, batch: list[Any]) -> None:
         target = self._target
         if target is None or not batch:
+            return
+        h = self._handoff
+        if h is not None and h.ready() and await h.deliver(batch):
             return
         if not target.offer(batch):
             await target.send(batch)
@@ -261,6 +401,9 @@ class StreamOutput:
         self._timer = None
         pending = self._pending
         if not pending or self._target is None:
+            return
+        if self._handoff is not None and self._handoff.busy:
+            self._arm()  # the consumer is working on a delivered batch: keep the order
             return
         try:
             sent = self._target.offer(pending)
@@ -317,6 +460,9 @@ class StreamOutput:
         self.records_emitted += len(batch)
         target = self._target  # _send, inlined: this is once per batch on every link
         if target is None or not batch:
+            return
+        h = self._handoff
+        if h is not None and h.ready() and await h.deliver(batch):
             return
         if not target.offer(batch):
             await target.send(batch)

@@ -190,7 +190,7 @@ class StreamInputs:
                     try:
                         await process(name, batch)
                     finally:
-                        h.busy = False
+                        h.idle_now()
                     continue
                 if ch.ended:
                     break
@@ -246,14 +246,16 @@ class Handoff:
     """The direct hand-over on one link whose producer has no other consumer and whose
     consumer has no other input (the kernel sets it up, ``StreamWiring``).
 
-    While the consumer waits in ``StreamInputs.each`` with nothing queued, the producer's
-    ``StreamOutput`` calls the consumer's per-batch function itself (``deliver``) instead of
-    queueing the batch and switching tasks twice: a linear chain of transforms then runs one
-    batch through every step in one go.  The channel still counts the batch as sent and taken
-    (``Channel.hand_over``).  Every other case (the consumer busy with a batch, records
-    queued, a sender blocked, another overflow strategy, a closed channel) goes through the
-    channel as before, and one batch at a time is processed, so the order of the records and
-    every count stay what they are without the hand-over."""
+    While the consumer reads with ``StreamInputs.each``, the producer's ``StreamOutput``
+    calls the consumer's per-batch function itself (``deliver``) instead of queueing the
+    batch and switching tasks twice: a linear chain of transforms then runs one batch through
+    every step in one go.  The channel still counts the batch as sent and taken
+    (``Channel.hand_over``).  One batch at a time goes through the consumer's function: a
+    producer that finds it busy waits until it is idle (it would have waited for room soon
+    anyway), and runs the batches queued in the channel before its own first.  Batches
+    queued while no delivery runs (the flush timer's) are processed by the consumer's own
+    task.  So the order of the records and every count stay what they are without the
+    hand-over."""
 
     __slots__ = ("_channel", "_idle", "_name", "_process", "_waiter", "busy", "delivered", "error")
 
@@ -262,7 +264,7 @@ class Handoff:
         self._name = ""
         self._process: Callable[[str, list[Any]], Awaitable[None]] | None = None
         self._waiter: asyncio.Future[None] | None = None  # the idle consumer's wait
-        self._idle: asyncio.Future[None] | None = None  # the consumer's wait for a delivery's end
+        self._idle: list[asyncio.Future[None]] = []  # waits for the end of the current batch
         #: a batch is going through the consumer's function (from either side)
         self.busy = False
         #: an exception of the consumer's function met during a delivery, not raised yet
@@ -280,29 +282,55 @@ class Handoff:
 
     def detach(self) -> None:
         self._process = None
+        self.idle_now()
 
-    def ready(self) -> bool:
-        """The producer may deliver now (the consumer is attached and idle)."""
-        return self._process is not None and not self.busy and self.error is None
+    def idle_now(self) -> None:
+        """The batch in the consumer's function is done: wake whoever waits for that."""
+        self.busy = False
+        if self._idle:
+            waiters, self._idle = self._idle, []
+            for w in waiters:
+                _wake(w)
+
+    async def idle(self) -> None:
+        """Until the batch in the consumer's function is done (at once when there is none)."""
+        if not self.busy:
+            return
+        w = asyncio.get_running_loop().create_future()
+        self._idle.append(w)
+        try:
+            await w
+        finally:
+            if w in self._idle:
+                self._idle.remove(w)
 
     async def deliver(self, batch: list[Any]) -> bool:
-        """Run the consumer's function on ``batch`` in the caller's task; False (nothing
-        done) when the channel cannot take it that way."""
-        if not self._channel.hand_over(len(batch)):
-            return False
+        """Run the consumer's function on ``batch`` in the caller's task: after the batch it
+        is busy with, if any, and after the batches queued in the channel before this one.
+        False (``batch`` not taken) when the consumer is not attached, has failed, or the
+        channel cannot take the batch that way."""
+        while self.busy and self._process is not None and self.error is None:
+            await self.idle()
         process = self._process
-        assert process is not None
+        if process is None or self.error is not None:
+            return False
+        ch = self._channel
+        taken = False
         self.busy = True
-        self.delivered += 1
         try:
+            while ch.buffered and not ch.closed:  # queued before this batch: they go first
+                await process(self._name, ch.poll())
+            if not ch.hand_over(len(batch)):
+                return False
+            taken = True
+            self.delivered += 1
             await process(self._name, batch)
         except Exception as exc:  # noqa: BLE001 - the consumer's failure, raised in the consumer
             self.error = exc
             _wake(self._waiter)
         finally:
-            self.busy = False
-            _wake(self._idle)
-        return True
+            self.idle_now()
+        return taken
 
     async def wait(self, ch: Channel) -> None:
         """The idle consumer's wait: until a batch is queued, the stream ends or a delivered
@@ -316,15 +344,6 @@ class Handoff:
             self._waiter = None
             if not readable.done():
                 readable.cancel()
-
-    async def idle(self) -> None:
-        """Until the delivery in progress has ended."""
-        self._idle = w = asyncio.get_running_loop().create_future()
-        try:
-            if self.busy:
-                await w
-        finally:
-            self._idle = None
 
 
 def _wake(w: asyncio.Future[None] | None) -> None:
@@ -376,7 +395,7 @@ class StreamOutput:
         if target is None or not batch:
             return
         h = self._handoff
-        if h is not None and h.ready() and await h.deliver(batch):
+        if h is not None and h.attached and await h.deliver(batch):
             return
         if not target.offer(batch):
             await target.send(batch)
@@ -462,7 +481,7 @@ class StreamOutput:
         if target is None or not batch:
             return
         h = self._handoff
-        if h is not None and h.ready() and await h.deliver(batch):
+        if h is not None and h.attached and await h.deliver(batch):
             return
         if not target.offer(batch):
             await target.send(batch)

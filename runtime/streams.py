@@ -34,7 +34,11 @@ The contract between the kernel and a stream module (checklist §2.9, design.md 
   input (the module's own workload for a producer).
 
 Reading is batched: ``async for name, batch in inputs`` yields lists of records (one await per
-batch); ``inputs.records()`` yields records one by one for code that does not care.
+batch); ``inputs.records()`` yields records one by one for code that does not care.  A
+transform whose work on a batch needs nothing but that batch (``data:map``, ``data:filter``,
+``data:aggregate``) reads with ``await inputs.each(process)`` instead: on a link of a linear
+stretch (``Handoff``) its producer then runs ``process`` on each batch directly, without a
+channel queue or a task switch, and the counters, positions and record errors are the same.
 """
 
 from __future__ import annotations

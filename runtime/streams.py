@@ -168,11 +168,11 @@ class StreamInputs:
         """``await process(producer, batch)`` for every batch of every input, in order per
         input, like ``async for``; returns once every input has ended.
 
-        With a ``Handoff`` on its input (a single producer whose only consumer this is), a
-        batch the producer sends while this consumer is idle and the channel empty is
-        processed at once in the producer's task (``Handoff.deliver``): no channel queue, no
-        task switch, the same counters, positions and record errors.  An exception of
-        ``process`` there is raised here, in the consumer, as it would be otherwise."""
+        With a ``Handoff`` on its input (a single producer whose only consumer this is), the
+        batches the producer sends meanwhile are processed in the producer's task, one at a
+        time and in order (``Handoff.deliver``): no channel queue, no task switch, the same
+        counters, positions and record errors.  An exception of ``process`` there is raised
+        here, in the consumer, as it would be otherwise."""
         h = self._handoff
         if h is None or h.attached:  # no hand-over (or a second reader): read the channels
             async for name, batch in self.batches():
@@ -286,15 +286,18 @@ class Handoff:
 
     def detach(self) -> None:
         self._process = None
-        self.idle_now()
+        self._wake_idle()  # a producer waiting for the consumer sends through the channel
 
     def idle_now(self) -> None:
         """The batch in the consumer's function is done: wake whoever waits for that."""
         self.busy = False
         if self._idle:
-            waiters, self._idle = self._idle, []
-            for w in waiters:
-                _wake(w)
+            self._wake_idle()
+
+    def _wake_idle(self) -> None:
+        waiters, self._idle = self._idle, []
+        for w in waiters:
+            _wake(w)
 
     async def idle(self) -> None:
         """Until the batch in the consumer's function is done (at once when there is none)."""

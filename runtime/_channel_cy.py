@@ -424,6 +424,19 @@ class Channel:
                 self._queued -= 1
                 return
 
+    def hand_over(self, n: cython.Py_ssize_t) -> cython.bint:
+        """Count ``n`` records as sent and taken at once, for a batch the producer hands
+        straight to its idle consumer (``streams.Handoff``): only on a ``block`` channel
+        that is open, has a consumer, holds nothing and has no sender waiting for room (so
+        the batch overtakes no record, as with ``offer``).  False, with nothing counted,
+        otherwise."""
+        if (self._mode != _BLOCK or self._size != 0 or self._closed or self._gone
+                or self._send_waiters):
+            return False
+        self._in += n
+        self._out += n
+        return True
+
     # -- consumer side -------------------------------------------------------------------------
 
     def poll(self) -> Any:

@@ -269,7 +269,7 @@ def fn_int(x: Any) -> Any:
         return x
     if t is str:
         try:
-            return int(x, 10)
+            return int(x)  # base 10, as int(x, 10), without the general call
         except ValueError:
             pass
     from gxo.runtime.exprlib import int_of

@@ -34,13 +34,17 @@ The contract between the kernel and a stream module (checklist §2.9, design.md 
   input (the module's own workload for a producer).
 
 Reading is batched: ``async for name, batch in inputs`` yields lists of records (one await per
-batch); ``inputs.records()`` yields records one by one for code that does not care.
+batch); ``inputs.records()`` yields records one by one for code that does not care.  A
+transform whose work on a batch needs nothing but that batch (``data:map``, ``data:filter``,
+``data:aggregate``) reads with ``await inputs.each(process)`` instead: on a link of a linear
+stretch (``Handoff``) its producer then runs ``process`` on each batch directly, without a
+channel queue or a task switch, and the counters, positions and record errors are the same.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +75,7 @@ __all__ = [
     "Channel",
     "ChannelClosed",
     "FanOut",
+    "Handoff",
     "PolicyViolation",
     "RecordError",
     "RecordErrorSink",
@@ -100,10 +105,13 @@ require_compiled(_records_cy)
 class StreamInputs:
     """A consumer's input channels (fan-in), read concurrently until every one has ended."""
 
-    def __init__(self, channels: Mapping[str, Channel] | Iterable[tuple[str, Channel]]) -> None:
+    def __init__(self, channels: Mapping[str, Channel] | Iterable[tuple[str, Channel]],
+                 handoff: Handoff | None = None) -> None:
         items = list(channels.items()) if isinstance(channels, Mapping) else list(channels)
         #: (producer name, channel), in stream_inputs order
         self._items: list[tuple[str, Channel]] = items
+        #: the direct hand-over of the single input's batches (``each``), when the kernel set one
+        self._handoff = handoff if len(items) == 1 else None
 
     @property
     def names(self) -> list[str]:
@@ -156,6 +164,44 @@ class StreamInputs:
             if not progressed:
                 await _wait_any([ch for _, ch in live])
 
+    async def each(self, process: Callable[[str, list[Any]], Awaitable[None]]) -> None:
+        """``await process(producer, batch)`` for every batch of every input, in order per
+        input, like ``async for``; returns once every input has ended.
+
+        With a ``Handoff`` on its input (a single producer whose only consumer this is), the
+        batches the producer sends meanwhile are processed in the producer's task, one at a
+        time and in order (``Handoff.deliver``): no channel queue, no task switch, the same
+        counters, positions and record errors.  An exception of ``process`` there is raised
+        here, in the consumer, as it would be otherwise."""
+        h = self._handoff
+        if h is None or h.attached:  # no hand-over (or a second reader): read the channels
+            async for name, batch in self.batches():
+                await process(name, batch)  # type: ignore[arg-type]
+            return
+        name, ch = self._items[0]
+        h.attach(name, process)
+        try:
+            while True:
+                if h.busy:  # the producer is running a batch through ``process``: let it end
+                    await h.idle()
+                    continue
+                if h.error is not None:
+                    error, h.error = h.error, None
+                    raise error
+                batch = _poll(name, ch)
+                if batch is not None:
+                    h.busy = True
+                    try:
+                        await process(name, batch)
+                    finally:
+                        h.idle_now()
+                    continue
+                if ch.ended:
+                    break
+                await h.wait(ch)
+        finally:
+            h.detach()
+
     async def records(self) -> AsyncIterator[Any]:
         """Every record of every input, one by one (batches in arrival order)."""
         async for _name, batch in self.batches():
@@ -197,6 +243,121 @@ async def _wait_any(channels: list[Channel]) -> None:
                 w.cancel()
 
 
+# --------------------------------------------------------------------------- direct hand-over
+
+
+class Handoff:
+    """The direct hand-over on one link whose producer has no other consumer and whose
+    consumer has no other input (the kernel sets it up, ``StreamWiring``).
+
+    While the consumer reads with ``StreamInputs.each``, the producer's ``StreamOutput``
+    calls the consumer's per-batch function itself (``deliver``) instead of queueing the
+    batch and switching tasks twice: a linear chain of transforms then runs one batch through
+    every step in one go.  The channel still counts the batch as sent and taken
+    (``Channel.hand_over``).  One batch at a time goes through the consumer's function: a
+    producer that finds it busy waits until it is idle (it would have waited for room soon
+    anyway), and runs the batches queued in the channel before its own first.  Batches
+    queued while no delivery runs (the flush timer's) are processed by the consumer's own
+    task.  So the order of the records and every count stay what they are without the
+    hand-over."""
+
+    __slots__ = ("_channel", "_idle", "_name", "_process", "_waiter", "busy", "delivered", "error")
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+        self._name = ""
+        self._process: Callable[[str, list[Any]], Awaitable[None]] | None = None
+        self._waiter: asyncio.Future[None] | None = None  # the idle consumer's wait
+        self._idle: list[asyncio.Future[None]] = []  # waits for the end of the current batch
+        #: a batch is going through the consumer's function (from either side)
+        self.busy = False
+        #: an exception of the consumer's function met during a delivery, not raised yet
+        self.error: BaseException | None = None
+        #: batches handed over directly so far
+        self.delivered = 0
+
+    @property
+    def attached(self) -> bool:
+        return self._process is not None
+
+    def attach(self, name: str, process: Callable[[str, list[Any]], Awaitable[None]]) -> None:
+        self._name = name
+        self._process = process
+
+    def detach(self) -> None:
+        self._process = None
+        self._wake_idle()  # a producer waiting for the consumer sends through the channel
+
+    def idle_now(self) -> None:
+        """The batch in the consumer's function is done: wake whoever waits for that."""
+        self.busy = False
+        if self._idle:
+            self._wake_idle()
+
+    def _wake_idle(self) -> None:
+        waiters, self._idle = self._idle, []
+        for w in waiters:
+            _wake(w)
+
+    async def idle(self) -> None:
+        """Until the batch in the consumer's function is done (at once when there is none)."""
+        if not self.busy:
+            return
+        w = asyncio.get_running_loop().create_future()
+        self._idle.append(w)
+        try:
+            await w
+        finally:
+            if w in self._idle:
+                self._idle.remove(w)
+
+    async def deliver(self, batch: list[Any]) -> bool:
+        """Run the consumer's function on ``batch`` in the caller's task: after the batch it
+        is busy with, if any, and after the batches queued in the channel before this one.
+        False (``batch`` not taken) when the consumer is not attached, has failed, or the
+        channel cannot take the batch that way."""
+        while self.busy and self._process is not None and self.error is None:
+            await self.idle()
+        process = self._process
+        if process is None or self.error is not None:
+            return False
+        ch = self._channel
+        taken = False
+        self.busy = True
+        try:
+            while ch.buffered and not ch.closed:  # queued before this batch: they go first
+                await process(self._name, ch.poll())
+            if not ch.hand_over(len(batch)):
+                return False
+            taken = True
+            self.delivered += 1
+            await process(self._name, batch)
+        except Exception as exc:  # noqa: BLE001 - the consumer's failure, raised in the consumer
+            self.error = exc
+            _wake(self._waiter)
+        finally:
+            self.idle_now()
+        return taken
+
+    async def wait(self, ch: Channel) -> None:
+        """The idle consumer's wait: until a batch is queued, the stream ends or a delivered
+        batch failed."""
+        self._waiter = w = asyncio.get_running_loop().create_future()
+        readable = asyncio.ensure_future(ch.wait_readable())
+        readable.add_done_callback(lambda _f: _wake(w))
+        try:
+            await w
+        finally:
+            self._waiter = None
+            if not readable.done():
+                readable.cancel()
+
+
+def _wake(w: asyncio.Future[None] | None) -> None:
+    if w is not None and not w.done():
+        w.set_result(None)
+
+
 # --------------------------------------------------------------------------- output
 
 
@@ -213,7 +374,8 @@ class StreamOutput:
 
     def __init__(self, target: Channel | FanOut | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE,
-                 flush_interval: float = DEFAULT_FLUSH_INTERVAL) -> None:
+                 flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+                 handoff: Handoff | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if flush_interval < 0:
@@ -223,6 +385,7 @@ class StreamOutput:
         self._flush_interval = flush_interval
         self._pending: list[Any] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._handoff = handoff
         #: records handed to emit/send_batch so far
         self.records_emitted = 0
 
@@ -237,6 +400,9 @@ class StreamOutput:
     async def _send(self, batch: list[Any]) -> None:
         target = self._target
         if target is None or not batch:
+            return
+        h = self._handoff
+        if h is not None and h.attached and await h.deliver(batch):
             return
         if not target.offer(batch):
             await target.send(batch)
@@ -261,6 +427,9 @@ class StreamOutput:
         self._timer = None
         pending = self._pending
         if not pending or self._target is None:
+            return
+        if self._handoff is not None and self._handoff.busy:
+            self._arm()  # the consumer is working on a delivered batch: keep the order
             return
         try:
             sent = self._target.offer(pending)
@@ -317,6 +486,9 @@ class StreamOutput:
         self.records_emitted += len(batch)
         target = self._target  # _send, inlined: this is once per batch on every link
         if target is None or not batch:
+            return
+        h = self._handoff
+        if h is not None and h.attached and await h.deliver(batch):
             return
         if not target.offer(batch):
             await target.send(batch)

@@ -12,7 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 from gxo.runtime.plan import Plan
-from gxo.runtime.streams import DEFAULT_FLUSH_INTERVAL, Channel, FanOut, RecordErrorSink, StreamInputs, StreamOutput
+from gxo.runtime.streams import (
+    DEFAULT_FLUSH_INTERVAL,
+    Channel,
+    FanOut,
+    Handoff,
+    RecordErrorSink,
+    StreamInputs,
+    StreamOutput,
+)
 
 
 class StreamWiring:
@@ -38,6 +46,16 @@ class StreamWiring:
             pairs = [(p, self.links[(p, consumer)]) for p in names if (p, consumer) in self.links]
             if pairs:
                 self.inputs[consumer] = pairs
+        #: per link of a linear stretch (the producer's only consumer, the consumer's only
+        #: input, neither one a loop): the direct hand-over of its batches
+        #: (``streams.Handoff``), by each end
+        self.handoff_out: dict[str, Handoff] = {}
+        self.handoff_in: dict[str, Handoff] = {}
+        looped = {w.name for w in plan.workloads if w.loop is not None}
+        for consumer, pairs in self.inputs.items():
+            producer, channel = pairs[0]
+            if len(pairs) == 1 and len(self.outputs[producer]) == 1 and not looped & {producer, consumer}:
+                self.handoff_out[producer] = self.handoff_in[consumer] = Handoff(channel)
 
     def __bool__(self) -> bool:
         return bool(self.links)
@@ -55,12 +73,13 @@ class StreamWiring:
         extras: dict[str, Any] = {}
         ins = self.inputs.get(name)
         if ins:
-            extras["inputs"] = StreamInputs(ins)
+            extras["inputs"] = StreamInputs(ins, handoff=self.handoff_in.get(name))
         outs = self.outputs.get(name)
         if outs:
             target: Channel | FanOut = outs[0] if len(outs) == 1 else FanOut(outs)
             extras["output"] = StreamOutput(target, batch_size=max(1, min(self.capacity.get(name, 100), 256)),
-                                            flush_interval=self.flush_interval.get(name, DEFAULT_FLUSH_INTERVAL))
+                                            flush_interval=self.flush_interval.get(name, DEFAULT_FLUSH_INTERVAL),
+                                            handoff=self.handoff_out.get(name))
         sink = self.sinks.get(name)
         if sink is None:
             sink = RecordErrorSink(on_error=self._record_error(name))

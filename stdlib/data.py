@@ -702,16 +702,19 @@ class Map:
             fn = RecordFn.plain(lambda _record: deep_copy(constant))
 
         positions: dict = {}
-        n_in = n_out = 0
-        async for producer, batch in inputs:
+        counts = [0, 0]  # records in, out
+
+        async def process(producer, batch) -> None:
             base = positions.get(producer, 0)
             positions[producer] = base + len(batch)
             result = map_batch(fn, batch, base, producer, errors, _as_record)
-            n_in += len(batch)
-            n_out += len(result)
+            counts[0] += len(batch)
+            counts[1] += len(result)
             if result:
                 await out.send_batch(result)
-        return {"records_in": n_in, "records_out": n_out}
+
+        await inputs.each(process)
+        return {"records_in": counts[0], "records_out": counts[1]}
 
 
 class Filter:
@@ -742,15 +745,19 @@ class Filter:
                     await out.send_batch(batch)
             return {"records_in": n_in, "records_out": n_out}
         fn = RecordFn.plain(condition)
-        async for producer, batch in inputs:
+        counts = [0, 0]  # records in, out
+
+        async def process(producer, batch) -> None:
             base = positions.get(producer, 0)
             positions[producer] = base + len(batch)
             kept = filter_batch(fn, batch, base, producer, errors)
-            n_in += len(batch)
-            n_out += len(kept)
+            counts[0] += len(batch)
+            counts[1] += len(kept)
             if kept:
                 await out.send_batch(kept)
-        return {"records_in": n_in, "records_out": n_out}
+
+        await inputs.each(process)
+        return {"records_in": counts[0], "records_out": counts[1]}
 
 
 # -- data:join --------------------------------------------------------------------------------
@@ -1072,17 +1079,19 @@ class Aggregate:
         positions: dict = state.region("positions")
         limit = count or 0
 
+        async def process(producer, batch) -> None:
+            base = positions.get(producer, 0)
+            positions[producer] = base + len(batch)
+            stats["records_in"] += len(batch)
+            ready: list = []
+            aggregate_batch(batch, base, producer, errors, fields, sources, groups, limit,
+                            ready, text, bad_number)
+            if ready:
+                stats["groups_emitted"] += len(ready)
+                await out.send_batch([result(g) for g in ready])
+
         async def read() -> None:
-            async for producer, batch in inputs:
-                base = positions.get(producer, 0)
-                positions[producer] = base + len(batch)
-                stats["records_in"] += len(batch)
-                ready: list = []
-                aggregate_batch(batch, base, producer, errors, fields, sources, groups, limit,
-                                ready, text, bad_number)
-                if ready:
-                    stats["groups_emitted"] += len(ready)
-                    await out.send_batch([result(g) for g in ready])
+            await inputs.each(process)
 
         if window is None:
             await read()

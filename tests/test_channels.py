@@ -779,6 +779,37 @@ def test_an_unbuffered_lossy_hand_over_reports_no_violation(impl: ModuleType, ov
     run(main())
 
 
+# --------------------------------------------------------------------------- direct hand-over
+
+
+def test_hand_over_counts_a_batch_as_sent_and_taken_only_when_nothing_can_overtake(impl: ModuleType) -> None:
+    async def main() -> None:
+        ch = impl.Channel(4)
+        assert ch.hand_over(3) and ch.counters() == {"records_in": 3, "records_out": 3,
+                                                     "records_dropped": 0, "records_discarded": 0,
+                                                     "buffered": 0}
+        assert ch.offer([1])
+        assert not ch.hand_over(2)  # a queued record would be overtaken
+        assert ch.poll() == [1]
+        assert ch.offer([1, 2, 3, 4])
+        sender = asyncio.ensure_future(ch.send([5]))
+        await asyncio.sleep(0)  # the sender waits for room
+        assert not ch.hand_over(1)
+        assert ch.poll() == [1, 2, 3, 4]
+        await sender
+        assert ch.poll() == [5] and ch.hand_over(1)
+        ch.close()
+        assert not ch.hand_over(1)  # no record after the end mark
+        assert balanced(ch) and ch.records_in == 10
+        for overflow in (impl.DROP_NEW, impl.DROP_OLDEST, impl.ERROR):
+            assert not impl.Channel(4, overflow).hand_over(1)  # only a blocking link
+        gone = impl.Channel(4)
+        gone.discard()
+        assert not gone.hand_over(1)
+
+    run(main())
+
+
 # --------------------------------------------------------------------------- compiled vs pure
 
 
@@ -796,6 +827,7 @@ def _trace(mod: ModuleType) -> list[Any]:
                 except mod.PolicyViolation as exc:
                     out.append(("err", str(exc), exc.dropped))
                 out.append(("offer", ch.offer([i]), ch.counters()))
+                out.append(("hand_over", ch.hand_over(size), ch.counters()))
                 if i % 3 == 0:
                     await asyncio.sleep(0)
             ch.close()

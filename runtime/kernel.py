@@ -566,10 +566,16 @@ class Kernel:
             ctx.extras.update(extras)
         self.events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=index,
                          **({"params": params} if self.opts.show_params else {}))
-        if asyncio.iscoroutinefunction(mod.perform):
-            summary = await mod.perform(ctx, params)
-        else:
-            summary = await asyncio.to_thread(mod.perform, ctx, params)
+        try:
+            if asyncio.iscoroutinefunction(mod.perform):
+                summary = await mod.perform(ctx, params)
+            else:
+                summary = await asyncio.to_thread(mod.perform, ctx, params)
+        except ModuleError as exc:
+            if getattr(exc, "summary", None) is not None:  # as far as it got (an exec's output): -v shows it
+                self.events.emit("ModuleExecutionEnd", workload=w.name, loop_iteration=index, summary=exc.summary,
+                                 failed=True)
+            raise
         # the summary as the module returned it; the event bus redacts it like every event
         self.events.emit("ModuleExecutionEnd", workload=w.name, loop_iteration=index, summary=summary)
         if ctx.dry_run and isinstance(summary, dict) and summary.get("dry_run") is True:

@@ -98,6 +98,22 @@ def test_vv_adds_the_rendered_params_and_exec_takes_v(work: Path) -> None:
     assert "params" not in gxo_exec(plan, env=ENV).of("ModuleExecutionStart", "greet")[0]
 
 
+def test_v_shows_what_a_failed_exec_printed(work: Path) -> None:
+    pb = work / "fail.yaml"
+    pb.write_text('name: failing\nschemaVersion: "1.0.0"\nworkloads:\n  - name: build\n'
+                  '    lifecycle: {policy: run_once}\n    process:\n      module: exec\n      params:\n'
+                  '        command: /bin/sh\n'
+                  '        args: ["-c", "echo compiling; echo \'error: missing semicolon\' >&2; exit 3"]\n')
+    run = gxo_run(pb, "-v", json_events=False)
+    assert run.rc == 1, run.explain()
+    lines = run.stdout.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("failed   build ("))
+    assert lines[at + 1:at + 3] == ["         stdout: compiling", "         stderr: error: missing semicolon"]
+    # --json: the summary as far as it got rides on ModuleExecutionEnd, marked failed
+    end = gxo_run(pb).of("ModuleExecutionEnd", "build")[0]
+    assert end["failed"] is True and end["summary"]["exit_code"] == 3
+
+
 def test_long_values_are_cut_with_a_count(work: Path) -> None:
     pb = work / "long.yaml"
     pb.write_text(PLAYBOOK.replace('%0600d', '%05000d'))

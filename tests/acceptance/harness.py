@@ -66,7 +66,7 @@ class Run:
 
     def summaries(self, name: str) -> list[Any]:
         """Summaries of every successful module execution of ``name``, in loop order."""
-        ends = self.of("ModuleExecutionEnd", name)
+        ends = [e for e in self.of("ModuleExecutionEnd", name) if not e.get("failed")]
         return [e["summary"] for e in sorted(ends, key=lambda e: e.get("loop_iteration") or 0)]
 
     def summary(self, name: str) -> Any:

@@ -77,37 +77,8 @@ workloads:
 """
 
 
-REALISTIC = """\
-name: realistic-pipeline
-schemaVersion: "1.0.0"
-workloads:
-  - name: numbers
-    lifecycle: {{policy: run_once}}
-    process: {{module: exec, params: {{command: seq, args: ["1", "{count}"]}}}}
-    register: numbers
-  - name: lines
-    lifecycle: {{policy: run_once}}
-    process: {{module: data:parse, params: {{content: "{{{{ .numbers.stdout }}}}", format: text_lines}}}}
-  - name: nums
-    lifecycle: {{policy: run_once}}
-    stream_inputs: [lines]
-    process: {{module: data:map, params: {{template: '{{"n": {{{{ int .line }}}}}}'}}}}
-  - name: odd
-    lifecycle: {{policy: run_once}}
-    stream_inputs: [nums]
-    process: {{module: data:filter, params: {{condition: "{{{{ .n % 2 }}}} == 1"}}}}
-  - name: counted
-    lifecycle: {{policy: run_once}}
-    stream_inputs: [odd]
-    process:
-      module: data:aggregate
-      params: {{aggregate_fields: [{{name: records, op: count}}, {{name: total, op: sum, source_field: "n"}}]}}
-  - name: report
-    lifecycle: {{policy: run_once}}
-    stream_inputs: [counted]
-    process: {{module: data:format, params: {{format: json}}}}
-    register: report
-"""
+#: the realistic pipeline, shared with the peak-RSS test (its count is a var)
+REALISTIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "realistic_pipeline.yaml")
 
 PLAIN_LOOP = """\
 import json, subprocess, sys
@@ -291,16 +262,14 @@ def run_process(argv: list[str]) -> tuple[float, float, str]:
 
 def realistic(n: int, repeat: int, workdir: str) -> list[str]:
     """The realistic pipeline as ``gxo exec`` runs it, next to a plain loop and polars."""
-    path = os.path.join(workdir, "realistic.yaml")
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(REALISTIC.format(count=n))
+    path = REALISTIC
     plan = os.path.join(workdir, "realistic.gxp")
     bindir = os.path.dirname(sys.executable)
     done = subprocess.run([os.path.join(bindir, "gxoc"), "build", path, "-o", plan],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     expected = [{"records": (n + 1) // 2, "total": ((n + 1) // 2) ** 2}]
-    gxo = [os.path.join(bindir, "gxo"), "exec", plan]
+    gxo = [os.path.join(bindir, "gxo"), "exec", plan, "--var", f"count={n}"]
     sides: list[tuple[str, list[str]]] = [
         ("gxo exec", gxo),
         ("plain loop", [sys.executable, "-c", PLAIN_LOOP, str(n)]),

@@ -1,12 +1,10 @@
-"""``gxo exec`` of a large plan costs microseconds per workload, whole process.
+"""``gxo exec`` of a large plan runs every workload and stays lean in memory, whole process.
 
 A chain of 2,000 no-op workloads (the shape of ``bench/kernel.py``'s whole-process line) is
-written as a ``.gxp`` and run by the ``gxo`` console script; the CPU time (user + system) of the
-process, minus that of a 1-workload plan, is divided by the workloads.  Reading, verifying and
-decoding the plan, the kernel and the output lines are all in it.  It was about 700 us per
-workload when the manifest was decoded by reflection; the bound leaves room for a busy machine.
-The peak RSS the 2,000 workloads add is bounded too (28 MB when deps, dependents and edges were
-all stored and the manifest was parsed twice; about 7 MB now).
+written as a ``.gxp`` and run by the ``gxo`` console script: every workload runs, in order, and
+the peak RSS the 2,000 workloads add over a 1-workload plan is bounded (28 MB when deps,
+dependents and edges were all stored and the manifest was parsed twice; about 7 MB now).  Its
+CPU time per workload is a benchmark figure (``bench/kernel.py``), not asserted here.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ from gxo.compiler.emit import BuiltPlan, members_of, write_gxp
 from gxo.runtime.planfile import sha256_hex
 
 GXO = str(Path(sys.executable).parent / "gxo")
-BOUND_US = 150.0
 BOUND_RSS_MB = 16.0
 # Runs the command from a small process, so that the child's peak RSS is its own (a child forked
 # from pytest would count pytest's memory until it execs); prints CPU seconds and peak KiB.
@@ -49,28 +46,26 @@ def write_chain(path: Path, n: int) -> Path:
     return path
 
 
-def cpu_and_rss(plan: Path, out: Path) -> tuple[float, float]:
-    """Min CPU seconds and max peak RSS (MB) of ``gxo exec plan`` over two runs."""
+def peak_rss(plan: Path, out: Path) -> float:
+    """Max peak RSS (MB) of ``gxo exec plan`` over two runs."""
     import json
 
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONUNBUFFERED", "PYTHONPROFILEIMPORTTIME")}
-    cpu, rss = float("inf"), 0.0
+    rss = 0.0
     for _ in range(2):
         proc = subprocess.run([sys.executable, "-c", LAUNCHER, str(out), GXO, "exec", str(plan)], env=env,
                               capture_output=True, text=True, check=True)
-        code, seconds, peak = json.loads(proc.stdout)
+        code, _seconds, peak = json.loads(proc.stdout)
         assert code == 0, out.read_text()[-2000:]
-        cpu, rss = min(cpu, seconds), max(rss, peak / 1024)
-    return cpu, rss
+        rss = max(rss, peak / 1024)
+    return rss
 
 
 def test_gxo_exec_of_2000_no_op_workloads(tmp_path: Path) -> None:
     n = 2_000
-    one, one_rss = cpu_and_rss(write_chain(tmp_path / "one.gxp", 1), tmp_path / "one.out")
-    many, many_rss = cpu_and_rss(write_chain(tmp_path / "many.gxp", n), tmp_path / "many.out")
+    one_rss = peak_rss(write_chain(tmp_path / "one.gxp", 1), tmp_path / "one.out")
+    many_rss = peak_rss(write_chain(tmp_path / "many.gxp", n), tmp_path / "many.out")
     lines = [line for line in (tmp_path / "many.out").read_text().splitlines() if line.startswith("ok ")]
     assert len(lines) == n and lines[0].startswith("ok       w0 ") and lines[-1].startswith(f"ok       w{n - 1} ")
     assert f"ok={n} " in (tmp_path / "many.out").read_text()
-    per_us = (many - one) / n * 1e6
-    assert per_us < BOUND_US, f"{per_us:.1f} us of CPU per workload (1 workload: {one * 1e3:.0f} ms)"
     assert many_rss - one_rss < BOUND_RSS_MB, f"peak RSS {many_rss:.1f} MB, {one_rss:.1f} MB for 1 workload"

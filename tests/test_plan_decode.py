@@ -4,15 +4,13 @@ A 2,000-workload chain (as ``gxoc build`` gives it for ``needs`` chains) is enco
 ``encode_manifest`` and decoded with ``decode_plan``: the decoded plan equals the built one,
 re-encodes to the same bytes (the canonical check of ``gxo exec``), and derives every workload's
 ``deps`` and ``dependents`` from the edges.  Decoding used to reflect over the type hints of every
-object (about 1.2 s of CPU for 2,000 workloads); the bound below is far above what a decoding
-library needs and far below that.
+object (about 1.2 s of CPU for 2,000 workloads); the test below checks that nothing reflects.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 from gxo.runtime.plan import (
     Edge,
@@ -62,18 +60,23 @@ def test_a_stream_edge_is_not_a_dependency() -> None:
     assert decode_plan(encode_manifest(both)).workloads[1].deps == ("w0",)
 
 
-def test_decoding_2000_workloads_takes_milliseconds() -> None:
+def test_decoding_2000_workloads_reflects_over_nothing(monkeypatch) -> None:
+    """The decoder is msgspec's, built once per type: decoding calls no type-hint reflection per
+    object (what cost about 1.2 s of CPU for 2,000 workloads).  Its speed is a benchmark figure
+    (``bench/kernel.py``), not asserted here."""
+    import typing
+
     plan = chain(N)
     raw = encode_manifest(plan)
-    best = float("inf")
-    for _ in range(3):  # CPU time, min of 3: stable on a busy machine
-        t0 = time.process_time()
-        decoded = decode_plan(raw)
-        same = encode_manifest(decoded) == raw
-        best = min(best, time.process_time() - t0)
-        assert same
+    decode_plan(raw)  # the decoder of each type is made on first use
+
+    def reflected(*_a, **_k):
+        raise AssertionError("decode_plan reflected over type hints")
+
+    monkeypatch.setattr(typing, "get_type_hints", reflected)
+    decoded = decode_plan(raw)
+    assert encode_manifest(decoded) == raw
     assert decoded.workloads[N - 1].deps == (f"w{N - 2}",)
-    assert best < 0.4, f"decode + canonical check of {N} workloads took {best:.3f} s of CPU"
 
 
 def test_the_ir_module_needs_no_dataclass_machinery() -> None:

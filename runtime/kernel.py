@@ -124,6 +124,8 @@ class RunOptions:
     plan_dir: str = "."
     allowed_paths: tuple[str, ...] = ()  # gxo run|exec --allow-path
     show_params: bool = False  # ModuleExecutionStart carries the rendered params (gxo -vv)
+    clock: Any = None  # the lifecycle managers' clock (gxo.runtime.lifecycles.clock); None: the real one
+    store: Any = None  # the durable run store (gxo.runtime.store); None: nothing outlives the process
 
 
 class Kernel:
@@ -166,6 +168,10 @@ class Kernel:
             self.wiring = StreamWiring(plan, events)
             self.record_exprs = _record_expressions(plan)
         self.react = _Reactions(plan, self.wiring, options.dry_run)
+        if any(w.lifecycle.policy != "run_once" for w in plan.workloads):
+            from gxo.runtime.lifecycles.host import Lifecycles
+
+            self.react.lc = Lifecycles(self, options.clock, options.store)
         self.inline_cls = self._inline_classes()
         self.fns = _track_tainted(plan, self.fns, self.record_exprs, tracker)
         # render() builds fresh containers from the IR; only values that expressions read from
@@ -314,11 +320,12 @@ class Kernel:
             else:
                 counts["pending"] += 1
         error = None
+        graceful = self.react.lc is not None and self.react.lc.stopped_by is not None
         if self.halted_by is not None:
             error = f"run halted by {self.halted_by}: {self.results[self.halted_by].reason}"
-        elif self.stop_reason is not None:
+        elif self.stop_reason is not None and not graceful:
             error = self.stop_reason
-        failed = report.failed or self.stop_reason is not None
+        failed = report.failed or (self.stop_reason is not None and not graceful)
         self.events.emit("PlaybookEnd", playbook_name=self.plan.name, status="Failed" if failed else "Completed",
                          duration_ms=int((report.ended - report.started) * 1000), total_workloads=len(self.results),
                          error_message=error, streams=report.streams, **counts)
@@ -330,7 +337,12 @@ class Kernel:
             if self.halted_by is not None and w.name not in self.react.rescuing:
                 continue
             cls = self.inline_cls.get(w.name)
-            if cls is not None:
+            if w.lifecycle.policy != "run_once":
+                from gxo.runtime.lifecycles.host import drive
+
+                self.tasks[w.name] = self.react.lc.tasks[w.name] = \
+                    asyncio.get_running_loop().create_task(drive(self, w), name=w.name)
+            elif cls is not None:
                 newly = self._run_inline(w, cls())
                 if newly:
                     stack.extend(reversed(newly))
@@ -524,7 +536,7 @@ class Kernel:
             return list(value)
         raise KernelError(f"loop must give a list or a mapping, got {type(value).__name__}")
 
-    async def _attempts(self, w: Workload, scope: Any, index: int | None) -> Any:
+    async def _attempts(self, w: Workload, scope: Any, index: int | None, workspace: Any = None) -> Any:
         retry = w.retry
         attempt = 0
         while True:
@@ -534,7 +546,7 @@ class Kernel:
                 params = self.render(w.params, scope)
                 if self.param_exprs.get(w.name):
                     params = deep_copy(params)
-                return await self._perform(w, params, index)
+                return await self._perform(w, params, index, workspace)
             except EvalError as exc:
                 raise KernelError(f"param resolution failed: {exc}") from None
             except ModuleError as exc:
@@ -550,12 +562,12 @@ class Kernel:
                                  wait_s=round(wait, 3), error=self.tracker.redact(str(exc)))
                 await asyncio.sleep(wait)
 
-    async def _perform(self, w: Workload, params: Any, index: int | None) -> Any:
+    async def _perform(self, w: Workload, params: Any, index: int | None, workspace: Any = None) -> Any:
         cls = load_module_class(w.module)
         if cls is None:
             raise KernelError(f"module '{w.module}' has no code in this release")
         mod = cls()
-        ctx = self._context(w, index)
+        ctx = self._context(w, index, workspace)
         if w.name in self.operator_states.owners:
             # a run_once module starts on an empty operator state (a loop iteration on its own)
             ctx.extras[OPSTATE_KEY] = self.operator_states.start(w.name if index is None else f"{w.name}[{index}]")
@@ -563,6 +575,8 @@ class Kernel:
             extras = self.extras.get(w.name)
             if extras is None:
                 extras = self.extras[w.name] = self.wiring.extras_for(w.name)
+            if w.lifecycle.policy == "event_driven":  # its input is the dispatcher's, not the instance's
+                extras = {k: v for k, v in extras.items() if k != "inputs"}
             ctx.extras.update(extras)
         self.events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=index,
                          **({"params": params} if self.opts.show_params else {}))
@@ -582,25 +596,27 @@ class Kernel:
             self.react.unreal.add(w.name)
         return summary
 
-    def _context(self, w: Workload, index: int | None) -> Context:
+    def _context(self, w: Workload, index: int | None, workspace: Any = None) -> Context:
         return Context(
             workload=w.name,
             run_id=self.report.run_id,
             logger=self.events.logger(w.name),
-            workspace=self._workspace_of(w),
+            workspace=self._workspace_of(w, workspace),
             state=functools.partial(self.state.get_all, w.state_access),
             dry_run=self.opts.dry_run,
             plan_dir=self.opts.plan_dir,
             loop_index=index,
             on_run_end=self.cleanups.append,
             redact=self.tracker.redact,
+            stop_timeout=getattr(w.lifecycle, "stop_timeout", None),
         )
 
-    def _workspace_of(self, w: Workload) -> Any:
+    def _workspace_of(self, w: Workload, workspace: Any = None) -> Any:
         """The workspace as ``w``'s modules see it: plus the allowed roots of the flag, the
         playbook's workload_policy and the workload's policy."""
+        ws = self.workspace if workspace is None else workspace  # an ephemeral instance's own
         roots = self.opts.allowed_paths + self.plan.allowed_paths + w.allowed_paths
-        return self.workspace.allowing(roots) if roots else self.workspace
+        return ws.allowing(roots) if roots else ws
 
     # -- outcomes -------------------------------------------------------------------------------
 
@@ -768,7 +784,7 @@ class _Reactions:
     """How the run reacts to failures and missing input, precomputed per plan so that the
     scheduling step never looks at it: only the task path and the failure paths do."""
 
-    __slots__ = ("handles", "watch", "fired", "rescuing", "no_input", "dry_checks", "unreal", "loop_out")
+    __slots__ = ("handles", "watch", "fired", "rescuing", "no_input", "dry_checks", "unreal", "loop_out", "lc")
 
     def __init__(self, plan: Plan, wiring: Any, dry_run: bool) -> None:
         #: handler -> the workloads whose on_failure names it
@@ -792,6 +808,9 @@ class _Reactions:
         self.unreal: set[str] = set()  # workloads whose summary is a dry run's
         #: a registering loop's items as far as they got, for its register when it fails
         self.loop_out: dict[str, list[Any]] = {}
+        #: the long-running workloads' managers (gxo.runtime.lifecycles.host.Lifecycles), or None
+        #: (kept here: the kernel's own attributes stay under 30, see Kernel.__init__)
+        self.lc: Any = None
 
 
 #: modules that check results: under --dry-run they skip when their inputs are dry-run summaries

@@ -73,6 +73,9 @@ class Context:
     on_run_end: Callable[[Callable[[], Any]], None] = lambda fn: None
     #: secret values known to this run, for modules that must keep them out of their output
     redact: Callable[[str], str] = lambda text: text
+    #: a long-running workload's ``lifecycle.stop_timeout``: how long a program stopped with
+    #: SIGTERM may take before SIGKILL (None: the module's own default)
+    stop_timeout: float | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -33,7 +33,8 @@ class PlainSink:
     line never waits longer than the step that wrote it.  Off the loop (a module's thread)
     a line is flushed at once."""
 
-    types: frozenset[str] | None = frozenset({"WorkloadEnd", "WorkloadRetry", "Log"})
+    types: frozenset[str] | None = frozenset({"WorkloadEnd", "WorkloadRetry", "Log", "LifecycleUpdate",
+                                              "InstanceFailed"})
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
@@ -54,6 +55,12 @@ class PlainSink:
                               f"failed, next in {event['wait_s']}s: {event['error']}\n")
         elif t == "Log" and event.get("level") in ("WARN", "ERROR"):
             self.stream.write(f"{event['level'].lower():<8} {event['workload']}: {event['message']}\n")
+        elif t == "InstanceFailed":
+            self.stream.write(f"failed   {event['workload']} instance: {event['error']}\n")
+        elif t == "LifecycleUpdate" and event.get("policy") == "supervise" and event.get("next_attempt") \
+                and event.get("last_exit"):
+            line = lifecycle_note(event)
+            self.stream.write(f"{'restart' if 'restart in' in line else 'running':<8} {event['workload']}: {line}\n")
         else:
             return
         self._schedule_flush()
@@ -112,6 +119,8 @@ class LiveView:
                 self.notes[event["workload"]] = str(event["error"])[:80]
         elif t == "WorkloadRetry":
             self.notes[event["workload"]] = f"retry {event['attempt']}/{event['attempts']}"
+        elif t == "LifecycleUpdate":
+            self.notes[event["workload"]] = lifecycle_note(event)[:80]
         elif t in ("StreamProgress", "PlaybookEnd") and event.get("streams"):
             now = event["timestamp"]
             for link in event["streams"]:
@@ -147,6 +156,31 @@ class LiveView:
             extra = f", {dropped:,} dropped" if dropped else ""
             table.add_row(f"[dim]{key}[/]", f"{out:,} records", f"{rate:,.0f}/s" if rate else "", extra)
         return table
+
+
+def lifecycle_note(event: dict[str, Any]) -> str:
+    """What a ``LifecycleUpdate`` says of a long-running workload, in a few words."""
+    parts: list[str] = []
+    policy = event.get("policy")
+    if policy == "supervise":
+        nxt = event.get("next_attempt")
+        if event.get("last_exit"):
+            if nxt and "reconciled" not in event["last_exit"]:
+                parts.append(f"restart in {max(0.0, nxt - event['timestamp']):.1f}s "
+                             f"(restarts: {event.get('restarts', 0)}), last: {event['last_exit']}")
+            elif nxt:
+                parts.append(f"{event['last_exit']}, next pass in {max(0.0, nxt - event['timestamp']):.0f}s")
+            else:
+                parts.append(f"last: {event['last_exit']}")
+    elif policy == "scheduled":
+        if event.get("next_fire"):
+            parts.append("next " + time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["next_fire"])))
+        parts.append(f"{event.get('instances_ok', 0)} ok, {event.get('instances_failed', 0)} failed"
+                     + (f", {event['skipped']} skipped" if event.get("skipped") else ""))
+    elif policy == "event_driven":
+        parts.append(f"{event.get('instances_ok', 0):,} ok, {event.get('instances_failed', 0):,} failed, "
+                     f"{event.get('running', 0)} running")
+    return "; ".join(parts)
 
 
 def recap(report: Report, redact: Any) -> str:

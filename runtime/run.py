@@ -110,6 +110,7 @@ def _drive(kernel: Kernel, timeout: float | None) -> tuple[int, Report]:
     workloads it cancels say why and the report keeps its real start time.
     """
     stopped: list[int | str] = []  # the first signal number, or "timeout"
+    graceful: list[int | str] = []  # the signal that stopped the long-running workloads gracefully
 
     async def main() -> Report:
         loop = asyncio.get_running_loop()
@@ -117,9 +118,19 @@ def _drive(kernel: Kernel, timeout: float | None) -> tuple[int, Report]:
         assert task is not None
 
         def stop(cause: int | str, reason: str) -> None:
+            lc = kernel.react.lc
             if not stopped:
                 stopped.append(cause)
                 kernel.stop_reason = reason
+                # long-running workloads after the run_once part has ended: a graceful stop
+                # (they end Completed, exit 0); otherwise the run is interrupted (130/143)
+                if cause != "timeout" and lc is not None and lc.graceful_stop(reason):
+                    graceful.append(cause)
+                    return
+                task.cancel()
+            elif graceful and len(stopped) == 1 and cause != "timeout":  # a second signal: stop now
+                stopped.append(cause)
+                graceful.clear()
                 task.cancel()
 
         installed = []
@@ -150,6 +161,8 @@ def _drive(kernel: Kernel, timeout: float | None) -> tuple[int, Report]:
         sig = stopped[0] if stopped else signal.SIGINT
         report.interrupted = int(sig)
         return (EXIT_SIGTERM if sig == signal.SIGTERM else EXIT_SIGINT), report
+    if graceful:  # long-running workloads stopped on a signal once the run_once part had ended
+        return (EXIT_FAILED if report.failed else EXIT_OK), report
     if stopped:  # the cancellation landed after the kernel had finished: still a stopped run
         if stopped[0] == "timeout":
             report.timed_out = True

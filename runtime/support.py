@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 #: lifecycle policies the kernel runs; the others are declared by the language only
-RUNNABLE_POLICIES = frozenset({"run_once"})
+RUNNABLE_POLICIES = frozenset({"run_once", "supervise"})
 
 #: what each policy waits for (the words of the ``not-implemented`` messages)
 POLICY_GAPS = {

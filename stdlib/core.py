@@ -268,7 +268,8 @@ class Exec:
         try:
             out, err = await proc.communicate()
         except asyncio.CancelledError:
-            await _kill_group(proc, EXEC_KILL_GRACE_S)
+            grace = getattr(ctx, "stop_timeout", None)
+            await _kill_group(proc, EXEC_KILL_GRACE_S if grace is None else grace)
             raise
         except BaseException:
             await _kill_group(proc, 0)

@@ -35,11 +35,3 @@ def test_converges_and_reverts_external_edits(work: Path) -> None:
     plain = gxo_exec(build(PLAYBOOKS / "e17_idempotent_run_once.yaml", work, name="p.gxp"), "--var", f"owner={me}",
                      json_events=False)
     assert plain.rc == 0 and "changed=4" in plain.stdout, plain.explain()
-
-
-def test_the_supervised_example_waits_for_supervise() -> None:
-    """The example's `supervise` form is refused at its policy, and for nothing else."""
-    res = run_tool("gxoc", "check", EXAMPLES / "e17_idempotent_config.yaml")
-    assert res.rc == 1, res.explain()
-    errors = [line for line in res.stdout.splitlines() if "error[" in line]
-    assert len(errors) == 1 and "error[not-implemented]: lifecycle policy 'supervise'" in errors[0], res.explain()

@@ -1,0 +1,80 @@
+"""``event_driven``: one ephemeral instance of the workload's process per record of its source.
+
+The ``source`` is a long-running producer (a supervised ``exec`` with ``stdout_records: true``,
+a listener, ``test:producer`` with ``interval``); its stream reaches this workload through a
+normal channel.  Each record starts an instance with the record's fields at the top of its
+template scope (the global state stays readable) and a workspace of its own.  At most
+``lifecycle.concurrency`` instances (default 8) run at once: while all are busy the dispatcher
+does not read the channel, so the channel fills and back-pressure reaches the source under the
+channel's overflow policy.  An instance's failure is that instance's: counted, logged
+(redacted), never the end of the workload.  When the source's stream ends, the running
+instances finish and the workload ends ``Completed``; when the source fails, ``Failed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from gxo.runtime.lifecycles.base import COMPLETED, DEFAULT_CONCURRENCY, FAILED, Manager, describe, stop_all
+
+#: how many instance ends between two ``host.update`` calls (the live view's counters)
+UPDATE_EVERY = 256
+
+
+class Dispatcher(Manager):
+    policy = "event_driven"
+
+    def __init__(self, host: Any, w: Any) -> None:
+        super().__init__(host, w)
+        self.concurrency = max(1, int(getattr(self.lc, "concurrency", DEFAULT_CONCURRENCY) or DEFAULT_CONCURRENCY))
+        self.running: set[asyncio.Task[None]] = set()
+        self.started = self.ok = self.failed = 0
+
+    def info(self) -> dict[str, Any]:
+        return {"instances_started": self.started, "instances_ok": self.ok, "instances_failed": self.failed,
+                "running": len(self.running)}
+
+    async def run(self) -> tuple[str, str | None]:
+        inputs = self.host.inputs(self.w)
+        if inputs is None:
+            return FAILED, f"its source '{self.lc.source}' has no stream to it"
+        slots = asyncio.Semaphore(self.concurrency)
+        loop = asyncio.get_running_loop()
+        outcome: tuple[str, str | None] = (COMPLETED, None)
+        try:
+            try:
+                async for _producer, batch in inputs:
+                    for record in batch:
+                        await slots.acquire()  # all busy: the channel is not read, the source waits
+                        task = loop.create_task(self._instance(record, slots))
+                        self.running.add(task)
+                        task.add_done_callback(self.running.discard)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the source failed: no more events come
+                outcome = (FAILED, f"source '{self.lc.source}' failed: {describe(exc)}")
+            if self.running:
+                await asyncio.gather(*list(self.running), return_exceptions=True)
+        except asyncio.CancelledError:
+            await stop_all(self.running)
+            raise
+        finally:
+            self.host.update(self.w, **self.info())
+        return outcome
+
+    async def _instance(self, record: Any, slots: asyncio.Semaphore) -> None:
+        self.started += 1
+        try:
+            await self.host.run_instance(self.w, record if isinstance(record, dict) else {"value": record},
+                                         ephemeral=True)
+            self.ok += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an instance's failure is its own
+            self.failed += 1
+            self.host.instance_failed(self.w, describe(exc))
+        finally:
+            slots.release()
+            if (self.ok + self.failed) % UPDATE_EVERY == 0:
+                self.host.update(self.w, **self.info())

@@ -1,0 +1,175 @@
+"""The kernel's side of the lifecycle interface (``base.Host``), and the driver of one
+long-running workload: ``drive(kernel, w)`` is the task the kernel starts for a workload whose
+policy is not ``run_once`` when its dependencies are done.
+
+Kept apart from ``kernel.py`` so that the run_once scheduler stays what it is: the kernel keeps
+one reference to all of this (``kernel.react.lc``, a ``Lifecycles``), made only when the plan has a
+long-running workload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from gxo.runtime.lifecycles.base import COMPLETED, manager_for
+from gxo.runtime.lifecycles.clock import Clock
+
+
+class Lifecycles:
+    """The kernel's lifecycle state: the clock, the managed workloads, a graceful stop."""
+
+    def __init__(self, kernel: Any, clock: Any = None, store: Any = None) -> None:
+        self.kernel = kernel
+        self.clock = clock or Clock()
+        self.store = store
+        self.long_running = {w.name for w in kernel.plan.workloads if w.lifecycle.policy != "run_once"}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        #: set by a graceful stop (SIGTERM/SIGINT once every run_once workload has ended): the
+        #: managed workloads end Completed with this reason
+        self.stopped_by: str | None = None
+        self.info: dict[str, dict[str, Any]] = {}
+        self._fires: dict[str, float] = {}
+
+    # -- base.Host ------------------------------------------------------------------------------
+
+    async def run_instance(self, w: Any, record: dict[str, Any] | None = None, *, ephemeral: bool = False) -> Any:
+        k = self.kernel
+        scope = k.state.view()
+        workspace = None
+        if ephemeral and not w.inline:
+            from gxo.runtime.workspace import Workspace
+
+            workspace = Workspace.create()
+            scope = {**scope, "_gxo": {**scope.get("_gxo", {}), "workspace": {"path": workspace.path}}}
+        if record is not None:
+            scope = {**scope, **record}
+        try:
+            if w.lifecycle.policy != "supervise" and w.when is not None and not k._when(w, scope):
+                return None  # this instance's when is false: nothing runs, nothing is registered
+            try:
+                summary = await k._attempts(w, scope, None, workspace)
+            except Exception as exc:
+                if w.register:
+                    from gxo.runtime.kernel import _failure_value
+
+                    reason = k.tracker.redact(str(exc) or type(exc).__name__)
+                    k.state.set(w.register, k.tracker.redact_value(_failure_value(getattr(exc, "summary", None), reason)))
+                raise
+            if w.register:
+                from gxo.runtime.kernel import _success_value
+
+                k.state.set(w.register, k.tracker.redact_value(_success_value(summary, False)))
+            return summary
+        finally:
+            await self._flush_output(w)
+            if workspace is not None:
+                workspace.remove()
+
+    async def _flush_output(self, w: Any) -> None:
+        """A long-running producer's records reach its consumers after each run (its stream
+        stays open across restarts and instances)."""
+        extras = self.kernel.extras.get(w.name)
+        out = extras.get("output") if extras else None
+        if out is not None:
+            try:
+                await out.flush()
+            except Exception:  # noqa: BLE001 - a consumer that stopped: the stream reports it
+                pass
+
+    def update(self, w: Any, **info: Any) -> None:
+        self.info.setdefault(w.name, {}).update(info)
+        events = self.kernel.events
+        if "LifecycleUpdate" in events.wanted:
+            events.emit("LifecycleUpdate", workload=w.name, policy=w.lifecycle.policy, **info)
+
+    def instance_failed(self, w: Any, reason: str) -> None:
+        k = self.kernel
+        from gxo.runtime.secrets import redact_keywords
+
+        text = redact_keywords(k.tracker.redact(reason))
+        k.events.emit("InstanceFailed", workload=w.name, error=text)
+
+    def inputs(self, w: Any) -> Any:
+        wiring = self.kernel.wiring
+        if wiring is None or not wiring.is_consumer(w.name):
+            return None
+        return wiring.extras_for(w.name)["inputs"]
+
+    def last_fire(self, w: Any) -> float | None:
+        if self.store is not None:
+            return self.store.last_fire(self.kernel.plan.name, w.name)
+        return self._fires.get(w.name)
+
+    def set_last_fire(self, w: Any, t: float) -> None:
+        self._fires[w.name] = t
+        if self.store is not None:
+            self.store.set_last_fire(self.kernel.plan.name, w.name, t)
+
+    # -- stopping -------------------------------------------------------------------------------
+
+    def graceful_stop(self, reason: str) -> bool:
+        """Stop the managed workloads gracefully, if the run_once part has ended (True); else
+        False and the caller stops the run as before (exit 130/143)."""
+        k = self.kernel
+        for w in k.plan.workloads:
+            if w.name not in self.long_running and k.results[w.name].status in ("Pending", "Running"):
+                return False
+        if self.stopped_by is None:
+            self.stopped_by = reason
+            asyncio.get_running_loop().create_task(self._stop_in_order())
+        return True
+
+    async def _stop_in_order(self) -> None:
+        """Sources first, so that their streams end and event-driven handlers drain what is in
+        flight; a handler still busy after its stop_timeout is cancelled."""
+        k = self.kernel
+        handlers = {n for n in self.tasks if k.by_name[n].lifecycle.policy == "event_driven"}
+        for name, task in self.tasks.items():
+            if name not in handlers and not task.done():
+                task.cancel()
+        for name in handlers:
+            task = self.tasks[name]
+            grace = getattr(k.by_name[name].lifecycle, "stop_timeout", 10.0)
+            try:
+                await asyncio.wait_for(asyncio.shield(task), grace)
+            except (TimeoutError, asyncio.CancelledError, Exception):  # noqa: BLE001
+                task.cancel()
+
+
+async def drive(kernel: Any, w: Any) -> None:
+    """The task of one long-running workload: Running until its manager ends it."""
+    lc: Lifecycles = kernel.react.lc
+    res = kernel.results[w.name]
+    res.started = time.time()
+    kernel._set_status(w.name, "Running")
+    newly: list[Any] = []
+    try:
+        if w.disabled or (w.lifecycle.policy == "supervise" and w.when is not None
+                          and not kernel._when(w, kernel.state.view())):
+            from gxo.runtime.kernel import SKIPPED
+
+            newly = kernel._finish(w, SKIPPED, "when evaluated false")
+        else:
+            status, reason = await manager_for(lc, w).run()
+            if kernel.wiring is not None:
+                await kernel.wiring.finish(w.name, kernel.extras.get(w.name), None)
+            if status == COMPLETED:
+                newly = kernel._finish(w, COMPLETED, reason)
+            else:
+                from gxo.runtime.kernel import KernelError
+
+                newly = kernel._fail(w, KernelError(reason or "failed"))
+    except asyncio.CancelledError:
+        if lc.stopped_by is not None:  # a graceful stop: the service was stopped, not failed
+            newly = kernel._finish(w, COMPLETED, f"stopped: {lc.stopped_by}")
+        else:
+            if kernel.halted_by is not None:
+                res.cancelled = True
+                kernel._finish(w, "Failed", "cancelled: run halted")
+            raise
+    except Exception as exc:  # noqa: BLE001 - a manager's own error fails its workload
+        newly = kernel._fail(w, exc)
+    if newly:
+        kernel._dispatch(newly)

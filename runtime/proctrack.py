@@ -61,8 +61,28 @@ def running_count() -> int:
     return len(_children)
 
 
+#: how long one scan of /proc serves further lookups: stopping 200 supervised programs at once
+#: would otherwise scan /proc 200 times (9 ms each here); a descendant born within this time is
+#: still caught, by the sweep at the end of the run
+SCAN_TTL_S = 0.05
+_scan: tuple[float, dict[int, int]] = (-1.0, {})
+
+
 def _parents() -> dict[int, int]:
-    """pid -> parent pid of every process we can see (empty without /proc)."""
+    """pid -> parent pid of every process we can see (empty without /proc); one scan serves
+    the lookups of the next ``SCAN_TTL_S`` seconds."""
+    global _scan
+    import time
+
+    now = time.monotonic()
+    if now - _scan[0] < SCAN_TTL_S:
+        return _scan[1]
+    out = _scan_parents()
+    _scan = (time.monotonic(), out)
+    return out
+
+
+def _scan_parents() -> dict[int, int]:
     out: dict[int, int] = {}
     try:
         names = os.listdir("/proc")
@@ -146,8 +166,10 @@ def sweep(grace: float = 0.5) -> None:
     subreaper), SIGTERM then SIGKILL, and reap them.  Blocking; cheap when nothing is left."""
     import time
 
+    global _scan
     if not _subreaper:
         return
+    _scan = (-1.0, {})  # a fresh scan: what was adopted a moment ago counts
     pids = leftovers(None, adopted=True)
     if not pids:
         return
@@ -158,6 +180,7 @@ def sweep(grace: float = 0.5) -> None:
         if not any(os.path.exists(f"/proc/{p}") and not _zombie(p) for p in pids):
             break
         time.sleep(0.02)
+    _scan = (-1.0, {})
     signal_all(pids | leftovers(None, adopted=True), signal.SIGKILL)
     for _ in range(50):
         reap(pids)

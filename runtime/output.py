@@ -57,6 +57,8 @@ class PlainSink:
             self.stream.write(f"{event['level'].lower():<8} {event['workload']}: {event['message']}\n")
         elif t == "InstanceFailed":
             self.stream.write(f"failed   {event['workload']} instance: {event['error']}\n")
+        elif t == "LifecycleUpdate" and event.get("next_fires"):
+            self.stream.write(f"schedule {event['workload']}: next fires at {', '.join(event['next_fires'])}\n")
         elif t == "LifecycleUpdate" and event.get("policy") == "supervise" and event.get("next_attempt") \
                 and event.get("last_exit"):
             line = lifecycle_note(event)

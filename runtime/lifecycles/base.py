@@ -18,7 +18,9 @@ it asks its ``Host`` (the kernel) for what it needs:
 * ``host.inputs(w)``: the workload's input stream (an event-driven workload's source).
 * ``host.last_fire(w)`` / ``host.set_last_fire(w, t)``: a schedule's last fire time, durable
   when the run has a durable store.
-* ``host.clock``: the ``Clock`` (a ``FakeClock`` in tests).
+* ``host.clock``: the ``Clock`` (a ``FakeClock`` in tests); ``host.dry_run``: under
+  ``--dry-run`` a manager makes one dry pass and ends (a schedule reports its next fire times),
+  nothing is kept running.
 
 ``await manager.run()`` returns the workload's end as ``(status, reason)`` (``Completed`` or
 ``Failed``); it runs until then, or until it is cancelled: a graceful stop (SIGTERM, SIGINT)
@@ -41,6 +43,7 @@ DEFAULT_CONCURRENCY = 8
 
 class Host(Protocol):
     clock: Any
+    dry_run: bool
 
     async def run_instance(self, w: Any, record: dict[str, Any] | None = None, *,
                            ephemeral: bool = False) -> Any: ...

@@ -30,6 +30,7 @@ class Lifecycles:
         #: managed workloads end Completed with this reason
         self.stopped_by: str | None = None
         self.info: dict[str, dict[str, Any]] = {}
+        self.dry_run = bool(kernel.opts.dry_run)
         self._fires: dict[str, float] = {}
 
     # -- base.Host ------------------------------------------------------------------------------

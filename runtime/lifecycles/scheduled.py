@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gxo.runtime.lifecycles.base import Manager, describe, stop_all
+from gxo.runtime.lifecycles.base import COMPLETED, Manager, describe, stop_all
 from gxo.runtime.lifecycles.cron import parse_schedule
 
 
@@ -27,6 +27,14 @@ def zone(name: str | None) -> Any:
     from zoneinfo import ZoneInfo
 
     return ZoneInfo(name)
+
+
+def iso(t: float, tz: Any) -> str:
+    """``t`` as an ISO 8601 time with its offset, in ``tz`` (None: the machine's zone)."""
+    import datetime as dt
+
+    when = dt.datetime.fromtimestamp(t, tz) if tz is not None else dt.datetime.fromtimestamp(t).astimezone()
+    return when.isoformat(timespec="seconds")
 
 
 class Scheduler(Manager):
@@ -52,6 +60,15 @@ class Scheduler(Manager):
 
     async def run(self) -> tuple[str, str | None]:
         host, clock = self.host, self.host.clock
+        if host.dry_run:  # the next fire times, and nothing runs
+            t, fires = clock.time(), []
+            for _ in range(3):
+                t = self.next_after(t)
+                fires.append(t)
+            self.next_fire = fires[0]
+            text = [iso(f, self.tz) for f in fires]
+            host.update(self.w, **self.info(), next_fires=text)
+            return COMPLETED, "dry run: next fires at " + ", ".join(text)
         try:
             now = clock.time()
             last = host.last_fire(self.w)

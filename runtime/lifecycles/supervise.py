@@ -62,6 +62,12 @@ class Supervisor(Manager):
         clock = self.host.clock
         recent: collections.deque[float] = collections.deque()  # monotonic times of recent restarts
         consecutive = 0
+        if self.host.dry_run:  # one pass that reports what it would do; nothing is kept running
+            try:
+                await self.host.run_instance(self.w)
+            except Exception as exc:  # noqa: BLE001
+                return FAILED, describe(exc)
+            return COMPLETED, f"dry run: would be supervised (restart: {self.restart})"
         while True:
             began = clock.monotonic()
             try:

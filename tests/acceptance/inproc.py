@@ -9,8 +9,7 @@ from typing import Any
 
 from gxo.runtime.events import Events
 from gxo.runtime.kernel import Kernel, RunOptions
-from gxo.runtime.lifecycles.clock import FakeClock
-from gxo.runtime.secrets import Tracker
+from gxo.runtime.lifecycles.clock import FakeClock  # noqa: F401 - tests import it from here
 from gxo.runtime.state import StateStore
 from gxo.runtime.workspace import Workspace
 
@@ -31,12 +30,15 @@ class Running:
         self.loaded = compile_playbook(path)
         self.clock = clock or FakeClock()
         self.events: list[dict[str, Any]] = []
-        tracker = Tracker()
+        from gxo.runtime.run import make_secrets
+
+        secrets, tracker = make_secrets()
+        self.tracker = tracker
         events = Events(self.loaded.plan.name, tracker.redact_value)
         events.add(self.events.append)
         self.workspace = Workspace.create()
         self.kernel = Kernel(self.loaded.plan, self.loaded.functions, state=StateStore(), workspace=self.workspace,
-                             secrets=None, tracker=tracker, events=events,
+                             secrets=secrets, tracker=tracker, events=events,
                              options=RunOptions(clock=self.clock, plan_dir=str(path.parent), **opts))
         self.task: asyncio.Task[Any] | None = None
 

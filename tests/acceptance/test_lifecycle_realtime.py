@@ -65,3 +65,14 @@ def test_sigterm_stops_a_supervised_program_within_its_stop_timeout_and_exits_0(
     assert rc == 0, err
     assert not pid_alive(pid)
     assert not group_alive(pid)
+
+
+def test_dry_run_makes_one_dry_pass_of_a_supervised_program_and_ends(work):
+    pb = write(work, """\
+  - name: server
+    lifecycle: {policy: supervise, restart: always}
+    process: {module: exec, params: {command: sleep, args: ["300"]}}
+""")
+    run = gxo_run(pb, "--dry-run", json_events=False)
+    assert run.rc == 0, run.explain()
+    assert "ok       server" in run.stdout

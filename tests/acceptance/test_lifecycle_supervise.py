@@ -143,3 +143,58 @@ def test_a_graceful_stop_terminates_the_child_and_completes(tmp_path):
     assert not report.failed
     end = r.of("PlaybookEnd")[-1]
     assert end["status"] == "Completed" and end["error_message"] is None
+
+
+def test_e17_a_supervised_reconciler_reverts_drift_within_one_interval(tmp_path):
+    """E17: filesystem:manage under supervise passes again every interval; an external edit, a
+    chmod and a deletion are each reverted by the next pass."""
+    import getpass
+
+    content = "server time.google.com iburst\nserver time.cloudflare.com iburst\n"
+    pb = playbook(tmp_path, f"""\
+  - name: enforce_ntp_config
+    lifecycle: {{policy: supervise, restart: on_failure, interval: 30s}}
+    register: ntp
+    process:
+      module: filesystem:manage
+      params:
+        path: etc/ntp.conf
+        state: present
+        content: |
+          server time.google.com iburst
+          server time.cloudflare.com iburst
+        mode: "0644"
+        owner: {getpass.getuser()}
+""")
+
+    async def main():
+        r = Running(pb)
+        r.start()
+        target = Path(r.workspace.path) / "etc" / "ntp.conf"
+        changed = []
+
+        async def next_pass(edit=None):
+            await r.clock.wait_for_sleepers(1)
+            changed.append(r.kernel.state.get("ntp")["changed"])
+            if edit:
+                edit()
+            await r.clock.advance(30)
+
+        # each call reads the pass that just ran, then edits the file before the next one
+        await next_pass()  # 1: created
+        await next_pass(lambda: target.write_text("server evil.example\n"))  # 2: compliant
+        await next_pass(lambda: target.chmod(0o600))  # 3: the content edit reverted
+        await next_pass(lambda: target.unlink())  # 4: the chmod reverted
+        await next_pass()  # 5: the deleted file recreated; 6 (read below): compliant
+        await r.clock.wait_for_sleepers(1)
+        changed.append(r.kernel.state.get("ntp")["changed"])
+        text, mode = target.read_text(), target.stat().st_mode & 0o777
+        report = await r.stop()
+        r.close()
+        return changed, text, mode, r.clock.sleeps, report
+
+    changed, text, mode, sleeps, report = run(main())
+    assert changed == [True, False, True, True, True, False]
+    assert text == content and mode == 0o644
+    assert set(sleeps) == {30.0}  # one pass per interval, no back-off: every pass succeeded
+    assert report.results["enforce_ntp_config"].status == "Completed"

@@ -1,0 +1,50 @@
+"""The kernel's side of the durable run store: what it records at workload boundaries, and how
+a resumed run starts from what an interrupted one committed.
+
+Commit rule: **before anything with effects starts, everything that has finished is durable.**
+A workload that runs as a task (it may touch the world: a program, a file, a request) commits its
+end (status and register, one transaction) as soon as it ends; inline workloads (pure:
+``control:identity``, ``control:assert``, ...) that end within one scheduler step are committed
+together at the end of that step, or before the next task starts, whichever comes first.  A
+SIGKILL at any point therefore loses no workload whose effects a later workload could have seen,
+and a resumed run re-runs only what had not committed: a workload killed half-way runs again (at
+least once, like any job runner), a committed one never.
+
+Values are stored as the state holds them: registers are redacted before they are stored, so a
+secret never reaches the database, sealed or not (``gxo.runtime.store``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+#: the statuses a resumed run does not run again
+FINISHED = ("Completed", "Skipped")
+
+
+def plan_digest(plan: Any) -> str:
+    """The identity of a plan's content: a resumed run must have the same."""
+    from gxo.runtime.plan import encode_manifest
+
+    return hashlib.sha256(encode_manifest(plan)).hexdigest()
+
+
+class Recorder:
+    """Buffers workload ends and commits them in one transaction per flush."""
+
+    __slots__ = ("store", "run_id", "pending")
+
+    def __init__(self, store: Any, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.pending: list[tuple[Any, ...]] = []
+
+    def ended(self, name: str, status: str, reason: str | None, register: str | None, value: Any,
+              started: float | None, ended: float | None) -> None:
+        self.pending.append((name, status, reason, register, value, started, ended))
+
+    def flush(self) -> None:
+        if self.pending:
+            rows, self.pending = self.pending, []
+            self.store.commit_workloads(self.run_id, rows)

@@ -50,7 +50,16 @@ class Lifecycles:
             if w.lifecycle.policy != "supervise" and w.when is not None and not k._when(w, scope):
                 return None  # this instance's when is false: nothing runs, nothing is registered
             try:
-                summary = await k._attempts(w, scope, None, workspace)
+                if w.timeout is not None:  # the workload's timeout bounds each instance (each run)
+                    try:
+                        async with asyncio.timeout(w.timeout):
+                            summary = await k._attempts(w, scope, None, workspace)
+                    except TimeoutError:
+                        from gxo.runtime.kernel import KernelError, _fmt_seconds
+
+                        raise KernelError(f"timed out after {_fmt_seconds(w.timeout)}") from None
+                else:
+                    summary = await k._attempts(w, scope, None, workspace)
             except Exception as exc:
                 if w.register:
                     from gxo.runtime.kernel import _failure_value

@@ -198,3 +198,25 @@ def test_e17_a_supervised_reconciler_reverts_drift_within_one_interval(tmp_path)
     assert text == content and mode == 0o644
     assert set(sleeps) == {30.0}  # one pass per interval, no back-off: every pass succeeded
     assert report.results["enforce_ntp_config"].status == "Completed"
+
+
+def test_the_workload_timeout_bounds_each_run_of_a_supervised_program(tmp_path):
+    pb = playbook(tmp_path, """\
+  - name: hung
+    timeout: 200ms
+    lifecycle: {policy: supervise, backoff: {jitter: 0, max_restarts: 1}}
+    process: {module: exec, params: {command: sleep, args: ["300"]}}
+""")
+
+    async def main():
+        r = Running(pb)
+        r.start()
+        await r.clock.wait_for_sleepers(1)
+        await r.clock.advance(r.clock.sleeps[-1])
+        report = await r.wait_ended()
+        r.close()
+        return report
+
+    report = run(main())
+    assert report.results["hung"].status == "Failed"
+    assert "last exit: timed out after 0.2s" in report.results["hung"].reason

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from gxo.compiler import types as T
 from gxo.compiler.diagnostics import Diagnostics, Note, did_you_mean
 from gxo.compiler.expr import ast
+from gxo.compiler.expr.parser import is_templated
 from gxo.compiler.loader import MapNode, ScalarNode, YNode, to_plain, walk_path
 from gxo.compiler.model import ExprSite, Playbook, Step, Workload
 from gxo.compiler.records import RecordTypes
@@ -76,6 +77,7 @@ def resolve(pb: Playbook, diags: Diagnostics) -> Analysis:
     for w in pb.workloads:
         _check_module(w, diags)
         _check_lifecycle(w, an, diags)
+        _check_records_param(w, diags)
         _check_runnable(w, diags)
         _check_links(w, an, diags)
         _check_on_failure(w, an, diags)
@@ -185,6 +187,16 @@ def emits_records(w: Workload) -> bool:
         return True
     node = w.params_node.get(spec.records_param) if isinstance(w.params_node, MapNode) else None
     return isinstance(node, ScalarNode) and node.value is True
+
+
+def _check_records_param(w: Workload, diags: Diagnostics) -> None:
+    """The param that turns a module's output stream on is decided at compile time: the channels
+    of the plan depend on it, so a template there is an error."""
+    param = w.spec.records_param if w.spec is not None else None
+    node = w.params_node.get(param) if param and isinstance(w.params_node, MapNode) else None
+    if isinstance(node, ScalarNode) and isinstance(node.value, str) and is_templated(node.value):
+        diags.add("invalid-value", f"'{param}' must be a literal true or false, not a template", node.span,
+                  help="whether the workload streams records decides the plan's channels when it is compiled")
 
 
 def _check_lifecycle(w: Workload, an: Analysis, diags: Diagnostics) -> None:

@@ -123,15 +123,12 @@ async def _stream_lines(reader, out) -> None:
         if not chunk:
             break
         buf += chunk
-        start = 0
-        while True:
-            nl = buf.find(b"\n", start)
-            if nl < 0:
-                break
-            end = nl - 1 if nl > start and buf[nl - 1] == 13 else nl  # "\r\n" too
-            await out.emit_one({"line": buf[start:end].decode("utf-8", "replace")})
-            start = nl + 1
-        buf = buf[start:]
+        cut = buf.rfind(b"\n") + 1
+        if cut:
+            # the complete lines of this read, one emit (batched by the output)
+            lines = buf[:cut - 1].decode("utf-8", "replace").split("\n")
+            buf = buf[cut:]
+            await out.emit([{"line": ln[:-1] if ln.endswith("\r") else ln} for ln in lines])
         while len(buf) >= MAX_RECORD_LINE:
             await out.emit_one({"line": buf[:MAX_RECORD_LINE].decode("utf-8", "replace")})
             buf = buf[MAX_RECORD_LINE:]

@@ -275,7 +275,8 @@ def _check_lifecycle(w: Workload, an: Analysis, diags: Diagnostics) -> None:
         elif src.spec is not None and "event_driven" not in src.spec.lifecycles:
             diags.add("lifecycle-unsupported", f"'{name}' ({src.module}) cannot be an event source",
                       node.span, help="event sources are long-running producers: "
-                      + ", ".join(sorted(n for n, sp in registry().items() if "event_driven" in sp.lifecycles
+                      + ", ".join(sorted(n + (f" (with {sp.records_param}: true)" if sp.records_param else "")
+                                         for n, sp in registry().items() if "event_driven" in sp.lifecycles
                                          and sp.record_schema is not None)))
 
 

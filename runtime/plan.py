@@ -85,8 +85,10 @@ class Backoff(IR, kw_only=True):
 
 
 class Lifecycle(IR, kw_only=True):
-    """How a workload runs.  Each key belongs to one policy (the compiler refuses it under
-    another); under other policies it keeps its default."""
+    """How a workload runs: its policy and that policy's keys.
+
+    Each key belongs to one policy (the compiler refuses it under another); under the other
+    policies it keeps its default."""
 
     policy: str  # run_once | supervise | event_driven | scheduled
     restart: str | None = None  # supervise: always | on_failure | never; None = on_failure

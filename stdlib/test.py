@@ -101,8 +101,8 @@ MOCK_HTTP_SERVER = ModuleSpec(
 PRODUCER = ModuleSpec(
     name="test:producer",
     layer="X",
-    description="Emit test records: a literal list, or `count` records rendered from "
-    "`template`, generated lazily; with `interval`, a timed source.",
+    description="Emit test records: a literal list, or records rendered from `template` "
+    "(`count` of them, or timed by `interval`).",
     # A timed source (interval) can feed an event_driven workload.
     lifecycles=("run_once", "event_driven"),
     params_schema=s.params(

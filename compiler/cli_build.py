@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,19 @@ EXIT_REFUSED = 3
 def _channel_policy(c: Any) -> str:
     """A channel's policy as `gxoc show` and `gxoc diff` print it."""
     return f"capacity {c.capacity}, {c.overflow}, flush after {c.flush_interval * 1000:g}ms"
+
+def schedule_line(lc: Any, now: float, n: int = 3) -> str:
+    """`gxoc show`'s line under a scheduled workload: its schedule, zone and next ``n`` fire
+    times after ``now`` (ISO 8601 with the zone's offset)."""
+    from gxo.runtime.lifecycles.cron import preview
+
+    zone = lc.timezone or "local time"
+    try:
+        times = ", ".join(preview(lc.cron, lc.timezone, now, n))
+    except ValueError as exc:  # a plan written by hand; the compiler never lets one through
+        times = f"none ({exc})"
+    return f"schedule {lc.cron!r} ({zone}; overlap {lc.overlap}, misfire {lc.misfire}); next: {times}"
+
 
 def _read(path: str) -> bytes:
     try:
@@ -194,6 +208,7 @@ def show(plan_path: str, as_json: bool, trusted: tuple[str, ...]) -> None:
     if as_json:
         click.echo(canonical_json(p, pretty=True), nl=False)
         return
+    now = time.time()
     sig = "unsigned"
     if v.signed:
         sig = f"signed (key {v.key_id}{', verified' if v.signature_checked else ', not checked: no --trusted-key'})"
@@ -217,6 +232,8 @@ def show(plan_path: str, as_json: bool, trusted: tuple[str, ...]) -> None:
             if w.secret_params:
                 extra.append("secret " + ", ".join(w.secret_params))
             click.echo(f"  [{i}] {w.name}: {w.module} ({w.lifecycle.policy})" + (f"; {'; '.join(extra)}" if extra else ""))
+            if w.lifecycle.policy == "scheduled" and w.lifecycle.cron:
+                click.echo(f"      {schedule_line(w.lifecycle, now)}")
     for c in p.channels:
         click.echo(f"channel {c.producer} -> {c.consumer}: {_channel_policy(c)}")
     click.echo(f"expressions: {len(p.expressions)}")

@@ -32,6 +32,7 @@ from gxo.stdlib import ModuleSpec
 DEFAULT_CHANNEL_CAPACITY = 100
 DEFAULT_OVERFLOW = "block"
 DEFAULT_FLUSH_INTERVAL = 0.05  # seconds: channel_policy.flush_interval's default (50ms)
+DEFAULT_RECONCILE_INTERVAL = 30.0  # seconds: lifecycle.interval of a supervised reconciler (filesystem:manage)
 
 
 
@@ -254,11 +255,22 @@ class _Lowerer:
                 max_restarts=int(b.get("max_restarts", 5)),
                 restart_window=parse_duration(b["restart_window"]) if "restart_window" in b else 600.0,
             )
-            return P.Lifecycle(policy=pol, restart=life_d.get("restart", "on_failure"), backoff=backoff)
+            interval = None
+            if "interval" in life_d:
+                interval = parse_duration(life_d["interval"])
+            elif w.spec is not None and w.spec.reconciler:
+                interval = DEFAULT_RECONCILE_INTERVAL
+            return P.Lifecycle(
+                policy=pol, restart=life_d.get("restart", "on_failure"), backoff=backoff,
+                healthy_after=parse_duration(life_d["healthy_after"]) if "healthy_after" in life_d else 10.0,
+                interval=interval,
+                stop_timeout=parse_duration(life_d["stop_timeout"]) if "stop_timeout" in life_d else 10.0,
+            )
         if pol == "event_driven":
-            return P.Lifecycle(policy=pol, source=life_d.get("source"))
+            return P.Lifecycle(policy=pol, source=life_d.get("source"), concurrency=int(life_d.get("concurrency", 8)))
         if pol == "scheduled":
-            return P.Lifecycle(policy=pol, cron=life_d.get("cron"))
+            return P.Lifecycle(policy=pol, cron=life_d.get("cron"), timezone=life_d.get("timezone"),
+                               overlap=str(life_d.get("overlap", "skip")), misfire=str(life_d.get("misfire", "skip")))
         return P.Lifecycle(policy=pol)
 
     def retry(self, w: MWorkload) -> P.Retry:

@@ -96,6 +96,11 @@ class RecordTypes:
             return T.MapT(tuple(fields), open=False)
         if spec.record_schema is None:
             return T.ANY
+        if spec.records_param is not None:
+            from gxo.compiler.resolve import emits_records
+
+            if not emits_records(w):
+                return T.ANY
         return T.from_schema(spec.record_schema)
 
     def _join_type(self, w: "Workload") -> T.Type:

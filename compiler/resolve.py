@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import posixpath
-import re
 from dataclasses import dataclass, field
 
 from gxo.compiler import types as T
 from gxo.compiler.diagnostics import Diagnostics, Note, did_you_mean
 from gxo.compiler.expr import ast
+from gxo.compiler.expr.parser import is_templated
 from gxo.compiler.loader import MapNode, ScalarNode, YNode, to_plain, walk_path
 from gxo.compiler.model import ExprSite, Playbook, Step, Workload
 from gxo.compiler.records import RecordTypes
@@ -27,7 +27,6 @@ from gxo.stdlib import registry
 _WAITS_ONLY = {"control:barrier"}
 _POLICIES = ("run_once", "supervise", "event_driven", "scheduled")
 _LEGACY_MODULES = {"generate:from_list": "data:generate_from_list", "stream:join": "data:join"}
-_CRON_FIELD = re.compile(r"^(\*|\?|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?(,(\*|[0-9A-Za-z]+(-[0-9A-Za-z]+)?)(/[0-9]+)?)*$")
 
 
 @dataclass
@@ -78,6 +77,7 @@ def resolve(pb: Playbook, diags: Diagnostics) -> Analysis:
     for w in pb.workloads:
         _check_module(w, diags)
         _check_lifecycle(w, an, diags)
+        _check_records_param(w, diags)
         _check_runnable(w, diags)
         _check_links(w, an, diags)
         _check_on_failure(w, an, diags)
@@ -165,12 +165,46 @@ def _key_span(node: MapNode, *path: str):
     return None
 
 
+#: each lifecycle key and the one policy it belongs to
+LIFECYCLE_KEYS = {
+    "restart": "supervise", "backoff": "supervise", "healthy_after": "supervise", "interval": "supervise",
+    "stop_timeout": "supervise",
+    "source": "event_driven", "concurrency": "event_driven",
+    "cron": "scheduled", "timezone": "scheduled", "overlap": "scheduled", "misfire": "scheduled",
+}
+_CRON_HELP = ('5 fields (minute hour day-of-month month day-of-week), 6 with seconds first, '
+              '@hourly/@daily/@weekly/@monthly/@yearly or @every DURATION, e.g. "30 2 * * *", '
+              '"0 */10 * * * *", "@every 90s"')
+
+
+def emits_records(w: Workload) -> bool:
+    """Whether ``w`` has an output stream: its module declares records, and a module whose
+    records are switched on by a param (exec's ``stdout_records``) has it set to literal true."""
+    spec = w.spec
+    if spec is None or spec.record_schema is None:
+        return False
+    if spec.records_param is None:
+        return True
+    node = w.params_node.get(spec.records_param) if isinstance(w.params_node, MapNode) else None
+    return isinstance(node, ScalarNode) and node.value is True
+
+
+def _check_records_param(w: Workload, diags: Diagnostics) -> None:
+    """The param that turns a module's output stream on is decided at compile time: the channels
+    of the plan depend on it, so a template there is an error."""
+    param = w.spec.records_param if w.spec is not None else None
+    node = w.params_node.get(param) if param and isinstance(w.params_node, MapNode) else None
+    if isinstance(node, ScalarNode) and isinstance(node.value, str) and is_templated(node.value):
+        diags.add("invalid-value", f"'{param}' must be a literal true or false, not a template", node.span,
+                  help="whether the workload streams records decides the plan's channels when it is compiled")
+
+
 def _check_lifecycle(w: Workload, an: Analysis, diags: Diagnostics) -> None:
     life = w.node.get("lifecycle")
     if not isinstance(life, MapNode):
         return
     pol = w.policy
-    for key, needed in (("restart", "supervise"), ("backoff", "supervise"), ("source", "event_driven"), ("cron", "scheduled")):
+    for key, needed in LIFECYCLE_KEYS.items():
         k = life.key_node(key)
         if k is not None and pol != needed and pol in _POLICIES:
             diags.add("lifecycle-unsupported", f"'{key}' applies only to policy {needed}, not {pol}", k.span,
@@ -180,13 +214,46 @@ def _check_lifecycle(w: Workload, an: Analysis, diags: Diagnostics) -> None:
             span = w.policy_node.span if w.policy_node else life.span
             diags.add("invalid-value", f"policy {pol_name} needs lifecycle.{needed_key}", span,
                       help="name the producer whose records start instances" if needed_key == "source"
-                      else "give a 5-field cron expression, e.g. cron: \"*/5 * * * *\"")
+                      else "give a schedule: " + _CRON_HELP)
     cron = life.get("cron")
-    if isinstance(cron, ScalarNode) and isinstance(cron.value, str):
-        fields = cron.value.split()
-        if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
-            diags.add("invalid-value", f"'{cron.value}' is not a 5-field cron expression", cron.span,
-                      help="minute hour day-of-month month day-of-week, e.g. \"30 2 * * *\"")
+    if pol == "scheduled" and isinstance(cron, ScalarNode) and isinstance(cron.value, str) and cron.value:
+        from gxo.runtime.lifecycles.cron import ScheduleError, parse_schedule
+
+        try:
+            parse_schedule(cron.value)
+        except ScheduleError as exc:
+            end = exc.end if exc.end is not None else len(cron.value)
+            diags.add("invalid-value", f"cron '{cron.value}': {exc.message}", cron.sub_span(exc.start, end),
+                      help=_CRON_HELP)
+    tz = life.get("timezone")
+    if pol == "scheduled" and isinstance(tz, ScalarNode) and isinstance(tz.value, str) and tz.value:
+        from gxo.runtime.lifecycles.cron import zone_named
+
+        try:
+            zone_named(tz.value)
+        except ValueError as exc:
+            import zoneinfo
+
+            diags.add("invalid-value", f"timezone: {exc}", tz.span,
+                      help=did_you_mean(tz.value, sorted(zoneinfo.available_timezones()))
+                      or "an IANA time zone name such as UTC, Europe/Berlin or America/New_York")
+    interval_key = life.key_node("interval")
+    if pol == "supervise" and interval_key is not None and w.spec is not None and not w.spec.reconciler:
+        reconcilers = ", ".join(sorted(n for n, sp in registry().items() if sp.reconciler))
+        diags.add("lifecycle-unsupported", f"'interval' re-runs a reconciler; module '{w.module}' is supervised as "
+                  "a long-running process, restarted per restart/backoff", interval_key.span,
+                  help=f"remove 'interval'; modules that reconcile on an interval: {reconcilers}")
+    elif pol == "supervise" and interval_key is not None:
+        iv = life.get("interval")
+        if isinstance(iv, ScalarNode) and isinstance(iv.value, str):
+            from gxo.runtime.durations import parse_duration
+
+            try:
+                if parse_duration(iv.value) <= 0:
+                    diags.add("invalid-value", "lifecycle.interval must be longer than 0s", iv.span,
+                              help="the time between two runs of the reconciler, e.g. interval: 30s")
+            except ValueError:
+                pass  # not a duration: reported by the schema
     if pol == "supervise" and w.spec is not None and "supervise" not in w.spec.lifecycles:
         diags.add("lifecycle-unsupported", f"module '{w.module}' runs to completion and cannot be supervised",
                   w.module_node.span if w.module_node else w.node.span,
@@ -199,13 +266,17 @@ def _check_lifecycle(w: Workload, an: Analysis, diags: Diagnostics) -> None:
                       help=did_you_mean(name, an.by_name) or None)
         elif name == w.name:
             diags.add("dependency-cycle", f"workload '{w.name}' is its own event source", node.span)
-        elif src.spec is not None and src.spec.record_schema is None:
+        elif src.spec is not None and not emits_records(src):
+            records_param = src.spec.records_param
             diags.add("stream-input", f"source '{name}' ({src.module}) produces no records to start instances from",
-                      node.span, help="an event source must be a stream producer such as connection:listen")
+                      node.span,
+                      help=f"set {records_param}: true in the params of '{name}' to make records of its output"
+                      if records_param else "an event source must be a stream producer such as connection:listen")
         elif src.spec is not None and "event_driven" not in src.spec.lifecycles:
             diags.add("lifecycle-unsupported", f"'{name}' ({src.module}) cannot be an event source",
                       node.span, help="event sources are long-running producers: "
-                      + ", ".join(sorted(n for n, sp in registry().items() if "event_driven" in sp.lifecycles
+                      + ", ".join(sorted(n + (f" (with {sp.records_param}: true)" if sp.records_param else "")
+                                         for n, sp in registry().items() if "event_driven" in sp.lifecycles
                                          and sp.record_schema is not None)))
 
 
@@ -233,9 +304,11 @@ def _check_links(w: Workload, an: Analysis, diags: Diagnostics) -> None:
         if prod is None:
             diags.add("undefined-name", f"stream input '{name}' is not a workload", node.span,
                       help=did_you_mean(name, an.by_name) or None)
-        elif prod.spec is not None and prod.spec.record_schema is None and w.module not in _WAITS_ONLY:
+        elif prod.spec is not None and not emits_records(prod) and w.module not in _WAITS_ONLY:
+            records_param = prod.spec.records_param if prod.spec.record_schema is not None else None
             diags.add("stream-input", f"'{name}' ({prod.module}) produces no stream", node.span,
-                      help="stream_inputs must name producers such as data:generate_from_list, "
+                      help=f"set {records_param}: true in the params of '{name}' to stream its output"
+                      if records_param else "stream_inputs must name producers such as data:generate_from_list, "
                       "data:parse, filesystem:list, passthrough or data:map")
     if w.spec is None:
         return

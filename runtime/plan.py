@@ -19,7 +19,10 @@ version  change
 1        first release: workloads, expressions, edges, channels
 2        each edge once (``Workload.deps``/``dependents`` derived, not stored); msgspec's
          float spelling (``1e16``, not ``1e+16``); the fields added after 1 without a
-         bump (when_per_item, on_failure, failure_watch, allowed_paths)
+         bump (when_per_item, on_failure, failure_watch, allowed_paths); the lifecycle
+         keys added with defaults, so that a manifest without them still decodes
+         (Lifecycle.healthy_after, interval, stop_timeout, timezone, overlap, misfire,
+         concurrency)
 =======  ==========================================================
 """
 
@@ -82,11 +85,23 @@ class Backoff(IR, kw_only=True):
 
 
 class Lifecycle(IR, kw_only=True):
+    """How a workload runs: its policy and that policy's keys.
+
+    Each key belongs to one policy (the compiler refuses it under another); under the other
+    policies it keeps its default."""
+
     policy: str  # run_once | supervise | event_driven | scheduled
-    restart: str | None = None  # supervise: always | on_failure | never
-    source: str | None = None  # event_driven
-    cron: str | None = None  # scheduled
+    restart: str | None = None  # supervise: always | on_failure | never; None = on_failure
+    source: str | None = None  # event_driven: the producer whose records start instances
+    cron: str | None = None  # scheduled: 5/6-field cron, an @alias or "@every DURATION"
     backoff: Backoff | None = None  # supervise
+    healthy_after: float = 10.0  # supervise: seconds up after which the back-off resets
+    interval: float | None = None  # supervise of a reconciler (filesystem:manage): seconds between runs
+    stop_timeout: float = 10.0  # supervise: seconds between SIGTERM and SIGKILL of the group
+    timezone: str | None = None  # scheduled: IANA zone of the cron fields; None = the machine's
+    overlap: str = "skip"  # scheduled: skip | queue | allow (a tick while an instance runs)
+    misfire: str = "skip"  # scheduled: skip | run_once (ticks missed while gxo was down)
+    concurrency: int = 8  # event_driven: instances at once
 
 
 class Retry(IR, kw_only=True):

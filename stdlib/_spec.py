@@ -45,6 +45,12 @@ class ModuleSpec:
     implemented: bool = False  # False: declared only; `gxoc build` refuses it (not-implemented)
     #: ``summary_from_params``: the summary *is* the params map (control:identity)
     summary_from_params: bool = False
+    #: a run-to-completion module that converges state (filesystem:manage): supervised, it is
+    #: re-run every ``lifecycle.interval`` instead of being restarted
+    reconciler: bool = False
+    #: a boolean param that turns the output stream on (exec's ``stdout_records``): the module
+    #: emits ``record_schema`` records only when the playbook sets it to a literal true
+    records_param: str | None = None
 
 
 _BUILTIN_NAMESPACES = (

@@ -9,8 +9,9 @@ EXEC = ModuleSpec(
     name="exec",
     layer="L1",
     description="Run a local program as a child process in the workspace and capture its output.",
-    # design.md §10: exec declares supervise (supervised servers, E13).
-    lifecycles=("run_once", "supervise"),
+    # design.md §10: exec declares supervise (supervised servers, E13); with stdout_records
+    # it is an event source (a `tail -F` feeding an event_driven handler).
+    lifecycles=("run_once", "supervise", "event_driven"),
     params_schema=s.params(
         {
             "command": s.nonempty(
@@ -41,21 +42,40 @@ EXEC = ModuleSpec(
                 minItems=1,
                 uniqueItems=True,
             ),
+            "stdout_records": s.boolean(
+                "Stream standard output: each line the program writes (without its newline) "
+                "is sent at once as a record `{line}` to the workload's stream consumers "
+                "(stream_inputs, or an event_driven workload whose source it is), while the "
+                "program runs. Its stdout is then not kept: the summary's `stdout` is empty "
+                "and `stdout_lines` is []. Must be a literal.",
+                default=False,
+            ),
         },
         required=("command",),
     ),
     summary_schema=s.summary(
         {
             **s.command_result_properties(lines=True),
+            "stdout": s.string("Standard output as text, trailing newlines removed; empty with "
+                               "`stdout_records: true` (the lines went to the stream)."),
+            "stdout_lines": s.string_list("Standard output split into lines ([] with "
+                                          "`stdout_records: true`)."),
             "command": s.string("Dry run only: the command that would have run."),
             "args": s.string_list("Dry run only: the arguments it would have been given."),
         },
         optional=("command", "args"),
         dry_run=True,
     ),
+    # With stdout_records: true (only then), one record per line of standard output.
+    record_schema=s.record({
+        "line": s.string("One line of standard output without its line ending, decoded as "
+                         "UTF-8 (invalid bytes replaced)."),
+    }),
+    records_param="stdout_records",
     # Drains any stream inputs it is given, so it may sit downstream of a producer.
     stream_input="optional",
     path_params=("working_dir",),
+    literal_params=("stdout_records",),
     # command and args are echoed by the dry-run summary and in logs. `environment` is not:
     # it is the documented way to hand a secret to a child (E15), so it must not warn.
     logged_params=("command", "args"),
@@ -87,6 +107,34 @@ MODULES: tuple[ModuleSpec, ...] = (EXEC, PASSTHROUGH)
 
 #: After SIGTERM to a cancelled child's process group, how long before SIGKILL.
 EXEC_KILL_GRACE_S = 2.0
+
+
+#: ``stdout_records``: a line longer than this (no newline yet) is sent as a record of this size
+MAX_RECORD_LINE = 1 << 20
+
+
+async def _stream_lines(reader, out) -> None:
+    """Send each line of ``reader`` as a record ``{"line": ...}`` to ``out`` as it arrives
+    (the line ending removed; a last line without one is sent too).  A slow consumer slows the
+    reading, and the child then blocks on its full pipe: back-pressure, no unbounded buffer."""
+    buf = b""
+    while True:
+        chunk = await reader.read(65536)
+        if not chunk:
+            break
+        buf += chunk
+        cut = buf.rfind(b"\n") + 1
+        if cut:
+            # the complete lines of this read, one emit (batched by the output)
+            lines = buf[:cut - 1].decode("utf-8", "replace").split("\n")
+            buf = buf[cut:]
+            await out.emit([{"line": ln[:-1] if ln.endswith("\r") else ln} for ln in lines])
+        while len(buf) >= MAX_RECORD_LINE:
+            await out.emit_one({"line": buf[:MAX_RECORD_LINE].decode("utf-8", "replace")})
+            buf = buf[MAX_RECORD_LINE:]
+    if buf:
+        await out.emit_one({"line": buf.decode("utf-8", "replace")})
+    await out.flush()
 
 
 def _exec_summary(stdout: str, stderr: str, exit_code: int) -> dict:
@@ -205,6 +253,7 @@ class Exec:
                 env[key] = value
         working_dir = p.opt_str(params, "working_dir")
         cwd = ctx.workspace.resolve(working_dir) if working_dir else ctx.workspace.path
+        stdout_records = p.opt_bool(params, "stdout_records")
         ok_codes = params.get("ok_exit_codes")
         if ok_codes is None:
             ok_codes = [0]
@@ -266,7 +315,14 @@ class Exec:
         ctx.logger.debug("started", command=command, pid=proc.pid)
 
         try:
-            out, err = await proc.communicate()
+            if stdout_records:
+                from gxo.runtime.streams import output_of
+
+                _, err, _ = await asyncio.gather(_stream_lines(proc.stdout, output_of(ctx)),
+                                                 proc.stderr.read(), proc.wait())
+                out = b""
+            else:
+                out, err = await proc.communicate()
         except asyncio.CancelledError:
             grace = getattr(ctx, "stop_timeout", None)
             await _kill_group(proc, EXEC_KILL_GRACE_S if grace is None else grace)

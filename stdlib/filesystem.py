@@ -101,8 +101,10 @@ MANAGE = ModuleSpec(
     name="filesystem:manage",
     layer="L1",
     description="Idempotently converge a path to a desired state (file, directory or absent).",
-    # design.md §10: declares supervise (E17, configuration kept enforced).
+    # design.md §10: declares supervise (E17, configuration kept enforced): supervised, it
+    # runs to completion every lifecycle.interval, a reconciler.
     lifecycles=("run_once", "supervise"),
+    reconciler=True,
     params_schema=s.params(
         {
             "path": _path("Path to converge"),

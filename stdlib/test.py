@@ -101,26 +101,42 @@ MOCK_HTTP_SERVER = ModuleSpec(
 PRODUCER = ModuleSpec(
     name="test:producer",
     layer="X",
-    description="Emit test records: a literal list, or `count` records rendered from "
-    "`template`, generated lazily.",
+    description="Emit test records: a literal list, or records rendered from `template` "
+    "(`count` of them, or timed by `interval`).",
+    # A timed source (interval) can feed an event_driven workload.
+    lifecycles=("run_once", "event_driven"),
     params_schema=s.params(
         {
             "records": s.array(
                 s.open_object("One record."), "Records to emit, in order."
             ),
-            "count": s.integer("Number of records to generate.", minimum=0),
+            "count": s.integer("Number of records to generate (optional with `interval`: "
+                               "without it the producer runs until it is cancelled).",
+                               minimum=0),
             "template": s.template_text(
-                "With count: template rendering each record's JSON object; `.index` (the "
-                "record's 0-based position) is laid over the state."
+                "With count (or interval): template rendering each record's JSON object; "
+                "`.index` (the record's 0-based position) is laid over the state."
             ),
             "interval": s.duration(
                 "Wait this long before each record after the first: a slow producer whose "
-                "records are emitted one by one (default: no wait, whole batches)."
+                "records are emitted one by one (default: no wait, whole batches). With "
+                "`template` and no `count`, records are generated until the workload is "
+                "cancelled: a timed event source."
             ),
         },
         rules=[
-            s.exactly_one_of("records", "count"),
-            {"dependentRequired": {"count": ["template"], "template": ["count"]}},
+            {
+                "if": {"required": ["interval"]},
+                "then": {"allOf": [
+                    s.exactly_one_of("records", "template"),
+                    s.at_most_one_of("records", "count"),
+                    {"dependentRequired": {"count": ["template"]}},
+                ]},
+                "else": {"allOf": [
+                    s.exactly_one_of("records", "count"),
+                    {"dependentRequired": {"count": ["template"], "template": ["count"]}},
+                ]},
+            },
         ],
     ),
     summary_schema=s.summary({"records_sent": s.integer("Records emitted.", minimum=0)}),
@@ -443,7 +459,9 @@ class _MockServer:
 
 
 class Producer:
-    """``test:producer``: emit ``records``, or ``count`` records from ``template`` (lazily)."""
+    """``test:producer``: emit ``records``, or ``count`` records from ``template`` (lazily);
+    with ``interval`` one record at a time, and without ``count`` until cancelled (the sleep
+    between records is where a cancellation lands at once)."""
 
     name = "test:producer"
 
@@ -463,9 +481,12 @@ class Producer:
         sent = 0
         records = params.get("records")
         count = params.get("count")
-        if (records is None) == (count is None):
-            raise ValidationError("exactly one of 'records' and 'count' is required")
         interval = p.opt_duration(params, "interval", "0s") if params.get("interval") else 0.0
+        if records is not None and count is not None:
+            raise ValidationError("'records' and 'count' exclude each other")
+        if records is None and count is None and not (interval > 0 and "template" in params):
+            raise ValidationError("exactly one of 'records' and 'count' is required (or 'template' "
+                                  "with 'interval')")
         if interval > 0:
             # a slow producer: one record at a time; the output's flush timer sends them on
             size = 1
@@ -494,7 +515,8 @@ class Producer:
                 sent += len(batch)
                 await out.send_batch(batch)
             return {"records_sent": sent}
-        count = p.opt_int(params, "count", minimum=0)
+        # no count (with an interval): unbounded, until the workload is cancelled
+        count = p.opt_int(params, "count", minimum=0) if count is not None else None
         if "template" not in params:
             raise ValidationError("missing required parameter 'template' (with 'count')")
         template = params["template"]
@@ -521,8 +543,8 @@ class Producer:
                 raise ValidationError(f"parameter 'template': {exc}") from None
 
         i = 0
-        while i < count:  # one batch at a time: never all `count` records in memory
-            n = min(size, count - i)
+        while count is None or i < count:  # one batch at a time: never all records in memory
+            n = size if count is None else min(size, count - i)
             if callable(template):
                 batch = map_batch(fn, [{"index": j} for j in range(i, i + n)], i, ctx.workload,
                                   errors, as_record)

@@ -87,6 +87,9 @@ FULL: dict[str, Any] = {
                     "max_restarts": 5,
                     "restart_window": "10m",
                 },
+                "healthy_after": "30s",
+                "interval": "1m",  # the compiler accepts it only for a reconciler (filesystem:manage)
+                "stop_timeout": "5s",
             },
             "process": {"module": "connection:listen", "params": {"network": "tcp", "address": ":8080"}},
             "security_context": {
@@ -113,7 +116,7 @@ FULL: dict[str, Any] = {
         },
         {
             "name": "handler",
-            "lifecycle": {"policy": "event_driven", "source": "listener"},
+            "lifecycle": {"policy": "event_driven", "source": "listener", "concurrency": 4},
             "process": {
                 "module": "stream:pipeline",
                 "params": {"steps": [{"id": "read", "uses": "connection:read", "with": {"connection_id": "{{ .connection_id }}"}}]},
@@ -122,7 +125,8 @@ FULL: dict[str, Any] = {
         },
         {
             "name": "nightly",
-            "lifecycle": {"policy": "scheduled", "cron": "30 2 * * *"},
+            "lifecycle": {"policy": "scheduled", "cron": "30 2 * * *", "timezone": "Europe/Berlin",
+                          "overlap": "skip", "misfire": "run_once"},
             "process": {"module": "exec", "params": {"command": "date"}},
             "timeout": "5m",
         },
@@ -227,7 +231,9 @@ def test_every_property_has_a_description() -> None:
 def test_forbidden_keys_explain_themselves() -> None:
     """A context-dependent ban is ``{"not": {}, "description": ...}`` so its error carries a hint."""
     bans = [(where, node) for where, node in _walk(SCHEMA) if node.get("not") == {}]
-    assert len(bans) == 5, "expected bans of restart, backoff, source, cron, seccomp_profile_path"
+    # restart, backoff, healthy_after, interval, stop_timeout; source, concurrency; cron, timezone,
+    # overlap, misfire; seccomp_profile_path
+    assert len(bans) == 12, "expected a ban of each lifecycle key under the other policies, and seccomp_profile_path"
     for where, node in bans:
         assert node.get("description", "").strip(), where
 
@@ -336,6 +342,14 @@ VALID_PATCHES: dict[str, dict[str, Any]] = {
     "scheduled-every-5-min": {"/workloads/0/lifecycle": {"policy": "scheduled", "cron": "*/5 * * * *"}},
     "scheduled-weekdays": {"/workloads/0/lifecycle": {"policy": "scheduled", "cron": "0 2 * * 1-5"}},
     "scheduled-names": {"/workloads/0/lifecycle": {"policy": "scheduled", "cron": "0 0 1,15 JAN MON"}},
+    "scheduled-seconds-alias-every": {"/workloads/0/lifecycle": {
+        "policy": "scheduled", "cron": "@every 90s", "timezone": "Europe/Berlin", "overlap": "queue",
+        "misfire": "run_once"}},
+    "scheduled-six-fields": {"/workloads/0/lifecycle": {"policy": "scheduled", "cron": "0 30 2 * * *"}},
+    "supervise-all-keys": {"/workloads/0/lifecycle": {
+        "policy": "supervise", "healthy_after": "30s", "interval": "1m", "stop_timeout": "2s"}},
+    "event-driven-concurrency": {"/workloads/0/lifecycle": {"policy": "event_driven", "source": "listener",
+                                                            "concurrency": 1}},
     "security-context-empty": {"/workloads/0/security_context": {}},
     "security-context-unconfined": {"/workloads/0/security_context": {"seccomp": "unconfined"}},
     "security-context-profile": {"/workloads/0/security_context": {"seccomp_profile_path": "default"}},
@@ -451,7 +465,7 @@ INVALID: dict[str, tuple[dict[str, Any], tuple[Any, ...], str]] = {
     "missing-policy": (_lifecycle(), LC, "required"),
     "unknown-policy": (_lifecycle(policy="daemon"), (*LC, "policy"), "enum"),
     "unknown-policy-with-restart": (_lifecycle(policy="daemon", restart="always"), (*LC, "policy"), "enum"),
-    "lifecycle-unknown-key": (_lifecycle(policy="run_once", interval="5m"), LC, "additionalProperties"),
+    "lifecycle-unknown-key": (_lifecycle(policy="run_once", every="5m"), LC, "additionalProperties"),
     "restart-policy-alias": (_lifecycle(policy="supervise", restart_policy="always"), LC, "additionalProperties"),
     "restart-under-run-once": (_lifecycle(policy="run_once", restart="always"), (*LC, "restart"), "not"),
     "restart-under-scheduled": (
@@ -471,8 +485,7 @@ INVALID: dict[str, tuple[dict[str, Any], tuple[Any, ...], str]] = {
     "source-under-run-once": (_lifecycle(policy="run_once", source="p"), (*LC, "source"), "not"),
     "cron-under-run-once": (_lifecycle(policy="run_once", cron="* * * * *"), (*LC, "cron"), "not"),
     "source-bad-name": (_lifecycle(policy="event_driven", source="a b"), (*LC, "source"), "pattern"),
-    "cron-four-fields": (_lifecycle(policy="scheduled", cron="* * * *"), (*LC, "cron"), "pattern"),
-    "cron-six-fields": (_lifecycle(policy="scheduled", cron="0 * * * * *"), (*LC, "cron"), "pattern"),
+    "cron-empty": (_lifecycle(policy="scheduled", cron=""), (*LC, "cron"), "minLength"),
     "cron-not-string": (_lifecycle(policy="scheduled", cron=5), (*LC, "cron"), "type"),
     "backoff-jitter-two": (
         _lifecycle(policy="supervise", backoff={"jitter": 2}),
@@ -491,6 +504,21 @@ INVALID: dict[str, tuple[dict[str, Any], tuple[Any, ...], str]] = {
         "pattern",
     ),
     "backoff-unknown-key": (_lifecycle(policy="supervise", backoff={"factor": 3}), (*LC, "backoff"), "additionalProperties"),
+    "healthy-after-bad": (_lifecycle(policy="supervise", healthy_after="10"), (*LC, "healthy_after"), "pattern"),
+    "stop-timeout-number": (_lifecycle(policy="supervise", stop_timeout=10), (*LC, "stop_timeout"), "type"),
+    "interval-under-scheduled": (
+        _lifecycle(policy="scheduled", cron="@daily", interval="30s"),
+        (*LC, "interval"),
+        "not",
+    ),
+    "stop-timeout-under-run-once": (_lifecycle(policy="run_once", stop_timeout="5s"), (*LC, "stop_timeout"), "not"),
+    "concurrency-zero": (_lifecycle(policy="event_driven", source="p", concurrency=0), (*LC, "concurrency"), "minimum"),
+    "concurrency-under-supervise": (_lifecycle(policy="supervise", concurrency=2), (*LC, "concurrency"), "not"),
+    "timezone-under-supervise": (_lifecycle(policy="supervise", timezone="UTC"), (*LC, "timezone"), "not"),
+    "timezone-empty": (_lifecycle(policy="scheduled", cron="@daily", timezone=""), (*LC, "timezone"), "minLength"),
+    "overlap-bad": (_lifecycle(policy="scheduled", cron="@daily", overlap="wait"), (*LC, "overlap"), "enum"),
+    "misfire-bad": (_lifecycle(policy="scheduled", cron="@daily", misfire="run_all"), (*LC, "misfire"), "enum"),
+    "misfire-under-event-driven": (_lifecycle(policy="event_driven", source="p", misfire="skip"), (*LC, "misfire"), "not"),
     # security_context
     "security-unknown-key": ({f"{W}/security_context": {"privileged": True}}, SC, "additionalProperties"),
     "seccomp-unknown-profile": ({f"{W}/security_context": {"seccomp": "strict"}}, (*SC, "seccomp"), "enum"),

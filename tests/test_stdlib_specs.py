@@ -85,12 +85,16 @@ PRODUCERS = {"passthrough", "filesystem:list", "connection:listen", "http:listen
              "data:generate_from_list", "data:parse", "data:map", "data:filter", "data:join",
              "data:aggregate", "database:query", "stream:pipeline", "test:producer"}
 LONG_LIFECYCLES = {
-    "exec": ("run_once", "supervise"),
+    "exec": ("run_once", "supervise", "event_driven"),  # a source with stdout_records: true
     "filesystem:manage": ("run_once", "supervise"),
     "connection:listen": ("run_once", "supervise", "event_driven"),
     "http:listen": ("run_once", "supervise", "event_driven"),
     "stream:pipeline": ("run_once", "event_driven"),
+    "test:producer": ("run_once", "event_driven"),  # a timed source with interval
 }
+#: producers whose records a boolean param switches on
+RECORDS_PARAMS = {"exec": "stdout_records"}
+RECONCILERS = {"filesystem:manage"}
 INLINE = {"control:identity", "control:assert", "test:assert", "template:render"}
 
 SPECS = registry()
@@ -139,7 +143,12 @@ def test_basic_fields(name: str) -> None:
     assert spec.implemented is (name in IMPLEMENTED)
     assert spec.inline is (name in INLINE)
     assert spec.stream_input == STREAM_INPUT.get(name, "none")
-    assert (spec.record_schema is not None) is (name in PRODUCERS)
+    assert (spec.record_schema is not None) is (name in PRODUCERS or name in RECORDS_PARAMS)
+    assert spec.records_param == RECORDS_PARAMS.get(name)
+    if spec.records_param is not None:
+        assert spec.params_schema["properties"][spec.records_param]["type"] == "boolean"
+        assert spec.records_param in spec.literal_params
+    assert spec.reconciler is (name in RECONCILERS)
     assert spec.summary_from_params is (name == "control:identity")
 
 

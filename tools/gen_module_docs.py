@@ -116,6 +116,16 @@ def _rule(rule: dict[str, Any], prefix: str) -> str:
     if set(rule) == {"oneOf"} and all(set(b) == {"required"} for b in rule["oneOf"]):
         keys = [k for b in rule["oneOf"] for k in b["required"]]
         return f"exactly one of {names(keys)}"
+    if set(rule) == {"not"} and set(rule["not"]) == {"anyOf"} \
+            and all(set(b) == {"required"} for b in rule["not"]["anyOf"]):
+        pairs = [b["required"] for b in rule["not"]["anyOf"]]
+        keys = list(dict.fromkeys(k for pair in pairs for k in pair))
+        return f"at most one of {names(keys)}"
+    if set(rule) == {"allOf"}:
+        return "; ".join(_rule(r, prefix) for r in rule["allOf"])
+    if set(rule) == {"if", "then", "else"} and set(rule["if"]) == {"required"}:
+        head = f"when {names(rule['if']['required'])} is given"
+        return f"{head}: {_rule(rule['then'], prefix)}; otherwise: {_rule(rule['else'], prefix)}"
     if set(rule) == {"if", "then"}:
         cond, then = rule["if"], rule["then"]
         if set(cond) == {"required"}:
@@ -216,7 +226,18 @@ def _roles(spec: Any) -> list[str]:
            for label, params in roles if params]
     if spec.summary_from_params:
         out.append("- The summary is the params map itself: every param is logged.")
+    if spec.reconciler:
+        out.append("- A reconciler: under `supervise` it runs to completion again every "
+                   "`lifecycle.interval` (default 30s), reverting drift.")
     return out
+
+
+def _output_stream(spec: Any) -> str:
+    if spec.record_schema is None:
+        return "no"
+    if spec.records_param:
+        return f"with `{spec.records_param}: true`"
+    return "yes"
 
 
 def _module(spec: Any) -> list[str]:
@@ -225,7 +246,7 @@ def _module(spec: Any) -> list[str]:
         ["Layer", spec.layer],
         ["Lifecycles", ", ".join(spec.lifecycles)],
         ["Stream inputs", spec.stream_input],
-        ["Output stream", "yes" if spec.record_schema is not None else "no"],
+        ["Output stream", _output_stream(spec)],
         ["Runs inline", "yes" if spec.inline else "no"],
         ["Runs in this release", "yes" if spec.implemented
          else "no: declared only (`gxoc check` reports `not-implemented`)"],
@@ -275,7 +296,7 @@ def build() -> dict[str, str]:
                 f"[{_code(spec.name)}]({page}#{_anchor(spec.name)})",
                 "yes" if spec.implemented else "**no**", spec.layer,
                 ", ".join(spec.lifecycles), spec.stream_input,
-                "yes" if spec.record_schema is not None else "no",
+                _output_stream(spec),
                 _cell(spec.description),
             ])
         pages[page] = "\n".join(lines).rstrip("\n") + "\n"

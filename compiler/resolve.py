@@ -20,7 +20,7 @@ from gxo.compiler.loader import MapNode, ScalarNode, YNode, to_plain, walk_path
 from gxo.compiler.model import ExprSite, Playbook, Step, Workload
 from gxo.compiler.records import RecordTypes
 from gxo.compiler.typecheck import Ref, Scope, check_site
-from gxo.runtime.support import APPLIED_SECURITY_KEYS, POLICY_GAPS, RUNNABLE_POLICIES
+from gxo.runtime.support import APPLIED_SECURITY_KEYS
 from gxo.stdlib import registry
 
 #: consumers that only wait for their inputs' end-of-stream: any workload may feed them
@@ -125,17 +125,9 @@ def _check_module(w: Workload, diags: Diagnostics) -> None:
 
 _NOT_IN_RELEASE_HELP = "gxoc check accepts only what gxo can run; see docs/modules/index.md for the modules that run"
 
-#: how to get the effect of a policy that is not implemented yet
-_POLICY_HELP = {
-    "supervise": "use policy: run_once and keep gxo running under a service manager (systemd, a container restart policy)",
-    "scheduled": "use policy: run_once and start `gxo exec` from cron or a systemd timer",
-    "event_driven": "use policy: run_once and process the events in a stream:pipeline",
-}
-
-
 def _check_runnable(w: Workload, diags: Diagnostics) -> None:
     """`not-implemented` for what this release's runtime cannot do: a declared-only module
-    (or pipeline step), a lifecycle policy, a security_context key.  Never run another way."""
+    (or pipeline step), a security_context key.  Never run another way."""
     if w.spec is not None and not w.spec.implemented and w.module_node is not None:
         diags.add("not-implemented", f"module '{w.module}' is declared but its code is not in this release",
                   w.module_node.span, help=_NOT_IN_RELEASE_HELP)
@@ -143,9 +135,6 @@ def _check_runnable(w: Workload, diags: Diagnostics) -> None:
         if st.spec is not None and not st.spec.implemented and st.uses_node is not None:
             diags.add("not-implemented", f"module '{st.uses}' is declared but its code is not in this release",
                       st.uses_node.span, help=_NOT_IN_RELEASE_HELP)
-    if w.policy in POLICY_GAPS and w.policy not in RUNNABLE_POLICIES and w.policy_node is not None:
-        diags.add("not-implemented", f"lifecycle policy '{w.policy}' is not implemented: {POLICY_GAPS[w.policy]}",
-                  w.policy_node.span, help=_POLICY_HELP[w.policy])
     sc = w.node.get("security_context")
     if isinstance(sc, MapNode):
         for k, _ in sc.items:

@@ -9,15 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-#: lifecycle policies the kernel runs; the others are declared by the language only
-RUNNABLE_POLICIES = frozenset({"run_once", "supervise"})
-
-#: what each policy waits for (the words of the ``not-implemented`` messages)
-POLICY_GAPS = {
-    "supervise": "supervision (keeping the process running, restarting it) is not in this release",
-    "scheduled": "cron scheduling is not in this release",
-    "event_driven": "starting instances from an event source is not in this release",
-}
+#: lifecycle policies the kernel runs (all four: a plan built by hand with another one is refused)
+RUNNABLE_POLICIES = frozenset({"run_once", "supervise", "scheduled", "event_driven"})
 
 #: security_context keys the runtime applies to a child process; the others are refused
 APPLIED_SECURITY_KEYS: frozenset[str] = frozenset()

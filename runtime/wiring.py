@@ -34,7 +34,9 @@ class StreamWiring:
         self.flush_interval: dict[str, float] = {}
         self.sinks: dict[str, RecordErrorSink] = {}
         self.closed: set[str] = set()
-        order = {w.name: w.stream_inputs for w in plan.workloads}
+        # an event_driven workload reads its lifecycle source's stream (its dispatcher does)
+        order = {w.name: w.stream_inputs or ((w.lifecycle.source,) if w.lifecycle.source else ())
+                 for w in plan.workloads}
         for ch in plan.channels:
             channel = Channel(ch.capacity, ch.overflow, on_violation=self._violation(ch.producer, ch.consumer))
             self.links[(ch.producer, ch.consumer)] = channel

@@ -31,8 +31,6 @@ _IMPL = (
     "from gxo.stdlib import registry\n"
     "r = registry()\n"
     "for k, v in list(r.items()): r[k] = dataclasses.replace(v, implemented=True)\n"
-    "import gxo.runtime.support as s\n"
-    "s.RUNNABLE_POLICIES = s.RUNNABLE_POLICIES | frozenset(s.POLICY_GAPS)\n"
     "from gxo.compiler.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
@@ -45,9 +43,6 @@ def implemented(monkeypatch: pytest.MonkeyPatch) -> None:
     reg = registry()
     for name, spec in list(reg.items()):
         monkeypatch.setitem(reg, name, dataclasses.replace(spec, implemented=True))
-    import gxo.compiler.resolve as resolve
-
-    monkeypatch.setattr(resolve, "RUNNABLE_POLICIES", resolve.RUNNABLE_POLICIES | frozenset(resolve.POLICY_GAPS))
 
 
 def copy_playbook(src: Path, folder: Path) -> Path:

@@ -1,5 +1,5 @@
 """Nothing is ever run another way: a playbook or plan that holds what this release cannot run
-(a lifecycle policy, a security_context key, a declared-only module) is refused before anything
+(a security_context key, a declared-only module) is refused before anything
 runs, by ``gxoc check``/``build`` (exit 1, ``not-implemented`` at the key) and by ``gxo run`` /
 ``gxo exec`` (exit 3), also for a plan built by an older compiler or by hand."""
 
@@ -12,17 +12,20 @@ import pytest
 
 from acceptance.harness import gxo_exec, gxo_run, run_tool
 
-NIGHTLY = """\
-name: nightly
+LOOKUP = """\
+name: lookup
 schemaVersion: "1.0.0"
 vars:
   marker: /dev/null
 workloads:
-  - name: backup
-    lifecycle: {policy: scheduled, cron: "0 2 * * *"}
+  - name: before
+    lifecycle: {policy: run_once}
+    process: {module: exec, params: {command: touch, args: ["{{ .marker }}"]}}
+  - name: lookup
+    lifecycle: {policy: run_once}
     process:
-      module: exec
-      params: {command: touch, args: ["{{ .marker }}"]}
+      module: dns:query
+      params: {name: example.com, type: A}
 """
 
 SANDBOXED = """\
@@ -61,9 +64,9 @@ def _plan_built_by_an_older_compiler(work: Path, text: str) -> Path:
 
 
 @pytest.mark.parametrize("text, needle", [
-    (NIGHTLY, "workload 'backup': lifecycle policy 'scheduled' is not implemented"),
+    (LOOKUP, "workload 'lookup': module 'dns:query' is not implemented"),
     (SANDBOXED, "workload 'build': security_context.no_new_privileges is not implemented"),
-], ids=["scheduled", "security_context"])
+], ids=["module", "security_context"])
 def test_gxo_exec_refuses_a_plan_with_a_not_implemented_feature(work: Path, ws_root: Path, text: str,
                                                                needle: str) -> None:
     marker = work / "ran"
@@ -74,7 +77,7 @@ def test_gxo_exec_refuses_a_plan_with_a_not_implemented_feature(work: Path, ws_r
     assert not ws_root.exists()
 
 
-@pytest.mark.parametrize("text, code", [(NIGHTLY, "7:25"), (SANDBOXED, "11:24")], ids=["scheduled", "security_context"])
+@pytest.mark.parametrize("text, code", [(LOOKUP, "12:15"), (SANDBOXED, "11:24")], ids=["module", "security_context"])
 def test_gxo_run_refuses_and_gxoc_reports_the_key(work: Path, ws_root: Path, text: str, code: str) -> None:
     marker = work / "ran"
     pb = write_playbook(work, text)
@@ -108,12 +111,12 @@ workloads:
 
 
 def test_several_refused_features_make_one_line(work: Path, ws_root: Path) -> None:
-    text = NIGHTLY.replace('      params: {command: touch, args: ["{{ .marker }}"]}\n',
-                           '      params: {command: touch, args: ["{{ .marker }}"]}\n'
-                           '    security_context: {seccomp: default}\n')
+    text = LOOKUP.replace('    process: {module: exec, params: {command: touch, args: ["{{ .marker }}"]}}\n',
+                          '    process: {module: exec, params: {command: touch, args: ["{{ .marker }}"]}}\n'
+                          '    security_context: {seccomp: default}\n')
     run = gxo_exec(_plan_built_by_an_older_compiler(work, text))
     assert run.rc == 3, run.explain()
     assert run.stderr.splitlines() == [
-        "gxo: plan refused: workload 'backup': lifecycle policy 'scheduled' is not implemented "
+        "gxo: plan refused: workload 'before': security_context.seccomp is not implemented "
         "(and 1 more: gxoc check lists them); gxo never runs it another way"]
     assert not ws_root.exists()

@@ -146,6 +146,7 @@ class SqliteStore:
         self._sealer: Any = None
         self._db: sqlite3.Connection | None = None
         self._owner = ""
+        self._began = False  # whether this store began a run (close() then lets go of it)
         if create:
             try:
                 os.close(os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600))
@@ -274,6 +275,12 @@ class SqliteStore:
                                "(changed or moved outside gxo)")
         return plain.decode("utf-8", "surrogatepass")  # type: ignore[no-any-return]
 
+    def require_key(self) -> None:
+        """``StoreRefused`` unless the store can read and write its values (a sealed database
+        opened without its key cannot)."""
+        if self.sealed:
+            self._need_sealer()
+
     def _need_sealer(self) -> Any:
         if self._sealer is None:
             raise StoreRefused(f"{self.path} is sealed: set GXO_STATE_KEY or pass --state-key-file")
@@ -322,6 +329,7 @@ class SqliteStore:
                            (run_id, plan_name, plan_digest, started, resumed_from, self._owner))
                 if resumed_from is not None:
                     self._copy_run(db, resumed_from, run_id, started)
+            self._began = True
 
         self._locked("begin a run", go)
 
@@ -518,14 +526,20 @@ class SqliteStore:
             str(r[0]) for r in self._conn.execute("PRAGMA integrity_check")))
 
     def close(self) -> None:
+        """Close the database.  A run begun here and not ended loses its owner, so that every
+        process sees it interrupted (a SIGKILLed process writes nothing: its pid tells)."""
         _owner.release(self._owner)
         with self._lock:
             db, self._db = self._db, None
-            if db is not None:
-                try:
-                    db.close()
-                except sqlite3.Error:
-                    pass
+            if db is None:
+                return
+            try:
+                if self._began:
+                    db.execute("UPDATE runs SET owner=NULL WHERE owner=? AND ended IS NULL", (self._owner,))
+            except sqlite3.Error:
+                pass  # the pid check still tells once this process is gone
+            finally:
+                db.close()
 
     def __enter__(self) -> SqliteStore:
         return self
@@ -554,8 +568,7 @@ def rekey(path: str, old_key: bytes | None, new_key: bytes | None) -> int:
     one transaction; the number of values re-sealed."""
     store = SqliteStore(path, old_key, create=False)
     try:
-        if store.sealed and old_key is None:
-            store._need_sealer()
+        store.require_key()
         return store.rekey(new_key)
     finally:
         store.close()

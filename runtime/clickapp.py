@@ -265,7 +265,9 @@ def _open_each(state_dir: str | None, key_file: str | None) -> tuple[str, list[t
 @click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
 @click.pass_context
 def runs_cmd(ctx: click.Context, state_dir: str | None, key_file: str | None, as_json: bool) -> None:
-    """List the recorded runs of every plan, newest first (`gxo runs show ID` for one)."""
+    """List the recorded runs, newest first.
+
+    `gxo runs show ID` shows one run's workloads."""
     ctx.obj = {"state_dir": state_dir, "key_file": key_file, "as_json": as_json}
     if ctx.invoked_subcommand is not None:
         return
@@ -302,7 +304,9 @@ def runs_cmd(ctx: click.Context, state_dir: str | None, key_file: str | None, as
 @click.pass_context
 def runs_show_cmd(ctx: click.Context, run_id: str, state_dir: str | None, key_file: str | None,
                   as_json: bool) -> None:
-    """Show one run's workloads: status, duration, reason (ID or a unique prefix of it)."""
+    """Show one run's workloads: status, duration, reason.
+
+    ID may be a unique prefix of the run's id."""
     import json
 
     parent = ctx.obj or {}

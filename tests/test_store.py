@@ -415,3 +415,19 @@ def test_import_cost_stays_low() -> None:
             "print(sorted(a), 'cryptography' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["[]", "False"]
+
+
+def test_public_api_and_docs() -> None:
+    """Every name of ``__all__`` resolves (the backends lazily), and docs/state.md names the API
+    and the commands that exist."""
+    import gxo.runtime.store as store
+
+    for name in store.__all__:
+        assert getattr(store, name) is not None, name
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "state.md").read_text("utf-8")
+    for name in ("begin_run", "commit_workload", "end_run", "load_run", "latest_run", "interrupted_run",
+                 "list_runs", "save_operator_state", "set_last_fire", "set_restarts", "gxo runs show",
+                 "gxo state rekey --new-key-file", "GXO_STATE_KEY", "--state-key-file", "--state-dir"):
+        assert name in doc, name
+    with pytest.raises(AttributeError):
+        store.nothing  # noqa: B018

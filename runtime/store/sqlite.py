@@ -49,7 +49,7 @@ from gxo.runtime.store.memory import _check_resumable
 __all__ = ["SCHEMA_VERSION", "SqliteStore", "database_path", "default_state_dir", "list_databases",
            "open_store", "rekey"]
 
-#: bump with a migration in ``_migrate`` when the tables change.
+#: bump when the tables change, with a migration of older databases in ``_setup``.
 #: 1: meta, runs, workloads, operator_state, restarts, schedule.
 SCHEMA_VERSION = 1
 #: seconds a writer waits for another process's write transaction

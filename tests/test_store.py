@@ -431,3 +431,14 @@ def test_public_api_and_docs() -> None:
         assert name in doc, name
     with pytest.raises(AttributeError):
         store.nothing  # noqa: B018
+
+
+def test_odd_text_round_trips(opener: Opener) -> None:
+    """Text a child may produce (undecodable bytes kept as lone surrogates, NUL, non-ASCII) and
+    floats JSON writes specially come back as they went in."""
+    odd = "caf\u00e9 \udcff\x00 \U0001f600"
+    s = opener()
+    s.begin_run("r1", PLAN, DIGEST, 1.0)
+    s.commit_workload("r1", "w", "Failed", odd, "rw", {"stdout": odd, odd: [1e308, -0.0, 2**70]}, 1.0, 2.0)
+    run = s.load_run("r1")
+    assert run.reasons["w"] == odd and run.registers["rw"] == {"stdout": odd, odd: [1e308, -0.0, 2**70]}

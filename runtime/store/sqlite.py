@@ -288,7 +288,8 @@ class SqliteStore:
 
     def _dumps(self, value: Any, what: str) -> str:
         try:
-            return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            # ASCII: a lone surrogate (undecodable bytes of a child's output) survives as \udcxx
+            return json.dumps(value, separators=(",", ":"))
         except (TypeError, ValueError, RecursionError) as exc:
             raise StoreError(f"{self.path}: cannot store {what}: {exc}") from None
 
@@ -364,7 +365,8 @@ class SqliteStore:
         value = None
         if register_key is not None:
             value = self._dumps(register_value, f"the register of {name}")
-        row = (run_id, name, status, self._seal_text(reason, ("workloads", run_id, name, "reason")),
+        why = None if reason is None else self._dumps(reason, f"the reason of {name}")
+        row = (run_id, name, status, self._seal_text(why, ("workloads", run_id, name, "reason")),
                register_key, self._seal_text(value, ("workloads", run_id, name, "register_value")), started, ended)
 
         def go() -> None:
@@ -397,7 +399,8 @@ class SqliteStore:
             for name, status, reason, key, value, t0, t1 in db.execute(
                     "SELECT name, status, reason, register_key, register_value, started, ended "
                     "FROM workloads WHERE run_id=? ORDER BY rowid", (run_id,)):
-                reason = self._open_text(reason, ("workloads", run_id, name, "reason"))
+                reason = self._loads(self._open_text(reason, ("workloads", run_id, name, "reason")),
+                                     f"the reason of {name} in run {run_id}")
                 text = self._open_text(value, ("workloads", run_id, name, "register_value"))
                 workloads[name] = WorkloadRecord(name, status, reason, key,
                                                  self._loads(text, f"the register of {name} in run {run_id}"),

@@ -335,6 +335,19 @@ def test_swapped_rows_detected(tmp_path: Path) -> None:
         s.load_run("r1")
     s.close()
 
+    s = open_store(PLAN, str(tmp_path), KEY)  # the same workload's value moved to another run
+    s.begin_run("r2", PLAN, DIGEST, 2.0)
+    s.commit_workload("r2", "a", "Completed", None, "ra", {"who": "dave"}, 2.0, 3.0)
+    s.close()
+    con = sqlite3.connect(path)
+    con.execute("UPDATE workloads SET register_value=? WHERE run_id='r2' AND name='a'", (a,))
+    con.commit()
+    con.close()
+    s = open_store(PLAN, str(tmp_path), KEY)
+    with pytest.raises(StoreRefused, match="register_value of a in run r2 does not authenticate"):
+        s.load_run("r2")
+    s.close()
+
 
 def test_clear_database_with_data_is_not_sealed_silently(tmp_path: Path) -> None:
     s = open_store(PLAN, str(tmp_path))

@@ -321,8 +321,9 @@ def runs_show_cmd(ctx: click.Context, run_id: str, state_dir: str | None, key_fi
             exact = [h for h in hits if h[1] == run_id]
             hits = exact or hits
             if len(hits) != 1:
-                why = f"no run '{run_id}' in {directory}" if not hits else \
-                    f"'{run_id}' names {len(hits)} runs ({', '.join(sorted(h[1] for h in hits)[:5])}): give more of the id"
+                some = ", ".join(sorted(h[1] for h in hits)[:5])
+                why = (f"no run '{run_id}' in {directory}" if not hits
+                       else f"'{run_id}' names {len(hits)} runs ({some}): give more of the id")
                 if problems:
                     why += f" ({len(problems)} unreadable database(s): {problems[0]})"
                 raise click.BadParameter(why, param_hint="ID")

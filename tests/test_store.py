@@ -96,6 +96,21 @@ def test_recommit_replaces(opener: Opener) -> None:
     assert run.registers == {"rb": {"n": 2}, "ra": {"n": 3}} and run.reasons["a"] is None
 
 
+def test_commit_many_in_one_transaction(opener: Opener) -> None:
+    s = opener()
+    s.begin_run("r1", PLAN, DIGEST, 1.0)
+    s.commit_workload("r1", "a", "Failed", "first", "ra", 0, 1.0, 2.0)
+    s.commit_workloads("r1", [("b", "Completed", None, "rb", {"n": 1}, 2.0, 2.0),
+                              ("a", "Completed", None, "ra", {"n": 2}, 2.0, 2.0),
+                              ("c", "Skipped", "when is false", None, "dropped", None, 2.0)])
+    s.commit_workloads("r1", [])
+    run = s.load_run("r1")
+    assert list(run.workloads) == ["b", "a", "c"]
+    assert run.registers == {"rb": {"n": 1}, "ra": {"n": 2}} and run.reasons["c"] == "when is false"
+    with pytest.raises(UnknownRun):
+        s.commit_workloads("nope", [("a", "Completed", None, None, None, 1.0, 2.0)])
+
+
 def test_end_run_and_listing(opener: Opener) -> None:
     s = opener()
     s.begin_run("old", PLAN, DIGEST, 10.0)
@@ -260,6 +275,16 @@ def test_foreign_sqlite_file_refused(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(StoreError, match="not a gxo state database"):
         open_store(PLAN, str(tmp_path))
+
+
+def test_commit_many_is_all_or_nothing(tmp_path: Path) -> None:
+    s = open_store(PLAN, str(tmp_path))
+    s.begin_run("r", PLAN, DIGEST, 1.0)
+    with pytest.raises(StoreError, match="register of y"):
+        s.commit_workloads("r", [("x", "Completed", None, "rx", 1, 1.0, 2.0),
+                                 ("y", "Completed", None, "ry", {1, 2}, 1.0, 2.0)])
+    assert s.load_run("r").workloads == {}
+    s.close()
 
 
 def test_value_json_cannot_hold(tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
 """The durable store survives SIGKILL at any moment: a child process commits workloads in a loop
-and prints each index once its commit has returned; it is killed at random moments (30 times,
-alternating a clear and a sealed database).  After every kill the database is reopened: every
-commit the child reported is there and intact, what is there is a prefix of the loop (nothing
-half-written), and SQLite's integrity check passes."""
+(one by one, or in batches of 4 with ``commit_workloads``) and prints each index once its commit
+has returned; it is killed at random moments (30 times, alternating a clear and a sealed
+database).  After every kill the database is reopened: every commit the child reported is there
+and intact, what is there is a prefix of the loop made of whole batches (nothing half-written),
+and SQLite's integrity check passes."""
 
 from __future__ import annotations
 
@@ -24,18 +25,24 @@ CHILD = """
 import sys, time
 from gxo.runtime.store import open_store
 
-state, sealed, run = sys.argv[1], sys.argv[2] == "1", sys.argv[3]
+state, sealed, run, batch = sys.argv[1], sys.argv[2] == "1", sys.argv[3], int(sys.argv[4])
 store = open_store("crash", state, bytes(range(32)) if sealed else None)
 store.begin_run(run, "crash", "digest", time.time())
 print("begun", flush=True)
 i = 0
 while True:
     t = time.time()
-    store.commit_workload(run, f"w{i}", "Completed", f"reason {i}", f"r{i}", {"i": i, "pad": "x" * (i % 50)}, t, t)
+    rows = [(f"w{j}", "Completed", f"reason {j}", f"r{j}", {"i": j, "pad": "x" * (j % 50)}, t, t)
+            for j in range(i, i + batch)]
+    if batch == 1:
+        store.commit_workload(run, *rows[0])
+    else:
+        store.commit_workloads(run, rows)
     if i % 7 == 0:
         store.save_operator_state(run, "agg", {"cells": {"n": i}, "regions": {}})
-    print(i, flush=True)
-    i += 1
+    for j in range(i, i + batch):
+        print(j, flush=True)
+    i += batch
 """
 
 
@@ -56,9 +63,11 @@ def test_sigkill_loses_no_commit(tmp_path: Path) -> None:
     outcomes: list[int] = []
     for k in range(KILLS):
         sealed = k % 2 == 1
+        batch = 1 if k % 4 < 2 else 4  # commit_workload, or commit_workloads of 4 at once
         state = str(tmp_path / ("sealed" if sealed else "clear"))
         run = f"run{k:02d}"
-        child = subprocess.Popen([sys.executable, str(script), state, "1" if sealed else "0", run],
+        child = subprocess.Popen([sys.executable, str(script), state, "1" if sealed else "0", run,
+                                  str(batch)],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         # a random moment: some kills land while the child starts or creates the database
         time.sleep(rng.uniform(0.0, 0.6))
@@ -82,13 +91,14 @@ def test_sigkill_loses_no_commit(tmp_path: Path) -> None:
                 n = len(rec.workloads)
                 assert n >= reported, (seed, run, n, reported)
                 assert list(rec.workloads) == [f"w{i}" for i in range(n)], (seed, run)
+                assert n % batch == 0, (seed, run, n, batch)  # a batch lands whole or not at all
                 for i in range(n):
                     w = rec.workloads[f"w{i}"]
                     assert (w.status, w.reason, w.register_key) == ("Completed", f"reason {i}", f"r{i}")
                     assert w.register_value == {"i": i, "pad": "x" * (i % 50)}
                 snap = store.load_operator_state(run, "agg")
                 if snap is None:  # the first snapshot follows the first commit
-                    assert n <= 1 and reported == 0, seed
+                    assert n <= batch and reported == 0, seed
                 else:
                     assert snap["cells"]["n"] % 7 == 0 and snap["cells"]["n"] < n, seed
         finally:

@@ -21,6 +21,7 @@ from gxo.runtime.store.base import (
     StoreRefused,
     UnknownRun,
     WorkloadRecord,
+    WorkloadRow,
 )
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "StoreRefused",
     "UnknownRun",
     "WorkloadRecord",
+    "WorkloadRow",
     "database_path",
     "default_state_dir",
     "list_databases",

@@ -8,10 +8,11 @@ asked for, and tests) and ``SqliteStore`` (durable, optionally sealed).
 
 The contract the kernel relies on:
 
-* ``commit_workload`` is one transaction: status, reason and register land together.  Once it
-  returns, the row survives a SIGKILL of the process (the SQLite backend also survives a power
-  loss: ``synchronous=FULL``); before it returns, the workload is not in the store at all, so
-  a resumed run runs it again.  Commit a workload after its side effects, never before.
+* ``commit_workload`` (``commit_workloads`` for several) is one transaction: status, reason and
+  register land together.  Once it returns, the row survives a SIGKILL of the process (the
+  SQLite backend also survives a power loss: ``synchronous=FULL``); before it returns, the
+  workload is not in the store at all, so a resumed run runs it again.  Commit a workload after
+  its side effects, never before.
 * **Values are stored as given, so pass them redacted.**  The store never sees the secrets
   tracker; the kernel hands it registers, reasons and snapshots already passed through
   ``Tracker.redact_value`` / ``Tracker.redact``, exactly what it prints.  A secret therefore
@@ -31,7 +32,12 @@ This module imports nothing beyond ``typing``: ``gxo exec`` loads it on every st
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
+
+#: one workload for ``commit_workloads``: (name, status, reason, register_key, register_value,
+#: started, ended)
+WorkloadRow = tuple[str, str, "str | None", "str | None", Any, "float | None", "float | None"]
 
 __all__ = [
     "INTERRUPTED",
@@ -44,6 +50,7 @@ __all__ = [
     "StoreRefused",
     "UnknownRun",
     "WorkloadRecord",
+    "WorkloadRow",
 ]
 
 #: the status of a run that has not ended and whose process still holds it
@@ -182,6 +189,13 @@ class RunStore(Protocol):
                         ended: float | None) -> None:
         """Commit one finished workload (status and register together, atomically and durably);
         a second commit of the same name replaces the first."""
+        ...
+
+    def commit_workloads(self, run_id: str, rows: Iterable[WorkloadRow]) -> None:
+        """Commit several finished workloads in one transaction (all or none): each row is
+        ``(name, status, reason, register_key, register_value, started, ended)``, the arguments of
+        ``commit_workload``.  One fsync for the lot: the kernel flushes the inline workloads that
+        ended within one scheduler step this way (``gxo.runtime.durable``)."""
         ...
 
     def end_run(self, run_id: str, status: str, ended: float, failures: int) -> None:

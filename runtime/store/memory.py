@@ -9,6 +9,7 @@ and one that starts after it.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from typing import Any
 
 from gxo.runtime.store import _owner
@@ -21,6 +22,7 @@ from gxo.runtime.store.base import (
     StoreRefused,
     UnknownRun,
     WorkloadRecord,
+    WorkloadRow,
 )
 
 __all__ = ["MemoryData", "MemoryStore"]
@@ -97,6 +99,17 @@ class MemoryStore:
                 raise UnknownRun(run_id, _WHERE)
             runs.pop(name, None)  # a re-commit moves to the end, as in SQLite
             runs[name] = rec
+
+    def commit_workloads(self, run_id: str, rows: Iterable[WorkloadRow]) -> None:
+        recs = [WorkloadRecord(n, s, r, k, v if k is not None else None, t0, t1) for n, s, r, k, v, t0, t1 in rows]
+        d = self.data
+        with d.lock:
+            runs = d.workloads.get(run_id)
+            if runs is None:
+                raise UnknownRun(run_id, _WHERE)
+            for rec in recs:
+                runs.pop(rec.name, None)
+                runs[rec.name] = rec
 
     def end_run(self, run_id: str, status: str, ended: float, failures: int) -> None:
         with self.data.lock:

@@ -27,7 +27,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -43,6 +43,7 @@ from gxo.runtime.store.base import (
     StoreRefused,
     UnknownRun,
     WorkloadRecord,
+    WorkloadRow,
 )
 from gxo.runtime.store.memory import _check_resumable
 
@@ -359,24 +360,41 @@ class SqliteStore:
                    (max([db.execute("SELECT started FROM runs WHERE run_id=?", (old,)).fetchone()[0], *ends]),
                     RESUMED, sum(1 for row in rows if row[1] == "Failed"), old))
 
-    def commit_workload(self, run_id: str, name: str, status: str, reason: str | None,
-                        register_key: str | None, register_value: Any, started: float | None,
-                        ended: float | None) -> None:
+    def _workload_row(self, run_id: str, name: str, status: str, reason: str | None, register_key: str | None,
+                      register_value: Any, started: float | None, ended: float | None) -> tuple[Any, ...]:
+        why = None if reason is None else self._dumps(reason, f"the reason of {name}")
         value = None
         if register_key is not None:
             value = self._dumps(register_value, f"the register of {name}")
-        why = None if reason is None else self._dumps(reason, f"the reason of {name}")
-        row = (run_id, name, status, self._seal_text(why, ("workloads", run_id, name, "reason")),
-               register_key, self._seal_text(value, ("workloads", run_id, name, "register_value")), started, ended)
+        return (run_id, name, status, self._seal_text(why, ("workloads", run_id, name, "reason")),
+                register_key, self._seal_text(value, ("workloads", run_id, name, "register_value")), started, ended)
+
+    def commit_workload(self, run_id: str, name: str, status: str, reason: str | None,
+                        register_key: str | None, register_value: Any, started: float | None,
+                        ended: float | None) -> None:
+        row = self._workload_row(run_id, name, status, reason, register_key, register_value, started, ended)
 
         def go() -> None:
             try:  # one statement: atomic and durable on its own (autocommit)
-                self._conn.execute("INSERT OR REPLACE INTO workloads (run_id, name, status, reason, register_key, "
-                                   "register_value, started, ended) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+                self._conn.execute(_COMMIT, row)
             except sqlite3.IntegrityError:
                 raise UnknownRun(run_id, self.path) from None
 
         self._locked(f"commit workload {name}", go)
+
+    def commit_workloads(self, run_id: str, rows: Iterable[WorkloadRow]) -> None:
+        encoded = [self._workload_row(run_id, *row) for row in rows]
+        if not encoded:
+            return
+
+        def go() -> None:
+            try:
+                with self._transaction() as db:
+                    db.executemany(_COMMIT, encoded)
+            except sqlite3.IntegrityError:
+                raise UnknownRun(run_id, self.path) from None
+
+        self._locked(f"commit {len(encoded)} workloads", go)
 
     def end_run(self, run_id: str, status: str, ended: float, failures: int) -> None:
         def go() -> None:
@@ -554,6 +572,8 @@ class SqliteStore:
         return f"SqliteStore({self.path!r}{', sealed' if self.sealed else ''})"
 
 
+_COMMIT = ("INSERT OR REPLACE INTO workloads (run_id, name, status, reason, register_key, register_value, started, "
+           "ended) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 _SUMMARY = ("SELECT r.run_id, r.plan_name, r.started, r.ended, r.status, r.failures, r.resumed_from, r.owner, "
             "(SELECT count(*) FROM workloads w WHERE w.run_id=r.run_id AND w.status='Failed') FROM runs r")
 

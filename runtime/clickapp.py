@@ -180,6 +180,207 @@ def test_cmd(paths, junit_path, pattern) -> None:
     sys.exit(1 if failed else 0)
 
 
+# -- gxo runs / gxo state: the run-history store (gxo.runtime.store, docs/state.md) ---------------
+
+
+class StateProblem(Refused):
+    """The state store refuses (a wrong, missing or malformed key; a newer schema; an unreadable
+    database): one line, exit 3."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"gxo: {self.message}", err=True)
+
+
+class _store_errors:
+    """Turn the store's errors into one line and exit 3."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        from gxo.runtime.store import StoreError
+
+        if isinstance(exc, StoreError):
+            raise StateProblem(str(exc)) from None
+        return False
+
+
+def _state_options(f: Any) -> Any:
+    for deco in reversed([
+        click.option("--state-dir", metavar="DIR",
+                     help="The state directory (default: $XDG_STATE_HOME/gxo, else ~/.local/state/gxo)."),
+        click.option("--state-key-file", "key_file", type=click.Path(dir_okay=False), metavar="FILE",
+                     help="The key (base64 of 32 bytes) of a sealed store (default: $GXO_STATE_KEY)."),
+    ]):
+        f = deco(f)
+    return f
+
+
+def _when(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _took(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def _table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _open_each(state_dir: str | None, key_file: str | None) -> tuple[str, list[tuple[str, Any]], list[str]]:
+    """The state directory, every database in it opened (path, store), and one line per database
+    that could not be read.  A refusal (a key problem, a newer schema) stops at once."""
+    from gxo.runtime.store import SqliteStore, StoreError, StoreRefused, default_state_dir, list_databases, resolve_key
+
+    directory = state_dir or default_state_dir()
+    key = resolve_key(key_file)
+    opened: list[tuple[str, Any]] = []
+    problems: list[str] = []
+    try:
+        for path in list_databases(directory):
+            try:
+                opened.append((path, SqliteStore(path, key, create=False)))
+            except StoreRefused:
+                raise
+            except StoreError as exc:
+                problems.append(str(exc))
+    except BaseException:
+        for _, store in opened:
+            store.close()
+        raise
+    return directory, opened, problems
+
+
+@cli.group("runs", invoke_without_command=True)
+@_state_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON array instead of a table.")
+@click.pass_context
+def runs_cmd(ctx: click.Context, state_dir: str | None, key_file: str | None, as_json: bool) -> None:
+    """List the recorded runs, newest first.
+
+    `gxo runs show ID` shows one run's workloads."""
+    ctx.obj = {"state_dir": state_dir, "key_file": key_file, "as_json": as_json}
+    if ctx.invoked_subcommand is not None:
+        return
+    import json
+
+    with _store_errors():
+        directory, opened, problems = _open_each(state_dir, key_file)
+        runs = []
+        try:
+            for _, store in opened:
+                runs += store.list_runs()
+        finally:
+            for _, store in opened:
+                store.close()
+    runs.sort(key=lambda r: (-r.started, r.run_id))
+    if as_json:
+        click.echo(json.dumps([r.as_json() for r in runs], indent=2))
+    elif not runs:
+        click.echo(f"no runs in {directory}")
+    else:
+        _table([["RUN", "PLAN", "STATUS", "STARTED", "DURATION", "FAILURES"]]
+               + [[r.run_id, r.plan_name, r.status, _when(r.started), _took(r.duration), str(r.failures)]
+                  for r in runs])
+    if problems:
+        for line in problems:
+            click.echo(f"gxo: {line}", err=True)
+        sys.exit(EXIT_REFUSED)
+
+
+@runs_cmd.command("show")
+@click.argument("run_id", metavar="ID")
+@_state_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
+@click.pass_context
+def runs_show_cmd(ctx: click.Context, run_id: str, state_dir: str | None, key_file: str | None,
+                  as_json: bool) -> None:
+    """Show one run's workloads: status, duration, reason.
+
+    ID may be a unique prefix of the run's id."""
+    import json
+
+    parent = ctx.obj or {}
+    state_dir = state_dir or parent.get("state_dir")
+    key_file = key_file or parent.get("key_file")
+    as_json = as_json or parent.get("as_json", False)
+    with _store_errors():
+        directory, opened, problems = _open_each(state_dir, key_file)
+        try:
+            hits = [(store, r.run_id) for _, store in opened for r in store.list_runs()
+                    if r.run_id == run_id or r.run_id.startswith(run_id)]
+            exact = [h for h in hits if h[1] == run_id]
+            hits = exact or hits
+            if len(hits) != 1:
+                some = ", ".join(sorted(h[1] for h in hits)[:5])
+                why = (f"no run '{run_id}' in {directory}" if not hits
+                       else f"'{run_id}' names {len(hits)} runs ({some}): give more of the id")
+                if problems:
+                    why += f" ({len(problems)} unreadable database(s): {problems[0]})"
+                raise click.BadParameter(why, param_hint="ID")
+            store, found = hits[0]
+            run = store.load_run(found)
+        finally:
+            for _, store in opened:
+                store.close()
+    rows = [{"name": w.name, "status": w.status, "reason": w.reason, "started": w.started, "ended": w.ended,
+             "duration": w.duration, "register": w.register_key} for w in run.workloads.values()]
+    if as_json:
+        click.echo(json.dumps({**run.as_json(), "plan_digest": run.plan_digest, "workloads": rows}, indent=2))
+        return
+    resumed = f", resumed from {run.resumed_from}" if run.resumed_from else ""
+    click.echo(f"run {run.run_id} of plan {run.plan_name}: {run.status}, started {_when(run.started)}, "
+               f"took {_took(run.duration)}, {run.failures} failed{resumed}")
+    if rows:
+        _table([["WORKLOAD", "STATUS", "DURATION", "REASON"]]
+               + [[r["name"], r["status"], _took(r["duration"]), r["reason"] or ""] for r in rows])
+    else:
+        click.echo("no workload finished")
+
+
+@cli.group("state")
+def state_cmd() -> None:
+    """Manage the durable state store (docs/state.md)."""
+
+
+@state_cmd.command("rekey")
+@click.option("--new-key-file", required=True, type=click.Path(dir_okay=False), metavar="FILE",
+              help="The new key: a file holding base64 of 32 random bytes.")
+@_state_options
+def state_rekey_cmd(new_key_file: str, state_dir: str | None, key_file: str | None) -> None:
+    """Re-seal every value of every database with a new key (one transaction per database).
+
+    The current key comes from --state-key-file or $GXO_STATE_KEY; without one, clear databases
+    are sealed for the first time."""
+    from gxo.runtime.store.sealing import load_key_file
+
+    with _store_errors():
+        new_key = load_key_file(new_key_file)
+        directory, opened, problems = _open_each(state_dir, key_file)
+        try:
+            if problems:  # touch nothing while a database is unreadable
+                raise StateProblem(problems[0])
+            for _, store in opened:  # every database opens with the current key: then re-seal
+                store.require_key()
+            for path, store in opened:
+                n = store.rekey(new_key)
+                click.echo(f"resealed {n} value{'s' if n != 1 else ''} in {path}")
+        finally:
+            for _, store in opened:
+                store.close()
+    if not opened:
+        click.echo(f"no state databases in {directory}")
+
+
 #: what ``compile_quiet`` returns for a playbook whose only errors are ``not-implemented``
 NOT_RUNNABLE = object()
 

@@ -109,9 +109,9 @@ def _streaming_collector(plan: Plan) -> int | None:
 
     Records are maps of text and numbers: reference counting frees them, they form no cycles.
     A stream of a million records allocates millions of maps, and at CPython's default (one
-    young pass per 700 container allocations) the passes that find nothing to free cost about
-    6% of such a run.  A pass per 20,000 keeps cyclic garbage (rare: the kernel's own objects)
-    collected, only later."""
+    young pass per 700 container allocations) the passes that find nothing to free cost a
+    few percent of such a run.  A pass per 20,000 still collects cyclic garbage (rare: the
+    kernel's own objects), only later."""
     import gc
 
     if not any(w.stream_inputs for w in plan.workloads):

@@ -170,6 +170,10 @@ def aggregate_batch(batch: list, base: cython.Py_ssize_t, producer: str, errors:
     ``sources`` value is not a number is reported to ``errors`` at ``base + i`` with
     ``bad_number(record, field)``'s message and left out.  With ``limit`` > 0 (a count
     window) a group that reaches ``limit`` records moves from ``groups`` to ``ready``."""
+    if len(fields) == 0:
+        _aggregate_ungrouped(batch, base, producer, errors, sources, groups, limit, ready,
+                             bad_number)
+        return
     n: cython.Py_ssize_t = len(batch)
     nf: cython.Py_ssize_t = len(fields)
     ns: cython.Py_ssize_t = len(sources)
@@ -246,6 +250,69 @@ def aggregate_batch(batch: list, base: cython.Py_ssize_t, producer: str, errors:
         if limit > 0 and g[1] >= limit:
             del groups[key]
             ready.append(g)
+
+
+@cython.cfunc
+def _aggregate_ungrouped(batch: list, base: cython.Py_ssize_t, producer: str, errors: Any,
+                         sources: tuple, groups: dict, limit: cython.Py_ssize_t, ready: list,
+                         bad_number: Any):  # an object result: exceptions propagate
+    """``aggregate_batch`` without group fields: one group, under the key ``()``, whose count
+    is kept in a C integer through the batch (no key built or looked up per record)."""
+    n: cython.Py_ssize_t = len(batch)
+    ns: cython.Py_ssize_t = len(sources)
+    i: cython.Py_ssize_t
+    j: cython.Py_ssize_t
+    nums: list = [None] * ns
+    sums: list
+    mins: list
+    maxs: list
+    rec: dict
+    g: Any = groups.get(())
+    count: cython.Py_ssize_t = 0 if g is None else g[1]
+    for i in range(n):
+        record = batch[i]
+        if type(record) is dict:
+            rec = record
+        else:
+            rec = dict(record) if isinstance(record, dict) else _NO_FIELDS
+        ok: cython.bint = True
+        for j in range(ns):
+            src = sources[j]
+            v = rec.get(src)
+            t = type(v)
+            if t is not int and t is not float and (
+                    isinstance(v, bool) or not isinstance(v, (int, float))):
+                errors.report(base + i, producer, bad_number(record, src))
+                ok = False
+                break
+            nums[j] = v
+        if not ok:
+            continue
+        if g is None:
+            g = [(), 1, list(nums), list(nums), list(nums)]
+            groups[()] = g
+            count = 1
+        else:
+            count += 1
+            if ns:
+                sums = g[2]
+                mins = g[3]
+                maxs = g[4]
+                for j in range(ns):
+                    v = nums[j]
+                    sums[j] = sums[j] + v
+                    if v < mins[j]:
+                        mins[j] = v
+                    if v > maxs[j]:
+                        maxs[j] = v
+        if limit > 0 and count >= limit:
+            g[1] = count
+            del groups[()]
+            ready.append(g)
+            g = None
+            count = 0
+    if g is not None:
+        g[1] = count
 
 
 def line_records(text: str, skip_empty: cython.bint) -> list:

@@ -150,6 +150,29 @@ def test_aggregate_batch_groups_counts_and_windows(impl: ModuleType) -> None:
     assert [(e.position, e.message) for e in errors.errors] == [(13, "bad v"), (14, "bad v")]
 
 
+def test_aggregate_batch_without_group_fields_is_one_group_across_batches(impl: ModuleType) -> None:
+    errors = RecordErrorSink()
+    groups: dict = {}
+    ready: list = []
+
+    def bad(record: Any, src: str) -> str:
+        return f"bad {src}"
+
+    # the whole stream: one group under the key (), its count carried from batch to batch
+    impl.aggregate_batch([{"v": 1}, {"v": "x"}, {"v": 2.5}], 0, "p", errors, (), ("v",), groups,
+                         0, ready, str, bad)
+    impl.aggregate_batch([[1], {"v": -3}, {}], 3, "p", errors, (), ("v",), groups, 0, ready, str,
+                         bad)
+    assert ready == [] and groups == {(): [(), 3, [0.5], [-3], [2.5]]}
+    assert [(e.position, e.message) for e in errors.errors] == [(1, "bad v"), (3, "bad v"),
+                                                                (5, "bad v")]
+    # a count window of 2 and count only (no source field): full groups move to ready
+    groups, ready = {}, []
+    impl.aggregate_batch([{"a": 1}] * 3, 0, "p", errors, (), (), groups, 2, ready, str, bad)
+    impl.aggregate_batch([{"a": 1}] * 2, 3, "p", errors, (), (), groups, 2, ready, str, bad)
+    assert ready == [[(), 2, [], [], []]] * 2 and groups == {(): [(), 1, [], [], []]}
+
+
 def test_the_compiled_module_is_the_one_imported_when_required() -> None:
     if os.environ.get("GXO_REQUIRE_EXTENSIONS") != "1":
         pytest.skip("GXO_REQUIRE_EXTENSIONS is not set")

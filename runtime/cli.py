@@ -38,6 +38,14 @@ class UsageProblem(Exception):
 class RefusedPlan(Exception):
     """The plan is refused (exit 3): one line, ``gxo: plan refused: ...``."""
 
+    prefix = "plan refused"
+
+
+class RefusedState(RefusedPlan):
+    """The run store refuses (a wrong key, a different plan to resume; exit 3): one line."""
+
+    prefix = "state refused"
+
 
 def parse_duration(text: str) -> float:
     from gxo.runtime.durations import parse_duration as parse
@@ -158,6 +166,10 @@ EXEC_OPTIONS: dict[str, tuple[str, str]] = {
     "--verbose": ("verbose", "count"),
     "--trusted-key": ("trusted_keys", "multi"),
     "--require-native": ("require_native", "flag"),
+    "--state-dir": ("state_dir", "value"),
+    "--state-key-file": ("state_key_file", "value"),
+    "--resume": ("resume", "value"),
+    "--no-state": ("no_state", "flag"),
 }
 
 
@@ -222,7 +234,8 @@ def fast_exec_args(args: list[str]) -> dict[str, Any] | None:
         out["max_concurrency"] = int(mc)
     if any(not d.startswith("/") for d in out["allow_paths"]):
         return None
-    for path in (out["plan_path"], *out["vars_files"], *out["trusted_keys"]):
+    for path in (out["plan_path"], *out["vars_files"], *out["trusted_keys"],
+                 *([out["state_key_file"]] if out["state_key_file"] is not None else [])):
         if not _plain_path(path):
             return None
     return out
@@ -278,7 +291,7 @@ def plan_warnings(loaded: Any) -> list[str]:
 
 
 def execute_loaded(loaded: Any, p: dict[str, Any], overrides: dict[str, Any], deadline: float | None,
-                   plan_dir: str, extra_warnings: list[str] = ()) -> int:
+                   plan_dir: str, extra_warnings: list[str] = (), durable: dict[str, Any] | None = None) -> int:
     """Run a loaded plan (``gxo exec`` and ``gxo run``); the exit code."""
     from gxo.runtime.kernel import RunOptions
     from gxo.runtime.run import Outputs, execute
@@ -286,7 +299,8 @@ def execute_loaded(loaded: Any, p: dict[str, Any], overrides: dict[str, Any], de
     for warning in [*extra_warnings, *getattr(loaded, "warnings", [])]:
         print(f"gxo: warning: {warning}", file=sys.stderr, flush=True)
     opts = RunOptions(vars=overrides, dry_run=p["dry_run"], max_concurrency=p["max_concurrency"],
-                      plan_dir=plan_dir, allowed_paths=tuple(p["allow_paths"]), show_params=p["verbose"] >= 2)
+                      plan_dir=plan_dir, allowed_paths=tuple(p["allow_paths"]), show_params=p["verbose"] >= 2,
+                      **(durable or {}))
     code, _ = execute(loaded.plan, loaded.functions, opts, Outputs(json=p["as_json"], verbose=p["verbose"]),
                       timeout=deadline)
     return code
@@ -296,9 +310,63 @@ def exec_plan(p: dict[str, Any]) -> int:
     """``gxo exec`` once its arguments are parsed; raises ``UsageProblem``/``RefusedPlan``
     before anything is printed."""
     loaded, overrides, deadline = prepare_exec(p)
-    freeze_loaded()
-    plan_dir = os.path.dirname(os.path.realpath(p["plan_path"]))
-    return execute_loaded(loaded, p, overrides, deadline, plan_dir, plan_warnings(loaded))
+    store, resume_from, notes = open_run_store(loaded.plan, p)
+    try:
+        freeze_loaded()
+        plan_dir = os.path.dirname(os.path.realpath(p["plan_path"]))
+        durable = {"store": store, "resume_from": resume_from, "plan_digest": getattr(store, "plan_digest", "")}
+        return execute_loaded(loaded, p, overrides, deadline, plan_dir, plan_warnings(loaded) + notes, durable)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def open_run_store(plan: Any, p: dict[str, Any]) -> tuple[Any, str | None, list[str]]:
+    """The durable run store of ``plan`` (None with ``--no-state``), the run to resume, and the
+    notes to print (an interrupted run that could be resumed).  Raises ``RefusedState`` or
+    ``UsageProblem`` before anything runs."""
+    if p["no_state"]:
+        if p["resume"] or p["state_dir"] or p["state_key_file"]:
+            raise UsageProblem("--no-state keeps no run history: it cannot be used with --resume, --state-dir "
+                               "or --state-key-file", "--no-state")
+        return None, None, []
+    from gxo.runtime.durable import plan_digest
+    from gxo.runtime.store import StoreError, open_store, resolve_key
+
+    state_dir = p["state_dir"]
+    if state_dir is not None and not state_dir:
+        raise UsageProblem("an empty directory name", "--state-dir")
+    try:
+        store = open_store(plan.name, state_dir, resolve_key(p["state_key_file"]))
+    except StoreError as exc:
+        raise RefusedState(str(exc)) from None
+    try:
+        store.plan_digest = plan_digest(plan)
+        resume = p["resume"]
+        if resume is None:
+            old = store.interrupted_run(plan.name)
+            notes = [] if old is None else [
+                f"run {old} of this plan was interrupted; continue it with: gxo exec {p['plan_path']} --resume {old}"]
+            return store, None, notes
+        run_id = store.interrupted_run(plan.name) if resume == "last" else resume
+        if run_id is None:
+            raise RefusedState(f"no interrupted run of plan '{plan.name}' to resume (gxo runs lists its runs)")
+        record = store.load_run(run_id)
+        if record.plan_name != plan.name:
+            raise RefusedState(f"run {run_id} is a run of plan '{record.plan_name}', not '{plan.name}'")
+        if record.plan_digest != store.plan_digest:
+            raise RefusedState(f"run {run_id} ran a different plan (digest {record.plan_digest[:12]}, this plan "
+                               f"{store.plan_digest[:12]}): a run resumes only with the plan it started with")
+        if record.status != "Interrupted":
+            raise RefusedState(f"run {run_id} is {record.status.lower()}, not interrupted: only an interrupted run "
+                               "can be resumed")
+        return store, run_id, []
+    except StoreError as exc:
+        store.close()
+        raise RefusedState(str(exc)) from None
+    except BaseException:
+        store.close()
+        raise
 
 
 def freeze_loaded() -> None:
@@ -335,7 +403,7 @@ def _main(args: list[str]) -> int:
         try:
             return exec_plan(p)
         except RefusedPlan as exc:
-            print(f"gxo: plan refused: {exc}", file=sys.stderr)
+            print(f"gxo: {exc.prefix}: {exc}", file=sys.stderr)
             return EXIT_REFUSED
         except UsageProblem:
             pass  # nothing was printed or run: click reports it, in its words

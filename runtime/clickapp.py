@@ -44,8 +44,12 @@ def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> N
 class Refused(click.ClickException):
     exit_code = EXIT_REFUSED
 
+    def __init__(self, message: str, prefix: str = "plan refused") -> None:
+        super().__init__(message)
+        self.prefix = prefix
+
     def show(self, file: Any = None) -> None:
-        click.echo(f"gxo: plan refused: {self.message}", err=True)
+        click.echo(f"gxo: {self.prefix}: {self.message}", err=True)
 
 
 def _check_allow_path(_ctx: click.Context, _param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -87,12 +91,20 @@ def cli() -> None:
               help="Ed25519 public key (PEM); the plan must carry a valid signature by one of them "
                    "(also: $GXO_TRUSTED_KEYS, a file of such keys).")
 @click.option("--require-native", is_flag=True, help="Refuse a plan whose native code does not fit this interpreter.")
+@click.option("--state-dir", metavar="DIR",
+              help="Where the run history lives (default: $XDG_STATE_HOME/gxo, one database per plan).")
+@click.option("--state-key-file", type=click.Path(dir_okay=False),
+              help="Seal the run history with this key (base64 of 32 bytes; also: $GXO_STATE_KEY).")
+@click.option("--resume", metavar="last|RUN_ID",
+              help="Continue an interrupted run of this plan without re-running what it finished.")
+@click.option("--no-state", is_flag=True, help="Keep no run history (the run cannot be resumed).")
 def exec_cmd(plan_path, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, allow_paths, verbose,
-             trusted_keys, require_native) -> None:
+             trusted_keys, require_native, state_dir, state_key_file, resume, no_state) -> None:
     """Verify and run a frozen plan."""
     params = dict(plan_path=plan_path, var_pairs=var_pairs, vars_files=vars_files, dry_run=dry_run, as_json=as_json,
                   max_concurrency=max_concurrency, run_timeout=run_timeout, allow_paths=allow_paths, verbose=verbose,
-                  trusted_keys=trusted_keys, require_native=require_native)
+                  trusted_keys=trusted_keys, require_native=require_native, state_dir=state_dir,
+                  state_key_file=state_key_file, resume=resume, no_state=no_state)
     with _reported():
         sys.exit(exec_plan(params))
 
@@ -409,7 +421,7 @@ class _reported:
         if isinstance(exc, UsageProblem):
             raise click.BadParameter(exc.message, param_hint=exc.param_hint) from None
         if isinstance(exc, RefusedPlan):
-            raise Refused(str(exc)) from None
+            raise Refused(str(exc), exc.prefix) from None
         return False
 
 

@@ -21,7 +21,6 @@ import inspect
 import os
 import random
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -32,7 +31,8 @@ from gxo.runtime.module import Context, GxoError, ModuleError, load_module_class
 from gxo.runtime.opstate import EXTRAS_KEY as OPSTATE_KEY
 from gxo.runtime.opstate import OperatorStates
 from gxo.runtime.plan import Expression, Plan, Workload, expr_id
-from gxo.runtime.state import deep_copy
+from gxo.runtime.state import UNSAFE_DIRECT_REFERENCE, KeyNotFound, deep_copy
+from gxo.runtime.store import new_run_id
 
 PENDING, RUNNING, COMPLETED, FAILED, SKIPPED = "Pending", "Running", "Completed", "Failed", "Skipped"
 
@@ -74,6 +74,7 @@ class Report:
     interrupted: int | None = None  # signal number that stopped the run
     timed_out: bool = False
     streams: list[dict[str, Any]] = field(default_factory=list)  # records in/out/dropped per link
+    resumed: tuple[str, int] | None = None  # (the interrupted run continued, its workloads restored)
 
     @property
     def failed(self) -> bool:
@@ -126,6 +127,8 @@ class RunOptions:
     show_params: bool = False  # ModuleExecutionStart carries the rendered params (gxo -vv)
     clock: Any = None  # the lifecycle managers' clock (gxo.runtime.lifecycles.clock); None: the real one
     store: Any = None  # the durable run store (gxo.runtime.store); None: nothing outlives the process
+    resume_from: str | None = None  # an interrupted run of this plan (in ``store``) to continue
+    plan_digest: str = ""  # the plan's identity for the store (gxo.runtime.durable.plan_digest)
 
 
 class Kernel:
@@ -186,7 +189,7 @@ class Kernel:
         #: why the run is being stopped from outside (a signal, the run's deadline), set by the
         #: driver before it cancels the run: the reason given to the workloads it cancels
         self.stop_reason: str | None = None
-        self.report = Report(plan.name, uuid.uuid4().hex, self.results, time.time())
+        self.report = Report(plan.name, new_run_id(time.time()), self.results, time.time())
         self._done: asyncio.Event | None = None
         self._remaining = 0
 
@@ -275,16 +278,20 @@ class Kernel:
         report.started = time.time()
         self._seed_state()
         self.events.emit("PlaybookStart", playbook_name=self.plan.name, run_id=self.run_id)
-        indeg = {w.name: len(w.deps) for w in self.plan.workloads}
+        done = self._begin_durable() if self.opts.store is not None else {}
+        if done:  # a resumed run: what the interrupted one committed counts as finished
+            indeg = {w.name: sum(1 for d in w.deps if d not in done) for w in self.plan.workloads if w.name not in done}
+        else:
+            indeg = {w.name: len(w.deps) for w in self.plan.workloads}
         self._done = asyncio.Event()
-        self._remaining = len(self.plan.workloads)
+        self._remaining = len(indeg)
         self._indeg = indeg
-        ready = [w for w in self.plan.workloads if indeg[w.name] == 0]
+        ready = [w for w in self.plan.workloads if indeg.get(w.name) == 0]
         progress = None
         if self.wiring is not None and self.wiring.links and self.events.sinks:
             progress = asyncio.get_running_loop().create_task(self._stream_progress())
         try:
-            if not ready and self.plan.workloads:
+            if not ready and self._remaining:
                 raise GxoError("no workload can start: the plan's dependencies are inconsistent")
             self._dispatch(ready)
             if self._remaining:
@@ -296,7 +303,46 @@ class Kernel:
             report.halted_by = self.halted_by
             report.ended = time.time()
             self._emit_end(report)
+            if self.react.rec is not None:
+                self._end_durable(report)
         return report
+
+    def _begin_durable(self) -> dict[str, Any]:
+        """Record the run in the durable store; for a resumed run, restore what the interrupted
+        one committed (statuses, registers) and return those finished workloads by name."""
+        from gxo.runtime.durable import FINISHED, Recorder
+
+        store, report = self.opts.store, self.report
+        store.begin_run(self.run_id, self.plan.name, self.opts.plan_digest, report.started,
+                        resumed_from=self.opts.resume_from)
+        self.react.rec = Recorder(store, self.run_id)
+        if self.opts.resume_from is None:
+            return {}
+        done = {}
+        for name, wr in store.load_run(self.run_id).workloads.items():
+            if wr.status not in FINISHED or name not in self.results:
+                continue
+            done[name] = wr
+            res = self.results[name]
+            res.status, res.reason, res.started, res.ended = wr.status, wr.reason, wr.started, wr.ended
+            self.status_map[name]["status"] = wr.status
+            if wr.register_key is not None:
+                self.state.set(wr.register_key, wr.register_value)
+            self.events.emit("WorkloadEnd", workload=name, final_status=wr.status, error=wr.reason, ignored=False,
+                             cancelled=False, duration_ms=int((wr.duration or 0) * 1000),
+                             restored_from=self.opts.resume_from)
+        report.resumed = (self.opts.resume_from, len(done))
+        return done
+
+    def _end_durable(self, report: Report) -> None:
+        """Commit what is pending; a run that reached its end gets it (a run stopped from outside
+        stays interrupted, so that ``--resume`` can continue it)."""
+        rec = self.react.rec
+        rec.flush()
+        graceful = self.react.lc is not None and self.react.lc.stopped_by is not None
+        if self.stop_reason is None or graceful:
+            failures = sum(1 for r in self.results.values() if r.status == FAILED and not r.ignored)
+            rec.store.end_run(self.run_id, "Failed" if report.failed else "Completed", report.ended, failures)
 
     async def _stream_progress(self, every: float = 0.5) -> None:
         """``StreamProgress`` events with the per-link counters, for the live view's rates, and
@@ -352,6 +398,8 @@ class Kernel:
                 res.started = res.ended = time.time()
                 stack.extend(reversed(self._finish(w, SKIPPED, "not needed")))
             else:
+                if self.react.rec is not None:
+                    self.react.rec.flush()  # what ended before (inline workloads) is durable first
                 self.tasks[w.name] = asyncio.get_running_loop().create_task(self._run_task(w), name=w.name)
 
     def _inline_classes(self) -> dict[str, Any]:
@@ -436,6 +484,8 @@ class Kernel:
                 newly = self._fail(w, exc)
             else:
                 newly = self._succeed(w, summary)
+        if self.react.rec is not None:
+            self.react.rec.flush()  # its effects happened: its end is durable before anything else starts
         if newly:
             self._dispatch(newly)
 
@@ -671,6 +721,10 @@ class Kernel:
             self.wiring.end(w.name, f"{w.name} failed: {reason}" if status == FAILED else None)
             res.record_errors = self.wiring.record_errors(w.name)
         self._set_status(w.name, status)
+        rec = self.react.rec
+        if rec is not None:
+            value = _registered(self.state, w.register) if w.register and status != SKIPPED else None
+            rec.ended(w.name, status, reason, w.register if value is not None else None, value, res.started, res.ended)
         if self.events.sinks:
             self.events.emit("WorkloadEnd", workload=w.name, final_status=status, error=reason, ignored=res.ignored,
                              cancelled=res.cancelled, duration_ms=int(res.duration * 1000))
@@ -776,6 +830,13 @@ class Kernel:
                 pass
 
 
+def _registered(state: Any, key: str) -> Any:
+    try:
+        return state.get(key, UNSAFE_DIRECT_REFERENCE)
+    except KeyNotFound:
+        return None
+
+
 class _Skip(Exception):
     pass
 
@@ -784,7 +845,7 @@ class _Reactions:
     """How the run reacts to failures and missing input, precomputed per plan so that the
     scheduling step never looks at it: only the task path and the failure paths do."""
 
-    __slots__ = ("handles", "watch", "fired", "rescuing", "no_input", "dry_checks", "unreal", "loop_out", "lc")
+    __slots__ = ("handles", "watch", "fired", "rescuing", "no_input", "dry_checks", "unreal", "loop_out", "lc", "rec")
 
     def __init__(self, plan: Plan, wiring: Any, dry_run: bool) -> None:
         #: handler -> the workloads whose on_failure names it
@@ -811,6 +872,8 @@ class _Reactions:
         #: the long-running workloads' managers (gxo.runtime.lifecycles.host.Lifecycles), or None
         #: (kept here: the kernel's own attributes stay under 30, see Kernel.__init__)
         self.lc: Any = None
+        #: the durable store's recorder (gxo.runtime.durable.Recorder), or None
+        self.rec: Any = None
 
 
 #: modules that check results: under --dry-run they skip when their inputs are dry-run summaries

@@ -215,6 +215,11 @@ def recap(report: Report, redact: Any) -> str:
         cause = [ln for ln in lines if ln.startswith(f"  failed: {report.halted_by}: ")]
         lines = cause + [ln for ln in lines if ln not in cause]
     head = f"PLAY RECAP {report.name}: {status} in {report.ended - report.started:.2f}s"
+    resumed = getattr(report, "resumed", None)
+    if resumed is not None:
+        lines.insert(0, f"  resumed run {resumed[0]}: {resumed[1]} workload(s) it had finished were not run again")
+    if report.interrupted and getattr(report, "durable", False):
+        lines.append(f"  continue it with: gxo exec PLAN --resume {report.run_id}")
     tail = "  " + "  ".join(f"{k}={v}" for k, v in counts.items())
     streams = [f"  stream {s['producer']} -> {s['consumer']}: in={s['records_in']} out={s['records_out']} "
                f"dropped={s['records_dropped']}" for s in report.streams]

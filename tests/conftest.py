@@ -18,3 +18,11 @@ def update_golden(request: pytest.FixtureRequest) -> bool:
     if update and os.environ.get("CI"):
         pytest.fail("--update-golden refuses to run under CI: refresh goldens locally and review the diff")
     return update
+
+
+@pytest.fixture(autouse=True)
+def _state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test's ``gxo exec`` keeps its run history under a folder of its own (the durable
+    store defaults to ``$XDG_STATE_HOME/gxo``), never in the user's home."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+    monkeypatch.delenv("GXO_STATE_KEY", raising=False)

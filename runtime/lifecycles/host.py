@@ -181,5 +181,7 @@ async def drive(kernel: Any, w: Any) -> None:
             raise
     except Exception as exc:  # noqa: BLE001 - a manager's own error fails its workload
         newly = kernel._fail(w, exc)
+    if kernel.react.rec is not None:
+        kernel.react.rec.flush()
     if newly:
         kernel._dispatch(newly)

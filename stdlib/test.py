@@ -545,6 +545,10 @@ class Producer:
         i = 0
         while count is None or i < count:  # one batch at a time: never all records in memory
             n = size if count is None else min(size, count - i)
+            if interval > 0 and i > 0:
+                # every tick waits, a record that fails to render too: an unbounded producer
+                # always yields to the loop (and to a cancellation)
+                await asyncio.sleep(interval)
             if callable(template):
                 batch = map_batch(fn, [{"index": j} for j in range(i, i + n)], i, ctx.workload,
                                   errors, as_record)
@@ -554,8 +558,6 @@ class Producer:
             if not batch:
                 continue
             if interval > 0:
-                if i > 1:
-                    await asyncio.sleep(interval)
                 sent += 1
                 await out.emit_one(batch[0])
                 continue

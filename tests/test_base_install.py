@@ -38,7 +38,8 @@ PACKAGE_DIRS = ("runtime", "compiler", "stdlib", "grammar", "schemas")
 SKIP_SUFFIXES = (".so", ".c", ".pyc", ".pyd", ".html")
 COMPILER_DEPS = ("lark", "jsonschema", "networkx", "jinja2", "Cython")
 # Never imported by `gxo exec` of a plain plan (compiler deps, yaml, and design.md section 8).
-NOT_AT_EXEC = (*COMPILER_DEPS, "cython", "yaml", "gxo.compiler", "rich", "cryptography", "httpx", "uvloop")
+NOT_AT_EXEC = (*COMPILER_DEPS, "cython", "yaml", "gxo.compiler", "rich", "cryptography", "httpx", "uvloop",
+               "croniter")  # croniter: only a scheduled workload or the compiler loads it
 INSTALL_TIMEOUT = 300
 STALE_SECONDS = 3600
 

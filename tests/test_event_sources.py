@@ -262,3 +262,26 @@ workloads:
     p = _gxo(["run", "pb.yaml"], tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "timed out" in (p.stdout + p.stderr).lower() or "timeout" in (p.stdout + p.stderr).lower()
+
+
+def test_producer_unbounded_stays_cancellable_when_every_record_fails(ws, tmp_path):
+    """A template that fails on every record still waits each tick: the loop is never starved."""
+    channel = Channel(capacity=100)
+
+    async def main():
+        ctx = make_ctx(ws, tmp_path, channel)
+
+        def render(_scope):
+            raise ValueError("no record here")
+
+        task = asyncio.ensure_future(load_module_class("test:producer")().perform(
+            ctx, {"interval": "1ms", "template": render}))
+        for _ in range(20):
+            await asyncio.sleep(0.002)  # the loop gets its turns while the producer runs
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 20)
+        return channel.poll()
+
+    assert asyncio.run(main()) is None

@@ -68,9 +68,71 @@ def profile_run(kernel: Kernel) -> dict[str, int]:
     return counts
 
 
-def test_an_inline_no_op_task_builds_no_context_and_sets_its_status_once() -> None:
+def test_an_inline_no_op_task_builds_no_context_and_reads_no_state() -> None:
     counts = profile_run(make_kernel(chain(50)))
-    assert counts == {"contexts": 0, "_set_status": 50, "view": 0}
+    # plain inline workloads (literal params, no when, no register) run fused into the
+    # scheduler loop: no context, no state view, no _set_status call
+    assert counts == {"contexts": 0, "_set_status": 0, "view": 0}
+
+
+def _workload(i: int, module: str = "control:identity", params: Any = None, needs: tuple[str, ...] = (),
+              **extra: Any) -> Workload:
+    return Workload(name=f"w{i}", index=i, module=module, module_version="t", lifecycle=Lifecycle(policy="run_once"),
+                    params={"n": i} if params is None else params, needs=needs, inline=True, span=SPAN, **extra)
+
+
+def _plan(ws: list[Workload]) -> Plan:
+    edges = tuple(Edge(source=d, target=w.name, kinds=("needs",)) for w in ws for d in w.needs)
+    return Plan(compiler_version="t", name="t", source=Source(path="t.yaml", sha256="0"), vars={}, var_types=(),
+                workloads=tuple(ws), edges=tuple(sorted(edges, key=lambda e: (e.source, e.target))), levels=(),
+                channels=(), expressions=(), modules=(), plan_code_sha256="0")
+
+
+def _run_with_events(plan: Plan, fused: bool) -> tuple[list[dict[str, Any]], dict[str, tuple[Any, ...]]]:
+    kernel = make_kernel(plan)
+    if not fused:  # every inline workload through _run_inline, _succeed and _finish
+        kernel.inline_cls = {name: (cls, False) for name, (cls, _) in kernel.inline_cls.items()}
+    seen: list[dict[str, Any]] = []
+    kernel.events.add(seen.append)
+    report = asyncio.run(kernel.run())
+    drop = ("timestamp", "duration_ms", "run_id")
+    events = [{k: v for k, v in e.items() if k not in drop} for e in seen]
+    results = {n: (r.status, r.reason, r.ignored, r.changed, r.attempts, r.cancelled) for n, r in report.results.items()}
+    return events, results
+
+
+def test_the_fused_inline_path_matches_the_general_one() -> None:
+    # a fan-out and a chain, a changed summary, an ignored failure, a run halted by a failure
+    ws = [_workload(0), _workload(1, needs=("w0",)), _workload(2, needs=("w0",), params={"changed": True}),
+          _workload(3, needs=("w1", "w2")),
+          _workload(4, module="control:assert", params={"condition": False}, needs=("w3",), ignore_errors=True),
+          _workload(5, needs=("w4",)), _workload(6, needs=("w3",)),
+          _workload(7, module="control:assert", params={"condition": False, "fail_message": "no"}, needs=("w6",)),
+          _workload(8, needs=("w7",)), _workload(9, needs=("w6",))]
+    plan = _plan(ws)
+    kernel = make_kernel(plan)
+    assert all(plain for _, plain in kernel.inline_cls.values())
+    fused, general = _run_with_events(plan, True), _run_with_events(plan, False)
+    assert fused == general
+    events, results = fused
+    assert results["w2"][:4] == ("Completed", None, False, True)
+    assert results["w4"][:3] == ("Failed", "assertion failed: the condition is false (falsy)", True)
+    assert results["w5"][:2] == ("Skipped", "dependency failed (ignored)")
+    assert results["w7"][:2] == ("Failed", "no")
+    assert results["w8"][0] == "Pending"
+    ends = [e["workload"] for e in events if e["type"] == "WorkloadEnd"]
+    assert ends[:4] == ["w0", "w1", "w2", "w3"]
+    assert [e["type"] for e in events if e.get("workload") == "w0"] == [
+        "WorkloadStatusChanged", "ModuleExecutionStart", "ModuleExecutionEnd", "WorkloadStatusChanged", "WorkloadEnd"]
+
+
+def test_a_workload_with_a_register_or_a_when_is_not_fused() -> None:
+    plan = _plan([_workload(0, register="r0"), _workload(1, needs=("w0",), disabled=True), _workload(2)])
+    kernel = make_kernel(plan)
+    assert {name: plain for name, (_, plain) in kernel.inline_cls.items()} == {"w0": False, "w1": False, "w2": True}
+    report = asyncio.run(kernel.run())
+    assert [r.status for r in report.results.values()] == ["Completed", "Skipped", "Completed"]
+    assert kernel.state.get("r0") == {"n": 0, "failed": False, "error": None}
 
 
 def test_params_with_an_expression_read_the_state_view() -> None:

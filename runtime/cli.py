@@ -347,7 +347,12 @@ def open_run_store(plan: Any, p: dict[str, Any]) -> tuple[Any, str | None, list[
             old = store.interrupted_run(plan.name)
             notes = [] if old is None else [
                 f"run {old} of this plan was interrupted; continue it with: gxo exec {p['plan_path']} --resume {old}"]
+            if p["dry_run"]:  # a dry run changes nothing: it is not part of the plan's history
+                store.close()
+                return None, None, notes
             return store, None, notes
+        if p["dry_run"]:
+            raise UsageProblem("a dry run cannot resume a run (it would change nothing)", "--resume")
         run_id = store.interrupted_run(plan.name) if resume == "last" else resume
         if run_id is None:
             raise RefusedState(f"no interrupted run of plan '{plan.name}' to resume (gxo runs lists its runs)")

@@ -17,6 +17,7 @@ secret never reaches the database, sealed or not (``gxo.runtime.store``).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 #: the statuses a resumed run does not run again
@@ -31,20 +32,31 @@ def plan_digest(plan: Any) -> str:
 
 
 class Recorder:
-    """Buffers workload ends and commits them in one transaction per flush."""
+    """Buffers workload ends and commits them in one transaction per flush.
 
-    __slots__ = ("store", "run_id", "pending")
+    A commit that fails (a full disk, a database removed under the run) never raises into the
+    scheduler: the recorder keeps the error, stops committing and calls ``on_error(message)``,
+    and the kernel stops the run (nothing more starts whose end could not be recorded)."""
 
-    def __init__(self, store: Any, run_id: str) -> None:
+    __slots__ = ("store", "run_id", "pending", "error", "on_error")
+
+    def __init__(self, store: Any, run_id: str, on_error: Callable[[str], None] | None = None) -> None:
         self.store = store
         self.run_id = run_id
         self.pending: list[tuple[Any, ...]] = []
+        self.error: str | None = None
+        self.on_error = on_error
 
     def ended(self, name: str, status: str, reason: str | None, register: str | None, value: Any,
               started: float | None, ended: float | None) -> None:
         self.pending.append((name, status, reason, register, value, started, ended))
 
     def flush(self) -> None:
-        if self.pending:
+        if self.pending and self.error is None:
             rows, self.pending = self.pending, []
-            self.store.commit_workloads(self.run_id, rows)
+            try:
+                self.store.commit_workloads(self.run_id, rows)
+            except Exception as exc:  # noqa: BLE001 - reported, and the run stops
+                self.error = f"the run history could not be written: {exc}"
+                if self.on_error is not None:
+                    self.on_error(self.error)

@@ -76,10 +76,12 @@ class Report:
     timed_out: bool = False
     streams: list[dict[str, Any]] = field(default_factory=list)  # records in/out/dropped per link
     resumed: tuple[str, int] | None = None  # (the interrupted run continued, its workloads restored)
+    error: str | None = None  # what stopped the run besides a workload (the run store failed)
 
     @property
     def failed(self) -> bool:
-        return self.halted_by is not None or any(r.status == FAILED and not r.ignored for r in self.results.values())
+        return self.halted_by is not None or self.error is not None or \
+            any(r.status == FAILED and not r.ignored for r in self.results.values())
 
 
 _status_of = operator.attrgetter("status")
@@ -282,11 +284,19 @@ class Kernel:
         report.started = time.time()
         self._seed_state()
         self.events.emit("PlaybookStart", playbook_name=self.plan.name, run_id=self.run_id)
-        done = self._begin_durable() if self.opts.store is not None else {}
+        done: dict[str, Any] = {}
+        if self.opts.store is not None:
+            try:
+                done = self._begin_durable()
+            except Exception as exc:  # noqa: BLE001 - nothing runs whose end could not be recorded
+                self.react.rec = None
+                self.report.error = self.stop_reason = f"the run history could not be written: {exc}"
         if done:  # a resumed run: what the interrupted one committed counts as finished
             indeg = {w.name: sum(1 for d in w.deps if d not in done) for w in self.plan.workloads if w.name not in done}
         else:
             indeg = {w.name: len(w.deps) for w in self.plan.workloads}
+        if self.report.error is not None:
+            indeg = {}
         self._done = asyncio.Event()
         self._remaining = len(indeg)
         self._indeg = indeg
@@ -319,7 +329,7 @@ class Kernel:
         store, report = self.opts.store, self.report
         store.begin_run(self.run_id, self.plan.name, self.opts.plan_digest, report.started,
                         resumed_from=self.opts.resume_from)
-        self.react.rec = Recorder(store, self.run_id)
+        self.react.rec = Recorder(store, self.run_id, self._store_failed)
         if self.opts.resume_from is None:
             return {}
         done = {}
@@ -338,11 +348,29 @@ class Kernel:
         report.resumed = (self.opts.resume_from, len(done))
         return done
 
+    def _store_failed(self, message: str) -> None:
+        """A commit failed: stop the run as a signal would (what runs is cancelled, nothing more
+        starts), with the store's error as the reason; the run fails."""
+        self.report.error = message
+        if self.stop_reason is None:
+            self.stop_reason = message
+        me = asyncio.current_task()
+        for task in self.tasks.values():
+            if task is not me and not task.done():
+                task.cancel()
+        for res in self.results.values():
+            if res.status == PENDING:
+                res.reason = message
+        if self._done is not None:
+            self._done.set()
+
     def _end_durable(self, report: Report) -> None:
         """Commit what is pending; a run that reached its end gets it (a run stopped from outside
         stays interrupted, so that ``--resume`` can continue it)."""
         rec = self.react.rec
         rec.flush()
+        if rec.error is not None:
+            return
         graceful = self.react.lc is not None and self.react.lc.stopped_by is not None
         if self.stop_reason is None or graceful:
             failures = sum(1 for r in self.results.values() if r.status == FAILED and not r.ignored)

@@ -215,6 +215,8 @@ def recap(report: Report, redact: Any) -> str:
         cause = [ln for ln in lines if ln.startswith(f"  failed: {report.halted_by}: ")]
         lines = cause + [ln for ln in lines if ln not in cause]
     head = f"PLAY RECAP {report.name}: {status} in {report.ended - report.started:.2f}s"
+    if getattr(report, "error", None):
+        lines.insert(0, f"  error: {report.error}")
     resumed = getattr(report, "resumed", None)
     if resumed is not None:
         lines.insert(0, f"  resumed run {resumed[0]}: {resumed[1]} workload(s) it had finished were not run again")

@@ -154,10 +154,10 @@ def _key_span(node: MapNode, *path: str):
     return None
 
 
-#: each lifecycle key and the one policy it belongs to
+#: each lifecycle key and the policy it belongs to ("long-running": any but run_once)
 LIFECYCLE_KEYS = {
     "restart": "supervise", "backoff": "supervise", "healthy_after": "supervise", "interval": "supervise",
-    "stop_timeout": "supervise",
+    "stop_timeout": "long-running",
     "source": "event_driven", "concurrency": "event_driven",
     "cron": "scheduled", "timezone": "scheduled", "overlap": "scheduled", "misfire": "scheduled",
 }
@@ -195,6 +195,12 @@ def _check_lifecycle(w: Workload, an: Analysis, diags: Diagnostics) -> None:
     pol = w.policy
     for key, needed in LIFECYCLE_KEYS.items():
         k = life.key_node(key)
+        if needed == "long-running":
+            if k is not None and pol == "run_once":
+                diags.add("lifecycle-unsupported", f"'{key}' applies only to the long-running policies "
+                          "(supervise, scheduled, event_driven), not run_once", k.span,
+                          help=f"remove '{key}': a run_once workload is cancelled at once when the run stops")
+            continue
         if k is not None and pol != needed and pol in _POLICIES:
             diags.add("lifecycle-unsupported", f"'{key}' applies only to policy {needed}, not {pol}", k.span,
                       help=f"remove '{key}', or set policy: {needed}")

@@ -310,7 +310,7 @@ def exec_plan(p: dict[str, Any]) -> int:
     """``gxo exec`` once its arguments are parsed; raises ``UsageProblem``/``RefusedPlan``
     before anything is printed."""
     loaded, overrides, deadline = prepare_exec(p)
-    store, resume_from, notes = open_run_store(loaded.plan, p)
+    store, resume_from, notes = open_run_store(loaded, p)
     try:
         freeze_loaded()
         plan_dir = os.path.dirname(os.path.realpath(p["plan_path"]))
@@ -321,8 +321,8 @@ def exec_plan(p: dict[str, Any]) -> int:
             store.close()
 
 
-def open_run_store(plan: Any, p: dict[str, Any]) -> tuple[Any, str | None, list[str]]:
-    """The durable run store of ``plan`` (None with ``--no-state``), the run to resume, and the
+def open_run_store(loaded: Any, p: dict[str, Any]) -> tuple[Any, str | None, list[str]]:
+    """The durable run store of the loaded plan (None with ``--no-state``), the run to resume, and the
     notes to print (an interrupted run that could be resumed).  Raises ``RefusedState`` or
     ``UsageProblem`` before anything runs."""
     if p["no_state"]:
@@ -333,15 +333,21 @@ def open_run_store(plan: Any, p: dict[str, Any]) -> tuple[Any, str | None, list[
     from gxo.runtime.durable import plan_digest
     from gxo.runtime.store import StoreError, open_store, resolve_key
 
+    plan = loaded.plan
+
     state_dir = p["state_dir"]
     if state_dir is not None and not state_dir:
         raise UsageProblem("an empty directory name", "--state-dir")
     try:
-        store = open_store(plan.name, state_dir, resolve_key(p["state_key_file"]))
+        # a dry run changes nothing: it only reads the history (an interrupted run to mention)
+        store = open_store(plan.name, state_dir, resolve_key(p["state_key_file"]),
+                           create=not (p["dry_run"] and p["resume"] is None))
     except StoreError as exc:
         raise RefusedState(str(exc)) from None
+    if store is None:
+        return None, None, []
     try:
-        store.plan_digest = plan_digest(plan)
+        store.plan_digest = getattr(loaded, "digest", "") or plan_digest(plan)
         resume = p["resume"]
         if resume is None:
             old = store.interrupted_run(plan.name)

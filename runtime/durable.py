@@ -31,6 +31,32 @@ def plan_digest(plan: Any) -> str:
     return hashlib.sha256(encode_manifest(plan)).hexdigest()
 
 
+def _derived(module: str) -> dict[str, tuple[str, Callable[[Any], Any]]]:
+    from gxo.runtime.module import load_module_class
+
+    cls = load_module_class(module)
+    return getattr(cls, "derived_fields", None) or {}
+
+
+def stored_register(module: str, value: Any) -> Any:
+    """``value`` as the run history keeps it: without the module's derived summary fields
+    (exec's ``stdout_lines`` is ``stdout`` split into lines)."""
+    derived = _derived(module) if isinstance(value, dict) else None
+    if derived and any(k in value for k in derived):
+        return {k: v for k, v in value.items() if k not in derived}
+    return value
+
+
+def restored_register(module: str, value: Any) -> Any:
+    """A register read back from the run history, its derived fields computed again."""
+    derived = _derived(module) if isinstance(value, dict) else None
+    if derived:
+        for field, (source, fn) in derived.items():
+            if field not in value and source in value:
+                value[field] = fn(value[source])
+    return value
+
+
 class Recorder:
     """Buffers workload ends and commits them in one transaction per flush.
 

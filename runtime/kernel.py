@@ -324,7 +324,7 @@ class Kernel:
     def _begin_durable(self) -> dict[str, Any]:
         """Record the run in the durable store; for a resumed run, restore what the interrupted
         one committed (statuses, registers) and return those finished workloads by name."""
-        from gxo.runtime.durable import FINISHED, Recorder
+        from gxo.runtime.durable import FINISHED, Recorder, restored_register
 
         store, report = self.opts.store, self.report
         store.begin_run(self.run_id, self.plan.name, self.opts.plan_digest, report.started,
@@ -341,7 +341,7 @@ class Kernel:
             res.status, res.reason, res.started, res.ended = wr.status, wr.reason, wr.started, wr.ended
             self.status_map[name]["status"] = wr.status
             if wr.register_key is not None:
-                self.state.set(wr.register_key, wr.register_value)
+                self.state.set(wr.register_key, restored_register(self.by_name[name].module, wr.register_value))
             self.events.emit("WorkloadEnd", workload=name, final_status=wr.status, error=wr.reason, ignored=False,
                              cancelled=False, duration_ms=int((wr.duration or 0) * 1000),
                              restored_from=self.opts.resume_from)
@@ -857,6 +857,10 @@ class Kernel:
         rec = self.react.rec
         if rec is not None:
             value = _registered(self.state, w.register) if w.register and status != SKIPPED else None
+            if value is not None:
+                from gxo.runtime.durable import stored_register
+
+                value = stored_register(w.module, value)
             rec.ended(w.name, status, reason, w.register if value is not None else None, value, res.started, res.ended)
         if self.events.sinks:
             self.events.emit("WorkloadEnd", workload=w.name, final_status=status, error=reason, ignored=res.ignored,

@@ -83,6 +83,9 @@ class Module:
     """Base class of module code."""
 
     name: ClassVar[str] = ""
+    #: summary fields that are a function of another field, ``{field: (source, function)}``:
+    #: the durable run history does not store them, a resumed run computes them again
+    derived_fields: ClassVar[dict[str, tuple[str, Callable[[Any], Any]]]] = {}
 
     def perform(self, ctx: Context, params: dict[str, Any]) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError

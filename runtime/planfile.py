@@ -72,6 +72,7 @@ class VerifiedPlan:
     signed: bool  # carries a SIGNATURE
     signature_checked: bool  # ... verified against a trusted key
     key_id: str | None = None
+    digest: str = ""  # sha256 of the manifest member: the plan's identity (a run resumes only with it)
 
 
 @dataclass
@@ -83,6 +84,7 @@ class LoadedPlan:
     warnings: list[str] = field(default_factory=list)
     signed: bool = False
     signature_checked: bool = False
+    digest: str = ""  # sha256 of the manifest member (gxo.runtime.durable.plan_digest for a plan in memory)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,7 +370,7 @@ def verify_members(path: str, members: dict[str, bytes], *, trusted_keys: Iterab
         raise PlanRefused(f"{path}: member '{PLAN_CODE}' does not match the manifest's digest (tampered or damaged)")
     bidx = _check_bytecode_index(path, members, plan)
     nidx = _check_native(path, members, plan)
-    return VerifiedPlan(path, plan, members, bidx, nidx, signed, checked, kid)
+    return VerifiedPlan(path, plan, members, bidx, nidx, signed, checked, kid, sha256_hex(raw))
 
 
 def open_plan(path: str, *, trusted_keys: Iterable[Any] = ()) -> VerifiedPlan:
@@ -496,7 +498,7 @@ def load_plan(path: str, *, trusted_keys: Iterable[Any] = (), require_native: bo
     functions = _load_native(v, tag, warnings) if use_native else _load_bytecode(v, warnings)
     return LoadedPlan(
         plan=v.plan, functions=functions, plan_dir=os.path.dirname(os.path.abspath(path)), native=use_native,
-        warnings=warnings, signed=v.signed, signature_checked=v.signature_checked,
+        warnings=warnings, signed=v.signed, signature_checked=v.signature_checked, digest=v.digest,
     )
 
 

@@ -137,14 +137,19 @@ async def _stream_lines(reader, out) -> None:
     await out.flush()
 
 
-def _exec_summary(stdout: str, stderr: str, exit_code: int) -> dict:
-    stdout = stdout.rstrip("\n")
-    stderr = stderr.rstrip("\n")
+def output_lines(stdout: str) -> list[str]:
+    """``stdout_lines`` of ``stdout`` (its trailing newlines already removed)."""
     # split at "\n" or "\r\n" (str.split is several times faster than a regex on large output)
     lines = stdout.split("\n") if stdout else []
     if "\r" in stdout:
         lines = [line[:-1] if line.endswith("\r") else line for line in lines[:-1]] + lines[-1:]
-    return {"stdout": stdout, "stderr": stderr, "stdout_lines": lines, "exit_code": exit_code}
+    return lines
+
+
+def _exec_summary(stdout: str, stderr: str, exit_code: int) -> dict:
+    stdout = stdout.rstrip("\n")
+    stderr = stderr.rstrip("\n")
+    return {"stdout": stdout, "stderr": stderr, "stdout_lines": output_lines(stdout), "exit_code": exit_code}
 
 
 def _find_program(command: str, env_path: str | None, cwd: str) -> str | None:
@@ -226,6 +231,9 @@ class Exec:
     """``exec``: run a program without a shell, in the workspace, capturing its output."""
 
     name = "exec"
+    #: summary fields computed from another one: the run history keeps them out and a resumed
+    #: run computes them again (a million lines of output are not stored twice)
+    derived_fields = {"stdout_lines": ("stdout", output_lines)}
 
     async def perform(self, ctx, params):
         import asyncio

@@ -60,7 +60,6 @@ MANAGE = "process: {module: filesystem:manage, params: {path: app.conf, state: p
 
 @pytest.mark.parametrize(("key", "value", "owner", "policy"), [
     ("healthy_after", "5s", "supervise", "run_once"),
-    ("stop_timeout", "5s", "supervise", "scheduled, cron: '@daily'"),
     ("interval", "1m", "supervise", "run_once"),
     ("concurrency", "2", "event_driven", "supervise"),
     ("timezone", "UTC", "scheduled", "supervise"),
@@ -75,6 +74,29 @@ def test_key_only_with_its_policy(key: str, value: str, owner: str, policy: str)
     """
     assert problems(wl) == [("lifecycle-unsupported", 5, col(wl, 5, key + ":"),
                              f"'{key}' applies only to policy {owner}, not {policy.split(',')[0]}")]
+
+
+def test_stop_timeout_belongs_to_every_long_running_policy() -> None:
+    """Every long-running workload is stopped on SIGTERM: its program gets ``stop_timeout``
+    before SIGKILL, whichever policy started it; a run_once workload is cancelled at once."""
+    for policy in ("supervise, restart: always", "scheduled, cron: '@daily'", "event_driven, source: src"):
+        wl = f"""\
+      - name: src
+        lifecycle: {{policy: supervise, restart: always}}
+        process: {{module: exec, params: {{command: tail, args: ["-F", "x"], stdout_records: true}}}}
+      - name: w
+        lifecycle: {{policy: {policy}, stop_timeout: 5s}}
+        {EXEC}
+    """
+        assert problems(wl) == [], policy
+    wl = f"""\
+      - name: w
+        lifecycle: {{policy: run_once, stop_timeout: 5s}}
+        {EXEC}
+    """
+    assert problems(wl) == [("lifecycle-unsupported", 5, col(wl, 5, "stop_timeout:"),
+                             "'stop_timeout' applies only to the long-running policies (supervise, scheduled, "
+                             "event_driven), not run_once")]
 
 
 def test_every_key_accepted_with_its_policy() -> None:

@@ -16,6 +16,8 @@ it asks its ``Host`` (the kernel) for what it needs:
 * ``host.instance_failed(w, reason)``: one instance of a scheduled or event-driven workload
   failed; counted and logged (redacted), never the end of the workload.
 * ``host.inputs(w)``: the workload's input stream (an event-driven workload's source).
+* ``host.inline_instances(w)`` / ``host.run_inline(w, cls, record)``: an instance of an inline
+  module (pure, sync) runs right in the manager's loop, with no task, thread or workspace.
 * ``host.last_fire(w)`` / ``host.set_last_fire(w, t)``: a schedule's last fire time, durable
   when the run has a durable store.
 * ``host.clock``: the ``Clock`` (a ``FakeClock`` in tests); ``host.dry_run``: under
@@ -53,6 +55,10 @@ class Host(Protocol):
     def instance_failed(self, w: Any, reason: str) -> None: ...
 
     def inputs(self, w: Any) -> Any: ...
+
+    def inline_instances(self, w: Any) -> Any: ...
+
+    def run_inline(self, w: Any, cls: Any, record: dict[str, Any] | None) -> Any: ...
 
     def last_fire(self, w: Any) -> float | None: ...
 

@@ -42,9 +42,13 @@ class Dispatcher(Manager):
         slots = asyncio.Semaphore(self.concurrency)
         loop = asyncio.get_running_loop()
         outcome: tuple[str, str | None] = (COMPLETED, None)
+        inline = self.host.inline_instances(self.w)
         try:
             try:
                 async for _producer, batch in inputs:
+                    if inline is not None:  # each instance right here, in order
+                        self._inline_batch(inline, batch)
+                        continue
                     for record in batch:
                         await slots.acquire()  # all busy: the channel is not read, the source waits
                         task = loop.create_task(self._instance(record, slots))
@@ -62,6 +66,18 @@ class Dispatcher(Manager):
         finally:
             self.host.update(self.w, **self.info())
         return outcome
+
+    def _inline_batch(self, cls: Any, batch: list[Any]) -> None:
+        host, w = self.host, self.w
+        for record in batch:
+            self.started += 1
+            try:
+                host.run_inline(w, cls, record if isinstance(record, dict) else {"value": record})
+                self.ok += 1
+            except Exception as exc:  # noqa: BLE001 - an instance's failure is its own
+                self.failed += 1
+                host.instance_failed(w, describe(exc))
+        host.update(w, **self.info())
 
     async def _instance(self, record: Any, slots: asyncio.Semaphore) -> None:
         self.started += 1

@@ -77,6 +77,48 @@ class Lifecycles:
             if workspace is not None:
                 workspace.remove()
 
+    def inline_instances(self, w: Any) -> Any:
+        """The module class when ``w``'s instances can run right in the dispatcher's loop (an
+        inline module: pure, sync, non-blocking; no timeout, no retries), else None: no task, no
+        thread, no workspace per instance."""
+        if not w.inline or w.timeout is not None or w.retry.attempts != 1 or w.loop is not None:
+            return None
+        import inspect
+
+        from gxo.runtime.module import load_module_class
+
+        cls = load_module_class(w.module)
+        return cls if cls is not None and not inspect.iscoroutinefunction(cls.perform) else None
+
+    def run_inline(self, w: Any, cls: Any, record: dict[str, Any] | None) -> Any:
+        """One instance of an inline module, synchronously (``inline_instances``)."""
+        from gxo.runtime.kernel import KernelError, _LazyContext, _success_value
+        from gxo.runtime.exprlib import EvalError
+        from gxo.runtime.state import deep_copy
+
+        k = self.kernel
+        scope = k.state.view()
+        if record is not None:
+            scope = {**scope, **record}
+        if w.when is not None and not k._when(w, scope):
+            return None
+        try:
+            params = k.render(w.params, scope)
+        except EvalError as exc:
+            raise KernelError(f"param resolution failed: {exc}") from None
+        if k.param_exprs.get(w.name):
+            params = deep_copy(params)
+        events = k.events
+        if "ModuleExecutionStart" in events.wanted:
+            events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=None,
+                        **({"params": params} if k.opts.show_params else {}))
+        summary = cls().perform(_LazyContext(k, w), params)
+        if "ModuleExecutionEnd" in events.wanted:
+            events.emit("ModuleExecutionEnd", workload=w.name, loop_iteration=None, summary=summary)
+        if w.register:
+            k.state.set(w.register, k.tracker.redact_value(_success_value(summary, False)))
+        return summary
+
     async def _flush_output(self, w: Any) -> None:
         """A long-running producer's records reach its consumers after each run (its stream
         stays open across restarts and instances)."""

@@ -117,10 +117,15 @@ def list_databases(state_dir: str) -> list[str]:
     return [os.path.join(state_dir, n) for n in sorted(names) if n.endswith(DB_SUFFIX)]
 
 
-def open_store(plan_name: str, state_dir: str | None = None, key: bytes | None = None) -> SqliteStore:
+def open_store(plan_name: str, state_dir: str | None = None, key: bytes | None = None, *,
+               create: bool = True) -> SqliteStore | None:
     """The durable store of ``plan_name`` (the directory and database are made when missing):
-    what ``gxo exec`` opens.  ``key`` is ``sealing.resolve_key(...)``'s."""
+    what ``gxo exec`` opens.  ``key`` is ``sealing.resolve_key(...)``'s.  Without ``create``
+    (a dry run, which writes nothing), None when the plan has no database yet."""
     directory = state_dir or default_state_dir()
+    if not create:
+        path = database_path(directory, plan_name)
+        return SqliteStore(path, key, create=False, plan_name=plan_name) if os.path.isfile(path) else None
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
     except OSError as exc:

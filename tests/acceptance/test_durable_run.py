@@ -149,3 +149,44 @@ def test_a_failing_store_stops_the_run_instead_of_hanging(work: Path, tmp_path: 
     assert report.error.startswith("the run history could not be written:")
     assert report.results["c"].status == "Pending"  # nothing started after the failed commit
     assert log.read_text().splitlines() == ["a", "b-va"]
+
+
+LINES = """\
+name: lines
+schemaVersion: "1.0.0"
+workloads:
+  - name: a
+    lifecycle: {{policy: run_once}}
+    register: ra
+    process: {{module: exec, params: {{command: sh, args: ["-c", "echo a >> {log}; printf 'l1\\\\nl2\\\\r\\\\nl3\\\\n'"]}}}}
+  - name: b
+    lifecycle: {{policy: run_once}}
+    needs: [a]
+    process: {{module: exec, params: {{command: sh, args: ["-c", "echo b-va >> {log}; {wait}"]}}}}
+  - name: c
+    lifecycle: {{policy: run_once}}
+    needs: [b]
+    process: {{module: exec, params: {{command: sh, args: ["-c", "echo c-{{{{ len .ra.stdout_lines }}}}-{{{{ .ra.stdout_lines.1 }}}}-{{{{ .ra.exit_code }}}} >> {log}"]}}}}
+"""
+
+
+def test_a_resumed_run_restores_registers_with_their_derived_fields(work: Path) -> None:
+    """exec's ``stdout_lines`` is ``stdout`` split into lines: the history keeps ``stdout`` only
+    (a million lines are not stored twice) and a resumed run computes the lines again."""
+    log = work / "log"
+    pb = work / "lines.yaml"
+    pb.write_text(LINES.format(log=log, wait=f"while [ ! -e {work}/go ]; do sleep 0.02; done"))
+    plan = build(pb, work)
+    state = work / "state"
+    kill_during_b(work, plan, log, state)
+    import sqlite3
+
+    db = next(state.glob("lines-*.db"))
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT register_value FROM workloads WHERE name='a'").fetchone()[0]
+    assert json.loads(stored) == {"stdout": "l1\nl2\r\nl3", "stderr": "", "exit_code": 0, "failed": False,
+                                  "error": None}
+    (work / "go").write_text("")
+    res = gxo_exec(plan, "--state-dir", state, "--resume", "last")
+    assert res.rc == 0, res.explain()
+    assert log.read_text().splitlines() == ["a", "b-va", "b-va", "c-3-l2-0"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import time
 from pathlib import Path
 
 from acceptance.harness import build, group_alive, gxo_run, pid_alive, read_events_until, spawn, wait_until
@@ -76,3 +79,106 @@ def test_dry_run_makes_one_dry_pass_of_a_supervised_program_and_ends(work):
     run = gxo_run(pb, "--dry-run", json_events=False)
     assert run.rc == 0, run.explain()
     assert "ok       server" in run.stdout
+
+
+def test_every_second_fires_two_to_four_times_in_three_seconds(work):
+    marks = work / "marks"
+    pb = write(work, f"""\
+  - name: tick
+    lifecycle: {{policy: scheduled, cron: "@every 1s"}}
+    process: {{module: exec, params: {{command: sh, args: ["-c", "echo x >> {marks}"]}}}}
+""")
+    plan = build(pb, work)
+    proc = spawn("gxo", "exec", plan, "--json")
+    try:
+        time.sleep(3.0)
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(20)
+    finally:
+        _close(proc)
+    assert rc == 0
+    assert 2 <= marks.read_text().count("x") <= 4
+
+
+def test_a_tail_f_source_feeds_an_event_driven_handler_one_file_per_line(work):
+    source = work / "app.log"
+    source.write_text("")
+    out = work / "out"
+    out.mkdir()
+    pb = write(work, f"""\
+  - name: follow
+    lifecycle: {{policy: supervise, restart: always}}
+    process: {{module: exec, params: {{command: tail, args: ["-n", "0", "-F", "{source}"], stdout_records: true}}}}
+  - name: handle
+    lifecycle: {{policy: event_driven, source: follow, concurrency: 2}}
+    process:
+      module: exec
+      params: {{command: sh, args: ["-c", "echo \\"$0\\" > {out}/$(echo \\"$0\\" | cut -d' ' -f1)", "{{{{ .line }}}}"]}}
+""")
+    plan = build(pb, work)
+    proc = spawn("gxo", "exec", plan, "--json")
+    try:
+        time.sleep(1.0)  # tail is following
+        with source.open("a") as fh:
+            for i in range(5):
+                fh.write(f"line{i} hello {i}\n")
+                fh.flush()
+                time.sleep(0.05)
+        assert wait_until(lambda: len(list(out.iterdir())) == 5, timeout=20), sorted(os.listdir(out))
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(20)
+    finally:
+        _close(proc)
+    assert rc == 0
+    assert sorted(p.read_text() for p in out.iterdir()) == [f"line{i} hello {i}\n" for i in range(5)]
+
+
+def test_sigterm_stops_a_supervised_child_a_scheduled_job_and_a_stream_and_leaves_no_process(work):
+    pids = work / "pids"
+    pids.mkdir()
+    pb = write(work, f"""\
+  - name: server
+    lifecycle: {{policy: supervise, restart: always, stop_timeout: 2s}}
+    process: {{module: exec, params: {{command: sh, args: ["-c", "echo $$ > {pids}/server; exec sleep 300"]}}}}
+  - name: job
+    lifecycle: {{policy: scheduled, cron: "@every 1s", stop_timeout: 2s}}
+    process: {{module: exec, params: {{command: sh, args: ["-c", "echo $$ > {pids}/job-$$; exec sleep 300"]}}}}
+  - name: ticks
+    lifecycle: {{policy: supervise, restart: always, stop_timeout: 2s}}
+    process:
+      module: exec
+      params: {{command: sh, args: ["-c", "echo $$ > {pids}/ticks; while true; do echo t; sleep 0.1; done"],
+               stdout_records: true}}
+  - name: sink
+    lifecycle: {{policy: event_driven, source: ticks}}
+    process: {{module: control:identity, params: {{value: "{{{{ .line }}}}"}}}}
+""")
+    plan = build(pb, work)
+    proc = spawn("gxo", "exec", plan, "--json")
+    try:
+        assert wait_until(lambda: {"server", "ticks"} <= set(os.listdir(pids))
+                          and any(n.startswith("job-") for n in os.listdir(pids)), timeout=20)
+        time.sleep(0.3)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(20)
+        took = time.monotonic() - started
+        out = proc.stdout.read().decode() if proc.stdout else ""
+    finally:
+        _close(proc)
+    assert rc == 0
+    assert took < 2 + 2 + 2  # each within its stop_timeout (and the stream's drain within its own)
+    for f in pids.iterdir():
+        pid = int(f.read_text())
+        assert not pid_alive(pid) and not group_alive(pid), f.name
+    ends = {e["workload"]: e for e in map(json.loads, out.splitlines()) if e["type"] == "WorkloadEnd"}
+    assert {n: e["final_status"] for n, e in ends.items()} == {n: "Completed" for n in ("server", "job", "ticks", "sink")}
+
+
+def _close(proc) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()

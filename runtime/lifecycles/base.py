@@ -20,6 +20,10 @@ it asks its ``Host`` (the kernel) for what it needs:
   module (pure, sync) runs right in the manager's loop, with no task, thread or workspace.
 * ``host.last_fire(w)`` / ``host.set_last_fire(w, t)``: a schedule's last fire time, durable
   when the run has a durable store.
+* ``host.restarts(w)`` / ``host.set_restarts(w, count, window_start)``: a supervised
+  workload's restarts within its start-limit window (wall time of the first), durable with the
+  run (a resumed run carries them on, so a crash loop across ``gxo`` restarts still reaches
+  the start limit).
 * ``host.clock``: the ``Clock`` (a ``FakeClock`` in tests); ``host.dry_run``: under
   ``--dry-run`` a manager makes one dry pass and ends (a schedule reports its next fire times),
   nothing is kept running.
@@ -63,6 +67,10 @@ class Host(Protocol):
     def last_fire(self, w: Any) -> float | None: ...
 
     def set_last_fire(self, w: Any, t: float) -> None: ...
+
+    def restarts(self, w: Any) -> tuple[int, float] | None: ...
+
+    def set_restarts(self, w: Any, count: int, window_start: float) -> None: ...
 
 
 class Manager:

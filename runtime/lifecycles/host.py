@@ -151,13 +151,30 @@ class Lifecycles:
 
     def last_fire(self, w: Any) -> float | None:
         if self.store is not None:
-            return self.store.last_fire(self.kernel.plan.name, w.name)
+            return self._durable(self.store.last_fire, self.kernel.plan.name, w.name)
         return self._fires.get(w.name)
 
     def set_last_fire(self, w: Any, t: float) -> None:
         self._fires[w.name] = t
         if self.store is not None:
-            self.store.set_last_fire(self.kernel.plan.name, w.name, t)
+            self._durable(self.store.set_last_fire, self.kernel.plan.name, w.name, t)
+
+    def restarts(self, w: Any) -> tuple[int, float] | None:
+        if self.store is not None:
+            return self._durable(self.store.restarts, self.kernel.run_id, w.name)
+        return None
+
+    def set_restarts(self, w: Any, count: int, window_start: float) -> None:
+        if self.store is not None:
+            self._durable(self.store.set_restarts, self.kernel.run_id, w.name, count, window_start)
+
+    def _durable(self, fn: Any, *args: Any) -> Any:
+        """A call of the durable store; a store that fails stops the run as a failed commit does."""
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - reported, and the run stops
+            self.kernel._store_failed(f"the run history could not be written: {exc}")
+            return None
 
     # -- stopping -------------------------------------------------------------------------------
 

@@ -17,6 +17,8 @@
 
 What the live view and ``--json`` show comes through ``host.update``: ``restarts`` (total),
 ``next_attempt`` (wall time of the next start, or None), ``last_exit`` (the last run's end).
+The restarts within the start-limit window are durable with the run (``host.set_restarts``):
+a resumed run starts from them.
 """
 
 from __future__ import annotations
@@ -68,6 +70,13 @@ class Supervisor(Manager):
             except Exception as exc:  # noqa: BLE001
                 return FAILED, describe(exc)
             return COMPLETED, f"dry run: would be supervised (restart: {self.restart})"
+        saved = self.host.restarts(self.w)  # a resumed run: the restarts its first run made
+        if saved is not None:
+            count, window_start = saved
+            age = clock.time() - window_start
+            if 0 <= age < self.window:
+                recent.extend([clock.monotonic() - age] * count)
+            self.restarts = count
         while True:
             began = clock.monotonic()
             try:
@@ -100,8 +109,11 @@ class Supervisor(Manager):
             delay = backoff_delay(consecutive, self.base, self.cap, self.jitter, self.rng)
             self.host.update(self.w, restarts=self.restarts, last_exit=last, next_attempt=clock.time() + delay)
             await clock.sleep(delay)
-            recent.append(clock.monotonic())
+            now = clock.monotonic()
+            recent.append(now)
             self.restarts += 1
+            self.host.set_restarts(self.w, len(recent), clock.time() - (now - recent[0]))
+            self.host.update(self.w, restarts=self.restarts, last_exit=last, next_attempt=None)
 
 
 def _clean_exit(summary: Any, reconciler: bool) -> str:

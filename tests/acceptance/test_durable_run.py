@@ -190,3 +190,40 @@ def test_a_resumed_run_restores_registers_with_their_derived_fields(work: Path) 
     res = gxo_exec(plan, "--state-dir", state, "--resume", "last")
     assert res.rc == 0, res.explain()
     assert log.read_text().splitlines() == ["a", "b-va", "b-va", "c-3-l2-0"]
+
+
+def test_a_resumed_run_carries_on_the_restarts_toward_the_start_limit(work: Path) -> None:
+    """A crash loop does not start over because gxo itself was killed: the restarts a
+    supervised workload made within its start-limit window are durable with the run, and the
+    resumed run reaches the limit after the restarts that were left (systemd's StartLimitBurst)."""
+    calls = work / "calls"
+    pb = work / "crashloop.yaml"
+    pb.write_text(f"""\
+name: crashloop
+schemaVersion: "1.0.0"
+workloads:
+  - name: flaky
+    lifecycle:
+      policy: supervise
+      backoff: {{base: 300ms, jitter: 0, max_restarts: 3, restart_window: 10m}}
+    process: {{module: exec, params: {{command: sh, args: ["-c", "echo x >> {calls}; exit 1"]}}}}
+""")
+    plan = build(pb, work)
+    state = work / "state"
+    proc = spawn("gxo", "exec", plan, "--state-dir", state)
+    try:  # the first run and two restarts (0.3 s, 0.6 s); the third would come 1.2 s later
+        assert wait_until(lambda: calls.exists() and calls.read_text().count("x") == 3, timeout=20)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+    assert calls.read_text().count("x") == 3
+    res = gxo_exec(plan, "--state-dir", state, "--resume", "last")
+    assert res.rc == 1, res.explain()
+    end = res.end("flaky")
+    assert end["final_status"] == "Failed"
+    assert "start limit reached: 3 restart(s) within 10m" in end["error"]
+    # the resumed run's start and the one restart that was left
+    assert calls.read_text().count("x") == 5

@@ -135,6 +135,11 @@ def _check_runnable(w: Workload, diags: Diagnostics) -> None:
         if st.spec is not None and not st.spec.implemented and st.uses_node is not None:
             diags.add("not-implemented", f"module '{st.uses}' is declared but its code is not in this release",
                       st.uses_node.span, help=_NOT_IN_RELEASE_HELP)
+    loop_key = w.node.key_node("loop") if isinstance(w.node, MapNode) else None
+    if loop_key is not None and w.policy in ("supervise", "scheduled", "event_driven"):
+        diags.add("not-implemented", f"'loop' under lifecycle policy {w.policy} is not in this release: gxo "
+                  "runs a loop only in a run_once workload", loop_key.span,
+                  help="loop in a run_once workload, or declare one long-running workload per item")
     sc = w.node.get("security_context")
     if isinstance(sc, MapNode):
         for k, _ in sc.items:

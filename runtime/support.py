@@ -34,6 +34,8 @@ def unsupported(plan: Any) -> list[str]:
         policy = w.lifecycle.policy
         if policy not in RUNNABLE_POLICIES:
             problems.append(f"workload '{w.name}': lifecycle policy '{policy}' is not implemented")
+        elif policy != "run_once" and w.loop is not None:
+            problems.append(f"workload '{w.name}': loop under lifecycle policy '{policy}' is not implemented")
         sc = w.security_context
         if isinstance(sc, dict):
             for key in sorted(k for k in sc if k not in APPLIED_SECURITY_KEYS):

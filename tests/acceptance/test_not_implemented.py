@@ -1,5 +1,5 @@
 """Nothing is ever run another way: a playbook or plan that holds what this release cannot run
-(a security_context key, a declared-only module) is refused before anything
+(a security_context key, a declared-only module, a loop under a long-running policy) is refused before anything
 runs, by ``gxoc check``/``build`` (exit 1, ``not-implemented`` at the key) and by ``gxo run`` /
 ``gxo exec`` (exit 3), also for a plan built by an older compiler or by hand."""
 
@@ -42,6 +42,21 @@ workloads:
     security_context: {no_new_privileges: true}
 """
 
+LOOPED = """\
+name: looped
+schemaVersion: "1.0.0"
+vars:
+  marker: /dev/null
+workloads:
+  - name: before
+    lifecycle: {policy: run_once}
+    process: {module: exec, params: {command: touch, args: ["{{ .marker }}"]}}
+  - name: workers
+    lifecycle: {policy: supervise, restart: always}
+    loop: [1, 2]
+    process: {module: exec, params: {command: sleep, args: ["60"]}}
+"""
+
 
 def write_playbook(work: Path, text: str) -> Path:
     path = work / "pb.yaml"
@@ -66,7 +81,8 @@ def _plan_built_by_an_older_compiler(work: Path, text: str) -> Path:
 @pytest.mark.parametrize("text, needle", [
     (LOOKUP, "workload 'lookup': module 'dns:query' is not implemented"),
     (SANDBOXED, "workload 'build': security_context.no_new_privileges is not implemented"),
-], ids=["module", "security_context"])
+    (LOOPED, "workload 'workers': loop under lifecycle policy 'supervise' is not implemented"),
+], ids=["module", "security_context", "loop"])
 def test_gxo_exec_refuses_a_plan_with_a_not_implemented_feature(work: Path, ws_root: Path, text: str,
                                                                needle: str) -> None:
     marker = work / "ran"
@@ -77,7 +93,8 @@ def test_gxo_exec_refuses_a_plan_with_a_not_implemented_feature(work: Path, ws_r
     assert not ws_root.exists()
 
 
-@pytest.mark.parametrize("text, code", [(LOOKUP, "12:15"), (SANDBOXED, "11:24")], ids=["module", "security_context"])
+@pytest.mark.parametrize("text, code", [(LOOKUP, "12:15"), (SANDBOXED, "11:24"), (LOOPED, "12:5")],
+                         ids=["module", "security_context", "loop"])
 def test_gxo_run_refuses_and_gxoc_reports_the_key(work: Path, ws_root: Path, text: str, code: str) -> None:
     marker = work / "ran"
     pb = write_playbook(work, text)

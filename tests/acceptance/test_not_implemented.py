@@ -93,7 +93,7 @@ def test_gxo_exec_refuses_a_plan_with_a_not_implemented_feature(work: Path, ws_r
     assert not ws_root.exists()
 
 
-@pytest.mark.parametrize("text, code", [(LOOKUP, "12:15"), (SANDBOXED, "11:24"), (LOOPED, "12:5")],
+@pytest.mark.parametrize("text, code", [(LOOKUP, "12:15"), (SANDBOXED, "11:24"), (LOOPED, "11:5")],
                          ids=["module", "security_context", "loop"])
 def test_gxo_run_refuses_and_gxoc_reports_the_key(work: Path, ws_root: Path, text: str, code: str) -> None:
     marker = work / "ran"

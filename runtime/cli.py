@@ -349,6 +349,8 @@ def open_run_store(loaded: Any, p: dict[str, Any]) -> tuple[Any, str | None, lis
     try:
         store.plan_digest = getattr(loaded, "digest", "") or plan_digest(plan)
         resume = p["resume"]
+        if not p["dry_run"]:
+            store.require_key()  # a sealed history without its key: refused before anything runs
         if resume is None:
             old = store.interrupted_run(plan.name)
             notes = [] if old is None else [

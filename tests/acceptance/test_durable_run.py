@@ -227,3 +227,55 @@ workloads:
     assert "start limit reached: 3 restart(s) within 10m" in end["error"]
     # the resumed run's start and the one restart that was left
     assert calls.read_text().count("x") == 5
+
+
+SEALED = """\
+name: sealed
+schemaVersion: "1.0.0"
+workloads:
+  - name: fetch
+    lifecycle: {policy: run_once}
+    register: fetched
+    process: {module: exec, params: {command: sh, args: ["-c", "echo plain-marker-4711; echo token=$0", "{{ secret \\"API_TOKEN\\" }}"]}}
+"""
+
+
+def test_a_sealed_history_keeps_no_value_in_clear_and_refuses_a_wrong_key(work: Path) -> None:
+    """With a key every stored value is sealed (AES-256-GCM); a secret is redacted before it is
+    stored at all; a wrong key is refused (exit 3) before anything runs, never read as garbage."""
+    import base64
+
+    pb = work / "sealed.yaml"
+    pb.write_text(SEALED)
+    plan = build(pb, work)
+    state = work / "state"
+    key, wrong = work / "k1", work / "k2"
+    key.write_text(base64.b64encode(os.urandom(32)).decode())
+    wrong.write_text(base64.b64encode(os.urandom(32)).decode())
+    env = {"API_TOKEN": "s3cr3t-value-93xq"}
+    res = gxo_exec(plan, "--state-dir", state, "--state-key-file", key, env=env)
+    assert res.rc == 0, res.explain()
+    raw = b"".join(p.read_bytes() for p in state.iterdir())
+    assert b"plain-marker-4711" not in raw and b"s3cr3t-value-93xq" not in raw
+    run_id = gxo_json("runs", "--state-dir", state)[0]["id"]
+    shown = gxo_json("runs", "show", run_id, "--state-dir", state, "--state-key-file", key)
+    assert [(w["name"], w["status"]) for w in shown["workloads"]] == [("fetch", "Completed")]
+    # the history opens with its key; the secret was redacted before it was stored
+    from gxo.runtime.store import open_store, resolve_key
+
+    store = open_store("sealed", str(state), resolve_key(str(key)))
+    try:
+        value = store.load_run(run_id).workloads["fetch"].register_value
+    finally:
+        store.close()
+    assert value["stdout"] == "plain-marker-4711\ntoken=[REDACTED]"
+    before = sorted((p.name, p.stat().st_size) for p in state.iterdir() if p.suffix == ".db")
+    refused = gxo_exec(plan, "--state-dir", state, "--state-key-file", wrong, env=env)
+    assert refused.rc == 3, refused.explain()
+    assert "sealed with another key" in refused.stderr and "Traceback" not in refused.stderr
+    assert refused.events == []  # nothing ran
+    missing = gxo_exec(plan, "--state-dir", state, env=env)
+    assert missing.rc == 3 and "is sealed: set GXO_STATE_KEY or pass --state-key-file" in missing.stderr, \
+        missing.explain()
+    assert missing.events == []
+    assert sorted((p.name, p.stat().st_size) for p in state.iterdir() if p.suffix == ".db") == before

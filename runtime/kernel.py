@@ -30,7 +30,7 @@ from gxo.runtime.events import Events
 from gxo.runtime.exprlib import EvalError, text, truthy
 from gxo.runtime.module import Context, GxoError, ModuleError, load_module_class
 from gxo.runtime.opstate import EXTRAS_KEY as OPSTATE_KEY
-from gxo.runtime.opstate import OperatorStates
+from gxo.runtime.opstate import OperatorState, OperatorStates
 from gxo.runtime.plan import Expression, Plan, Workload, expr_id
 from gxo.runtime.state import UNSAFE_DIRECT_REFERENCE, KeyNotFound, deep_copy
 from gxo.runtime.store import new_run_id
@@ -754,8 +754,13 @@ class Kernel:
         mod = cls()
         ctx = self._context(w, index, workspace)
         if w.name in self.operator_states.owners:
-            # a run_once module starts on an empty operator state (a loop iteration on its own)
-            ctx.extras[OPSTATE_KEY] = self.operator_states.start(w.name if index is None else f"{w.name}[{index}]")
+            if w.lifecycle.policy == "event_driven":
+                # an instance has a state of its own: instances run at once and end apart
+                ctx.extras[OPSTATE_KEY] = OperatorState(w.name)
+            else:
+                # a run starts on an empty operator state (a loop iteration on its own)
+                ctx.extras[OPSTATE_KEY] = self.operator_states.start(
+                    w.name if index is None else f"{w.name}[{index}]")
         if self.wiring is not None:
             extras = self.extras.get(w.name)
             if extras is None:

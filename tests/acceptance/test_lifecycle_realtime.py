@@ -182,3 +182,33 @@ def _close(proc) -> None:
     for pipe in (proc.stdout, proc.stderr):
         if pipe is not None:
             pipe.close()
+
+
+def test_concurrent_pipeline_instances_keep_their_operator_state_apart(work):
+    """A stream:pipeline handler with a data:aggregate step, 8 instances at once: each instance
+    aggregates its own records (its operator state is its own), whatever the others do."""
+    out = work / "out"
+    pb = write(work, f"""\
+  - name: src
+    lifecycle: {{policy: supervise, restart: never}}
+    process: {{module: exec, params: {{command: seq, args: ["1", "100"], stdout_records: true}}}}
+  - name: h
+    lifecycle: {{policy: event_driven, source: src, concurrency: 8}}
+    process:
+      module: stream:pipeline
+      params:
+        steps:
+          - {{id: many, uses: data:parse, with: {{content: "a\\nb\\nc\\nd\\ne\\nf\\ng\\nh\\ni\\nj", format: text_lines}}}}
+          - {{id: pause, uses: exec, with: {{command: "true"}}}}
+          - id: n
+            uses: data:aggregate
+            with: {{aggregate_fields: [{{name: c, op: count}}]}}
+          - id: write
+            uses: exec
+            with: {{command: sh, args: ["-c", 'echo "$0 $1" >> {out}', "{{{{ .c }}}}", "{{{{ .line }}}}"]}}
+""")
+    run = gxo_run(pb)
+    assert run.rc == 0, run.explain()
+    rows = [line.split() for line in out.read_text().splitlines()]
+    assert sorted(int(n) for _, n in rows) == list(range(1, 101))
+    assert {c for c, _ in rows} == {"10"}

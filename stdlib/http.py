@@ -114,6 +114,9 @@ _PAGINATION = s.obj(
     rules=[s.when_equals("strategy", "next_field", {"required": ["next_field"]})],
 )
 
+#: http:request's max_response_bytes when the playbook gives none (64 MiB)
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+
 REQUEST = ModuleSpec(
     name="http:request",
     layer="L5",
@@ -130,7 +133,16 @@ REQUEST = ModuleSpec(
                 "description": "Query parameters appended to the URL (URL-encoded).",
             },
             "body": s.string("Request body (build JSON with a template or toJson)."),
+            "json": s.any_value(
+                "A value sent as the JSON body (Content-Type: application/json unless the "
+                "headers set one); not with body."
+            ),
             "timeout": s.duration("Time limit for the whole request.", default="30s"),
+            "max_response_bytes": s.integer(
+                "The largest response body accepted (each page); a larger one fails the "
+                "workload once that many bytes have arrived, so memory stays bounded.",
+                minimum=1, default=MAX_RESPONSE_BYTES,
+            ),
             "skip_tls_verify": s.boolean(
                 "Do not verify the server's TLS certificate (logs a prominent warning).",
                 default=False,
@@ -215,6 +227,18 @@ def _holds(cond, summary: dict, key: str) -> bool:
         return truthy(cond(summary))
     except Exception as exc:  # noqa: BLE001 - a condition that cannot be evaluated fails
         raise ValidationError(f"{key} could not be evaluated: {exc}") from None
+
+
+def _known_codec(name: str | None) -> bool:
+    if not name:
+        return False
+    import codecs
+
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return False
+    return True
 
 
 def _is_json(content_type: str) -> bool:
@@ -304,6 +328,19 @@ class Request:
                                       f"or boolean")
             query_items.append((str(k), p.scalar_text(v)))
         body = p.opt_str(params, "body")
+        has_json = params.get("json") is not None
+        if has_json and body is not None:
+            raise ValidationError("give at most one of 'body' and 'json'")
+        if has_json:
+            import json as jsonlib
+
+            try:
+                body = jsonlib.dumps(params["json"], separators=(",", ":"), ensure_ascii=False)
+            except (TypeError, ValueError) as exc:
+                raise ValidationError(f"parameter 'json' cannot be sent as JSON: {exc}") from None
+            if not any(k.lower() == "content-type" for k in headers):
+                headers = {**headers, "Content-Type": "application/json"}
+        limit = p.opt_int(params, "max_response_bytes", MAX_RESPONSE_BYTES, minimum=1)
         timeout = p.opt_duration(params, "timeout", "30s")
         skip_tls = p.opt_bool(params, "skip_tls_verify", False)
         cookie_jar = p.opt_bool(params, "cookie_jar", False)
@@ -348,7 +385,22 @@ class Request:
                 started = time.perf_counter()
                 try:
                     async with asyncio.timeout(timeout):
-                        response = await client.request(method, u, **kwargs)
+                        req_auth = kwargs.pop("auth", None)
+                        response = await client.send(client.build_request(method, u, **kwargs),
+                                                     auth=req_auth, stream=True)
+                        try:
+                            chunks: list[bytes] = []
+                            size = 0
+                            async for chunk in response.aiter_bytes():
+                                size += len(chunk)
+                                if size > limit:
+                                    raise ModuleError(
+                                        f"HTTP {method} {u}: the response body is larger than "
+                                        f"{limit} bytes (max_response_bytes)")
+                                chunks.append(chunk)
+                        finally:
+                            await response.aclose()
+                        content = b"".join(chunks)
                 except TimeoutError:
                     raise ModuleError(f"HTTP {method} {u}: no complete response within "
                                       f"{params.get('timeout') or '30s'}") from None
@@ -358,7 +410,7 @@ class Request:
                     raise ModuleError(f"HTTP {method} {u}: {type(exc).__name__}: {exc}") \
                         from None
                 latency = int((time.perf_counter() - started) * 1000)
-                return response, latency
+                return response, content, latency
 
             if auth is not None and auth[0] == "oauth2":
                 auth = ("bearer", await self._oauth2_token(client, auth[1], timeout))
@@ -367,8 +419,8 @@ class Request:
             next_url: str | None = url
             first = True
             while next_url is not None:
-                response, latency = await send(next_url, first)
-                summary = self._summary(response, latency, ctx)
+                response, content, latency = await send(next_url, first)
+                summary = self._summary(response, content, latency, ctx)
                 first = False
                 if pagination is None:
                     break
@@ -402,7 +454,7 @@ class Request:
         return not (fail_when is not None and _holds(fail_when, summary, "fail_when"))
 
     @staticmethod
-    def _summary(response, latency: int, ctx) -> dict:
+    def _summary(response, content: bytes, latency: int, ctx) -> dict:
         import json
 
         content_type = response.headers.get("content-type", "")
@@ -410,7 +462,8 @@ class Request:
         for k, v in response.headers.multi_items():
             k = k.lower()
             headers[k] = f"{headers[k]}, {v}" if k in headers else v
-        text = response.text
+        text = content.decode(response.charset_encoding or "utf-8", "replace") \
+            if _known_codec(response.charset_encoding) else content.decode("utf-8", "replace")
         summary = {"status_code": response.status_code, "headers": headers, "body": text,
                    "json_body": None, "latency_ms": latency}
         if _is_json(content_type) and text.strip():

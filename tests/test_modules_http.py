@@ -277,3 +277,92 @@ def test_mock_server_validation(handlers, message):
     with pytest.raises(ValidationError, match=message):
         asyncio.run(load_module_class("test:mock_http_server")().perform(
             ctx, {"handlers": handlers}))
+
+
+def _raw_server(handler):
+    """A raw TCP peer on loopback that answers with ``handler(reader, writer)``."""
+    async def start():
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        return server, server.sockets[0].getsockname()[1]
+    return start
+
+
+def test_json_body_is_sent_as_json():
+    seen: list[bytes] = []
+
+    async def echo(reader, writer):
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
+        seen.append(head + await reader.readexactly(length))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n"
+                     b"Connection: close\r\n\r\n{\"ok\":true}")
+        await writer.drain()
+        writer.close()
+
+    async def main():
+        server, port = await _raw_server(echo)()
+        ctx = Context(workload="w", run_id="r", logger=Log(), workspace=WS[0], state=dict)
+        req = load_module_class("http:request")()
+        try:
+            out = await req.perform(ctx, {"url": f"http://127.0.0.1:{port}/", "method": "POST",
+                                          "json": {"name": "é", "n": [1, 2]}})
+            with pytest.raises(ValidationError, match="at most one of 'body' and 'json'"):
+                await req.perform(ctx, {"url": f"http://127.0.0.1:{port}/", "json": {}, "body": "x"})
+        finally:
+            server.close()
+            await server.wait_closed()
+        return out
+
+    out = asyncio.run(main())
+    assert out["json_body"] == {"ok": True}
+    head, _, body = seen[0].partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(body) == {"name": "é", "n": [1, 2]}
+
+
+def test_bad_peers_end_with_a_clear_error_in_bounded_time_and_memory():
+    """A peer that closes mid-response, one that sends an endless body, one that never answers:
+    each is one clear error; the endless body stops at max_response_bytes (memory stays bounded)."""
+    sent = [0]
+
+    async def truncated(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly part of it")
+        await writer.drain()
+        writer.close()
+
+    async def endless(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 104857600\r\n\r\n")  # 100 MB announced
+        chunk = b"x" * 65536
+        try:
+            for _ in range(1600):
+                writer.write(chunk)
+                await writer.drain()
+                sent[0] += len(chunk)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def main():
+        ctx = Context(workload="w", run_id="r", logger=Log(), workspace=WS[0], state=dict)
+        req = load_module_class("http:request")()
+        s1, p1 = await _raw_server(truncated)()
+        s2, p2 = await _raw_server(endless)()
+        try:
+            with pytest.raises(ModuleError, match=r"HTTP GET http://127\.0\.0\.1:\d+/: RemoteProtocolError"):
+                await req.perform(ctx, {"url": f"http://127.0.0.1:{p1}/", "timeout": "5s"})
+            with pytest.raises(ModuleError, match="larger than 1048576 bytes \\(max_response_bytes\\)"):
+                await req.perform(ctx, {"url": f"http://127.0.0.1:{p2}/", "timeout": "20s",
+                                        "max_response_bytes": 1048576})
+            with pytest.raises(ValidationError, match="max_response_bytes"):
+                await req.perform(ctx, {"url": f"http://127.0.0.1:{p2}/", "max_response_bytes": 0})
+        finally:
+            for s in (s1, s2):
+                s.close()
+                await s.wait_closed()
+
+    asyncio.run(main())
+    assert sent[0] < 50 * 1024 * 1024  # the client stopped reading long before the 100 MB

@@ -135,6 +135,11 @@ def _check_runnable(w: Workload, diags: Diagnostics) -> None:
         if st.spec is not None and not st.spec.implemented and st.uses_node is not None:
             diags.add("not-implemented", f"module '{st.uses}' is declared but its code is not in this release",
                       st.uses_node.span, help=_NOT_IN_RELEASE_HELP)
+    si_key = w.node.key_node("stream_inputs") if isinstance(w.node, MapNode) else None
+    if si_key is not None and w.module == "http:listen":
+        diags.add("not-implemented", "http:listen reading a connection:listen stream is not in this release: it "
+                  "listens on its own address", si_key.span,
+                  help="remove stream_inputs and give http:listen an address")
     loop_key = w.node.key_node("loop") if isinstance(w.node, MapNode) else None
     if loop_key is not None and w.policy in ("supervise", "scheduled", "event_driven"):
         diags.add("not-implemented", f"'loop' under lifecycle policy {w.policy} is not in this release: gxo "

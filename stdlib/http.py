@@ -5,6 +5,10 @@ from __future__ import annotations
 from gxo.stdlib import _schemas as s
 from gxo.stdlib._spec import ModuleSpec
 
+#: http:listen's limits when the playbook gives none
+LISTEN_MAX_HEADER_BYTES = 64 * 1024
+LISTEN_MAX_BODY_BYTES = 1024 * 1024
+
 LISTEN = ModuleSpec(
     name="http:listen",
     layer="L3",
@@ -18,6 +22,18 @@ LISTEN = ModuleSpec(
                 "connection:listen stream input instead (design.md §3)."
             ),
             "network": s.enum("Transport of `address`.", ("tcp",), default="tcp"),
+            "max_header_bytes": s.integer(
+                "The largest request head (request line and headers); a larger one is answered "
+                "431 and its connection closed.", minimum=1024, default=LISTEN_MAX_HEADER_BYTES),
+            "max_body_bytes": s.integer(
+                "The largest request body; a larger one is answered 413 and its connection "
+                "closed.", minimum=0, default=LISTEN_MAX_BODY_BYTES),
+            "idle_timeout": s.duration(
+                "How long a kept-alive connection may stay silent (or take to send a request) "
+                "before it is closed.", default="15s"),
+            "response_timeout": s.duration(
+                "How long a request waits for its http:respond; then it is answered 504.",
+                default="30s"),
         }
     ),
     summary_schema=s.summary(
@@ -37,6 +53,7 @@ LISTEN = ModuleSpec(
                                     "joined with \", \")."),
             "body": s.string("Request body as text."),
             "query_params": s.string_map("Query parameters (the first value of each)."),
+            "remote_addr": s.string("The client's address, host:port."),
         }
     ),
     # Either `address` or one connection:listen stream input (the compiler checks the pair).
@@ -66,6 +83,8 @@ RESPOND = ModuleSpec(
     ),
     # The body goes to the client, not into the summary or logs.
     logged_params=("request_id",),
+    # It writes the answer to the connection's buffer and returns: pure of waits, bounded.
+    inline=True,
 )
 
 _AUTH = s.obj(
@@ -576,4 +595,254 @@ class Request:
         return token
 
 
-CODE = {"http:request": Request}
+class Listen:
+    """``http:listen``: an HTTP/1.1 server (h11) that sends one record per request and keeps
+    the request waiting in the run's request manager until ``http:respond`` answers it.
+
+    Each connection is one task: it reads a request (head and body within their limits),
+    sends its record, waits for the answer (``response_timeout``, else 504), and goes on with
+    the next request of a kept-alive connection (``idle_timeout`` between them).  A malformed
+    request is answered 400, a head too large 431, a body too large 413; the connection is then
+    closed and the server goes on serving the others.
+    """
+
+    name = "http:listen"
+
+    async def perform(self, ctx, params):
+        import asyncio
+
+        from gxo.runtime.module import ValidationError
+        from gxo.runtime.request_manager import RequestManager
+        from gxo.runtime.streams import output_of
+        from gxo.stdlib import _params as p
+
+        params = p.check_map(params)
+        address = p.opt_str(params, "address")
+        if not address:
+            raise ValidationError("parameter 'address' is required (reading a connection:listen "
+                                  "stream instead is not in this release)")
+        host, sep, port_text = address.rpartition(":")
+        if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ValidationError(f"parameter 'address' must be HOST:PORT or :PORT, got {address!r}")
+        host = host.strip("[]") or None  # ":9090": every interface
+        limits = _Limits(
+            header=p.opt_int(params, "max_header_bytes", LISTEN_MAX_HEADER_BYTES, minimum=1024),
+            body=p.opt_int(params, "max_body_bytes", LISTEN_MAX_BODY_BYTES, minimum=0),
+            idle=p.opt_duration(params, "idle_timeout", "15s"),
+            response=p.opt_duration(params, "response_timeout", "30s"))
+        if ctx.dry_run:
+            ctx.logger.info("dry run: would listen for HTTP requests", address=address)
+            return {"address": address, "requests_received": 0, "dry_run": True}
+        server = _Server(RequestManager.of(ctx), output_of(ctx), limits, ctx.logger)
+        try:
+            srv = await asyncio.start_server(server.client, host, int(port_text))
+        except OSError as exc:
+            from gxo.runtime.module import ModuleError
+
+            raise ModuleError(f"cannot listen on {address}: {exc.strerror or exc}") from None
+        bound = srv.sockets[0].getsockname()
+        ctx.logger.info("listening for HTTP requests", address=f"{bound[0]}:{bound[1]}")
+        try:
+            await srv.serve_forever()
+        finally:
+            srv.close()
+            await server.close()
+        return {"address": f"{bound[0]}:{bound[1]}", "requests_received": server.received}
+
+
+class _Limits:
+    __slots__ = ("header", "body", "idle", "response")
+
+    def __init__(self, header: int, body: int, idle: float, response: float) -> None:
+        self.header, self.body, self.idle, self.response = header, body, idle, response
+
+
+class _Server:
+    def __init__(self, manager, out, limits: _Limits, logger) -> None:
+        self.manager = manager
+        self.out = out
+        self.limits = limits
+        self.logger = logger
+        self.tasks: set = set()
+        self.received = 0
+
+    async def close(self) -> None:
+        import asyncio
+
+        for task in list(self.tasks):
+            task.cancel()
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def client(self, reader, writer) -> None:
+        import asyncio
+
+        import h11
+
+        task = asyncio.current_task()
+        self.tasks.add(task)
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.header)
+        peer = writer.get_extra_info("peername")
+        remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
+        try:
+            while await self._one(conn, reader, writer, remote):
+                conn.start_next_cycle()
+        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.tasks.discard(task)
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+
+    async def _next(self, conn, reader):
+        """The next h11 event, reading (within the idle timeout) when it needs data."""
+        import asyncio
+
+        import h11
+
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            async with asyncio.timeout(self.limits.idle):
+                data = await reader.read(65536)
+            conn.receive_data(data)
+
+    async def _one(self, conn, reader, writer, remote: str) -> bool:
+        """Serve one request; whether the connection goes on (keep-alive)."""
+        import asyncio
+        from urllib.parse import parse_qsl
+
+        import h11
+
+        from gxo.runtime.request_manager import Pending
+
+        try:
+            event = await self._next(conn, reader)
+            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                return False
+            if not isinstance(event, h11.Request):
+                return False
+            if len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers) > self.limits.header:
+                self._reject(conn, writer, 431, "request header fields too large")
+                return False
+            headers: dict[str, str] = {}
+            for name, value in event.headers:
+                k = name.decode("latin-1").lower()
+                v = value.decode("latin-1")
+                headers[k] = f"{headers[k]}, {v}" if k in headers else v
+            length = headers.get("content-length", "")
+            if length.isdigit() and int(length) > self.limits.body:
+                self._reject(conn, writer, 413, "request body too large")
+                return False
+            body = bytearray()
+            while True:
+                part = await self._next(conn, reader)
+                if isinstance(part, h11.Data):
+                    body += part.data
+                    if len(body) > self.limits.body:
+                        self._reject(conn, writer, 413, "request body too large")
+                        return False
+                elif isinstance(part, h11.EndOfMessage):
+                    break
+                else:
+                    return False
+        except h11.RemoteProtocolError as exc:
+            too_big = "buffer" in str(exc).lower() or exc.error_status_hint == 431
+            self._reject(conn, writer, 431 if too_big else exc.error_status_hint or 400,
+                         "request header fields too large" if too_big else "bad request")
+            return False
+        method = event.method.decode("ascii", "replace").upper()
+        target = event.target.decode("latin-1")
+        path, _, query = target.partition("?")
+        query_params: dict[str, str] = {}
+        for k, v in parse_qsl(query, keep_blank_values=True):
+            query_params.setdefault(k, v)
+        done = asyncio.get_running_loop().create_future()
+        rid = self.manager.add(Pending(conn, writer, done, method))
+        if rid is None:
+            self._reject(conn, writer, 503, "too many requests waiting for an answer")
+            return False
+        self.received += 1
+        await self.out.emit_one({"request_id": rid, "method": method, "path": path, "headers": headers,
+                                 "body": bytes(body).decode("utf-8", "replace"),
+                                 "query_params": query_params, "remote_addr": remote})
+        await self.out.flush()
+        try:
+            async with asyncio.timeout(self.limits.response):
+                answered = await asyncio.shield(done)
+        except TimeoutError:
+            answered = None
+        if answered is None:
+            if not done.done():  # no http:respond within response_timeout
+                self.manager.take(rid)
+                self._reject(conn, writer, 504, "no response in time")
+            else:  # the run is ending, or the answer could not be sent
+                self._reject(conn, writer, 503, "the server is stopping")
+            await writer.drain()
+            return False
+        await writer.drain()
+        return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+    @staticmethod
+    def _reject(conn, writer, status: int, text: str) -> None:
+        from gxo.runtime.request_manager import reject
+
+        reject(conn, writer, status, text)
+
+
+class Respond:
+    """``http:respond``: write the answer of a waiting request to its connection's buffer and
+    release the request (its connection task sends it and goes on)."""
+
+    name = "http:respond"
+
+    def perform(self, ctx, params):
+        import h11
+
+        from gxo.runtime.module import ModuleError, ValidationError
+        from gxo.runtime.request_manager import RequestManager, reason_phrase
+        from gxo.stdlib import _params as p
+
+        params = p.check_map(params)
+        rid = p.req_str(params, "request_id")
+        if isinstance(params.get("status_code"), str) and params["status_code"].strip().isdigit():
+            params = {**params, "status_code": int(params["status_code"])}  # a templated status
+        status = p.opt_int(params, "status_code", 200, minimum=100, maximum=599)
+        headers = p.opt_str_map(params, "headers")
+        body = (p.opt_str(params, "body", "") or "").encode("utf-8")
+        if ctx.dry_run:
+            return {"request_id": rid, "bytes_written": 0, "dry_run": True}
+        pending = RequestManager.of(ctx).take(rid)
+        if pending is None:
+            raise ModuleError(f"no request {rid!r} is waiting for an answer (answered already, timed "
+                              "out, or not received by http:listen in this run)")
+        out_headers = [(k, v) for k, v in headers.items() if k.lower() not in ("content-length",)]
+        if not any(k.lower() == "content-type" for k, _ in out_headers) and body:
+            out_headers.append(("Content-Type", "text/plain; charset=utf-8"))
+        out_headers.append(("Content-Length", str(len(body))))
+        conn = pending.conn
+        try:
+            data = conn.send(h11.Response(status_code=status, reason=reason_phrase(status),
+                                          headers=out_headers))
+            if pending.method != "HEAD":
+                data += conn.send(h11.Data(data=body))
+            data += conn.send(h11.EndOfMessage())
+        except h11.LocalProtocolError as exc:
+            pending.done.set_result(None)
+            raise ValidationError(f"cannot send this response: {exc}") from None
+        if pending.writer.is_closing():
+            pending.done.set_result(None)
+            raise ModuleError(f"request {rid}: the client closed its connection before the answer")
+        pending.writer.write(data)
+        if not pending.done.done():
+            pending.done.set_result(len(data))
+        return {"request_id": rid, "bytes_written": len(data)}
+
+
+CODE = {"http:request": Request, "http:listen": Listen, "http:respond": Respond}

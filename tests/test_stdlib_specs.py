@@ -95,7 +95,7 @@ LONG_LIFECYCLES = {
 #: producers whose records a boolean param switches on
 RECORDS_PARAMS = {"exec": "stdout_records"}
 RECONCILERS = {"filesystem:manage"}
-INLINE = {"control:identity", "control:assert", "test:assert", "template:render"}
+INLINE = {"control:identity", "control:assert", "test:assert", "template:render", "http:respond"}
 
 SPECS = registry()
 NAMES = sorted(REQUIRED)
@@ -129,7 +129,7 @@ IMPLEMENTED = {
     "control:assert", "control:identity", "test:assert", "test:mock_http_server", "http:request",
     "passthrough", "data:generate_from_list", "data:parse", "data:map", "data:filter",
     "data:join", "data:aggregate", "data:format", "control:barrier", "test:producer",
-    "filesystem:list", "stream:pipeline",
+    "filesystem:list", "stream:pipeline", "http:listen", "http:respond",
 }
 
 
@@ -585,7 +585,7 @@ def test_sample_records_match_record_schemas() -> None:
         "filesystem:list": stat,
         "connection:listen": {"connection_id": "c", "remote_addr": "127.0.0.1:5000"},
         "http:listen": {"request_id": "r", "method": "POST", "path": "/", "headers": {},
-                        "body": "{}", "query_params": {"a": "1"}},
+                        "body": "{}", "query_params": {"a": "1"}, "remote_addr": "127.0.0.1:5000"},
     }
     for name, rec in cases.items():
         validator = Draft202012Validator(SPECS[name].record_schema)

@@ -15,6 +15,8 @@ it asks its ``Host`` (the kernel) for what it needs:
   (restarts, next attempt, last exit, next fire, instance counts).
 * ``host.instance_failed(w, reason)``: one instance of a scheduled or event-driven workload
   failed; counted and logged (redacted), never the end of the workload.
+* ``host.instance_ended(w, record, failed)``: an event-driven instance has ended (a request it
+  left unanswered is answered 500 at once: ``gxo.runtime.request_manager``).
 * ``host.inputs(w)``: the workload's input stream (an event-driven workload's source).
 * ``host.inline_instances(w)`` / ``host.run_inline(w, cls, record)``: an instance of an inline
   module (pure, sync) runs right in the manager's loop, with no task, thread or workspace.
@@ -57,6 +59,8 @@ class Host(Protocol):
     def update(self, w: Any, **info: Any) -> None: ...
 
     def instance_failed(self, w: Any, reason: str) -> None: ...
+
+    def instance_ended(self, w: Any, record: Any, failed: bool) -> None: ...
 
     def inputs(self, w: Any) -> Any: ...
 

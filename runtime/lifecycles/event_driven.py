@@ -71,26 +71,32 @@ class Dispatcher(Manager):
         host, w = self.host, self.w
         for record in batch:
             self.started += 1
+            failed = False
             try:
                 host.run_inline(w, cls, record if isinstance(record, dict) else {"value": record})
                 self.ok += 1
             except Exception as exc:  # noqa: BLE001 - an instance's failure is its own
                 self.failed += 1
+                failed = True
                 host.instance_failed(w, describe(exc))
+            host.instance_ended(w, record, failed)
         host.update(w, **self.info())
 
     async def _instance(self, record: Any, slots: asyncio.Semaphore) -> None:
         self.started += 1
+        failed = True
         try:
             await self.host.run_instance(self.w, record if isinstance(record, dict) else {"value": record},
                                          ephemeral=True)
             self.ok += 1
+            failed = False
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - an instance's failure is its own
             self.failed += 1
             self.host.instance_failed(self.w, describe(exc))
         finally:
+            self.host.instance_ended(self.w, record, failed)
             slots.release()
             if (self.ok + self.failed) % UPDATE_EVERY == 0:
                 self.host.update(self.w, **self.info())

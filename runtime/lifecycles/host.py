@@ -32,6 +32,7 @@ class Lifecycles:
         self.info: dict[str, dict[str, Any]] = {}
         self.dry_run = bool(kernel.opts.dry_run)
         self._fires: dict[str, float] = {}
+        self._sole: dict[str, bool] = {}
 
     # -- base.Host ------------------------------------------------------------------------------
 
@@ -142,6 +143,21 @@ class Lifecycles:
 
         text = redact_keywords(k.tracker.redact(reason))
         k.events.emit("InstanceFailed", workload=w.name, error=text)
+
+    def instance_ended(self, w: Any, record: Any, failed: bool) -> None:
+        """A request left unanswered by the only handler of its listener is answered 500 now
+        (with several consumers of the listener, another one may still answer it)."""
+        if isinstance(record, dict) and "request_id" in record and self._sole_consumer(w):
+            from gxo.runtime.request_manager import release_unanswered
+
+            release_unanswered(self.kernel.report.run_id, record, failed)
+
+    def _sole_consumer(self, w: Any) -> bool:
+        sole = self._sole.get(w.name)
+        if sole is None:
+            source = getattr(w.lifecycle, "source", None)
+            sole = self._sole[w.name] = sum(1 for c in self.kernel.plan.channels if c.producer == source) == 1
+        return sole
 
     def inputs(self, w: Any) -> Any:
         wiring = self.kernel.wiring

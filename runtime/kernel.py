@@ -1067,6 +1067,17 @@ class _LazyContext:
         self._workload = w
         self._ctx: Context | None = None
 
+    @property
+    def run_id(self) -> str:
+        return self._kernel.report.run_id
+
+    @property
+    def dry_run(self) -> bool:
+        return self._kernel.opts.dry_run
+
+    def on_run_end(self, fn: Any) -> None:
+        self._kernel.cleanups.append(fn)
+
     def __getattr__(self, name: str) -> Any:
         ctx = self._ctx
         if ctx is None:

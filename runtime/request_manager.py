@@ -18,13 +18,13 @@ MAX_PENDING = 10_000
 
 
 class Pending:
-    """One request waiting for its answer: the connection's h11 state, its writer, and the
-    future its connection task waits on (set once the answer is written)."""
+    """One request waiting for its answer: whether its connection is kept alive, its writer,
+    and the future its connection task waits on (set once the answer is written)."""
 
-    __slots__ = ("conn", "writer", "done", "method")
+    __slots__ = ("keep", "writer", "done", "method")
 
-    def __init__(self, conn: Any, writer: Any, done: Any, method: str) -> None:
-        self.conn = conn
+    def __init__(self, keep: bool, writer: Any, done: Any, method: str) -> None:
+        self.keep = keep
         self.writer = writer
         self.done = done
         self.method = method
@@ -71,32 +71,46 @@ class RequestManager:
                 p.done.set_result(None)
 
 
-def reject(conn: Any, writer: Any, status: int, text: str) -> None:
-    """Answer ``status`` with ``text`` on a connection whose request has no answer yet, and
-    mark it to be closed; nothing when an answer was already started."""
-    import h11
+def response_bytes(status: int, headers: dict[str, str], body: bytes, keep: bool, head: bool = False) -> bytes:
+    """An HTTP/1.1 response: the status line, ``headers`` (Content-Length and Connection are
+    the server's), and ``body`` (not for a HEAD request)."""
+    lines = [f"HTTP/1.1 {status} {reason_phrase(status)}"]
+    has_type = False
+    for k, v in headers.items():
+        lk = k.lower()
+        if lk in ("content-length", "connection", "transfer-encoding"):
+            continue
+        has_type = has_type or lk == "content-type"
+        lines.append(f"{k}: {v}")
+    if body and not has_type:
+        lines.append("Content-Type: text/plain; charset=utf-8")
+    lines.append(f"Content-Length: {len(body)}")
+    if not keep:
+        lines.append("Connection: close")
+    head_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+    return head_bytes if head else head_bytes + body
 
-    if conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
-        return
-    body = (text + "\n").encode()
-    try:
-        data = conn.send(h11.Response(status_code=status, reason=reason_phrase(status), headers=[
-            ("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
-            ("Connection", "close")]))
-        data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
-    except h11.LocalProtocolError:
-        return
+
+def reject(writer: Any, status: int, text: str) -> None:
+    """Answer ``status`` with ``text`` and mark the connection to be closed."""
     if not writer.is_closing():
-        writer.write(data)
+        writer.write(response_bytes(status, {}, (text + "\n").encode(), keep=False))
 
 
-def reason_phrase(status: int) -> bytes:
-    from http import HTTPStatus
+_PHRASES: dict[int, str] = {}
 
-    try:
-        return HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b""
+
+def reason_phrase(status: int) -> str:
+    phrase = _PHRASES.get(status)
+    if phrase is None:
+        from http import HTTPStatus
+
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = ""
+        _PHRASES[status] = phrase
+    return phrase
 
 
 def release_unanswered(run_id: str, record: Any, failed: bool) -> None:
@@ -107,7 +121,7 @@ def release_unanswered(run_id: str, record: Any, failed: bool) -> None:
     pending = mgr.take(rid) if isinstance(rid, str) else None
     if pending is None:
         return
-    reject(pending.conn, pending.writer, 500,
+    reject(pending.writer, 500,
            "the request's handler failed" if failed else "the request's handler gave no response")
     if not pending.done.done():
         pending.done.set_result(0)

@@ -596,7 +596,7 @@ class Request:
 
 
 class Listen:
-    """``http:listen``: an HTTP/1.1 server (h11) that sends one record per request and keeps
+    """``http:listen``: an HTTP/1.1 server (httptools' C parser) that sends one record per request and keeps
     the request waiting in the run's request manager until ``http:respond`` answers it.
 
     Each connection is one task: it reads a request (head and body within their limits),
@@ -658,6 +658,9 @@ class _Limits:
 
 
 class _Server:
+    """The connections of one http:listen: each is a task that reads with a C HTTP/1.1 parser
+    (httptools, llhttp), sends one record per request and waits for its answer."""
+
     def __init__(self, manager, out, limits: _Limits, logger) -> None:
         self.manager = manager
         self.out = out
@@ -677,17 +680,39 @@ class _Server:
     async def client(self, reader, writer) -> None:
         import asyncio
 
-        import h11
+        import httptools
 
         task = asyncio.current_task()
         self.tasks.add(task)
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.header)
         peer = writer.get_extra_info("peername")
         remote = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
+        msgs = _Messages(self.limits)
+        parser = httptools.HttpRequestParser(msgs)
+        msgs.parser = parser
+        idle = self.limits.idle
         try:
-            while await self._one(conn, reader, writer, remote):
-                conn.start_next_cycle()
-        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+            while True:
+                try:
+                    async with asyncio.timeout(idle):
+                        data = await reader.read(65536)
+                except TimeoutError:
+                    break
+                if not data:
+                    break
+                try:
+                    parser.feed_data(data)
+                except httptools.HttpParserUpgrade:
+                    _reject(writer, 501, "protocol upgrades are not supported")
+                    break
+                except httptools.HttpParserError:
+                    _reject(writer, *(msgs.too_big or (400, "bad request")))
+                    break
+                go_on = True
+                while msgs.done and go_on:
+                    go_on = await self._serve(msgs.done.pop(0), writer, remote)
+                if not go_on:
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
             pass
@@ -699,101 +724,112 @@ class _Server:
             except (ConnectionError, asyncio.CancelledError):
                 pass
 
-    async def _next(self, conn, reader):
-        """The next h11 event, reading (within the idle timeout) when it needs data."""
-        import asyncio
-
-        import h11
-
-        while True:
-            event = conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            async with asyncio.timeout(self.limits.idle):
-                data = await reader.read(65536)
-            conn.receive_data(data)
-
-    async def _one(self, conn, reader, writer, remote: str) -> bool:
-        """Serve one request; whether the connection goes on (keep-alive)."""
+    async def _serve(self, req, writer, remote: str) -> bool:
+        """Send one request's record and wait for its answer; whether the connection goes on."""
         import asyncio
         from urllib.parse import parse_qsl
 
-        import h11
-
         from gxo.runtime.request_manager import Pending
 
-        try:
-            event = await self._next(conn, reader)
-            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-                return False
-            if not isinstance(event, h11.Request):
-                return False
-            if len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers) > self.limits.header:
-                self._reject(conn, writer, 431, "request header fields too large")
-                return False
-            headers: dict[str, str] = {}
-            for name, value in event.headers:
-                k = name.decode("latin-1").lower()
-                v = value.decode("latin-1")
-                headers[k] = f"{headers[k]}, {v}" if k in headers else v
-            length = headers.get("content-length", "")
-            if length.isdigit() and int(length) > self.limits.body:
-                self._reject(conn, writer, 413, "request body too large")
-                return False
-            body = bytearray()
-            while True:
-                part = await self._next(conn, reader)
-                if isinstance(part, h11.Data):
-                    body += part.data
-                    if len(body) > self.limits.body:
-                        self._reject(conn, writer, 413, "request body too large")
-                        return False
-                elif isinstance(part, h11.EndOfMessage):
-                    break
-                else:
-                    return False
-        except h11.RemoteProtocolError as exc:
-            too_big = "buffer" in str(exc).lower() or exc.error_status_hint == 431
-            self._reject(conn, writer, 431 if too_big else exc.error_status_hint or 400,
-                         "request header fields too large" if too_big else "bad request")
-            return False
-        method = event.method.decode("ascii", "replace").upper()
-        target = event.target.decode("latin-1")
+        method, target, headers, body, keep = req
         path, _, query = target.partition("?")
         query_params: dict[str, str] = {}
-        for k, v in parse_qsl(query, keep_blank_values=True):
-            query_params.setdefault(k, v)
+        if query:
+            for k, v in parse_qsl(query, keep_blank_values=True):
+                query_params.setdefault(k, v)
         done = asyncio.get_running_loop().create_future()
-        rid = self.manager.add(Pending(conn, writer, done, method))
+        rid = self.manager.add(Pending(keep, writer, done, method))
         if rid is None:
-            self._reject(conn, writer, 503, "too many requests waiting for an answer")
+            _reject(writer, 503, "too many requests waiting for an answer")
             return False
         self.received += 1
         await self.out.emit_one({"request_id": rid, "method": method, "path": path, "headers": headers,
-                                 "body": bytes(body).decode("utf-8", "replace"),
-                                 "query_params": query_params, "remote_addr": remote})
+                                 "body": body.decode("utf-8", "replace"), "query_params": query_params,
+                                 "remote_addr": remote})
         await self.out.flush()
-        try:
-            async with asyncio.timeout(self.limits.response):
-                answered = await asyncio.shield(done)
-        except TimeoutError:
-            answered = None
+        if not done.done():
+            try:
+                async with asyncio.timeout(self.limits.response):
+                    await asyncio.shield(done)
+            except TimeoutError:
+                pass
+        answered = done.result() if done.done() else None
         if answered is None:
             if not done.done():  # no http:respond within response_timeout
                 self.manager.take(rid)
-                self._reject(conn, writer, 504, "no response in time")
+                _reject(writer, 504, "no response in time")
             else:  # the run is ending, or the answer could not be sent
-                self._reject(conn, writer, 503, "the server is stopping")
-            await writer.drain()
+                _reject(writer, 503, "the server is stopping")
             return False
-        await writer.drain()
-        return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+        if writer.transport.get_write_buffer_size() > 65536:
+            await writer.drain()
+        return keep and answered > 0
 
-    @staticmethod
-    def _reject(conn, writer, status: int, text: str) -> None:
-        from gxo.runtime.request_manager import reject
 
-        reject(conn, writer, status, text)
+class _Messages:
+    """httptools' callbacks for one connection: complete requests in ``done``, as
+    ``(method, target, headers, body, keep_alive)``; ``too_big`` when a limit was passed."""
+
+    __slots__ = ("limits", "parser", "done", "too_big", "_url", "_headers", "_body", "_size")
+
+    def __init__(self, limits: _Limits) -> None:
+        self.limits = limits
+        self.parser = None
+        self.done: list = []
+        self.too_big: tuple[int, str] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._body = bytearray()
+        self._size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._grow(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._grow(len(name) + len(value) + 4)
+        k = name.decode("latin-1").lower()
+        v = value.decode("latin-1")
+        h = self._headers
+        h[k] = f"{h[k]}, {v}" if k in h else v
+
+    def _grow(self, n: int) -> None:
+        self._size += n
+        if self._size > self.limits.header:
+            self.too_big = (431, "request header fields too large")
+            raise ValueError("head too large")  # httptools stops: HttpParserCallbackError
+
+    def on_headers_complete(self) -> None:
+        length = self._headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.limits.body:
+            self.too_big = (413, "request body too large")
+            raise ValueError("body too large")
+
+    def on_body(self, body: bytes) -> None:
+        self._body += body
+        if len(self._body) > self.limits.body:
+            self.too_big = (413, "request body too large")
+            raise ValueError("body too large")
+
+    def on_message_complete(self) -> None:
+        p = self.parser
+        self.done.append((p.get_method().decode("ascii", "replace").upper(), self._url.decode("latin-1"),
+                          self._headers, bytes(self._body), p.should_keep_alive()))
+        self._reset()
+
+
+def _reject(writer, status: int, text: str) -> None:
+    from gxo.runtime.request_manager import reject
+
+    reject(writer, status, text)
+
+
+import re as _re
+
+_TOKEN = _re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class Respond:
@@ -803,10 +839,8 @@ class Respond:
     name = "http:respond"
 
     def perform(self, ctx, params):
-        import h11
-
         from gxo.runtime.module import ModuleError, ValidationError
-        from gxo.runtime.request_manager import RequestManager, reason_phrase
+        from gxo.runtime.request_manager import RequestManager, response_bytes
         from gxo.stdlib import _params as p
 
         params = p.check_map(params)
@@ -816,26 +850,17 @@ class Respond:
         status = p.opt_int(params, "status_code", 200, minimum=100, maximum=599)
         headers = p.opt_str_map(params, "headers")
         body = (p.opt_str(params, "body", "") or "").encode("utf-8")
+        for k, v in headers.items():
+            if not _TOKEN.fullmatch(k) or "\r" in v or "\n" in v:
+                raise ValidationError(f"parameter 'headers': {k!r} is not a valid header (a name is a "
+                                      "token, a value holds no line break)")
         if ctx.dry_run:
             return {"request_id": rid, "bytes_written": 0, "dry_run": True}
         pending = RequestManager.of(ctx).take(rid)
         if pending is None:
             raise ModuleError(f"no request {rid!r} is waiting for an answer (answered already, timed "
                               "out, or not received by http:listen in this run)")
-        out_headers = [(k, v) for k, v in headers.items() if k.lower() not in ("content-length",)]
-        if not any(k.lower() == "content-type" for k, _ in out_headers) and body:
-            out_headers.append(("Content-Type", "text/plain; charset=utf-8"))
-        out_headers.append(("Content-Length", str(len(body))))
-        conn = pending.conn
-        try:
-            data = conn.send(h11.Response(status_code=status, reason=reason_phrase(status),
-                                          headers=out_headers))
-            if pending.method != "HEAD":
-                data += conn.send(h11.Data(data=body))
-            data += conn.send(h11.EndOfMessage())
-        except h11.LocalProtocolError as exc:
-            pending.done.set_result(None)
-            raise ValidationError(f"cannot send this response: {exc}") from None
+        data = response_bytes(status, headers, body, pending.keep, head=pending.method == "HEAD")
         if pending.writer.is_closing():
             pending.done.set_result(None)
             raise ModuleError(f"request {rid}: the client closed its connection before the answer")

@@ -266,11 +266,14 @@ class _Lowerer:
                 interval=interval,
                 stop_timeout=parse_duration(life_d["stop_timeout"]) if "stop_timeout" in life_d else 10.0,
             )
+        stop = parse_duration(life_d["stop_timeout"]) if "stop_timeout" in life_d else 10.0
         if pol == "event_driven":
-            return P.Lifecycle(policy=pol, source=life_d.get("source"), concurrency=int(life_d.get("concurrency", 8)))
+            return P.Lifecycle(policy=pol, source=life_d.get("source"), concurrency=int(life_d.get("concurrency", 8)),
+                               stop_timeout=stop)
         if pol == "scheduled":
             return P.Lifecycle(policy=pol, cron=life_d.get("cron"), timezone=life_d.get("timezone"),
-                               overlap=str(life_d.get("overlap", "skip")), misfire=str(life_d.get("misfire", "skip")))
+                               overlap=str(life_d.get("overlap", "skip")), misfire=str(life_d.get("misfire", "skip")),
+                               stop_timeout=stop)
         return P.Lifecycle(policy=pol)
 
     def retry(self, w: MWorkload) -> P.Retry:

@@ -97,7 +97,7 @@ class Lifecycle(IR, kw_only=True):
     backoff: Backoff | None = None  # supervise
     healthy_after: float = 10.0  # supervise: seconds up after which the back-off resets
     interval: float | None = None  # supervise of a reconciler (filesystem:manage): seconds between runs
-    stop_timeout: float = 10.0  # supervise: seconds between SIGTERM and SIGKILL of the group
+    stop_timeout: float = 10.0  # long-running: seconds between SIGTERM and SIGKILL (a handler's drain)
     timezone: str | None = None  # scheduled: IANA zone of the cron fields; None = the machine's
     overlap: str = "skip"  # scheduled: skip | queue | allow (a tick while an instance runs)
     misfire: str = "skip"  # scheduled: skip | run_once (ticks missed while gxo was down)

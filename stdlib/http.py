@@ -753,6 +753,10 @@ class _Server:
                     await asyncio.shield(done)
             except TimeoutError:
                 pass
+            except asyncio.CancelledError:  # the server stops: the client hears it
+                if self.manager.take(rid) is not None:
+                    _reject(writer, 503, "the server is stopping")
+                raise
         answered = done.result() if done.done() else None
         if answered is None:
             if not done.done():  # no http:respond within response_timeout

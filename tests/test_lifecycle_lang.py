@@ -328,10 +328,11 @@ ALL = f"""\
     lifecycle: {{policy: supervise, interval: 5m}}
     {MANAGE}
   - name: on_line
-    lifecycle: {{policy: event_driven, source: srv, concurrency: 3}}
+    lifecycle: {{policy: event_driven, source: srv, concurrency: 3, stop_timeout: 2s}}
     process: {{module: exec, params: {{command: echo, args: ["{{{{ .line }}}}"]}}}}
   - name: nightly
-    lifecycle: {{policy: scheduled, cron: "30 2 * * *", timezone: Europe/Berlin, overlap: allow, misfire: run_once}}
+    lifecycle: {{policy: scheduled, cron: "30 2 * * *", timezone: Europe/Berlin, overlap: allow, misfire: run_once,
+                 stop_timeout: 1m}}
     {EXEC}
   - name: often
     lifecycle: {{policy: scheduled, cron: "@every 90s"}}
@@ -351,9 +352,9 @@ def test_lowering_defaults_and_values() -> None:
     assert lc["srv_tuned"] == P.Lifecycle(policy="supervise", restart="always", backoff=backoff, healthy_after=60.0,
                                           stop_timeout=0.5)
     assert lc["conf"].interval == 30.0 and lc["conf_tuned"].interval == 300.0
-    assert lc["on_line"] == P.Lifecycle(policy="event_driven", source="srv", concurrency=3)
+    assert lc["on_line"] == P.Lifecycle(policy="event_driven", source="srv", concurrency=3, stop_timeout=2.0)
     assert lc["nightly"] == P.Lifecycle(policy="scheduled", cron="30 2 * * *", timezone="Europe/Berlin",
-                                        overlap="allow", misfire="run_once")
+                                        overlap="allow", misfire="run_once", stop_timeout=60.0)
     assert lc["often"] == P.Lifecycle(policy="scheduled", cron="@every 90s", timezone=None, overlap="skip",
                                       misfire="skip")
     assert lc["once"] == P.Lifecycle(policy="run_once")

@@ -184,3 +184,37 @@ workloads:
     assert "no request '0123456789abcdef' is waiting for an answer" in run.end("answer")["error"]
     assert "Traceback" not in run.stderr
     json.dumps(run.events)
+
+
+def test_a_request_waiting_when_the_server_stops_gets_503(work: Path) -> None:
+    port = _free_port()
+    pb = work / "slow.yaml"
+    pb.write_text(f"""\
+name: slow
+schemaVersion: "1.0.0"
+workloads:
+  - name: api
+    lifecycle: {{policy: supervise, restart: always}}
+    process: {{module: http:listen, params: {{address: "127.0.0.1:{port}"}}}}
+  - name: slow
+    lifecycle: {{policy: event_driven, source: api, stop_timeout: 200ms}}
+    process: {{module: exec, params: {{command: sleep, args: ["30"]}}}}
+""")
+    plan = build(pb, work)
+    proc = spawn("gxo", "exec", plan, "--no-state")
+    try:
+        assert wait_until(lambda: _listening(port), timeout=20)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(httpx.get, f"http://127.0.0.1:{port}/", timeout=20)
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGTERM)
+            r = pending.result()
+        assert r.status_code == 503 and "stopping" in r.text
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()

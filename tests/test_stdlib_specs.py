@@ -48,7 +48,7 @@ SUMMARY_KEYS: dict[str, tuple[set[str], set[str]]] = {
     "connection:read": ({"data", "bytes_read"}, D),
     "connection:write": ({"bytes_written"}, D),
     "connection:close": ({"connection_id", "closed"}, D),
-    "dns:query": ({"answers"}, D),
+    "dns:query": ({"answers", "name", "ttl"}, D),
     "http:listen": ({"address", "requests_received"}, D),
     "http:respond": ({"request_id", "bytes_written"}, D),
     "http:request": ({"status_code", "headers", "body", "json_body", "latency_ms"},
@@ -129,7 +129,7 @@ IMPLEMENTED = {
     "control:assert", "control:identity", "test:assert", "test:mock_http_server", "http:request",
     "passthrough", "data:generate_from_list", "data:parse", "data:map", "data:filter",
     "data:join", "data:aggregate", "data:format", "control:barrier", "test:producer",
-    "filesystem:list", "stream:pipeline", "http:listen", "http:respond",
+    "filesystem:list", "stream:pipeline", "http:listen", "http:respond", "dns:query",
 }
 
 
@@ -405,8 +405,12 @@ SAMPLES: dict[str, tuple[list[dict], list[dict]]] = {
     "connection:write": ([{**CONN, "data": "PONG\n"}, {**CONN, "data": "aGk=", "encoding": "hex"}],
                          [CONN, {**CONN, "data": 5}]),
     "connection:close": ([CONN], [{}, {"connection_id": ""}]),
-    "dns:query": ([{"name": "example.com"}, {"name": "example.com", "type": "MX"}],
-                  [{}, {"name": "example.com", "type": "a"}, {"name": ""}]),
+    "dns:query": ([{"name": "example.com"}, {"name": "example.com", "type": "MX"},
+                   {"name": "example.com", "server": "127.0.0.1:5353", "timeout": "2s"},
+                   {"name": "example.com", "server": "[::1]:53"}, {"name": "x", "server": "::1"}],
+                  [{}, {"name": "example.com", "type": "a"}, {"name": ""},
+                   {"name": "x", "server": "dns.example.com"}, {"name": "x", "timeout": "5"},
+                   {"name": "x", "server": "127.0.0.1:"}]),
     "http:listen": ([{}, {"address": ":9090"}, {"address": ":9090", "network": "tcp"}],
                     [{"address": 9090}, {"network": "udp"}, {"port": 9090}]),
     "http:respond": (

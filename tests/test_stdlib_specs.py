@@ -130,6 +130,7 @@ IMPLEMENTED = {
     "passthrough", "data:generate_from_list", "data:parse", "data:map", "data:filter",
     "data:join", "data:aggregate", "data:format", "control:barrier", "test:producer",
     "filesystem:list", "stream:pipeline", "http:listen", "http:respond", "dns:query",
+    "template:render",
 }
 
 
@@ -301,7 +302,11 @@ def test_param_roles_as_specified() -> None:
         "test:assert": ("assertions.*.actual",),
         "http:request": ("success_when", "fail_when"),
         "test:producer": ("template",),
+        "template:render": ("template",),
     }
+    # template:render's template sees its `vars` over the state (a param, not a record)
+    scoped = {name: SPECS[name].scope_param for name in NAMES if SPECS[name].scope_param}
+    assert scoped == {"template:render": "vars"}
     # what a per-record param of a module without stream input sees over the state
     assert SPECS["test:producer"].per_record_scope["required"] == ["index"]
     assert SPECS["http:request"].per_record_scope is None  # its own summary (the response)
@@ -321,7 +326,8 @@ def test_param_roles_as_specified() -> None:
         "ssh:upload": {"src"},
         "ssh:download": {"dest"},
     }
-    assert SPECS["template:render"].literal_params == ("template",)
+    # the template is compiled at build time, not passed through as literal text
+    assert SPECS["template:render"].literal_params == ()
 
 
 def test_secret_carrying_params_are_not_logged() -> None:

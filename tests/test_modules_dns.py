@@ -273,3 +273,69 @@ def _playbook(work: Path, text: str) -> Path:
     path = work / "pb.yaml"
     path.write_text(text)
     return path
+
+
+SOAR = """\
+name: soar
+schemaVersion: "1.0.0"
+workloads:
+  - name: listener
+    lifecycle: {{policy: supervise, restart: always}}
+    process:
+      module: http:listen
+      params: {{address: "127.0.0.1:{port}"}}
+  - name: respond
+    lifecycle: {{policy: event_driven, source: listener}}
+    process:
+      module: stream:pipeline
+      params:
+        steps:
+          - id: parse_alert
+            uses: data:map
+            with: {{template: "{{{{ .body | fromJson }}}}"}}
+          - id: enrich_ip
+            uses: dns:query
+            with: {{name: "{{{{ .source_ip }}}}", type: PTR, server: "{dns}", timeout: 2s}}
+            register: dns_info
+          - id: acknowledge
+            uses: http:respond
+            with:
+              request_id: "{{{{ .request_id }}}}"
+              status_code: 202
+              body: "{{{{ .source_ip }}}} is {{{{ .dns_info.answers | first }}}}"
+"""
+
+
+def test_e18_shape_dns_in_an_event_driven_pipeline(dns_server, tmp_path: Path):
+    """E18's pipeline with the server given: each webhook request is answered with the PTR
+    name of the address it carries, resolved by dns:query in a pipeline step."""
+    import signal
+
+    import httpx
+
+    from acceptance.harness import spawn, wait_until
+
+    port = _free_udp_port()
+    pb = _playbook(tmp_path, SOAR.format(port=port, dns=dns_server))
+    proc = spawn("gxo", "exec", build(pb, tmp_path), "--no-state")
+    try:
+        assert wait_until(lambda: _tcp_open(port), timeout=20)
+        r = httpx.post(f"http://127.0.0.1:{port}/alerts", json={"source_ip": "127.0.0.5"}, timeout=10)
+        assert (r.status_code, r.text) == (202, f"127.0.0.5 is host.{ZONE}.")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def _tcp_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False

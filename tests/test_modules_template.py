@@ -208,3 +208,10 @@ def test_in_a_pipeline_step_and_under_a_loop(tmp_path: Path) -> None:
     assert summary_of(run, "pipe")["records_processed"] == 2
     ends = [e["summary"] for e in run.of("ModuleExecutionEnd", "looped")]
     assert sorted(s["rendered"] for s in ends) == ["1/1/1", "2/2/1"]
+
+
+def test_a_dry_run_renders_too(tmp_path: Path) -> None:
+    # pure and local: a dry run renders for real (nothing outside is touched)
+    run = gxo_run(_write(tmp_path, PLAYBOOK), "--dry-run")
+    assert run.rc == 0, run.explain()
+    assert summary_of(run, "render") == {"rendered": RENDERED}

@@ -19,7 +19,9 @@ QUERY = ModuleSpec(
     description="Resolve DNS records of a name.",
     params_schema=s.params(
         {
-            "name": s.nonempty("Name to resolve (for PTR: the address or its reverse name)."),
+            "name": s.nonempty(
+                "Name to resolve, taken as absolute (no search domains are tried); for PTR an "
+                "IPv4 or IPv6 address, whose reverse name is asked, or the reverse name itself."),
             "type": s.enum("Record type.", RECORD_TYPES, default="A"),
             "server": s.string(
                 "The DNS server to ask: an IP address with an optional port (`127.0.0.1`, "

@@ -110,13 +110,16 @@ def query(params: dict, *, dry_run: bool = False, log: Log | None = None) -> dic
     (ZONE, "CAA", ['0 issue "letsencrypt.org"']),
     ("127.0.0.5", "PTR", [f"host.{ZONE}."]),  # an address: the reverse name is built
     ("5.0.0.127.in-addr.arpa", "PTR", [f"host.{ZONE}."]),
+    ("::5", "PTR", [f"host.{ZONE}."]),  # an IPv6 address: its ip6.arpa name
 ])
 def test_record_types(dns_server, name, rtype, answers):
     out = query({"name": name, "type": rtype, "server": dns_server})
     assert out["answers"] == answers
     assert set(out) == {"answers", "name", "ttl"}
     assert isinstance(out["ttl"], int) and out["ttl"] > 0
-    if rtype == "PTR":
+    if rtype == "PTR" and name == "::5":
+        assert out["name"] == "5.0." + "0." * 30 + "ip6.arpa."
+    elif rtype == "PTR":
         assert out["name"] == "5.0.0.127.in-addr.arpa."
     else:
         assert out["name"] == name + "."

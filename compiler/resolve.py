@@ -494,7 +494,9 @@ def _check_sites(an: Analysis, diags: Diagnostics) -> None:
     for w in an.playbook.workloads:
         refs: list[Ref] = []
         # `loop` first: the loop variable's type comes from it
-        ordered = sorted(w.exprs, key=lambda s: s.where != "loop")
+        # and a module's own template after the params that lay its scope (template:render)
+        own = w.spec is not None and w.spec.scope_param is not None
+        ordered = sorted(w.exprs, key=lambda s: (s.where != "loop", own and s.per_record))
         for site in ordered:
             scope = _scope_for(w, site, an, base)
             res = check_site(site, scope, diags)
@@ -528,6 +530,16 @@ def _scope_for(w: Workload, site: ExprSite, an: Analysis, base: dict) -> Scope:
                 names.setdefault(st.register, (T.ANY, "step"))
         rec = an.record_types.input_type(w) if an.record_types else T.ANY
         return Scope(names, open=True, record=None if rec == T.ANY else None)
+    if site.per_record and w.spec is not None and w.spec.scope_param is not None:
+        # a module's own template (template:render): its map param over the state (and over
+        # an event-driven instance's event record)
+        if w.policy == "event_driven" and w.source is not None:
+            rec = an.record_types.input_type(w) if an.record_types else T.ANY
+            if not isinstance(rec, T.MapT) or rec.open:
+                return Scope(names, open=True)
+            for k, v in rec.fields:
+                names[k] = (v, "record")
+        return _param_scope(w, w.spec.scope_param, an, names)
     if w.policy == "event_driven" and w.source is not None and not site.per_record:
         # an event-driven instance sees its event record's fields at the top, over the state
         rec = an.record_types.input_type(w) if an.record_types else T.ANY
@@ -560,6 +572,26 @@ def _scope_for(w: Workload, site: ExprSite, an: Analysis, base: dict) -> Scope:
             return Scope(rec_names, open=rec.open, record=rec)
         return Scope({}, open=True, record=rec)
     return Scope(names)
+
+
+def _param_scope(w: Workload, param: str, an: Analysis, names: dict) -> Scope:
+    """The scope of a module's own template (template:render): the keys of the map param
+    ``param`` over the state, each typed from its literal value or its expression."""
+    node = w.params_node.get(param) if w.params_node is not None else None
+    if isinstance(node, MapNode):
+        for k, v in node.items:
+            site = next((s for s in w.exprs if s.node is v), None)
+            if site is not None:
+                t = an.site_types.get(id(site), T.ANY)
+            elif isinstance(v, MapNode) and any(s.param_path and s.param_path[:2] == (param, str(k.value))
+                                                 for s in w.exprs):
+                t = T.ANY  # a map holding templates: its fields' types are worked out at run time
+            else:
+                t = T.of_value(to_plain(v))
+            names[str(k.value)] = (t, "record")
+        return Scope(names)
+    # a whole map from an expression: its keys are known at run time only
+    return Scope(names, open=node is not None)
 
 
 def _match_prefix(patterns: tuple[str, ...], path: tuple | None) -> bool:

@@ -245,8 +245,14 @@ class Kernel:
         if eid in self.deferred:
             # a per-result condition (http:request success_when): the module calls it with the
             # result's fields laid over the state
-            return lambda result, _e=eid, _s=scope: self.call_now(_e, {**_s, **result})
+            return lambda result, _e=eid, _s=scope: self.call_deferred(_e, {**_s, **result})
         return self.call_now(eid, scope)
+
+    def call_deferred(self, eid: str, scope: Any) -> Any:
+        try:
+            return self.call_now(eid, scope)
+        except EvalError as exc:  # name the expression's place in the playbook
+            raise EvalError(f"{self.where(eid)}: {exc}") from None
 
     def call_now(self, eid: str, scope: Any) -> Any:
         value = self.fns[eid](scope, self.ectx)

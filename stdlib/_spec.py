@@ -33,6 +33,9 @@ class ModuleSpec:
     #: for a module that reads no stream: the JSON Schema of the record its per-record params
     #: see over the state (None: its own summary, as ``http:request``'s ``success_when`` does)
     per_record_scope: dict[str, Any] | None = None
+    #: a map param whose keys sit at the top of the per-record params' scope, over the state
+    #: (template:render's ``vars``): the compiler types them from the playbook's map
+    scope_param: str | None = None
     #: params that are condition expressions (operators may stand outside ``{{ }}``)
     condition_params: tuple[str, ...] = ()
     #: params that are workspace paths (contained at run time; literal escapes warn)

@@ -41,7 +41,6 @@ WAITING: dict[str, str] = {
     "e10_loop_over_rows": "database:query",
     "e14_tcp_server": "connection:*",
     "e16_manual_approval": "control:wait_for_signal",
-    "e18_soar_webhook": "dns:query",
     "e22_stdlib_snippets": "control:wait_for_signal, connection:open",
     "e25_mvk_demos": "security_context (seccomp)",
     "e27_lifecycle_mix": "connection:*",

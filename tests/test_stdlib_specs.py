@@ -48,7 +48,7 @@ SUMMARY_KEYS: dict[str, tuple[set[str], set[str]]] = {
     "connection:read": ({"data", "bytes_read"}, D),
     "connection:write": ({"bytes_written"}, D),
     "connection:close": ({"connection_id", "closed"}, D),
-    "dns:query": ({"answers"}, D),
+    "dns:query": ({"answers", "name", "ttl"}, D),
     "http:listen": ({"address", "requests_received"}, D),
     "http:respond": ({"request_id", "bytes_written"}, D),
     "http:request": ({"status_code", "headers", "body", "json_body", "latency_ms"},
@@ -129,7 +129,8 @@ IMPLEMENTED = {
     "control:assert", "control:identity", "test:assert", "test:mock_http_server", "http:request",
     "passthrough", "data:generate_from_list", "data:parse", "data:map", "data:filter",
     "data:join", "data:aggregate", "data:format", "control:barrier", "test:producer",
-    "filesystem:list", "stream:pipeline", "http:listen", "http:respond",
+    "filesystem:list", "stream:pipeline", "http:listen", "http:respond", "dns:query",
+    "template:render",
 }
 
 
@@ -301,7 +302,11 @@ def test_param_roles_as_specified() -> None:
         "test:assert": ("assertions.*.actual",),
         "http:request": ("success_when", "fail_when"),
         "test:producer": ("template",),
+        "template:render": ("template",),
     }
+    # template:render's template sees its `vars` over the state (a param, not a record)
+    scoped = {name: SPECS[name].scope_param for name in NAMES if SPECS[name].scope_param}
+    assert scoped == {"template:render": "vars"}
     # what a per-record param of a module without stream input sees over the state
     assert SPECS["test:producer"].per_record_scope["required"] == ["index"]
     assert SPECS["http:request"].per_record_scope is None  # its own summary (the response)
@@ -321,7 +326,8 @@ def test_param_roles_as_specified() -> None:
         "ssh:upload": {"src"},
         "ssh:download": {"dest"},
     }
-    assert SPECS["template:render"].literal_params == ("template",)
+    # the template is compiled at build time, not passed through as literal text
+    assert SPECS["template:render"].literal_params == ()
 
 
 def test_secret_carrying_params_are_not_logged() -> None:
@@ -405,8 +411,12 @@ SAMPLES: dict[str, tuple[list[dict], list[dict]]] = {
     "connection:write": ([{**CONN, "data": "PONG\n"}, {**CONN, "data": "aGk=", "encoding": "hex"}],
                          [CONN, {**CONN, "data": 5}]),
     "connection:close": ([CONN], [{}, {"connection_id": ""}]),
-    "dns:query": ([{"name": "example.com"}, {"name": "example.com", "type": "MX"}],
-                  [{}, {"name": "example.com", "type": "a"}, {"name": ""}]),
+    "dns:query": ([{"name": "example.com"}, {"name": "example.com", "type": "MX"},
+                   {"name": "example.com", "server": "127.0.0.1:5353", "timeout": "2s"},
+                   {"name": "example.com", "server": "[::1]:53"}, {"name": "x", "server": "::1"}],
+                  [{}, {"name": "example.com", "type": "a"}, {"name": ""},
+                   {"name": "x", "server": "dns.example.com"}, {"name": "x", "timeout": "5"},
+                   {"name": "x", "server": "127.0.0.1:"}]),
     "http:listen": ([{}, {"address": ":9090"}, {"address": ":9090", "network": "tcp"}],
                     [{"address": 9090}, {"network": "udp"}, {"port": 9090}]),
     "http:respond": (

@@ -216,7 +216,10 @@ def _fields_section(title: str, schema: dict[str, Any] | None, kind: str) -> lis
 
 def _roles(spec: Any) -> list[str]:
     roles = [
-        ("Per-record params (record fields at the top of the scope)", spec.per_record_params),
+        ("Per-record params (record fields at the top of the scope)",
+         spec.per_record_params if not spec.scope_param else ()),
+        (f"Compiled at build time, evaluated by the module (the `{spec.scope_param}` map at "
+         f"the top of the scope, over the state)", spec.per_record_params if spec.scope_param else ()),
         ("Condition params", spec.condition_params),
         ("Workspace path params", spec.path_params),
         ("Logged params (echoed in the summary, logs or events)", spec.logged_params),

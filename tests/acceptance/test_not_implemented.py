@@ -24,8 +24,8 @@ workloads:
   - name: lookup
     lifecycle: {policy: run_once}
     process:
-      module: dns:query
-      params: {name: example.com, type: A}
+      module: control:wait_for_signal
+      params: {context: {host: example.com}}
 """
 
 SANDBOXED = """\
@@ -79,7 +79,7 @@ def _plan_built_by_an_older_compiler(work: Path, text: str) -> Path:
 
 
 @pytest.mark.parametrize("text, needle", [
-    (LOOKUP, "workload 'lookup': module 'dns:query' is not implemented"),
+    (LOOKUP, "workload 'lookup': module 'control:wait_for_signal' is not implemented"),
     (SANDBOXED, "workload 'build': security_context.no_new_privileges is not implemented"),
     (LOOPED, "workload 'workers': loop under lifecycle policy 'supervise' is not implemented"),
 ], ids=["module", "security_context", "loop"])
@@ -112,18 +112,18 @@ def test_gxo_run_refuses_and_gxoc_reports_the_key(work: Path, ws_root: Path, tex
 
 def test_declared_only_module_is_refused_at_check(work: Path) -> None:
     pb = write_playbook(work, """\
-name: dns
+name: wait
 schemaVersion: "1.0.0"
 workloads:
   - name: lookup
     lifecycle: {policy: run_once}
     process:
-      module: dns:query
-      params: {name: example.com, type: A}
+      module: control:wait_for_signal
+      params: {context: {host: example.com}}
 """)
     check = run_tool("gxoc", "check", pb)
     assert check.rc == 1, check.explain()
-    assert "pb.yaml:7:15: error[not-implemented]: module 'dns:query' is declared but its code is not in this release" \
+    assert "pb.yaml:7:15: error[not-implemented]: module 'control:wait_for_signal' is declared but its code is not in this release" \
         in check.stdout
 
 

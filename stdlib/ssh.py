@@ -88,11 +88,11 @@ def _with_connection(own: dict, *, required: tuple[str, ...] = (),
         required=required,
         rules=[
             s.exactly_one_of("connection_id", "host"),
-            s.when_present("host", {"required": ["user"],
-                                    **s.exactly_one_of("password", "private_key")}),
-            s.when_present("connection_id", {"not": {"anyOf": [
-                {"required": [k]} for k in CONNECTION_PARAMS]}}),
-            s.when_present("passphrase", {"required": ["private_key"]}),
+            {"dependentRequired": {"host": ["user"], "passphrase": ["private_key"]}},
+            s.when_present("host", {"anyOf": [{"required": ["password"]},
+                                              {"required": ["private_key"]}]}),
+            s.at_most_one_of("password", "private_key"),
+            {"not": {"anyOf": [{"required": ["connection_id", k]} for k in CONNECTION_PARAMS]}},
             s.at_most_one_of("known_hosts", "insecure_ignore_host_key"),
             *rules,
         ],
@@ -371,8 +371,9 @@ def _connect_error(exc: BaseException, t: _Target, source: str) -> str | None:
                 f"insecure_ignore_host_key: true for a throwaway host")
     if isinstance(exc, asyncssh.PermissionDenied):
         how = "password" if t.password is not None else "private key"
-        return (f"{t.where}: authentication failed: the server refused the {how} for user "
-                f"{t.user}")
+        # the credential's kind comes last: keyword redaction (--redact-keywords) would hide
+        # whatever follows the word "password" on the line
+        return f"{t.where}: authentication failed for user {t.user}: the server refused the {how}"
     if isinstance(exc, ConnectionRefusedError):
         return f"{t.where}: connection refused: no SSH server listens on port {t.port}"
     if isinstance(exc, socket.gaierror):

@@ -206,8 +206,8 @@ def test_auth_failure_names_the_user_and_redacts_the_password(sshd, ws):
               "known_hosts": sshd.known_hosts, "command": "true"}
     with pytest.raises(ModuleError) as err:
         run("ssh:command", params, ws)
-    assert str(err.value) == (f"ssh {sshd.user}@127.0.0.1:{sshd.port}: authentication failed: "
-                              f"the server refused the password for user {sshd.user}")
+    assert str(err.value) == (f"ssh {sshd.user}@127.0.0.1:{sshd.port}: authentication failed "
+                              f"for user {sshd.user}: the server refused the password")
     with pytest.raises(ModuleError, match="refused the private key"):
         other = sshd.folder / "host_ed25519"  # a valid key the server does not authorize
         run("ssh:command", {**conn(sshd, private_key=other.read_text()), "command": "true"}, ws)

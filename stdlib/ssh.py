@@ -258,6 +258,9 @@ class _Target:
                 "not in this release: give host, user and password or private_key instead "
                 "(the module opens and closes its own connection)")
         self.host = p.req_str(params, "host")
+        port = params.get("port")
+        if isinstance(port, str) and port.strip().isdigit():  # rendered from a template
+            params = {**params, "port": int(port)}
         self.port = p.opt_int(params, "port", 22, minimum=1, maximum=65535)
         self.user = p.req_str(params, "user")
         self.password = p.opt_str(params, "password")
@@ -289,9 +292,9 @@ def _read_local(ctx, user_path: str, what: str) -> bytes:
 
     path = ctx.workspace.resolve(user_path)
     try:
+        if os.path.exists(path) and not os.path.isfile(path):  # a FIFO would block the open
+            raise ModuleError(f"{what} {ctx.redact(user_path)!r} is not a regular file")
         with open(path, "rb") as fh:
-            if not os.path.isfile(path):
-                raise ModuleError(f"{what} {ctx.redact(user_path)!r} is not a regular file")
             data = fh.read(_MAX_SMALL_FILE + 1)
     except OSError as exc:
         raise ModuleError(f"cannot read {what} {ctx.redact(user_path)!r}: "
@@ -421,10 +424,9 @@ class _Session:
         try:
             async with asyncio.timeout(t.timeout):
                 self.conn = await asyncssh.connect(t.host, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - mapped to one line below
-            message = _connect_error(exc, t, source)
-            if message is None:
-                raise
+        except Exception as exc:  # noqa: BLE001 - every failure is one line, never a traceback
+            message = _connect_error(exc, t, source) or \
+                f"{t.where}: cannot connect: {type(exc).__name__}: {exc}"
             raise ModuleError(ctx.redact(message)) from None
         ctx.logger.debug("connected", host=t.host, port=t.port, user=t.user)
         return self.conn
@@ -635,6 +637,8 @@ class Upload:
             return {"dry_run": True, "bytes_written": 0, "dest": dest,
                     "mode": f"{mode or 0:04o}"}
         try:
+            if os.path.exists(local) and not os.path.isfile(local):  # a FIFO would block
+                raise ModuleError(f"src {src!r} is not a regular file")
             fh = open(local, "rb")
         except OSError as exc:
             raise ModuleError(f"cannot read src {src!r}: {exc.strerror or exc}") from None

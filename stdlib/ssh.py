@@ -281,7 +281,8 @@ class _Target:
 
     @property
     def where(self) -> str:
-        return f"ssh {self.user}@{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+        return f"ssh {self.user}@{host}:{self.port}"
 
 
 def _read_local(ctx, user_path: str, what: str) -> bytes:
@@ -415,6 +416,8 @@ class _Session:
             "config": None,  # no ~/.ssh/config: the params say everything
             "agent_path": None, "gss_auth": False, "gss_kex": False, "kbdint_auth": False,
             "connect_timeout": t.timeout,
+            # a peer that stops answering mid-transfer is given up after about a minute
+            "keepalive_interval": 15, "keepalive_count_max": 4,
         }
         if t.password is not None:
             kwargs.update(password=t.password, client_keys=None, preferred_auth="password")

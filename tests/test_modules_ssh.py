@@ -10,7 +10,8 @@ import stat
 from typing import Any
 
 import pytest
-from gxo.runtime.module import Context, ModuleError, SecurityError, ValidationError, load_module_class
+from gxo.runtime.module import (Context, ModuleError, SecurityError, ValidationError,
+                                load_module_class)
 from gxo.runtime.workspace import Workspace
 
 from sshd import PASSPHRASE, free_port

@@ -125,7 +125,8 @@ def _rule(rule: dict[str, Any], prefix: str) -> str:
                     and b["required"][0] == rule["not"]["anyOf"][0]["required"][0]
                     for b in rule["not"]["anyOf"]):
         pairs = rule["not"]["anyOf"]
-        return f"{names([pairs[0]['required'][0]])} excludes {names([b['required'][1] for b in pairs])}"
+        others = [b["required"][1] for b in pairs]
+        return f"{names([pairs[0]['required'][0]])} excludes {names(others)}"
     if set(rule) == {"not"} and set(rule["not"]) == {"anyOf"} \
             and all(set(b) == {"required"} for b in rule["not"]["anyOf"]):
         pairs = [b["required"] for b in rule["not"]["anyOf"]]

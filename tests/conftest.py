@@ -26,3 +26,14 @@ def _state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     store defaults to ``$XDG_STATE_HOME/gxo``), never in the user's home."""
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
     monkeypatch.delenv("GXO_STATE_KEY", raising=False)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory):
+    """A throwaway OpenSSH server on loopback, started once for the whole session (tests/sshd.py);
+    skipped without ``sshd``, or failed under ``GXO_TEST_SERVICES=require``."""
+    from sshd import start_sshd
+
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()

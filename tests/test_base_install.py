@@ -7,7 +7,8 @@ dev venv's ``gxoc build --no-native`` (exec, filesystem:write with a template, a
 control:assert) then runs with the base venv's ``gxo``.  The compiler's dependencies must be
 absent there, and ``gxo exec`` must not import them, nor ``yaml`` (a base dependency that only
 data modules' yaml format loads), nor what design.md section 8 keeps off the start-up path:
-rich off a terminal, cryptography without ``--trusted-key``, httpx without ``http:request``.
+rich off a terminal, cryptography without ``--trusted-key``, httpx without ``http:request``,
+asyncssh without an ``ssh:*`` module.
 
 The venv is cached under the temp dir, keyed by the digest of everything the install reads
 (pyproject.toml, setup.py, the package dirs), the interpreter and the ``GXO_*EXTENSIONS``
@@ -39,7 +40,8 @@ SKIP_SUFFIXES = (".so", ".c", ".pyc", ".pyd", ".html")
 COMPILER_DEPS = ("lark", "jsonschema", "networkx", "jinja2", "Cython")
 # Never imported by `gxo exec` of a plain plan (compiler deps, yaml, and design.md section 8).
 NOT_AT_EXEC = (*COMPILER_DEPS, "cython", "yaml", "gxo.compiler", "rich", "cryptography", "httpx", "uvloop",
-               "croniter")  # croniter: only a scheduled workload or the compiler loads it
+               "croniter",  # croniter: only a scheduled workload or the compiler loads it
+               "asyncssh", "bcrypt")  # only an ssh:* module loads them
 INSTALL_TIMEOUT = 300
 STALE_SECONDS = 3600
 

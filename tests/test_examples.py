@@ -44,7 +44,7 @@ WAITING: dict[str, str] = {
     "e22_stdlib_snippets": "control:wait_for_signal, connection:open",
     "e25_mvk_demos": "security_context (seccomp)",
     "e27_lifecycle_mix": "connection:*",
-    "e28_etl_iac": "database:query, ssh:*",
+    "e28_etl_iac": "database:query, ssh:connect (the connection manager)",
 }
 RUNNABLE = [p for p in PLAYBOOKS if p.name.split(".")[0] not in WAITING]
 WAITING_PATHS = [p for p in PLAYBOOKS if p.name.split(".")[0] in WAITING]

@@ -56,8 +56,8 @@ SUMMARY_KEYS: dict[str, tuple[set[str], set[str]]] = {
     "ssh:connect": ({"connection_id", "host", "user"}, D),
     "ssh:command": ({"stdout", "stderr", "exit_code"}, D),
     "ssh:script": ({"stdout", "stderr", "exit_code"}, D),
-    "ssh:upload": ({"bytes_written"}, D),
-    "ssh:download": ({"path", "bytes"}, D),
+    "ssh:upload": ({"bytes_written", "dest", "mode"}, D),
+    "ssh:download": ({"path", "bytes", "mode"}, D),
     "passthrough": ({"records_processed"}, {"message"}),
     "data:generate_from_list": ({"records_generated"}, set()),
     "data:parse": ({"records_parsed"}, set()),
@@ -131,6 +131,8 @@ IMPLEMENTED = {
     "data:join", "data:aggregate", "data:format", "control:barrier", "test:producer",
     "filesystem:list", "stream:pipeline", "http:listen", "http:respond", "dns:query",
     "template:render",
+    # ssh:* open their own connection; ssh:connect waits for the kernel's connection manager
+    "ssh:command", "ssh:script", "ssh:upload", "ssh:download",
 }
 
 
@@ -339,6 +341,8 @@ def test_secret_carrying_params_are_not_logged() -> None:
     for name, param in never.items():
         assert param not in SPECS[name].logged_params, name
     assert "private_key" not in SPECS["ssh:connect"].logged_params
+    for name in ("ssh:command", "ssh:script", "ssh:upload", "ssh:download"):
+        assert not {"password", "private_key", "passphrase"} & set(SPECS[name].logged_params)
     assert "auth" not in SPECS["http:request"].logged_params
     assert {"command", "args"} <= set(SPECS["exec"].logged_params)
 
@@ -346,6 +350,8 @@ def test_secret_carrying_params_are_not_logged() -> None:
 # --------------------------------------------------------------------------- literal samples
 
 CONN = {"connection_id": "c1"}
+#: an ssh:* module's own connection
+HOST = {"host": "h", "port": 2222, "user": "u", "password": "p", "known_hosts": "kh"}
 JOIN_ON = [{"stream": "users", "role": "build", "field": "user_id"},
            {"stream": "logins", "role": "probe", "template": "{{ .uid }}"}]
 HANDLER = {"request": {"method": "GET", "path": "/api/users/1"},
@@ -447,7 +453,18 @@ SAMPLES: dict[str, tuple[list[dict], list[dict]]] = {
                                       "private_key": "k"},
          {"host": "h", "user": "u", "password": "p", "port": 0}],
     ),
-    "ssh:command": ([{**CONN, "command": "uptime"}], [CONN, {"command": "uptime"}]),
+    "ssh:command": (
+        [{**CONN, "command": "uptime"}, {**HOST, "command": "uptime"},
+         {**HOST, "args": ["ls", "-l"], "ok_exit_codes": [0, 1], "timeout": "5s"},
+         {"host": "h", "user": "u", "private_key": "k", "passphrase": "p", "command": "x",
+          "insecure_ignore_host_key": True, "connect_timeout": "2s"}],
+        [CONN, {"command": "uptime"}, {**HOST}, {**HOST, "command": "a", "args": ["b"]},
+         {**CONN, **HOST, "command": "a"}, {**CONN, "port": 22, "command": "a"},
+         {"host": "h", "user": "u", "command": "a"},
+         {"host": "h", "user": "u", "password": "p", "private_key": "k", "command": "a"},
+         {**HOST, "passphrase": "p", "command": "a"},
+         {**HOST, "insecure_ignore_host_key": True, "command": "a"}],
+    ),
     "ssh:script": ([{**CONN, "script_path": "s"}, {**CONN, "script_path": "s", "script_args": []}],
                    [CONN, {**CONN, "script_path": "s.sh", "script_args": "a"}]),
     "ssh:upload": ([{**CONN, "src": "a", "dest": "/tmp/a"}, {**CONN, "src": "a", "dest": "b",

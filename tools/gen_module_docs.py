@@ -116,6 +116,17 @@ def _rule(rule: dict[str, Any], prefix: str) -> str:
     if set(rule) == {"oneOf"} and all(set(b) == {"required"} for b in rule["oneOf"]):
         keys = [k for b in rule["oneOf"] for k in b["required"]]
         return f"exactly one of {names(keys)}"
+    if set(rule) == {"anyOf"} and all(set(b) == {"required"} and len(b["required"]) == 1
+                                      for b in rule["anyOf"]):
+        return f"at least one of {names([b['required'][0] for b in rule['anyOf']])}"
+    if set(rule) == {"not"} and set(rule["not"]) == {"anyOf"} \
+            and len(rule["not"]["anyOf"]) >= 2 \
+            and all(set(b) == {"required"} and len(b["required"]) == 2
+                    and b["required"][0] == rule["not"]["anyOf"][0]["required"][0]
+                    for b in rule["not"]["anyOf"]):
+        pairs = rule["not"]["anyOf"]
+        others = [b["required"][1] for b in pairs]
+        return f"{names([pairs[0]['required'][0]])} excludes {names(others)}"
     if set(rule) == {"not"} and set(rule["not"]) == {"anyOf"} \
             and all(set(b) == {"required"} for b in rule["not"]["anyOf"]):
         pairs = [b["required"] for b in rule["not"]["anyOf"]]
@@ -140,7 +151,7 @@ def _rule(rule: dict[str, Any], prefix: str) -> str:
                     vals = ", ".join(_code(_json(v)) for v in sub["enum"])
                     parts.append(f"{_code(prefix + key)} is one of {vals}")
             head = "when " + " and ".join(parts) if parts else f"when {_code(_json(cond))}"
-        return f"{head}: {_code(_json(then))}"
+        return f"{head}: {_rule(then, prefix)}"
     if set(rule) == {"dependentRequired"}:
         parts = [f"{_code(prefix + k)} requires {names(v)}"
                  for k, v in rule["dependentRequired"].items()]

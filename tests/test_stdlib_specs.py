@@ -129,7 +129,7 @@ IMPLEMENTED = {
     "control:assert", "control:identity", "test:assert", "test:mock_http_server", "http:request",
     "passthrough", "data:generate_from_list", "data:parse", "data:map", "data:filter",
     "data:join", "data:aggregate", "data:format", "control:barrier", "test:producer",
-    "filesystem:list", "stream:pipeline",
+    "filesystem:list", "stream:pipeline", "database:query",
 }
 
 
@@ -320,6 +320,7 @@ def test_param_roles_as_specified() -> None:
         "ssh:script": {"script_path"},
         "ssh:upload": {"src"},
         "ssh:download": {"dest"},
+        "database:query": {"dsn"},
     }
     assert SPECS["template:render"].literal_params == ("template",)
 
@@ -490,10 +491,13 @@ SAMPLES: dict[str, tuple[list[dict], list[dict]]] = {
         [{"dsn": "app.db", "query": "SELECT 1"},
          {"driver": "postgresql", "dsn": "postgres://h/db", "query": "SELECT $1",
           "params": [1]},
-         {"connection": "main", "query": "SELECT :id", "params": {"id": 1}}],
+         {"dsn": ":memory:", "query": "SELECT :id", "params": {"id": 1}},
+         {"dsn": "a.db", "query": ["INSERT INTO t VALUES (?)", "SELECT 1"],
+          "params": [[1], None], "transaction": True, "timeout": "5s", "unsafe_sql": False}],
         [{"query": "SELECT 1"}, {"dsn": "a", "connection": "b", "query": "SELECT 1"},
          {"dsn": "a"}, {"driver": "mssql", "dsn": "a", "query": "q"},
-         {"dsn": "a", "query": "q", "params": "1"}],
+         {"dsn": "a", "query": "q", "params": "1"}, {"dsn": "a", "query": []},
+         {"dsn": "a", "query": "q", "transaction": "yes"}],
     ),
     "template:render": ([{"template": "Hello {{ .name }}", "vars": {"name": "x"}}],
                         [{}, {"template": "x", "vars": []}]),

@@ -1,4 +1,28 @@
-"""``database:*`` (L5): SQL databases."""
+"""``database:*`` (L5): SQL databases.
+
+``database:query`` runs on SQLite (the standard library), PostgreSQL (psycopg 3) and MySQL or
+MariaDB (PyMySQL). Each run opens one connection and closes it at the end.
+
+- **Bound parameters only.** Values reach the SQL through ``params`` and the driver's
+  placeholders; a ``{{ }}`` or ``${}`` inside ``query`` is the compile error
+  ``sql-injection-risk``, unless the workload sets the literal ``unsafe_sql: true`` (for DDL
+  that takes no placeholder). A string holds one statement (every driver here refuses a
+  string with several, PostgreSQL's through a prepared statement); several statements are a
+  list.
+- **Transactions.** Each statement commits on its own; with ``transaction: true`` they run in
+  one transaction, committed when all succeed and rolled back when one fails.
+- **Values** become JSON: ``Decimal`` an integer when integral, a float when the float is exact,
+  else its text (``"12345678901234567890.123"``); dates and times ISO 8601 text; intervals
+  (``timedelta``) seconds; bytes their UTF-8 text, or ``"base64:..."`` when not UTF-8;
+  NaN/Infinity, UUIDs, network addresses and other types their text; JSON columns and arrays as
+  they are. A repeated column name gets ``_2``, ``_3``... (alias columns to choose names).
+- **Errors** are one line naming the driver, host, port and database (``postgresql
+  127.0.0.1:5432/app: statement failed: UndefinedTable: relation "nope" does not exist``);
+  the DSN's password never appears in them. Pass the DSN itself as a secret (``dsn:
+  "${APP_DSN}"``) so that every output of GXO redacts it.
+- **Dry run:** nothing is executed, not even a SELECT; the summary is empty with
+  ``dry_run: true``.
+"""
 
 from __future__ import annotations
 
@@ -150,13 +174,31 @@ def _row_maps(columns: list[str], rows) -> list[dict]:
     return [{k: _json_value(v) for k, v in zip(names, row)} for row in rows]
 
 
+def _dsn_passwords(dsn: str) -> list[str]:
+    """The password of a URL or ``key=value`` DSN, raw and decoded (best effort: no error)."""
+    import re
+    from urllib.parse import unquote
+
+    out = []
+    m = re.search(r"://[^/@\s:]*:([^@\s]*)@", dsn)
+    if m:
+        out += [m.group(1), unquote(m.group(1))]
+    for m in re.finditer(r"(?i)\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", dsn):
+        value = m.group(1)
+        out += [value, value.strip("'")]
+    return out
+
+
 class _Target:
     """Where the statements go, for messages: driver, host and database, never the password."""
 
     def __init__(self, driver: str, where: str, secrets: list[str]) -> None:
         self.driver = driver
         self.where = where
-        self.secrets = [x for x in secrets if x]
+        found = list(secrets)
+        for s in secrets:  # the password as the DSN spells it, even when the DSN does not parse
+            found += _dsn_passwords(s)
+        self.secrets = [x for x in dict.fromkeys(found) if x]
 
     def scrub(self, text: str) -> str:
         import re
@@ -187,7 +229,8 @@ def _pg_target(dsn: str) -> tuple[_Target, dict]:
         info = psycopg.conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
         raise ValidationError(_Target("postgresql", "", [dsn]).scrub(
-            f"parameter 'dsn' is not a PostgreSQL connection string: {exc}")) from None
+            f"parameter 'dsn' is not a PostgreSQL connection string: "
+            f"{' '.join(str(exc).split())}")) from None
     host = str(info.get("host") or info.get("hostaddr") or "localhost")
     port = str(info.get("port") or "5432")
     where = f"{host}:{port}/{info.get('dbname') or info.get('user') or ''}"

@@ -431,6 +431,15 @@ class Query:
 
     name = "database:query"
 
+    @staticmethod
+    def secrets_in(params: dict) -> list[str]:
+        """The DSN's password (the kernel redacts it from every output, ``-vv`` params too);
+        only from 4 characters on, as for values computed from a secret."""
+        dsn = params.get("dsn")
+        if not isinstance(dsn, str) or params.get("driver", "sqlite") == "sqlite":
+            return []
+        return [x for x in dict.fromkeys(_dsn_passwords(dsn)) if len(x) >= 4]
+
     async def perform(self, ctx, params):
         import asyncio
 

@@ -6,6 +6,7 @@ PostgreSQL and MariaDB on loopback (``GXO_TEST_POSTGRES`` / ``GXO_TEST_MYSQL``, 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -203,10 +204,37 @@ def test_connection_failure_redacts_the_dsn_password(ws) -> None:
         assert expect in msg and "\n" not in msg
 
 
-def test_timeout_cancels_the_statement(ws) -> None:
-    dsn = dsn_of("postgresql")
-    with pytest.raises(ModuleError, match=r"^postgresql 127\.0\.0\.1:\d+/test: timed out: no result within 300ms"):
-        query(ws, {"driver": "postgresql", "dsn": dsn, "query": "SELECT pg_sleep(30)", "timeout": "300ms"})
+@pytest.mark.parametrize("driver", ("postgresql", "mysql"))
+def test_timeout_cancels_the_statement_on_the_server(ws, driver: str) -> None:
+    dsn = dsn_of(driver)
+    marker = f"gxo_sleep_{uuid.uuid4().hex[:8]}"
+    sleep = "pg_sleep(30)" if driver == "postgresql" else "SLEEP(30)"
+    # a loop of its own, closed only after the check: asyncio.run would wait for the worker
+    # thread, so a statement left running would end (after 30 s) before anything is checked
+    loop = asyncio.new_event_loop()
+    ctx = Context(workload="w", run_id="r", logger=Log(), workspace=ws, state=dict)
+    params = {"driver": driver, "dsn": dsn, "query": f"SELECT {sleep} AS {marker}", "timeout": "300ms"}
+    try:
+        with pytest.raises(ModuleError, match=rf"^{driver} 127\.0\.0\.1:\d+/test: timed out: "
+                           "no result within 300ms"):
+            loop.run_until_complete(load_module_class("database:query")().perform(ctx, params))
+        _gone(ws, driver, dsn, marker)
+    finally:
+        loop.run_until_complete(loop.shutdown_default_executor())
+        loop.close()
+
+
+def _gone(ws, driver: str, dsn: str, marker: str) -> None:
+    # the server stops the statement (cancel request / KILL QUERY), well before its 30 s
+    activity = ("SELECT COUNT(*) AS n FROM pg_stat_activity WHERE query LIKE %s AND pid <> pg_backend_pid()"
+                if driver == "postgresql" else
+                "SELECT COUNT(*) AS n FROM information_schema.processlist WHERE info LIKE %s "
+                "AND id <> CONNECTION_ID()")
+    deadline = time.monotonic() + 10
+    while query(ws, {"driver": driver, "dsn": dsn, "query": activity,
+                     "params": [f"%{marker}%"]})["rows"] != [{"n": 0}]:
+        assert time.monotonic() < deadline, "the statement still runs on the server"
+        time.sleep(0.1)
 
 
 def test_dry_run_executes_nothing(ws) -> None:

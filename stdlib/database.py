@@ -42,8 +42,9 @@ QUERY = ModuleSpec(
                 default="sqlite",
             ),
             "dsn": s.nonempty(
-                "Data source name: for sqlite a file path (resolved in the workspace, like every "
-                "path param) or \":memory:\"; for postgresql a libpq URL or key=value string; for "
+                "Data source name: for sqlite a file path (relative: in the run's workspace, gone "
+                "when the run ends; absolute: under an allowed path, as for every path param) or "
+                "\":memory:\"; for postgresql a libpq URL or key=value string; for "
                 "mysql a URL mysql://user:password@host:port/database?charset=... . It holds the "
                 "password: pass it as a secret (`${DB_DSN}`); GXO's own messages never show it."
             ),

@@ -252,6 +252,57 @@ def test_sqlite_file_is_contained_in_the_workspace(ws) -> None:
         [{"one": 1, "one_2": 1}]
 
 
+def test_sqlite_file_outside_the_workspace_under_an_allowed_path(ws, tmp_path) -> None:
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    allowed = ws.allowing((str(keep),))
+    query(allowed, {"dsn": str(keep / "app.db"), "query": ["CREATE TABLE t (x INTEGER)",
+                                                          "INSERT INTO t VALUES (5)"]})
+    assert (keep / "app.db").exists()  # it outlives the run's workspace
+    assert query(allowed, {"dsn": str(keep / "app.db"), "query": "SELECT x FROM t"})["rows"] == [{"x": 5}]
+
+
+SQL_PLAYBOOK = """\
+name: q
+schemaVersion: "1.0.0"
+workloads:
+  - name: src
+    lifecycle: {policy: run_once}
+    process:
+      module: data:generate_from_list
+      params: {items: [{id: 1}]}
+  - name: pipe
+    lifecycle: {policy: run_once}
+    stream_inputs: [src]
+    process:
+      module: stream:pipeline
+      params:
+        steps:
+          - id: spliced
+            uses: database:query
+            with: {dsn: a.db, query: "INSERT INTO t VALUES ({{ .id }})"}
+          - id: bound
+            uses: database:query
+            with: {dsn: a.db, query: "INSERT INTO t VALUES (?)", params: ["{{ .id }}"]}
+  - name: flag
+    lifecycle: {policy: run_once}
+    process:
+      module: database:query
+      params: {dsn: a.db, unsafe_sql: "{{ true }}", query: "SELECT '$${literal}'"}
+"""
+
+
+def test_sql_injection_risk_in_pipeline_steps_and_a_templated_flag(tmp_path) -> None:
+    from golden_util import run_gxoc
+
+    (tmp_path / "pb.yaml").write_text(SQL_PLAYBOOK)
+    code, out, err = run_gxoc(["check", "pb.yaml"], tmp_path)
+    assert code == 1
+    assert "pb.yaml:18:61: error[sql-injection-risk]: params.steps[0].with.query builds SQL" in out
+    assert out.count("sql-injection-risk") == 1  # bound params and `$${` (literal text) are fine
+    assert "error[invalid-value]: unsafe_sql must be a literal true or false" in out
+
+
 def test_bad_params_are_validation_errors(ws) -> None:
     with pytest.raises(ValidationError, match="list of 2 items"):
         query(ws, {"dsn": ":memory:", "query": ["SELECT 1", "SELECT 2"], "params": [1]})

@@ -99,6 +99,10 @@ CODES: dict[str, CodeInfo] = {
         'refused at run time.'),
     "secret-in-log": CodeInfo("security", WARNING, "a secret flowing into a param that is logged or summarised",
         'Pass secrets only through params that are not echoed in summaries or logs (e.g. `environment`).'),
+    "sql-injection-risk": CodeInfo("security", ERROR, "a template inside a database:query statement (SQL built from text)",
+        "Write the value as a placeholder in `query` and pass it in `params` (bound by the driver, never "
+        "spliced into the SQL). Only where the database takes no placeholder (DDL such as `CREATE ROLE ... "
+        "PASSWORD`) set the literal `unsafe_sql: true` on the workload."),
     # what this release runs
     "not-implemented": CodeInfo("support", ERROR,
         "a module, lifecycle policy or security_context key that this release's runtime cannot run",

@@ -512,6 +512,7 @@ def _check_sites(an: Analysis, diags: Diagnostics) -> None:
                           site.node.span, help="loop over a list (or a mapping's values), e.g. loop: \"{{ .hosts }}\"")
         _check_literal_params(w, diags)
         _check_paths(w, diags, an.playbook)
+        _check_sql(w, diags)
         an.refs[w.name] = refs
 
 
@@ -667,6 +668,45 @@ def _check_literal_params(w: Workload, diags: Diagnostics) -> None:
         with_key = step_node.key_node("with") if isinstance(step_node, MapNode) else None
         validate_params(st.uses, to_plain(st.with_node) if st.with_node is not None else {}, st.with_node,
                         st.uses_node or step_node, with_key, diags, prefix=f"steps[{st.index}].with")
+
+
+#: modules whose ``query`` param is SQL text: a template there builds SQL from data
+_SQL_MODULES = ("database:query",)
+
+
+def _check_sql(w: Workload, diags: Diagnostics) -> None:
+    """`sql-injection-risk`: a ``{{ }}`` or ``${}`` in a database:query ``query`` (of the
+    workload or of a pipeline step), unless that module's params set ``unsafe_sql: true``."""
+    def unsafe(params: YNode | None) -> bool:
+        flag = params.get("unsafe_sql") if isinstance(params, MapNode) else None
+        return isinstance(flag, ScalarNode) and flag.value is True
+
+    flags = [w.params_node] if w.module in _SQL_MODULES else []
+    flags += [st.with_node for st in w.steps if st.uses in _SQL_MODULES]
+    for params in flags:
+        flag = params.get("unsafe_sql") if isinstance(params, MapNode) else None
+        if isinstance(flag, ScalarNode) and isinstance(flag.value, str) and is_templated(flag.value):
+            diags.add("invalid-value", "unsafe_sql must be a literal true or false, not a template",
+                      flag.span, help="write `unsafe_sql: true` (the compiler reads it to allow templates in `query`)")
+    for site in w.exprs:
+        if site.param_path is None or not site.param_path or site.param_path[0] != "query":
+            continue
+        if site.step is not None:
+            module, params = site.step.uses, site.step.with_node
+        elif w.module != "stream:pipeline":
+            module, params = w.module, w.params_node
+        else:
+            continue
+        if module not in _SQL_MODULES or unsafe(params) or not isinstance(site.tree, ast.Template):
+            continue
+        part = next((x for x in site.tree.parts if not isinstance(x, ast.Text)), None)
+        if part is None:  # only text (`$${` unescapes to a literal `${`)
+            continue
+        diags.add("sql-injection-risk", f"{site.where} builds SQL from a template: a value spliced into the "
+                  "statement can change what it does", site.node.sub_span(part.start, max(part.end, part.start + 1)),
+                  help="write a placeholder in the query (`?` or `:name` for sqlite, `%s` or `%(name)s` for "
+                  "postgresql/mysql) and pass the value in `params`; only where the database takes no placeholder, "
+                  "set `unsafe_sql: true`")
 
 
 def _allowed_dirs(pb: Playbook, w: Workload) -> list[str]:

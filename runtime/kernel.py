@@ -758,6 +758,15 @@ class Kernel:
         if cls is None:
             raise KernelError(f"module '{w.module}' has no code in this release")
         mod = cls()
+        secrets_in = getattr(cls, "secrets_in", None)
+        if secrets_in is not None and isinstance(params, dict):
+            # secret parts of literal params (a DSN's password): tracked like ${NAME} values
+            try:
+                found = secrets_in(params)
+            except Exception:  # noqa: BLE001 - malformed params: perform reports them
+                found = ()
+            for value in found:
+                self.tracker.add(value)
         ctx = self._context(w, index, workspace)
         if w.name in self.operator_states.owners:
             if w.lifecycle.policy == "event_driven":

@@ -86,6 +86,10 @@ class Module:
     #: summary fields that are a function of another field, ``{field: (source, function)}``:
     #: the durable run history does not store them, a resumed run computes them again
     derived_fields: ClassVar[dict[str, tuple[str, Callable[[Any], Any]]]] = {}
+    #: optional ``secrets_in(params) -> list[str]`` (a staticmethod): the secret parts of the
+    #: rendered params (a DSN's password) that the kernel tracks, before it shows or uses them,
+    #: as it tracks ``${NAME}`` values: redacted from every output of the run from then on
+    secrets_in: ClassVar[Callable[[dict[str, Any]], list[str]] | None] = None
 
     def perform(self, ctx: Context, params: dict[str, Any]) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -41,7 +41,8 @@ COMPILER_DEPS = ("lark", "jsonschema", "networkx", "jinja2", "Cython")
 # Never imported by `gxo exec` of a plain plan (compiler deps, yaml, and design.md section 8).
 NOT_AT_EXEC = (*COMPILER_DEPS, "cython", "yaml", "gxo.compiler", "rich", "cryptography", "httpx", "uvloop",
                "croniter",  # croniter: only a scheduled workload or the compiler loads it
-               "asyncssh", "bcrypt")  # only an ssh:* module loads them
+               "asyncssh", "bcrypt",  # only an ssh:* module loads them
+               "psycopg", "pymysql")  # database drivers: only database:query loads them
 INSTALL_TIMEOUT = 300
 STALE_SECONDS = 3600
 

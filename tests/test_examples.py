@@ -38,13 +38,12 @@ WAITING: dict[str, str] = {
     "e01_ssh_guard": "connection:listen",
     "e02_kv_server": "connection:*",
     "e03_lifecycle_polymorphism": "connection:listen",
-    "e10_loop_over_rows": "database:query",
     "e14_tcp_server": "connection:*",
     "e16_manual_approval": "control:wait_for_signal",
     "e22_stdlib_snippets": "control:wait_for_signal, connection:open",
     "e25_mvk_demos": "security_context (seccomp)",
     "e27_lifecycle_mix": "connection:*",
-    "e28_etl_iac": "database:query, ssh:connect (the connection manager)",
+    "e28_etl_iac": "ssh:connect (the connection manager)",
 }
 RUNNABLE = [p for p in PLAYBOOKS if p.name.split(".")[0] not in WAITING]
 WAITING_PATHS = [p for p in PLAYBOOKS if p.name.split(".")[0] in WAITING]

@@ -130,7 +130,7 @@ IMPLEMENTED = {
     "passthrough", "data:generate_from_list", "data:parse", "data:map", "data:filter",
     "data:join", "data:aggregate", "data:format", "control:barrier", "test:producer",
     "filesystem:list", "stream:pipeline", "http:listen", "http:respond", "dns:query",
-    "template:render",
+    "template:render", "database:query",
     # ssh:* open their own connection; ssh:connect waits for the kernel's connection manager
     "ssh:command", "ssh:script", "ssh:upload", "ssh:download",
 }
@@ -327,6 +327,7 @@ def test_param_roles_as_specified() -> None:
         "ssh:script": {"script_path"},
         "ssh:upload": {"src"},
         "ssh:download": {"dest"},
+        "database:query": {"dsn"},
     }
     # the template is compiled at build time, not passed through as literal text
     assert SPECS["template:render"].literal_params == ()
@@ -517,10 +518,13 @@ SAMPLES: dict[str, tuple[list[dict], list[dict]]] = {
         [{"dsn": "app.db", "query": "SELECT 1"},
          {"driver": "postgresql", "dsn": "postgres://h/db", "query": "SELECT $1",
           "params": [1]},
-         {"connection": "main", "query": "SELECT :id", "params": {"id": 1}}],
+         {"dsn": ":memory:", "query": "SELECT :id", "params": {"id": 1}},
+         {"dsn": "a.db", "query": ["INSERT INTO t VALUES (?)", "SELECT 1"],
+          "params": [[1], None], "transaction": True, "timeout": "5s", "unsafe_sql": False}],
         [{"query": "SELECT 1"}, {"dsn": "a", "connection": "b", "query": "SELECT 1"},
          {"dsn": "a"}, {"driver": "mssql", "dsn": "a", "query": "q"},
-         {"dsn": "a", "query": "q", "params": "1"}],
+         {"dsn": "a", "query": "q", "params": "1"}, {"dsn": "a", "query": []},
+         {"dsn": "a", "query": "q", "transaction": "yes"}],
     ),
     "template:render": ([{"template": "Hello {{ .name }}", "vars": {"name": "x"}}],
                         [{}, {"template": "x", "vars": []}]),

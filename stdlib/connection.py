@@ -56,7 +56,10 @@ LISTEN = ModuleSpec(
     ),
     record_schema=s.record(
         {
-            "connection_id": s.string("Id of the accepted connection."),
+            "connection_id": s.string(
+                "Id of the accepted connection (UDP: of the datagram, which connection:read "
+                "returns and connection:write answers)."
+            ),
             "remote_addr": s.string("Peer address, host:port."),
         }
     ),
@@ -67,7 +70,7 @@ READ = ModuleSpec(
     name="connection:read",
     layer="L2",
     description="Read from a connection: a byte count, up to a delimiter, or until the peer "
-    "closes.",
+    "closes (UDP: the next datagram).",
     params_schema=s.params(
         {
             "connection_id": s.connection_id(),

@@ -129,7 +129,8 @@ IMPLEMENTED = {
     "control:assert", "control:identity", "test:assert", "test:mock_http_server", "http:request",
     "passthrough", "data:generate_from_list", "data:parse", "data:map", "data:filter",
     "data:join", "data:aggregate", "data:format", "control:barrier", "test:producer",
-    "filesystem:list", "stream:pipeline",
+    "filesystem:list", "stream:pipeline", "connection:open", "connection:listen", "connection:read",
+    "connection:write", "connection:close",
 }
 
 

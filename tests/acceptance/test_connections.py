@@ -359,3 +359,52 @@ def test_no_socket_is_left_open_after_a_run(work: Path) -> None:
         assert port_is_free(port)
     finally:
         server.close()
+
+
+# --------------------------------------------------------------------------- E2, E22
+
+
+def test_e02_kv_server_answers_the_protocol(work: Path) -> None:
+    """E2 as it is, on a free port: the protocol oracle of the checklist (GET of a missing key is
+    ``ERR not_found``, the protocol definition's answer), two clients at once."""
+    port = free_port()
+    doc = yaml.safe_load((ROOT / "examples" / "e02_kv_server.yaml").read_text())
+    doc["workloads"][0]["process"]["params"]["address"] = f"127.0.0.1:{port}"
+    pb = work / "e02.yaml"
+    pb.write_text(yaml.safe_dump(doc, sort_keys=False))
+    plan = build(pb, work)
+    with serving(plan, "kv_listener_service"):
+        a = socket.create_connection(("127.0.0.1", port), timeout=10)
+        b = socket.create_connection(("127.0.0.1", port), timeout=10)
+        with a, b:
+            assert ask(b, b"PING\n") == b"PONG\n"
+            assert ask(a, b"GET initial_key\n") == b"OK hello world\n"
+        oracle = {b"GET missing_key\n": b"ERR not_found\n", b"SET mykey some new value\n": b"OK\n",
+                  b"DELETE mykey\n": b"ERR unknown_command\n", b"get another_key\n": b"OK gxo is powerful\n"}
+        for line, answer in oracle.items():
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                assert ask(c, line) == answer, line
+
+
+def test_e22_connection_open_snippet_against_a_local_server(work: Path) -> None:
+    """E22's ``connection:open`` snippet (``example.com:80`` in the example), pointed at a
+    server on 127.0.0.1: it returns the id and both addresses."""
+    server = PeerServer()
+    try:
+        doc = yaml.safe_load((ROOT / "examples" / "e22_stdlib_snippets.yaml").read_text())
+        snippet = next(w for w in doc["workloads"] if w["process"]["module"] == "connection:open")
+        assert snippet["process"]["params"] == {"network": "tcp", "address": "example.com:80"}
+        snippet["process"]["params"]["address"] = f"127.0.0.1:{server.port}"
+        snippet.pop("needs", None)
+        pb = work / "e22.yaml"
+        pb.write_text(yaml.safe_dump({"name": doc["name"], "schemaVersion": doc["schemaVersion"],
+                                      "workloads": [snippet]}, sort_keys=False))
+        run = gxo_run(pb)
+        assert run.rc == 0, run.explain()
+        summary = summary_of(run, snippet["name"])
+        assert summary["connection_id"].startswith("conn-")
+        assert summary["remote_addr"] == f"127.0.0.1:{server.port}"
+        assert summary["local_addr"].startswith("127.0.0.1:")
+        assert wait_until(lambda: server.eofs == 1, timeout=5)  # closed with the run
+    finally:
+        server.close()

@@ -80,6 +80,7 @@ class Connection:
         self.buf = bytearray()
         self.last_used = time.monotonic()
         self.closed_reason: str | None = None
+        self.reading = False
 
     # -- transport-specific ------------------------------------------------------------------
 
@@ -104,6 +105,15 @@ class Connection:
 
     async def read(self, read_bytes: int | None, until: bytes | None, timeout: float | None) -> bytes:
         self._check_open()
+        if self.reading:
+            raise ModuleError(f"connection '{self.id}' is being read by another workload: one read at a time")
+        self.reading = True
+        try:
+            return await self._timed_read(read_bytes, until, timeout)
+        finally:
+            self.reading = False
+
+    async def _timed_read(self, read_bytes: int | None, until: bytes | None, timeout: float | None) -> bytes:
         try:
             if timeout is None:
                 return await self._read(read_bytes, until)

@@ -39,6 +39,18 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+def open_fds() -> dict[str, str]:
+    """This process's open file descriptors and what they point to (the listing's own
+    descriptor, closed once it is read, left out)."""
+    out = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except FileNotFoundError:
+            pass
+    return out
+
+
 class PeerServer:
     """A Python TCP server on 127.0.0.1: answers each line in upper case; records what it saw."""
 
@@ -337,7 +349,7 @@ def test_no_socket_is_left_open_after_a_run(work: Path) -> None:
     async def main() -> None:
         from acceptance.inproc import wait_for
 
-        before = set(os.listdir("/proc/self/fd"))
+        before = open_fds()
         running = Running(pb)
         try:
             running.start()
@@ -351,11 +363,12 @@ def test_no_socket_is_left_open_after_a_run(work: Path) -> None:
             await writer.wait_closed()
         finally:
             running.close()
-        assert set(os.listdir("/proc/self/fd")) - before == set()
+        await wait_for(lambda: server.eofs == 1)  # the test's own server has closed its side too
+        extra = {fd: target for fd, target in open_fds().items() if before.get(fd) != target}
+        assert not extra, extra
 
     try:
         asyncio.run(main())
-        assert wait_until(lambda: server.eofs == 1, timeout=5)
         assert port_is_free(port)
     finally:
         server.close()
@@ -408,3 +421,4 @@ def test_e22_connection_open_snippet_against_a_local_server(work: Path) -> None:
         assert wait_until(lambda: server.eofs == 1, timeout=5)  # closed with the run
     finally:
         server.close()
+

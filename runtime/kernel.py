@@ -814,7 +814,18 @@ class Kernel:
             on_run_end=self.cleanups.append,
             redact=self.tracker.redact,
             stop_timeout=getattr(w.lifecycle, "stop_timeout", None),
+            connections=self._connections,
         )
+
+    def _connections(self) -> Any:
+        """The run's connection manager (gxo.runtime.connections), made on first use; closed
+        with everything it holds at the end of ``_shutdown``."""
+        mgr = self.react.conns
+        if mgr is None:
+            from gxo.runtime.connections import ConnectionManager
+
+            mgr = self.react.conns = ConnectionManager.from_env()
+        return mgr
 
     def _workspace_of(self, w: Workload, workspace: Any = None) -> Any:
         """The workspace as ``w``'s modules see it: plus the allowed roots of the flag, the
@@ -986,6 +997,8 @@ class Kernel:
                     await out
             except Exception:  # noqa: BLE001 - cleanup must not hide the run's result
                 pass
+        if self.react.conns is not None:  # every exit path: no socket outlives the run
+            await self.react.conns.close_all()
 
 
 def _registered(state: Any, key: str) -> Any:
@@ -1003,7 +1016,8 @@ class _Reactions:
     """How the run reacts to failures and missing input, precomputed per plan so that the
     scheduling step never looks at it: only the task path and the failure paths do."""
 
-    __slots__ = ("handles", "watch", "fired", "rescuing", "no_input", "dry_checks", "unreal", "loop_out", "lc", "rec")
+    __slots__ = ("handles", "watch", "fired", "rescuing", "no_input", "dry_checks", "unreal", "loop_out", "lc", "rec",
+                 "conns")
 
     def __init__(self, plan: Plan, wiring: Any, dry_run: bool) -> None:
         #: handler -> the workloads whose on_failure names it
@@ -1032,6 +1046,8 @@ class _Reactions:
         self.lc: Any = None
         #: the durable store's recorder (gxo.runtime.durable.Recorder), or None
         self.rec: Any = None
+        #: the run's connection manager (gxo.runtime.connections), made on first use
+        self.conns: Any = None
 
 
 #: modules that check results: under --dry-run they skip when their inputs are dry-run summaries

@@ -57,6 +57,10 @@ class Workspace(Protocol):
         ...
 
 
+def _no_connections() -> Any:
+    raise ModuleError("no connection manager in this context (connection:* modules run inside a gxo run)")
+
+
 @dataclass
 class Context:
     """What one execution of a module sees."""
@@ -76,6 +80,8 @@ class Context:
     #: a long-running workload's ``lifecycle.stop_timeout``: how long a program stopped with
     #: SIGTERM may take before SIGKILL (None: the module's own default)
     stop_timeout: float | None = None
+    #: the run's connection manager (gxo.runtime.connections), made on first call
+    connections: Callable[[], Any] = _no_connections
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -35,14 +35,9 @@ EXPECTED_WARNINGS: dict[str, set[str]] = {}
 #: Examples that wait for a feature this release does not run, by file stem, with the features
 #: (docs/examples.md lists them too).  ``gxoc check`` refuses them with ``not-implemented``.
 WAITING: dict[str, str] = {
-    "e01_ssh_guard": "connection:listen",
-    "e02_kv_server": "connection:*",
-    "e03_lifecycle_polymorphism": "connection:listen",
-    "e14_tcp_server": "connection:*",
     "e16_manual_approval": "control:wait_for_signal",
-    "e22_stdlib_snippets": "control:wait_for_signal, connection:open",
+    "e22_stdlib_snippets": "control:wait_for_signal",
     "e25_mvk_demos": "security_context (seccomp)",
-    "e27_lifecycle_mix": "connection:*",
     "e28_etl_iac": "ssh:connect (the connection manager)",
 }
 RUNNABLE = [p for p in PLAYBOOKS if p.name.split(".")[0] not in WAITING]

@@ -133,6 +133,7 @@ IMPLEMENTED = {
     "template:render", "database:query",
     # ssh:* open their own connection; ssh:connect waits for the kernel's connection manager
     "ssh:command", "ssh:script", "ssh:upload", "ssh:download",
+    "connection:open", "connection:listen", "connection:read", "connection:write", "connection:close",
 }
 
 

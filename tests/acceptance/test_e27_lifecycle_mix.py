@@ -1,11 +1,10 @@
 """E27 in one ``gxo exec`` process: a supervised web server, an event-driven log processor (a
 ``stream:pipeline`` per event) and a scheduled nightly backup, side by side.
 
-The example's event source is a TCP intake (``connection:listen``, not in this release); here it
-is a file followed by ``tail -F`` (``exec`` with ``stdout_records``), one record per line, and the
-pipeline's first step parses ``.line`` instead of the connection's data.  Everything else is
-the example's: the server restarts after a crash, ERROR lines reach the collector over HTTP, the
-backup's next fire is 02:00 and it does not run at start.  SIGTERM stops it all, exit 0."""
+The example as it is, on free ports: the server restarts after a crash, each log line sent to the
+TCP intake (``connection:listen``, one pipeline run per connection) is parsed and the ERROR ones
+reach the collector over HTTP, the backup's next fire is 02:00 and it does not run at start.
+SIGTERM stops it all, exit 0."""
 
 from __future__ import annotations
 
@@ -40,18 +39,11 @@ def _serves(port: int) -> bool:
         return False
 
 
-def _playbook(work: Path, port: int, log: Path, backups: Path) -> Path:
+def _playbook(work: Path, port: int, intake: int, backups: Path) -> Path:
     doc = yaml.safe_load(E27.read_text())
     by_name = {w["name"]: w for w in doc["workloads"]}
     by_name["web_server"]["process"]["params"]["args"][2] = str(port)
-    by_name["log_intake"]["process"] = {"module": "exec", "params": {
-        "command": "tail", "args": ["-n", "0", "-F", str(log)], "stdout_records": True}}
-    steps = by_name["log_processor"]["process"]["params"]["steps"]
-    steps[:] = [s for s in steps if not s["uses"].startswith("connection:")]
-    parse = steps[0]
-    parse.pop("needs", None)
-    parse["with"]["template"] = parse["with"]["template"].replace(".data |", ".line |").replace(
-        '"from" .remote_addr', '"from" "app.log"')
+    by_name["log_intake"]["process"]["params"]["address"] = f"127.0.0.1:{intake}"
     stub = work / "backup_database.sh"
     stub.write_text(f"#!/bin/sh\necho backup >> {backups}\n")
     stub.chmod(0o755)
@@ -62,10 +54,9 @@ def _playbook(work: Path, port: int, log: Path, backups: Path) -> Path:
 
 
 def test_the_lifecycle_mix_runs_in_one_process(work: Path) -> None:
-    port = _free_port()
-    log, backups = work / "app.log", work / "backups"
-    log.write_text("")
-    plan = build(_playbook(work, port, log, backups), work)
+    port, intake = _free_port(), _free_port()
+    backups = work / "backups"
+    plan = build(_playbook(work, port, intake, backups), work)
     seen: list[dict] = []
     with HttpMock([200]) as collector:
         proc = spawn("gxo", "exec", plan, "--json", env={"LOG_COLLECTOR_URL": collector.url + "/logs"})
@@ -87,13 +78,15 @@ def test_the_lifecycle_mix_runs_in_one_process(work: Path) -> None:
             first = server_pids()[0]
             os.kill(first, signal.SIGKILL)
             assert wait_until(lambda: len(server_pids()) == 2 and _serves(port), timeout=30), seen[-5:]
-            # each appended line is one pipeline run; only the ERROR lines are forwarded
-            time.sleep(1.0)  # tail is following
-            with log.open("a") as fh:
-                for line in ("error disk full", "info all good", "ERROR replica lag 30s"):
-                    fh.write(line + "\n")
-                    fh.flush()
-                    time.sleep(0.05)
+            # each connection's line is one pipeline run; only the ERROR lines are forwarded
+            assert wait_until(lambda: any(e.get("type") == "Log" and e.get("workload") == "log_intake"
+                                          and e.get("message") == "listening" for e in list(seen)), timeout=20)
+            froms = []
+            for line in ("error disk full", "info all good", "ERROR replica lag 30s"):
+                with socket.create_connection(("127.0.0.1", intake), timeout=10) as client:
+                    client.sendall(line.encode() + b"\n")
+                    froms.append("127.0.0.1:%d" % client.getsockname()[1])
+                    assert client.recv(10) == b""  # the pipeline closes the connection after reading
             assert wait_until(lambda: len(collector.calls) == 2, timeout=30), collector.calls
             time.sleep(0.3)
             proc.send_signal(signal.SIGTERM)
@@ -108,8 +101,8 @@ def test_the_lifecycle_mix_runs_in_one_process(work: Path) -> None:
                     pipe.close()
         bodies = sorted((json.loads(c[3]) for c in collector.calls), key=lambda b: b["message"])
     assert proc.returncode == 0, seen[-5:]
-    assert bodies == [{"level": "ERROR", "message": "disk full", "from": "app.log"},
-                      {"level": "ERROR", "message": "replica lag 30s", "from": "app.log"}]
+    assert bodies == [{"level": "ERROR", "message": "disk full", "from": froms[0]},
+                      {"level": "ERROR", "message": "replica lag 30s", "from": froms[2]}]
     assert all(c[1] == "POST" and c[2] == "/logs" for c in collector.calls)
     # the backup's next fire is the next 02:00 (local time), and it did not run at start
     fires = [e["next_fire"] for e in seen if e.get("type") == "LifecycleUpdate"

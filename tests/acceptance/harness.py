@@ -158,6 +158,16 @@ def read_events_until(proc: subprocess.Popen, pred: Callable[[dict[str, Any]], b
     return seen
 
 
+def close_proc(proc: subprocess.Popen) -> None:
+    """Kill ``proc`` if it still runs and close its pipes (the end of every spawned test run)."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

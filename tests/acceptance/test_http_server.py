@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from acceptance.harness import build, spawn, wait_until
+from acceptance.harness import build, close_proc, spawn, wait_until
 
 
 def _free_port() -> int:
@@ -57,12 +57,7 @@ def server(work: Path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0, proc.stderr.read().decode() if proc.stderr else ""
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        close_proc(proc)
 
 
 def _listening(port: int) -> bool:
@@ -158,12 +153,7 @@ workloads:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        close_proc(proc)
     assert not _listening(port)  # the socket is closed with the run
 
 
@@ -212,9 +202,4 @@ workloads:
         assert r.status_code == 503 and "stopping" in r.text
         assert proc.wait(20) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        close_proc(proc)

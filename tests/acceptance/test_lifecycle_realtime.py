@@ -8,7 +8,7 @@ import signal
 import time
 from pathlib import Path
 
-from acceptance.harness import build, group_alive, gxo_run, pid_alive, read_events_until, spawn, wait_until
+from acceptance.harness import build, close_proc, group_alive, gxo_run, pid_alive, read_events_until, spawn, wait_until
 
 
 def write(work: Path, body: str) -> Path:
@@ -176,12 +176,7 @@ def test_sigterm_stops_a_supervised_child_a_scheduled_job_and_a_stream_and_leave
 
 
 def _close(proc) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
-    for pipe in (proc.stdout, proc.stderr):
-        if pipe is not None:
-            pipe.close()
+    close_proc(proc)
 
 
 def test_concurrent_pipeline_instances_keep_their_operator_state_apart(work):

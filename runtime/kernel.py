@@ -768,8 +768,17 @@ class Kernel:
             for value in found:
                 self.tracker.add(value)
         ctx = self._context(w, index, workspace)
+        topology = False
+        if w.lifecycle.policy == "event_driven":
+            from gxo.runtime.lifecycles.event_driven import runs_as_topology
+
+            topology = runs_as_topology(w)
         if w.name in self.operator_states.owners:
-            if w.lifecycle.policy == "event_driven":
+            if topology:
+                # one long-lived topology fed by the source: its windows and build sides span
+                # the events, and outlive a restart of the topology within the run
+                ctx.extras[OPSTATE_KEY] = self.operator_states.of(w.name)
+            elif w.lifecycle.policy == "event_driven":
                 # an instance has a state of its own: instances run at once and end apart
                 ctx.extras[OPSTATE_KEY] = OperatorState(w.name)
             else:
@@ -780,7 +789,7 @@ class Kernel:
             extras = self.extras.get(w.name)
             if extras is None:
                 extras = self.extras[w.name] = self.wiring.extras_for(w.name)
-            if w.lifecycle.policy == "event_driven":  # its input is the dispatcher's, not the instance's
+            if w.lifecycle.policy == "event_driven" and not topology:  # the dispatcher's input, not the instance's
                 extras = {k: v for k, v in extras.items() if k != "inputs"}
             ctx.extras.update(extras)
         self.events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=index,

@@ -3,6 +3,8 @@ referenced by ``connection_id``."""
 
 from __future__ import annotations
 
+import errno
+
 from gxo.stdlib import _schemas as s
 from gxo.stdlib._spec import ModuleSpec
 
@@ -225,6 +227,11 @@ class Open:
         return {"connection_id": cid, "local_addr": conn.local_addr, "remote_addr": conn.remote_addr}
 
 
+#: accept errors after which a listener goes on (the peer left first, or descriptors ran out)
+_ACCEPT_AGAIN = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EMFILE, errno.ENFILE, errno.ENOBUFS,
+                           errno.ENOMEM, errno.EPERM, errno.EAGAIN, errno.EINTR})
+
+
 class Listen:
     """``connection:listen``: accept connections (TCP) or datagrams (UDP) until cancelled, one
     record ``{connection_id, remote_addr}`` each.  A UDP record's connection holds the datagram
@@ -275,7 +282,17 @@ class Listen:
             ctx.logger.info("listening", network="tcp", address=format_addr(sock.getsockname()))
             try:
                 while True:
-                    client, _ = await loop.sock_accept(sock)
+                    try:
+                        client, _ = await loop.sock_accept(sock)
+                    except OSError as exc:
+                        if exc.errno in _ACCEPT_AGAIN:  # a peer gone before accept, or no fds
+                            ctx.logger.warning("accept failed, retrying", error=exc.strerror or str(exc))
+                            await asyncio.sleep(0.05)
+                            continue
+                        # the listening socket itself is gone (destroyed, closed): the workload
+                        # fails and its lifecycle decides (a supervised listener is restarted)
+                        raise ModuleError(f"listening socket on {address} (tcp) failed: "
+                                          f"{exc.strerror or exc}") from None
                     try:
                         reader, writer = await asyncio.open_connection(sock=client)
                     except OSError:  # gone before it was set up

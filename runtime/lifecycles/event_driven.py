@@ -9,6 +9,14 @@ does not read the channel, so the channel fills and back-pressure reaches the so
 channel's overflow policy.  An instance's failure is that instance's: counted, logged
 (redacted), never the end of the workload.  When the source's stream ends, the running
 instances finish and the workload ends ``Completed``; when the source fails, ``Failed``.
+
+A ``stream:pipeline`` with a stateful step (``data:aggregate``, ``data:join``) is different:
+its windows and build sides must span the events, so it runs as **one long-lived topology**
+fed by the source's stream (design.md §3).  Its per-record steps still run once per record,
+concurrently up to the pipeline's ``concurrency``; a record's failure is a record error
+(counted, logged), never the end of the workload; a time window emits when it closes.  The
+topology's operator state is the workload's own and outlives the topology: when the source
+is restarted and the topology runs again, open windows carry on.
 """
 
 from __future__ import annotations
@@ -20,6 +28,18 @@ from gxo.runtime.lifecycles.base import COMPLETED, DEFAULT_CONCURRENCY, FAILED, 
 
 #: how many instance ends between two ``host.update`` calls (the live view's counters)
 UPDATE_EVERY = 256
+#: pipeline steps that keep state across records: with one of them, an event-driven pipeline
+#: runs as one topology fed by its source, not as an instance per record
+STATEFUL_STEPS = frozenset({"data:aggregate", "data:join"})
+
+
+def runs_as_topology(w: Any) -> bool:
+    """Whether event-driven ``w`` runs as one long-lived topology fed by its source."""
+    if w.module != "stream:pipeline" or not isinstance(w.params, dict):
+        return False
+    steps = w.params.get("steps")
+    return isinstance(steps, list) and any(
+        isinstance(st, dict) and st.get("uses") in STATEFUL_STEPS for st in steps)
 
 
 class Dispatcher(Manager):
@@ -39,6 +59,8 @@ class Dispatcher(Manager):
         inputs = self.host.inputs(self.w)
         if inputs is None:
             return FAILED, f"its source '{self.lc.source}' has no stream to it"
+        if runs_as_topology(self.w):
+            return await self._topology()
         slots = asyncio.Semaphore(self.concurrency)
         loop = asyncio.get_running_loop()
         outcome: tuple[str, str | None] = (COMPLETED, None)
@@ -66,6 +88,22 @@ class Dispatcher(Manager):
         finally:
             self.host.update(self.w, **self.info())
         return outcome
+
+    async def _topology(self) -> tuple[str, str | None]:
+        """The pipeline once, reading the source's stream itself until it ends."""
+        self.started += 1
+        self.host.update(self.w, **self.info())
+        try:
+            await self.host.run_instance(self.w)
+            self.ok += 1
+            return COMPLETED, None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the topology (or its source) failed
+            self.failed += 1
+            return FAILED, describe(exc)
+        finally:
+            self.host.update(self.w, **self.info())
 
     def _inline_batch(self, cls: Any, batch: list[Any]) -> None:
         host, w = self.host, self.w

@@ -185,7 +185,9 @@ class _Run:
                 counted[0] += len(batch)
                 yield items
 
-        chain = all(st.get("needs") is None for st in self.steps)
+        # a chain: each step reads the one before it (no `needs`, or `needs` naming just that one)
+        chain = all(st.get("needs") is None or (i > 0 and list(st["needs"]) == [self.steps[i - 1]["id"]])
+                    for i, st in enumerate(self.steps))
         if chain or not any(st["uses"] in _WHOLE_STREAM for st in self.steps):
             self.chunked = True
             await self._stream(self.steps, chunks(), out)
@@ -313,7 +315,8 @@ class _Run:
             sid = step["id"]
             needs = step.get("needs")
             preds = list(needs) if needs is not None else ([prev] if prev is not None else [])
-            sources = [streams[p] for p in preds] if preds else [items]
+            # (a step of a chain cut at a whole-stream step reads ``items`` from before the cut)
+            sources = [streams.get(p, items) for p in preds] if preds else [items]
             if _is_data_plane(step["uses"]):
                 streams[sid] = await self._data_step(step, preds, sources)
             else:

@@ -179,9 +179,11 @@ def _close(proc) -> None:
     close_proc(proc)
 
 
-def test_concurrent_pipeline_instances_keep_their_operator_state_apart(work):
-    """A stream:pipeline handler with a data:aggregate step, 8 instances at once: each instance
-    aggregates its own records (its operator state is its own), whatever the others do."""
+def test_an_event_driven_pipeline_with_an_aggregate_is_one_topology_across_events(work):
+    """A stream:pipeline handler with a data:aggregate step (design.md §3): one long-lived
+    topology fed by the source, so its groups span the events (100 of them here, with the
+    per-record steps at concurrency 8); with neither window nor count, the groups are emitted
+    when the source's stream ends."""
     out = work / "out"
     pb = write(work, f"""\
   - name: src
@@ -192,18 +194,20 @@ def test_concurrent_pipeline_instances_keep_their_operator_state_apart(work):
     process:
       module: stream:pipeline
       params:
+        concurrency: 8
         steps:
-          - {{id: many, uses: data:parse, with: {{content: "a\\nb\\nc\\nd\\ne\\nf\\ng\\nh\\ni\\nj", format: text_lines}}}}
           - {{id: pause, uses: exec, with: {{command: "true"}}}}
+          - {{id: num, uses: data:map, with: {{template: '{{ "n": {{{{ .line | int }}}}, "odd": {{{{ (.line | int) % 2 }}}} }}'}}}}
           - id: n
             uses: data:aggregate
-            with: {{aggregate_fields: [{{name: c, op: count}}]}}
+            with:
+              group_by_fields: [odd]
+              aggregate_fields: [{{name: c, op: count}}, {{name: total, op: sum, source_field: n}}]
           - id: write
             uses: exec
-            with: {{command: sh, args: ["-c", 'echo "$0 $1" >> {out}', "{{{{ .c }}}}", "{{{{ .line }}}}"]}}
+            with: {{command: sh, args: ["-c", 'echo "$0 $1 $2" >> {out}', "{{{{ .odd }}}}", "{{{{ .c }}}}", "{{{{ .total }}}}"]}}
 """)
     run = gxo_run(pb)
     assert run.rc == 0, run.explain()
-    rows = [line.split() for line in out.read_text().splitlines()]
-    assert sorted(int(n) for _, n in rows) == list(range(1, 101))
-    assert {c for c, _ in rows} == {"10"}
+    assert sorted(out.read_text().splitlines()) == ["0 50 2550", "1 50 2500"]
+    assert not run.of("RecordErrorOccurred") and not run.of("InstanceFailed")

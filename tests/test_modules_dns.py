@@ -278,62 +278,42 @@ def _playbook(work: Path, text: str) -> Path:
     return path
 
 
-SOAR = """\
-name: soar
-schemaVersion: "1.0.0"
-workloads:
-  - name: listener
-    lifecycle: {{policy: supervise, restart: always}}
-    process:
-      module: http:listen
-      params: {{address: "127.0.0.1:{port}"}}
-  - name: respond
-    lifecycle: {{policy: event_driven, source: listener}}
-    process:
-      module: stream:pipeline
-      params:
-        steps:
-          - id: parse_alert
-            uses: data:map
-            with: {{template: "{{{{ .body | fromJson }}}}"}}
-          - id: enrich_ip
-            uses: dns:query
-            with: {{name: "{{{{ .source_ip }}}}", type: PTR, server: "{dns}", timeout: 2s}}
-            register: dns_info
-          - id: acknowledge
-            uses: http:respond
-            with:
-              request_id: "{{{{ .request_id }}}}"
-              status_code: 202
-              body: "{{{{ .source_ip }}}} is {{{{ .dns_info.answers | first }}}}"
-"""
-
-
-def test_e18_shape_dns_in_an_event_driven_pipeline(dns_server, tmp_path: Path):
-    """E18's pipeline with the server given: each webhook request is answered with the PTR
-    name of the address it carries, resolved by dns:query in a pipeline step."""
+def test_e18_soar_webhook_example_end_to_end(dns_server, tmp_path: Path):
+    """examples/e18_soar_webhook.yaml as it is, with its listener on a free port, the PTR lookup
+    sent to the test's DNS server and the Slack webhook pointed at an HTTP server run by the
+    test: a webhook POST is acknowledged 202, and the alert names the address and its PTR name."""
+    import json
     import signal
 
     import httpx
+    import yaml
 
-    from acceptance.harness import spawn, wait_until
+    from acceptance.harness import ROOT, HttpMock, close_proc, spawn, wait_until
 
+    doc = yaml.safe_load((ROOT / "examples" / "e18_soar_webhook.yaml").read_text())
+    listener, pipeline = doc["workloads"]
     port = _free_udp_port()
-    pb = _playbook(tmp_path, SOAR.format(port=port, dns=dns_server))
-    proc = spawn("gxo", "exec", build(pb, tmp_path), "--no-state")
-    try:
-        assert wait_until(lambda: _tcp_open(port), timeout=20)
-        r = httpx.post(f"http://127.0.0.1:{port}/alerts", json={"source_ip": "127.0.0.5"}, timeout=10)
-        assert (r.status_code, r.text) == (202, f"127.0.0.5 is host.{ZONE}.")
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
+    listener["process"]["params"]["address"] = f"127.0.0.1:{port}"
+    steps = {st["id"]: st for st in pipeline["process"]["params"]["steps"]}
+    steps["enrich_ip"]["with"].update(server=dns_server, timeout="2s")
+    pb = tmp_path / "e18.yaml"
+    pb.write_text(yaml.safe_dump(doc, sort_keys=False))
+    with HttpMock([200]) as slack:
+        proc = spawn("gxo", "exec", build(pb, tmp_path), "--no-state", env={"SLACK_WEBHOOK": slack.url + "/hook"})
+        try:
+            assert wait_until(lambda: _tcp_open(port), timeout=20)
+            r = httpx.post(f"http://127.0.0.1:{port}/alerts", timeout=10,
+                           json={"source_ip": "127.0.0.5", "details": "brute force on sshd"})
+            assert (r.status_code, r.text) == (202, "accepted\n")
+            assert len(slack.calls) == 1  # posted before the acknowledgement
+            _, method, path, body = slack.calls[0]
+            assert (method, path) == ("POST", "/hook")
+            assert json.loads(body) == {"text": f"ALERT from 127.0.0.5 (Host: host.{ZONE}.). "
+                                                "Details: brute force on sshd"}
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+        finally:
+            close_proc(proc)
 
 
 def _tcp_open(port: int) -> bool:

@@ -97,3 +97,22 @@ def test_run_filter_and_no_tests(work: Path) -> None:
     empty.mkdir()
     res = run_tool("gxo", "test", empty, cwd=work)
     assert res.rc == 2 and "no test playbooks" in res.stderr, res.explain()
+
+
+E24 = EXAMPLES / "e24_mock_server.test.yaml"
+
+
+def test_e24_mock_server_passes_and_a_wrong_expectation_fails(work: Path) -> None:
+    """E24: ``test:mock_http_server`` on a real loopback port, ``http:request`` against it and
+    ``test:assert`` on the answer; PASS as written, FAIL naming the field when Alice is Bob."""
+    res = run_tool("gxo", "test", E24, cwd=work)
+    assert res.rc == 0, res.explain()
+    assert res.stdout.splitlines()[-1] == "1 passed, 0 failed"
+    text = E24.read_text()
+    assert text.count('equal_to: "Alice"') == 1
+    broken = work / "broken_mock.test.yaml"
+    broken.write_text(text.replace('equal_to: "Alice"', 'equal_to: "Bob"'))
+    res = run_tool("gxo", "test", broken, cwd=work)
+    assert res.rc == 1, res.explain()
+    assert res.stdout.startswith(f"FAIL {broken} (") and "verify_response" in res.stdout
+    assert "Bob" in res.stdout and "Alice" in res.stdout

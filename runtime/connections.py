@@ -129,9 +129,11 @@ class Connection:
 
     async def _read(self, n: int | None, until: bytes | None) -> bytes:
         buf = self.buf
+        scanned = 0  # bytes already searched for the delimiter (each byte is searched once)
         while True:
             if until is not None:
-                i = buf.find(until)
+                i = buf.find(until, max(0, scanned - len(until) + 1))
+                scanned = len(buf)
                 if i >= 0 and (n is None or i + len(until) <= n):
                     return self._take(i + len(until))
             if n is not None and len(buf) >= n:

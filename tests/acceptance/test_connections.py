@@ -422,3 +422,99 @@ def test_e22_connection_open_snippet_against_a_local_server(work: Path) -> None:
     finally:
         server.close()
 
+
+
+# --------------------------------------------------------------------------- bad peers
+
+
+def _peak_rss_mb(argv: list[str], env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, str, float]:
+    """Run ``argv``; its exit code, its stdout+stderr and its peak RSS in MB (wait4's rusage)."""
+    import subprocess
+
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, **(env or {})})
+    out: list[bytes] = []
+    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    reader.join(timeout)
+    if reader.is_alive():
+        proc.kill()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    reader.join(5)
+    proc.stdout.close()  # type: ignore[union-attr]
+    return proc.returncode, b"".join(out).decode("utf-8", "replace"), usage.ru_maxrss / 1024
+
+
+def test_a_server_that_floods_100_mb_or_never_answers_ends_the_read_clearly_in_bounded_memory(work: Path) -> None:
+    """connection:read against a server that sends 100 MB without the delimiter stops at the
+    read limit (16 MiB) with a clear error, and against one that never answers at its timeout;
+    gxo's peak RSS stays far below what the flood would take."""
+    flood = socket.socket()
+    flood.bind(("127.0.0.1", 0))
+    flood.listen()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    sent = [0]
+
+    def serve_flood() -> None:
+        conn, _ = flood.accept()
+        chunk = b"x" * (1 << 20)
+        with conn:
+            try:
+                while sent[0] < 100 * (1 << 20):
+                    conn.sendall(chunk)
+                    sent[0] += len(chunk)
+            except OSError:  # the client gave up
+                pass
+
+    threading.Thread(target=serve_flood, daemon=True).start()
+    pb = write_playbook(work, f"""\
+  - name: open_flood
+    lifecycle: {{policy: run_once}}
+    process: {{module: connection:open, params: {{network: tcp, address: "127.0.0.1:{flood.getsockname()[1]}"}}}}
+    register: f
+  - name: read_flood
+    lifecycle: {{policy: run_once}}
+    ignore_errors: true
+    process: {{module: connection:read, params: {{connection_id: "{{{{ .f.connection_id }}}}", read_until: "\\n", timeout: 60s}}}}
+  - name: open_silent
+    lifecycle: {{policy: run_once}}
+    process: {{module: connection:open, params: {{network: tcp, address: "127.0.0.1:{silent.getsockname()[1]}"}}}}
+    register: s
+  - name: read_silent
+    lifecycle: {{policy: run_once}}
+    ignore_errors: true
+    process: {{module: connection:read, params: {{connection_id: "{{{{ .s.connection_id }}}}", read_bytes: 10, timeout: 1s}}}}
+""")
+    try:
+        rc, out, peak = _peak_rss_mb([str(ROOT / ".venv" / "bin" / "gxo"), "run", str(pb)])
+    finally:
+        flood.close()
+        silent.close()
+    assert rc == 0, out
+    assert "Traceback" not in out
+    assert f"read stopped: more than {16 * 1024 * 1024} bytes from 127.0.0.1:" in out, out
+    assert "read timed out after 1s waiting for 10 bytes" in out, out
+    assert sent[0] < 100 * (1 << 20)  # gxo stopped reading long before the end of the flood
+    assert peak < 150, f"peak RSS {peak:.0f} MB"
+
+
+def test_a_client_that_floods_the_echo_server_fails_its_instance_and_others_are_served(work: Path) -> None:
+    port = free_port()
+    plan = e14_plan(work, port)
+    with serving(plan, "tcp_listener") as seen:
+        flooder = socket.create_connection(("127.0.0.1", port), timeout=10)
+        chunk = b"y" * (1 << 20)
+        try:
+            for _ in range(40):  # 40 MB, no newline
+                flooder.sendall(chunk)
+        except OSError:  # closed by the server once the read limit was passed
+            pass
+        finally:
+            flooder.close()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as good:
+            assert ask(good, b"fine\n") == b"FINE\n"
+        assert wait_until(lambda: any("read stopped: more than" in e.get("error", "") for e in list(seen)
+                                      if e.get("type") == "InstanceFailed"), timeout=10), seen

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import posixpath
 from dataclasses import dataclass, field
+from typing import Any
 
 from gxo.compiler import types as T
 from gxo.compiler.diagnostics import Diagnostics, Note, did_you_mean
@@ -135,11 +136,6 @@ def _check_runnable(w: Workload, diags: Diagnostics) -> None:
         if st.spec is not None and not st.spec.implemented and st.uses_node is not None:
             diags.add("not-implemented", f"module '{st.uses}' is declared but its code is not in this release",
                       st.uses_node.span, help=_NOT_IN_RELEASE_HELP)
-    si_key = w.node.key_node("stream_inputs") if isinstance(w.node, MapNode) else None
-    if si_key is not None and w.module == "http:listen":
-        diags.add("not-implemented", "http:listen reading a connection:listen stream is not in this release: it "
-                  "listens on its own address", si_key.span,
-                  help="remove stream_inputs and give http:listen an address")
     loop_key = w.node.key_node("loop") if isinstance(w.node, MapNode) else None
     if loop_key is not None and w.policy in ("supervise", "scheduled", "event_driven"):
         diags.add("not-implemented", f"'loop' under lifecycle policy {w.policy} is not in this release: gxo "
@@ -332,6 +328,8 @@ def _check_links(w: Workload, an: Analysis, diags: Diagnostics) -> None:
                   help="put a passthrough in front to merge several streams" if n > 1 else "add stream_inputs: [producer]")
     elif kind == "two_or_more" and n < 2:
         diags.add("stream-input", f"module '{w.module}' needs at least two stream inputs, got {n}", where)
+    if w.module == "http:listen":
+        _check_http_listen_source(w, an, n, where, diags)
     if w.module == "data:join" and w.params_node is not None:
         on = w.params_node.get("on")
         inputs = {n for n, _ in w.stream_inputs}
@@ -340,6 +338,32 @@ def _check_links(w: Workload, an: Analysis, diags: Diagnostics) -> None:
             if isinstance(s, ScalarNode) and isinstance(s.value, str) and s.value not in inputs:
                 diags.add("stream-input", f"join side '{s.value}' is not one of this workload's stream_inputs",
                           s.span, help=did_you_mean(s.value, inputs) or "list it in stream_inputs")
+
+
+def _check_http_listen_source(w: Workload, an: Analysis, n: int, where: Any, diags: Diagnostics) -> None:
+    """http:listen: its own `address`, or one connection:listen (tcp) stream input (design.md §3)."""
+    address = w.params_node.get("address") if isinstance(w.params_node, MapNode) else None
+    if address is not None and n:
+        diags.add("stream-input", "http:listen takes its own 'address' or a connection:listen stream input, "
+                  "not both", where, help="remove 'address' to serve the listener's connections, or remove "
+                  "stream_inputs")
+    elif address is None and not n:
+        diags.add("invalid-value", "http:listen needs an 'address' or a connection:listen stream input",
+                  w.module_node.span if w.module_node else w.node.span,
+                  help='give it address: ":8080", or stream_inputs: [a connection:listen workload]')
+    elif n > 1:
+        diags.add("stream-input", f"http:listen reads one connection:listen stream input, got {n}", where)
+    for name, node in w.stream_inputs:
+        prod = an.by_name.get(name)
+        if prod is not None and prod.module != "connection:listen":
+            diags.add("stream-input", f"http:listen reads connections from a connection:listen workload; "
+                      f"'{name}' is {prod.module}", node.span,
+                      help="name a connection:listen workload (network: tcp) in stream_inputs")
+        elif prod is not None and isinstance(prod.params_node, MapNode):
+            net = prod.params_node.get("network")
+            if isinstance(net, ScalarNode) and net.value == "udp":
+                diags.add("stream-input", f"http:listen serves TCP connections; '{name}' listens on udp",
+                          node.span, help="set network: tcp on the listener")
 
 
 def _check_on_failure(w: Workload, an: Analysis, diags: Diagnostics) -> None:

@@ -351,6 +351,20 @@ class ConnectionManager:
         self._forget(conn, reason)
         return conn
 
+    def detach(self, cid: str, to: str = "http:listen") -> TcpConnection:
+        """Hand TCP connection ``cid`` over to a server module (``to``) that owns it from now on:
+        it leaves the registry (and its limit and idle timeout) without being closed."""
+        conn = self.get(cid)
+        if not isinstance(conn, TcpConnection):
+            raise ModuleError(f"connection '{cid}' is {conn.kind}: {to} serves TCP connections only")
+        if conn.reading:
+            raise ModuleError(f"connection '{cid}' is being read by another workload")
+        self.conns.pop(cid, None)
+        self.closed[cid] = f"handed over to {to}"
+        while len(self.closed) > _REMEMBER_CLOSED:
+            self.closed.popitem(last=False)
+        return conn
+
     def _forget(self, conn: Connection, reason: str) -> None:
         conn.close(reason)
         self.conns.pop(conn.id, None)

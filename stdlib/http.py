@@ -613,27 +613,31 @@ class Listen:
 
         from gxo.runtime.module import ValidationError
         from gxo.runtime.request_manager import RequestManager
-        from gxo.runtime.streams import output_of
+        from gxo.runtime.streams import inputs_of, output_of
         from gxo.stdlib import _params as p
 
         params = p.check_map(params)
         address = p.opt_str(params, "address")
-        if not address:
-            raise ValidationError("parameter 'address' is required (reading a connection:listen "
-                                  "stream instead is not in this release)")
-        host, sep, port_text = address.rpartition(":")
-        if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-            raise ValidationError(f"parameter 'address' must be HOST:PORT or :PORT, got {address!r}")
-        host = host.strip("[]") or None  # ":9090": every interface
+        fed = len(inputs_of(ctx)) > 0
+        if not address and not fed:
+            raise ValidationError("parameter 'address' is required, or a connection:listen stream input")
+        if address and fed:
+            raise ValidationError("give 'address' or a connection:listen stream input, not both")
         limits = _Limits(
             header=p.opt_int(params, "max_header_bytes", LISTEN_MAX_HEADER_BYTES, minimum=1024),
             body=p.opt_int(params, "max_body_bytes", LISTEN_MAX_BODY_BYTES, minimum=0),
             idle=p.opt_duration(params, "idle_timeout", "15s"),
             response=p.opt_duration(params, "response_timeout", "30s"))
         if ctx.dry_run:
-            ctx.logger.info("dry run: would listen for HTTP requests", address=address)
-            return {"address": address, "requests_received": 0, "dry_run": True}
+            ctx.logger.info("dry run: would serve HTTP requests", address=address or "(its stream input)")
+            return {"address": address or "", "requests_received": 0, "dry_run": True}
         server = _Server(RequestManager.of(ctx), output_of(ctx), limits, ctx.logger)
+        if fed:
+            return await _serve_stream(ctx, server)
+        host, sep, port_text = address.rpartition(":")
+        if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+            raise ValidationError(f"parameter 'address' must be HOST:PORT or :PORT, got {address!r}")
+        host = host.strip("[]") or None  # ":9090": every interface
         try:
             srv = await asyncio.start_server(server.client, host, int(port_text))
         except OSError as exc:
@@ -648,6 +652,42 @@ class Listen:
             srv.close()
             await server.close()
         return {"address": f"{bound[0]}:{bound[1]}", "requests_received": server.received}
+
+
+async def _serve_stream(ctx, server) -> dict:
+    """http:listen fed by a connection:listen stream: each record's TCP connection is taken out
+    of the connection manager (the HTTP server owns it from now on: keep-alive, its own idle
+    timeout) and served like one it accepted itself."""
+    import asyncio
+
+    from gxo.runtime.streams import errors_of, inputs_of
+
+    mgr = ctx.connections()
+    errors = errors_of(ctx)
+    loop = asyncio.get_running_loop()
+
+    async def take(producer, batch) -> None:
+        for i, record in enumerate(batch):
+            cid = record.get("connection_id") if isinstance(record, dict) else None
+            if not isinstance(cid, str):
+                errors.report(i, producer, "the record holds no connection_id (http:listen reads the records "
+                                           "of a connection:listen)")
+                continue
+            try:
+                conn = mgr.detach(cid)
+            except Exception as exc:  # noqa: BLE001 - closed meanwhile, or not a TCP connection
+                errors.report(i, producer, str(exc))
+                continue
+            server.tasks.add(loop.create_task(server.client(conn.reader, conn.writer, bytes(conn.buf))))
+
+    ctx.logger.info("serving HTTP on the connections of its stream input")
+    try:
+        await inputs_of(ctx).each(take)
+        while server.tasks:  # the listener's stream ended: the connections it gave finish
+            await asyncio.gather(*list(server.tasks), return_exceptions=True)
+    finally:
+        await server.close()
+    return {"address": "", "requests_received": server.received}
 
 
 class _Limits:
@@ -677,7 +717,9 @@ class _Server:
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
-    async def client(self, reader, writer) -> None:
+    async def client(self, reader, writer, first: bytes = b"") -> None:
+        """Serve one connection; ``first``: bytes already read from it (handed over by the
+        connection manager)."""
         import asyncio
 
         import httptools
@@ -692,11 +734,14 @@ class _Server:
         idle = self.limits.idle
         try:
             while True:
-                try:
-                    async with asyncio.timeout(idle):
-                        data = await reader.read(65536)
-                except TimeoutError:
-                    break
+                if first:
+                    data, first = first, b""
+                else:
+                    try:
+                        async with asyncio.timeout(idle):
+                            data = await reader.read(65536)
+                    except TimeoutError:
+                        break
                 if not data:
                     break
                 try:

@@ -203,3 +203,73 @@ workloads:
         assert proc.wait(20) == 0
     finally:
         close_proc(proc)
+
+
+FED = """\
+name: fed
+schemaVersion: "1.0.0"
+workloads:
+  - name: tcp
+    lifecycle: {{policy: supervise, restart: always}}
+    process: {{module: connection:listen, params: {{network: tcp, address: "127.0.0.1:{port}"}}}}
+  - name: api
+    lifecycle: {{policy: supervise, restart: always}}
+    stream_inputs: [tcp]
+    process: {{module: http:listen, params: {{idle_timeout: 2s, max_body_bytes: 100}}}}
+  - name: answer
+    lifecycle: {{policy: event_driven, source: api}}
+    process:
+      module: http:respond
+      params: {{request_id: "{{{{ .request_id }}}}", body: '{{{{ dict "path" .path "from" .remote_addr | toJson }}}}'}}
+"""
+
+
+def test_http_listen_serves_the_connections_of_a_connection_listen_stream(work: Path) -> None:
+    """design.md §3: http:listen without an address reads a connection:listen stream and serves
+    each connection it carries (keep-alive, limits), the listener's socket being the only one."""
+    port = _free_port()
+    pb = work / "fed.yaml"
+    pb.write_text(FED.format(port=port))
+    proc = spawn("gxo", "exec", build(pb, work), "--no-state")
+    try:
+        assert wait_until(lambda: _listening(port), timeout=20)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            first = client.get("/one")
+            second = client.get("/two")  # the same kept-alive connection
+            assert [r.status_code for r in (first, second)] == [200, 200]
+            assert first.json()["path"] == "/one" and second.json()["path"] == "/two"
+            assert first.json()["from"] == second.json()["from"]
+            assert client.post("/big", content=b"x" * 101).status_code == 413
+        assert _raw(port, b"NOT HTTP\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+        assert httpx.get(f"http://127.0.0.1:{port}/again", timeout=10).json()["path"] == "/again"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, proc.stderr.read().decode() if proc.stderr else ""
+    finally:
+        close_proc(proc)
+
+
+@pytest.mark.parametrize("params, inputs, producer, message", [
+    ('{address: "127.0.0.1:1"}', "[tcp]", "connection:listen", "not both"),
+    ("{}", None, None, "needs an 'address' or a connection:listen stream input"),
+    ("{}", "[gen]", "data:generate_from_list", "'gen' is data:generate_from_list"),
+])
+def test_http_listen_source_is_checked(work: Path, params: str, inputs: str | None, producer: str | None,
+                                       message: str) -> None:
+    from acceptance.harness import run_tool
+
+    head = 'name: c\nschemaVersion: "1.0.0"\nworkloads:\n'
+    prod = {"connection:listen": "{module: connection:listen, params: {network: tcp, address: \":0\"}}",
+            "data:generate_from_list": "{module: data:generate_from_list, params: {items: [1], stream: true}}"}
+    body = ""
+    if producer:
+        name = "tcp" if producer == "connection:listen" else "gen"
+        body += f"  - name: {name}\n    lifecycle: {{policy: supervise}}\n    process: {prod[producer]}\n"
+    body += "  - name: api\n    lifecycle: {policy: supervise}\n"
+    if inputs:
+        body += f"    stream_inputs: {inputs}\n"
+    body += f"    process: {{module: http:listen, params: {params}}}\n"
+    pb = work / "c.yaml"
+    pb.write_text(head + body)
+    res = run_tool("gxoc", "check", pb)
+    assert res.rc == 1, res.explain()
+    assert message in res.stdout + res.stderr, res.explain()

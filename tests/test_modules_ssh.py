@@ -307,20 +307,6 @@ class Modules:
         return await load_module_class(module)().perform(self.ctx, params)
 
 
-def established_to(port: int) -> list[int]:
-    """Local ports of this machine's ESTABLISHED TCP connections to 127.0.0.1:``port`` (the
-    client side; /proc/net/tcp, as `ss -tn state established dport = :port` lists them)."""
-    ports = []
-    with open("/proc/net/tcp") as fh:
-        next(fh)
-        for line in fh:
-            fields = line.split()
-            local, remote, state = fields[1], fields[2], fields[3]
-            if state == "01" and remote == f"0100007F:{port:04X}":
-                ports.append(int(local.split(":")[1], 16))
-    return ports
-
-
 async def settled(pred, timeout: float = 10.0) -> bool:
     """``pred()`` becomes true within ``timeout`` (a closed socket takes a moment to leave
     ESTABLISHED)."""
@@ -336,7 +322,7 @@ async def settled(pred, timeout: float = 10.0) -> bool:
 def test_connect_then_three_commands_over_one_connection(sshd, ws):
     async def main():
         mods = Modules(ws)
-        assert await settled(lambda: not established_to(sshd.port))
+        assert await settled(lambda: not sshd.clients())
         opened = await mods("ssh:connect", conn(sshd))
         cid = opened["connection_id"]
         assert cid.startswith("conn-")
@@ -353,11 +339,11 @@ def test_connect_then_three_commands_over_one_connection(sshd, ws):
             n, client_ip, client_port, _, server_port = out["stdout"].split()
             assert (n, client_ip, client_port, server_port) == (
                 str(i), "127.0.0.1", str(local_port), str(sshd.port))
-        assert established_to(sshd.port) == [local_port]  # one TCP connection, still open
+        assert sshd.clients() == [local_port]  # one TCP connection, still open
         assert list(mods.mgr.conns) == [cid]
         closed = await mods("connection:close", {"connection_id": cid})
         assert closed == {"connection_id": cid, "closed": True}
-        assert await settled(lambda: not established_to(sshd.port))
+        assert await settled(lambda: not sshd.clients())
         with pytest.raises(ModuleError) as err:
             await mods("ssh:command", {"connection_id": cid, "command": "true"})
         assert str(err.value) == f"connection '{cid}' is closed (closed by connection:close)"
@@ -386,10 +372,10 @@ def test_upload_script_and_download_over_one_connection(sshd, ws):
         down = await mods("ssh:download", {**use, "src": remote, "dest": "copy.bin"})
         assert down["bytes"] == len(data) and down["mode"] == "0600"
         assert read(down["path"]) == data
-        assert len(established_to(sshd.port)) == 1
+        assert len(sshd.clients()) == 1
         assert mods.mgr.opened == 1 and list(mods.mgr.conns) == [cid]
         await mods.mgr.close_all()  # the run's end
-        assert await settled(lambda: not established_to(sshd.port))
+        assert await settled(lambda: not sshd.clients())
 
     asyncio.run(main())
     assert sorted(os.listdir(sshd.folder / "handle")) == ["up.bin"]  # the script was removed
@@ -444,7 +430,7 @@ def test_connect_refuses_an_unknown_host_key_by_default(sshd, ws, home):
             await mods("ssh:connect", {**params,
                                        "known_hosts": f"[127.0.0.1]:{sshd.port} {other}\n"})
         assert mods.mgr.conns == {} and mods.mgr.opened == 0
-        assert await settled(lambda: not established_to(sshd.port))
+        assert await settled(lambda: not sshd.clients())
 
     asyncio.run(main())
 
@@ -473,13 +459,13 @@ def test_the_connection_limit_is_a_clear_error(sshd, ws):
         assert str(err.value) == (
             "connection limit reached: 2 connections are open in this run; close the ones you "
             "are done with (connection:close) or raise GXO_MAX_CONNECTIONS")
-        assert len(established_to(sshd.port)) == 2  # the refused one was never opened
+        assert len(sshd.clients()) == 2  # the refused one was never opened
         await mods("connection:close", {"connection_id": cid})
         cid = (await mods("ssh:connect", conn(sshd)))["connection_id"]  # room again
         assert (await mods("ssh:command", {"connection_id": cid, "command": "echo ok"})
                 )["stdout"] == "ok"
         await mods.mgr.close_all()
-        assert await settled(lambda: not established_to(sshd.port))
+        assert await settled(lambda: not sshd.clients())
 
     asyncio.run(main())
 
@@ -496,7 +482,7 @@ def test_idle_timeout_spares_a_connection_in_use(sshd, ws):
             await mods("ssh:command", {"connection_id": cid, "command": "true"})
         assert str(err.value).startswith(f"connection '{cid}' is closed (idle for 0.3s")
         assert "GXO_CONNECTION_IDLE_TIMEOUT" in str(err.value)
-        assert await settled(lambda: not established_to(sshd.port))
+        assert await settled(lambda: not sshd.clients())
         await mods.mgr.close_all()
 
     asyncio.run(main())

@@ -104,6 +104,11 @@ class Connection:
 
     # -- what the modules use -----------------------------------------------------------------
 
+    def lost(self) -> str | None:
+        """Why the connection ended by itself (the peer or the network closed it), or None
+        while it is up; the manager then forgets it."""
+        return None
+
     def _check_open(self) -> None:
         if self.closed_reason is not None:
             raise ModuleError(f"connection '{self.id}' is closed ({self.closed_reason})")
@@ -303,6 +308,11 @@ class ClientConnection(Connection):
         self.used_by = used_by  # the modules that take it
         self.slots = asyncio.Semaphore(slots)
 
+    def lost(self) -> str | None:
+        if self.client.is_closed() and self.closed_reason is None:
+            return f"the {self.kind.upper()} server or the network closed it"
+        return None
+
     def _refuse(self) -> ModuleError:
         return ModuleError(f"connection '{self.id}' is {self.what}: use it with {self.used_by} "
                            "(connection:read and connection:write take TCP and UDP connections)")
@@ -375,6 +385,7 @@ class ConnectionManager:
         if self._shut:
             conn.close("the run has ended")
             raise ModuleError("the run is ending: no new connection is registered")
+        self._prune()
         if len(self.conns) >= self.limit:
             conn.close("connection limit reached")
             raise self._limit_error()
@@ -391,9 +402,17 @@ class ConnectionManager:
             f"connection limit reached: {self.limit} connections are open in this run; close the ones "
             f"you are done with (connection:close) or raise {ENV_LIMIT}")
 
+    def _prune(self) -> None:
+        """Forget the connections that ended by themselves: they no longer count."""
+        for conn in list(self.conns.values()):
+            reason = conn.lost()
+            if reason is not None:
+                self._forget(conn, reason)
+
     def check_room(self) -> None:
         """Fail as ``add`` would when the run holds as many connections as it may (before a
         costly connection is set up)."""
+        self._prune()
         if self._shut:
             raise ModuleError("the run is ending: no new connection is registered")
         if len(self.conns) >= self.limit:
@@ -403,6 +422,9 @@ class ConnectionManager:
         """The open connection ``cid``; with ``kind``, one of that kind (``wanted`` says which,
         for the error)."""
         conn = self.conns.get(cid)
+        if conn is not None and conn.lost() is not None:
+            self._forget(conn, conn.lost() or "")
+            conn = None
         if conn is not None:
             if kind is not None and conn.kind != kind:
                 raise ModuleError(f"connection '{cid}' is a {conn.kind.upper()} connection (from "
@@ -448,6 +470,7 @@ class ConnectionManager:
         every = min(1.0, self.idle_timeout / 4)
         while True:
             await asyncio.sleep(every)
+            self._prune()
             now = time.monotonic()
             for conn in [c for c in self.conns.values()
                          if not c.busy and now - c.last_used >= self.idle_timeout]:

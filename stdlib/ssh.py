@@ -499,16 +499,8 @@ class _Link:
         if self.t is not None:
             self.conn = await _connect(self.ctx, self.t)
             return self.conn
-        from gxo.runtime.module import ModuleError
-
-        mgr = self.ctx.connections()
-        handle = mgr.get(self.cid, kind="ssh", wanted=_WANTED)
+        handle = self.ctx.connections().get(self.cid, kind="ssh", wanted=_WANTED)
         self.where = handle.where
-        if handle.client.is_closed():  # the server ended it, or the network did
-            mgr.close(self.cid, "the SSH server or the network closed it")
-            raise ModuleError(f"{self.where}: connection '{self.cid}' is closed (the SSH "
-                              f"server or the network closed it); open another with "
-                              f"ssh:connect")
         self.handle = handle
         self._use = handle.use()
         self.conn = await self._use.__aenter__()
@@ -664,8 +656,8 @@ class Command:
             ctx.logger.info("dry run: would run a remote command", **link.shown, command=command)
             return {"dry_run": True, **_result_summary("", "", 0)}
         async with link as conn:
-            return await _run_remote(ctx, link.where, conn, command, _shown(command), ok_codes, timeout,
-                                     params.get("timeout") or "1h")
+            return await _run_remote(ctx, link.where, conn, command, _shown(command), ok_codes,
+                                     timeout, params.get("timeout") or "1h")
 
 
 class Script:
@@ -714,8 +706,8 @@ class Script:
                             await fh.write(data)
                         await sftp.chmod(remote, 0o700)
                         return await _run_remote(
-                            ctx, link.where, conn, shlex.join([remote, *script_args]), shown, ok_codes,
-                            timeout, params.get("timeout") or "1h")
+                            ctx, link.where, conn, shlex.join([remote, *script_args]), shown,
+                            ok_codes, timeout, params.get("timeout") or "1h")
                     finally:
                         try:
                             await sftp.remove(remote)

@@ -418,6 +418,29 @@ def test_unknown_closed_and_wrong_kind_ids(sshd, ws):
     asyncio.run(main())
 
 
+def test_a_connection_the_server_drops_is_forgotten(sshd, ws):
+    async def main():
+        mods = Modules(ws, ConnectionManager(limit=1))
+        cid = (await mods("ssh:connect", conn(sshd)))["connection_id"]
+        # the remote shell's parent is the server's process of this connection: killed, the
+        # server side of the connection is gone
+        with pytest.raises(ModuleError, match="ended without an exit status"):
+            await mods("ssh:command", {"connection_id": cid, "command": "kill -9 $PPID"})
+        handle = mods.mgr.conns[cid]
+        assert await settled(lambda: handle.lost() is not None and not sshd.clients())
+        # it no longer counts against the limit of 1
+        again = (await mods("ssh:connect", conn(sshd)))["connection_id"]
+        assert (await mods("ssh:command", {"connection_id": again, "command": "echo again"})
+                )["stdout"] == "again"
+        with pytest.raises(ModuleError) as err:
+            await mods("ssh:command", {"connection_id": cid, "command": "true"})
+        assert str(err.value) == (f"connection '{cid}' is closed (the SSH server or the network "
+                                  f"closed it)")
+        await mods.mgr.close_all()
+
+    asyncio.run(main())
+
+
 def test_connect_refuses_an_unknown_host_key_by_default(sshd, ws, home):
     async def main():
         mods = Modules(ws)

@@ -104,7 +104,10 @@ def _with_connection(own: dict, *, required: tuple[str, ...] = (),
         rules=[
             s.exactly_one_of("connection_id", "host"),
             *_CONNECTION_RULES,
-            {"not": {"anyOf": [{"required": ["connection_id", k]} for k in CONNECTION_PARAMS]}},
+            # with host too, the rule above says it; without, none of the others goes with it
+            {"if": {"not": {"required": ["host"]}},
+             "then": {"not": {"anyOf": [{"required": ["connection_id", k]}
+                                        for k in CONNECTION_PARAMS if k != "host"]}}},
             *rules,
         ],
     )

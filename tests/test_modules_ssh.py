@@ -351,6 +351,27 @@ def test_connect_then_three_commands_over_one_connection(sshd, ws):
     asyncio.run(main())
 
 
+def test_more_modules_at_once_than_the_server_has_channels_take_turns(sshd, ws):
+    """OpenSSH serves 10 channels per connection (MaxSessions): 12 scripts (an SFTP channel and
+    a command channel each) over one connection wait their turn instead of failing."""
+    rtmp = sshd.folder / "rtmp-turns"
+    rtmp.mkdir(exist_ok=True)
+
+    async def main():
+        mods = Modules(ws)
+        cid = (await mods("ssh:connect", conn(sshd)))["connection_id"]
+        outs = await asyncio.gather(*(
+            mods("ssh:script", {"connection_id": cid, "script": f"#!/bin/sh\nsleep 0.2; echo {i}\n",
+                                "remote_tmp": str(rtmp)})
+            for i in range(12)))
+        assert [o["stdout"] for o in outs] == [str(i) for i in range(12)]
+        assert len(sshd.clients()) == 1
+        await mods.mgr.close_all()
+
+    asyncio.run(main())
+    assert os.listdir(rtmp) == []
+
+
 def test_upload_script_and_download_over_one_connection(sshd, ws):
     data = b"over one connection\n" * 1000
     with open(os.path.join(ws.path, "payload.bin"), "wb") as fh:

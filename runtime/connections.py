@@ -422,13 +422,14 @@ class ConnectionManager:
         """The open connection ``cid``; with ``kind``, one of that kind (``wanted`` says which,
         for the error)."""
         conn = self.conns.get(cid)
-        if conn is not None and conn.lost() is not None:
-            self._forget(conn, conn.lost() or "")
-            conn = None
-        if conn is not None:
+        lost = conn.lost() if conn is not None else None
+        if conn is not None and lost is not None:
+            self._forget(conn, lost)
+        elif conn is not None:
             if kind is not None and conn.kind != kind:
-                raise ModuleError(f"connection '{cid}' is a {conn.kind.upper()} connection (from "
-                                  f"connection:open or connection:listen), not {wanted or kind}")
+                what = conn.what if isinstance(conn, ClientConnection) else \
+                    f"a {conn.kind.upper()} connection (from connection:open or connection:listen)"
+                raise ModuleError(f"connection '{cid}' is {what}, not {wanted or kind}")
             return conn
         reason = self.closed.get(cid)
         if reason is not None:

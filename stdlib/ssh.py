@@ -290,13 +290,9 @@ class _Target:
 
     @property
     def where(self) -> str:
-        return _where(self.user, self.host, self.port)
-
-
-def _where(user: str, host: str, port: int) -> str:
-    """``ssh user@host:port``, the prefix of every message about a connection."""
-    host = f"[{host}]" if ":" in host else host  # an IPv6 address
-    return f"ssh {user}@{host}:{port}"
+        """``ssh user@host:port``, the prefix of every message about the connection."""
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+        return f"ssh {self.user}@{host}:{self.port}"
 
 
 def _read_local(ctx, user_path: str, what: str) -> bytes:
@@ -470,7 +466,6 @@ class _Link:
 
         self.ctx = ctx
         self.conn = None
-        self.handle = None
         self._use = None
         self.t: _Target | None = None
         self.cid: str | None = None
@@ -504,7 +499,6 @@ class _Link:
             return self.conn
         handle = self.ctx.connections().get(self.cid, kind="ssh", wanted=_WANTED)
         self.where = handle.where
-        self.handle = handle
         self._use = handle.use()
         self.conn = await self._use.__aenter__()
         return self.conn
@@ -606,8 +600,6 @@ class Connect:
         p.check_allowed(params, tuple(CONNECT.params_schema["properties"]), CONNECT.name)
         t = _Target(params)
         if ctx.dry_run:
-            if t.key is not None:
-                _private_key(ctx, t)  # a key that cannot be read fails the dry run too
             ctx.logger.info("dry run: would open an SSH connection", host=t.host, port=t.port)
             return {"dry_run": True, "connection_id": "", "host": t.host, "port": t.port,
                     "user": t.user, "server_version": "", "local_addr": ""}

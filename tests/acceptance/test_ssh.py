@@ -313,6 +313,7 @@ def test_e28_iac_hand_off_over_ssh_connect(sshd, work: Path) -> None:
                                   "PATH": f"{bin_dir}:{os.environ['PATH']}"})
         calls = [(method, path) for _, method, path, _ in web.calls]
     assert run.rc == 0, run.explain()
+    assert "asyncssh" not in run.stderr and "Warning" not in run.stderr, run.stderr
     assert set(run.statuses.values()) == {"Completed"}, run.statuses
     opened = summary_of(run, "connect_web_host")
     assert opened["host"] == "127.0.0.1" and opened["port"] == sshd.port

@@ -257,6 +257,30 @@ def test_sigterm_closes_the_ssh_connection(sshd, work: Path, monkeypatch) -> Non
     _in_process(pb, then)
 
 
+def test_sigterm_during_a_remote_command_closes_the_connection(sshd, work: Path,
+                                                               monkeypatch) -> None:
+    """SIGTERM while a run_once workload still runs: the run is cancelled (exit 143), and its
+    shutdown closes the connection the command was using."""
+    monkeypatch.setenv("GXO_TEST_SSH_KEY", sshd.key)
+    started = work / "started"
+    pb = write_playbook(work, _connect(sshd) + COMMAND.format(
+        name="long", command=f"touch {started}; sleep 60"))
+
+    async def then(running) -> None:
+        from acceptance.inproc import wait_for
+
+        await wait_for(started.exists)  # the remote command runs (the server is this machine)
+        running.task.cancel()  # what gxo does on SIGTERM when a run_once workload still runs
+        try:
+            await running.task
+        except asyncio.CancelledError:
+            pass
+        assert running.kernel.react.conns.conns == {}
+        await wait_for(lambda: not sshd.clients())
+
+    _in_process(pb, then)
+
+
 # --------------------------------------------------------------------------- E28
 
 E28 = EXAMPLES / "e28_etl_iac.yaml"

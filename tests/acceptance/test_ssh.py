@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -264,7 +265,7 @@ def test_sigterm_during_a_remote_command_closes_the_connection(sshd, work: Path,
     monkeypatch.setenv("GXO_TEST_SSH_KEY", sshd.key)
     started = work / "started"
     pb = write_playbook(work, _connect(sshd) + COMMAND.format(
-        name="long", command=f"touch {started}; sleep 60"))
+        name="long", command=f"echo $$ > {started}.tmp; mv {started}.tmp {started}; exec sleep 60"))
 
     async def then(running) -> None:
         from acceptance.inproc import wait_for
@@ -278,7 +279,14 @@ def test_sigterm_during_a_remote_command_closes_the_connection(sshd, work: Path,
         assert running.kernel.react.conns.conns == {}
         await wait_for(lambda: not sshd.clients())
 
-    _in_process(pb, then)
+    try:
+        _in_process(pb, then)
+    finally:  # the remote sleep outlives its session (no terminal, no hangup): end it
+        if started.exists():
+            try:
+                os.kill(int(started.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 # --------------------------------------------------------------------------- E28

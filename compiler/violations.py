@@ -171,8 +171,16 @@ def describe(err: Any, where: str) -> Violation:
         if names is not None:
             clash = next((b["required"] for b in pairs if all(n in present for n in b["required"])),
                          names)
-            return Violation(f"{where} has {_quote(clash)}: give at most one of them",
-                             f"{_quote(names)} exclude each other; remove all but one",
+            # pairs that all share one key (``{"required": [hub, k]}`` for each k): the hub
+            # excludes the others, which go together
+            hub = set.intersection(*(set(b["required"]) for b in pairs)) if len(pairs) > 1 else set()
+            if len(hub) == 1:
+                (h,) = hub
+                others = [n for n in names if n != h]
+                help_ = f"'{h}' excludes {_quote(others)}; remove '{h}' or them"
+            else:
+                help_ = f"{_quote(names)} exclude each other; remove all but one"
+            return Violation(f"{where} has {_quote(clash)}: give at most one of them", help_,
                              key=clash[-1])
         return Violation(f"{where} must not be {schema_shape(inner)}", desc)
     if v == "dependentRequired" and isinstance(vv, dict):

@@ -1,7 +1,8 @@
 """The kernel's connection manager: the run's open network connections, by ``connection_id``.
 
-``connection:open`` and ``connection:listen`` register the sockets they open here; the other
-``connection:*`` modules (and, later, ``ssh:*``) reach them by id through ``ctx.connections()``.
+``connection:open`` and ``connection:listen`` register the sockets they open here, and
+``ssh:connect`` its SSH clients; the other ``connection:*`` and ``ssh:*`` modules reach them by id
+through ``ctx.connections()`` (``connection:close`` closes either kind).
 A connection belongs to the run, not to the workload that opened it: a listener's accepted
 connection is read and answered by the ``event_driven`` instance its record starts.
 
@@ -10,7 +11,8 @@ Bounds:
 - at most ``GXO_MAX_CONNECTIONS`` connections are open at once (default 1024); one more is a
   clear error (a listener closes the connection it cannot register and keeps serving);
 - a connection with no traffic for ``GXO_CONNECTION_IDLE_TIMEOUT`` (a duration, default
-  ``5m``; ``0`` turns it off) is closed, and using its id afterwards says why;
+  ``5m``; ``0`` turns it off) is closed, and using its id afterwards says why (an SSH
+  connection is idle when no module uses it: a long remote command keeps it in use);
 - every connection and listening socket is closed when the run ends, however it ends (last
   step of the kernel's shutdown: the run's end, SIGTERM, a failure that halts it).
 
@@ -20,6 +22,7 @@ The manager is made on first use: a run without connections pays nothing for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
@@ -81,6 +84,8 @@ class Connection:
         self.last_used = time.monotonic()
         self.closed_reason: str | None = None
         self.reading = False
+        #: modules using it right now (the idle timeout spares a connection in use)
+        self.busy = 0
 
     # -- transport-specific ------------------------------------------------------------------
 
@@ -98,6 +103,11 @@ class Connection:
         return None
 
     # -- what the modules use -----------------------------------------------------------------
+
+    def lost(self) -> str | None:
+        """Why the connection ended by itself (the peer or the network closed it), or None
+        while it is up; the manager then forgets it."""
+        return None
 
     def _check_open(self) -> None:
         if self.closed_reason is not None:
@@ -284,6 +294,60 @@ class UdpPeer(Connection):
         pass
 
 
+class ClientConnection(Connection):
+    """A connection its protocol's modules use through a client object (``ssh:connect``'s
+    asyncssh connection) rather than as bytes: ``connection:read`` and ``connection:write``
+    refuse it.  ``use()`` lends the client to one module at a time per slot (``slots`` at once;
+    the others wait their turn) and marks the connection busy meanwhile."""
+
+    def __init__(self, kind: str, client: Any, local_addr: str, remote_addr: str, *,
+                 what: str, used_by: str, where: str, slots: int) -> None:
+        super().__init__(local_addr, remote_addr)
+        self.kind = kind
+        self.where = where  # how messages name it: "ssh user@host:22"
+        self.client = client
+        self.what = what  # "an SSH connection (from ssh:connect)"
+        self.used_by = used_by  # the modules that take it
+        self.slots = asyncio.Semaphore(slots)
+
+    def lost(self) -> str | None:
+        if self.client.is_closed() and self.closed_reason is None:
+            return f"the {self.kind.upper()} server or the network closed it"
+        return None
+
+    def _refuse(self) -> ModuleError:
+        return ModuleError(f"connection '{self.id}' is {self.what}: use it with {self.used_by} "
+                           "(connection:read and connection:write take TCP and UDP connections)")
+
+    async def read(self, read_bytes: int | None, until: bytes | None, timeout: float | None) -> bytes:
+        raise self._refuse()
+
+    async def write(self, data: bytes) -> int:
+        raise self._refuse()
+
+    @contextlib.asynccontextmanager
+    async def use(self) -> Any:
+        self._check_open()
+        self.busy += 1
+        try:
+            async with self.slots:
+                self._check_open()
+                self.last_used = time.monotonic()
+                yield self.client
+        finally:
+            self.busy -= 1
+            self.last_used = time.monotonic()
+
+    def _close(self) -> None:
+        self.client.close()
+
+    async def _wait_closed(self) -> None:
+        try:
+            await asyncio.wait_for(self.client.wait_closed(), 2.0)
+        except Exception:  # noqa: BLE001 - the socket is released anyway
+            pass
+
+
 class ConnectionManager:
     """The run's open connections and listening sockets."""
 
@@ -323,11 +387,10 @@ class ConnectionManager:
         if self._shut:
             conn.close("the run has ended")
             raise ModuleError("the run is ending: no new connection is registered")
+        self._prune()
         if len(self.conns) >= self.limit:
             conn.close("connection limit reached")
-            raise ConnectionLimitError(
-                f"connection limit reached: {self.limit} connections are open in this run; close the ones "
-                f"you are done with (connection:close) or raise {ENV_LIMIT}")
+            raise self._limit_error()
         cid = "conn-" + secrets.token_hex(8)
         conn.id = cid
         self.conns[cid] = conn
@@ -336,15 +399,46 @@ class ConnectionManager:
             self._reaper = asyncio.get_running_loop().create_task(self._reap(), name="gxo-connection-reaper")
         return cid
 
-    def get(self, cid: str) -> Connection:
+    def _limit_error(self) -> ConnectionLimitError:
+        return ConnectionLimitError(
+            f"connection limit reached: {self.limit} connections are open in this run; close the ones "
+            f"you are done with (connection:close) or raise {ENV_LIMIT}")
+
+    def _prune(self) -> None:
+        """Forget the connections that ended by themselves: they no longer count."""
+        for conn in list(self.conns.values()):
+            reason = conn.lost()
+            if reason is not None:
+                self._forget(conn, reason)
+
+    def check_room(self) -> None:
+        """Fail as ``add`` would when the run holds as many connections as it may (before a
+        costly connection is set up)."""
+        self._prune()
+        if self._shut:
+            raise ModuleError("the run is ending: no new connection is registered")
+        if len(self.conns) >= self.limit:
+            raise self._limit_error()
+
+    def get(self, cid: str, kind: str | None = None, wanted: str = "") -> Connection:
+        """The open connection ``cid``; with ``kind``, one of that kind (``wanted`` says which,
+        for the error)."""
         conn = self.conns.get(cid)
-        if conn is not None:
+        lost = conn.lost() if conn is not None else None
+        if conn is not None and lost is not None:
+            self._forget(conn, lost)
+        elif conn is not None:
+            if kind is not None and conn.kind != kind:
+                what = conn.what if isinstance(conn, ClientConnection) else \
+                    f"a {conn.kind.upper()} connection (from connection:open or connection:listen)"
+                raise ModuleError(f"connection '{cid}' is {what}, not {wanted or kind}")
             return conn
         reason = self.closed.get(cid)
         if reason is not None:
             raise ModuleError(f"connection '{cid}' is closed ({reason})")
         raise ModuleError(f"connection '{cid}' not found: no connection with this id is open in this run "
-                          "(ids come from connection:open or connection:listen)")
+                          "(ids come from connection:open, connection:listen or ssh:connect, and a "
+                          "connection ends with its run)")
 
     def close(self, cid: str, reason: str = "closed by connection:close") -> Connection:
         conn = self.get(cid)
@@ -393,8 +487,10 @@ class ConnectionManager:
         every = min(1.0, self.idle_timeout / 4)
         while True:
             await asyncio.sleep(every)
+            self._prune()
             now = time.monotonic()
-            for conn in [c for c in self.conns.values() if now - c.last_used >= self.idle_timeout]:
+            for conn in [c for c in self.conns.values()
+                         if not c.busy and now - c.last_used >= self.idle_timeout]:
                 self._forget(conn, f"idle for {self.idle_timeout:g}s: no data in either direction "
                                    f"({ENV_IDLE})")
 

@@ -10,6 +10,8 @@ from gxo.stdlib._spec import ModuleSpec
 
 _NETWORK = ("tcp", "udp")
 _ENCODINGS = ("string", "base64", "hex")
+#: connection:read and connection:write take byte streams, not ssh:connect's SSH connections
+_BYTES_ID = "Id of a connection opened by connection:open or connection:listen."
 
 OPEN = ModuleSpec(
     name="connection:open",
@@ -75,7 +77,7 @@ READ = ModuleSpec(
     "closes (UDP: the next datagram).",
     params_schema=s.params(
         {
-            "connection_id": s.connection_id(),
+            "connection_id": s.connection_id(_BYTES_ID),
             "read_bytes": s.integer("Read exactly this many bytes.", minimum=1),
             "read_until": s.nonempty(
                 "Read up to and including this delimiter (with read_bytes, the first condition "
@@ -103,7 +105,7 @@ WRITE = ModuleSpec(
     description="Write raw data to a connection.",
     params_schema=s.params(
         {
-            "connection_id": s.connection_id(),
+            "connection_id": s.connection_id(_BYTES_ID),
             "data": s.string("Data to write, encoded as `encoding` says."),
             "encoding": s.enum("How `data` is encoded.", _ENCODINGS, default="string"),
         },

@@ -1,10 +1,13 @@
 """``ssh:*`` (L3): SSH clients on asyncssh.
 
-``ssh:command``, ``ssh:script``, ``ssh:upload`` and ``ssh:download`` each open their own
-connection (``host``, ``port``, ``user``, and ``password`` or ``private_key``) and close it when
-they end.  ``ssh:connect``, a persistent client held by the kernel's connection manager and
-referenced by ``connection_id``, is declared only: the connection manager is not in this
-release, so ``connection_id`` is accepted by the schemas but refused when run.
+``ssh:connect`` opens an authenticated SSH connection (``host``, ``port``, ``user``, and
+``password`` or ``private_key``) and registers it with the kernel's connection manager; its
+``connection_id`` lets ``ssh:command``, ``ssh:script``, ``ssh:upload`` and ``ssh:download`` run
+over it, several at once (each on its own channel).  Given the connection params instead, each
+of those opens its own connection and closes it when it ends.  A connection from ssh:connect
+belongs to the run: ``connection:close`` closes it, the idle timeout closes it when no module
+has used it for ``GXO_CONNECTION_IDLE_TIMEOUT``, and the run's end closes it, however the run
+ends; it counts against ``GXO_MAX_CONNECTIONS``.
 
 Host keys are always checked: against ``known_hosts`` (the text of a known_hosts file, or the
 path of one in the workspace or under the allowed paths) or, without it, against
@@ -18,51 +21,15 @@ from __future__ import annotations
 from gxo.stdlib import _schemas as s
 from gxo.stdlib._spec import ModuleSpec
 
-CONNECT = ModuleSpec(
-    name="ssh:connect",
-    layer="L3",
-    description="Open an authenticated, persistent SSH client and register it with the kernel.",
-    params_schema=s.params(
-        {
-            "host": s.nonempty("Host name or address."),
-            "port": s.port("TCP port.", default=22),
-            "user": s.nonempty("Remote user."),
-            "password": s.string("Password (use a secret); exclusive with private_key."),
-            "private_key": s.string(
-                "Private key content, PEM or OpenSSH format (use a secret); exclusive with "
-                "password."
-            ),
-        },
-        required=("host", "user"),
-        rules=[s.exactly_one_of("password", "private_key")],
-    ),
-    summary_schema=s.summary(
-        {
-            "connection_id": s.string("Id of the SSH client."),
-            "host": s.string("The host connected to."),
-            "user": s.string("The remote user."),
-        },
-        dry_run=True,
-    ),
-    # host, user (summary) and port (logs) are echoed; password/private_key never are.
-    logged_params=("host", "port", "user"),
-)
-
-#: The connection params of the modules that open their own connection.
+#: The connection params: ssh:connect's, or those of a module that opens its own connection.
 CONNECTION_PARAMS = ("host", "port", "user", "password", "private_key", "passphrase",
                      "known_hosts", "insecure_ignore_host_key", "connect_timeout")
 #: Connection params that show up in logs and errors (the others are credentials).
 _LOGGED_CONNECTION = ("host", "port", "user")
 
 
-def _with_connection(own: dict, *, required: tuple[str, ...] = (),
-                     rules: tuple[dict, ...] = ()) -> dict:
-    """A params schema: the module's ``own`` params, plus either the connection params (the
-    module opens its own connection) or ``connection_id``."""
-    props = {
-        "connection_id": s.connection_id(
-            "Id returned by ssh:connect (needs the kernel's connection manager, not in this "
-            "release: give host, user and password or private_key instead)."),
+def _connection_props() -> dict:
+    return {
         "host": s.nonempty("Host name or address to connect to."),
         "port": s.port("TCP port of the SSH server.", default=22),
         "user": s.nonempty("Remote user."),
@@ -81,6 +48,54 @@ def _with_connection(own: dict, *, required: tuple[str, ...] = (),
             "Only for throwaway hosts.", default=False),
         "connect_timeout": s.duration("Time limit for connecting and authenticating.",
                                       default="10s"),
+    }
+
+
+#: The rules of the connection params, once host is given.
+_CONNECTION_RULES = (
+    {"dependentRequired": {"host": ["user"], "passphrase": ["private_key"]}},
+    s.when_present("host", {"anyOf": [{"required": ["password"]},
+                                      {"required": ["private_key"]}]}),
+    s.at_most_one_of("password", "private_key"),
+    s.at_most_one_of("known_hosts", "insecure_ignore_host_key"),
+)
+
+CONNECT = ModuleSpec(
+    name="ssh:connect",
+    layer="L3",
+    description="Open an authenticated, persistent SSH client and register it with the kernel.",
+    params_schema=s.params(_connection_props(), required=("host", "user"),
+                           rules=list(_CONNECTION_RULES)),
+    summary_schema=s.summary(
+        {
+            "connection_id": s.string(
+                "Id of the SSH connection, for the connection_id of ssh:command, ssh:script, "
+                "ssh:upload, ssh:download and connection:close."),
+            "host": s.string("The host connected to."),
+            "port": s.integer("The server's TCP port.", minimum=0, maximum=65535),
+            "user": s.string("The remote user."),
+            "server_version": s.string(
+                "The server's SSH version string, e.g. \"SSH-2.0-OpenSSH_9.2p1\"."),
+            "local_addr": s.string(
+                "Local address of the connection, host:port (the server sees it as the "
+                "client's address, e.g. in SSH_CONNECTION)."),
+        },
+        dry_run=True,
+    ),
+    # host, port, user are echoed; password, private_key and passphrase never are.
+    logged_params=_LOGGED_CONNECTION,
+)
+
+
+def _with_connection(own: dict, *, required: tuple[str, ...] = (),
+                     rules: tuple[dict, ...] = ()) -> dict:
+    """A params schema: the module's ``own`` params, plus either the connection params (the
+    module opens its own connection) or ``connection_id`` (it runs over ssh:connect's)."""
+    props = {
+        "connection_id": s.connection_id(
+            "Id returned by ssh:connect: run over that connection instead of opening one "
+            "(exclusive with host and the other connection params)."),
+        **_connection_props(),
         **own,
     }
     return s.params(
@@ -88,12 +103,11 @@ def _with_connection(own: dict, *, required: tuple[str, ...] = (),
         required=required,
         rules=[
             s.exactly_one_of("connection_id", "host"),
-            {"dependentRequired": {"host": ["user"], "passphrase": ["private_key"]}},
-            s.when_present("host", {"anyOf": [{"required": ["password"]},
-                                              {"required": ["private_key"]}]}),
-            s.at_most_one_of("password", "private_key"),
-            {"not": {"anyOf": [{"required": ["connection_id", k]} for k in CONNECTION_PARAMS]}},
-            s.at_most_one_of("known_hosts", "insecure_ignore_host_key"),
+            *_CONNECTION_RULES,
+            # with host too, the rule above says it; without, none of the others goes with it
+            {"if": {"not": {"required": ["host"]}},
+             "then": {"not": {"anyOf": [{"required": ["connection_id", k]}
+                                        for k in CONNECTION_PARAMS if k != "host"]}}},
             *rules,
         ],
     )
@@ -249,14 +263,9 @@ class _Target:
                  "insecure", "timeout", "timeout_text")
 
     def __init__(self, params: dict) -> None:
-        from gxo.runtime.module import ModuleError, ValidationError
+        from gxo.runtime.module import ValidationError
         from gxo.stdlib import _params as p
 
-        if params.get("connection_id") is not None:
-            raise ModuleError(
-                "connection_id needs ssh:connect and the kernel's connection manager, which are "
-                "not in this release: give host, user and password or private_key instead "
-                "(the module opens and closes its own connection)")
         self.host = p.req_str(params, "host")
         port = params.get("port")
         if isinstance(port, str) and port.strip().isdigit():  # rendered from a template
@@ -281,6 +290,7 @@ class _Target:
 
     @property
     def where(self) -> str:
+        """``ssh user@host:port``, the prefix of every message about the connection."""
         host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
         return f"ssh {self.user}@{host}:{self.port}"
 
@@ -389,61 +399,115 @@ def _connect_error(exc: BaseException, t: _Target, source: str) -> str | None:
     return None
 
 
-class _Session:
-    """``async with _Session(ctx, target) as conn``: an authenticated asyncssh connection,
-    closed on the way out (also when the workload is cancelled)."""
+async def _connect(ctx, t: _Target):
+    """An authenticated asyncssh connection to ``t``; every failure is a one-line
+    ModuleError."""
+    import asyncio
 
-    def __init__(self, ctx, t: _Target) -> None:
+    from gxo.runtime.module import ModuleError
+
+    asyncssh = _asyncssh()
+    known_hosts, source = _known_hosts(ctx, t)
+    if t.insecure:
+        ctx.logger.warning(
+            "SSH HOST KEY CHECKING IS DISABLED (insecure_ignore_host_key: true): any "
+            "server can pose as this host and read the credentials and data sent; never "
+            "use this in production", host=t.host, port=t.port)
+    kwargs: dict = {
+        "port": t.port, "username": t.user, "known_hosts": known_hosts,
+        "config": None,  # no ~/.ssh/config: the params say everything
+        "agent_path": None, "gss_auth": False, "gss_kex": False, "kbdint_auth": False,
+        "connect_timeout": t.timeout,
+        # a peer that stops answering mid-transfer is given up after about a minute
+        "keepalive_interval": 15, "keepalive_count_max": 4,
+    }
+    if t.password is not None:
+        kwargs.update(password=t.password, client_keys=None, preferred_auth="password")
+    else:
+        kwargs.update(client_keys=[_private_key(ctx, t)], password=None,
+                      preferred_auth="publickey")
+    try:
+        async with asyncio.timeout(t.timeout):
+            conn = await asyncssh.connect(t.host, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - every failure is one line, never a traceback
+        message = _connect_error(exc, t, source) or \
+            f"{t.where}: cannot connect: {type(exc).__name__}: {exc}"
+        raise ModuleError(ctx.redact(message)) from None
+    ctx.logger.debug("connected", host=t.host, port=t.port, user=t.user)
+    return conn
+
+
+async def _close(conn) -> None:
+    import asyncio
+
+    conn.close()
+    try:
+        async with asyncio.timeout(5):
+            await conn.wait_closed()
+    except TimeoutError:
+        pass
+
+
+#: Modules that may use one connection from ssh:connect at once; the others wait their turn.
+#: OpenSSH serves 10 channels per connection by default (MaxSessions) and ssh:script uses two.
+_USES_AT_ONCE = 5
+_WANTED = "an SSH connection: give the connection_id that ssh:connect returned"
+
+
+class _Link:
+    """The connection a module runs over: ``async with link as conn`` lends ssh:connect's
+    (``connection_id``), which stays open, or opens the module's own from the connection
+    params and closes it on the way out (also when the workload is cancelled).  Params are
+    checked when it is made, before a dry run returns."""
+
+    def __init__(self, ctx, params: dict) -> None:
+        from gxo.runtime.module import ValidationError
+        from gxo.stdlib import _params as p
+
         self.ctx = ctx
-        self.t = t
         self.conn = None
+        self._use = None
+        self.t: _Target | None = None
+        self.cid: str | None = None
+        if params.get("connection_id") is not None:
+            given = [k for k in CONNECTION_PARAMS if params.get(k) is not None]
+            if given:
+                raise ValidationError(
+                    f"give connection_id or the connection params, not both: connection_id "
+                    f"runs over the connection ssh:connect opened (drop {', '.join(given)})")
+            # a dry run's ssh:connect returns an empty id
+            self.cid = p.req_str(params, "connection_id", nonempty=not ctx.dry_run)
+            self.where = f"ssh connection '{self.cid}'"
+        elif params.get("host") is None:
+            raise ValidationError(
+                "give connection_id (from ssh:connect) or host, user and password or "
+                "private_key (the module then opens its own connection)")
+        else:
+            self.t = _Target(params)
+            self.where = self.t.where
+
+    @property
+    def shown(self) -> dict:
+        """Fields that name the connection in logs."""
+        if self.t is not None:
+            return {"host": self.t.host}
+        return {"connection_id": self.cid}
 
     async def __aenter__(self):
-        import asyncio
-
-        from gxo.runtime.module import ModuleError
-
-        ctx, t = self.ctx, self.t
-        asyncssh = _asyncssh()
-        known_hosts, source = _known_hosts(ctx, t)
-        if t.insecure:
-            ctx.logger.warning(
-                "SSH HOST KEY CHECKING IS DISABLED (insecure_ignore_host_key: true): any "
-                "server can pose as this host and read the credentials and data sent; never "
-                "use this in production", host=t.host, port=t.port)
-        kwargs: dict = {
-            "port": t.port, "username": t.user, "known_hosts": known_hosts,
-            "config": None,  # no ~/.ssh/config: the params say everything
-            "agent_path": None, "gss_auth": False, "gss_kex": False, "kbdint_auth": False,
-            "connect_timeout": t.timeout,
-            # a peer that stops answering mid-transfer is given up after about a minute
-            "keepalive_interval": 15, "keepalive_count_max": 4,
-        }
-        if t.password is not None:
-            kwargs.update(password=t.password, client_keys=None, preferred_auth="password")
-        else:
-            kwargs.update(client_keys=[_private_key(ctx, t)], password=None,
-                          preferred_auth="publickey")
-        try:
-            async with asyncio.timeout(t.timeout):
-                self.conn = await asyncssh.connect(t.host, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - every failure is one line, never a traceback
-            message = _connect_error(exc, t, source) or \
-                f"{t.where}: cannot connect: {type(exc).__name__}: {exc}"
-            raise ModuleError(ctx.redact(message)) from None
-        ctx.logger.debug("connected", host=t.host, port=t.port, user=t.user)
+        if self.t is not None:
+            self.conn = await _connect(self.ctx, self.t)
+            return self.conn
+        handle = self.ctx.connections().get(self.cid, kind="ssh", wanted=_WANTED)
+        self.where = handle.where
+        self._use = handle.use()
+        self.conn = await self._use.__aenter__()
         return self.conn
 
     async def __aexit__(self, *exc: object) -> None:
-        import asyncio
-
-        if self.conn is not None:
-            self.conn.close()
-            try:
-                async with asyncio.timeout(5):
-                    await self.conn.wait_closed()
-            except TimeoutError:
-                pass
+        if self._use is not None:
+            await self._use.__aexit__(*exc)
+        elif self.conn is not None:
+            await _close(self.conn)
 
 
 def _ok_codes(params: dict) -> list[int]:
@@ -486,7 +550,7 @@ def _exit_code(result) -> tuple[int, str]:
     return result.exit_status, f"exited with code {result.exit_status}"
 
 
-async def _run_remote(ctx, t: _Target, conn, command: str, shown: str, ok_codes: list[int],
+async def _run_remote(ctx, where: str, conn, command: str, shown: str, ok_codes: list[int],
                       timeout: float, timeout_text: str) -> dict:
     """Run ``command`` on ``conn`` (stdin closed), its output as exec's summary; a code not in
     ``ok_codes`` fails with the summary."""
@@ -498,18 +562,18 @@ async def _run_remote(ctx, t: _Target, conn, command: str, shown: str, ok_codes:
                                 stdin=asyncssh.DEVNULL)
     except asyncssh.TimeoutError as exc:
         summary = _result_summary(exc.stdout, exc.stderr, -1)
-        raise ModuleError(ctx.redact(f"{t.where}: {shown} did not finish within {timeout_text} "
+        raise ModuleError(ctx.redact(f"{where}: {shown} did not finish within {timeout_text} "
                                      f"(timeout)"), summary=summary) from None
     except (asyncssh.Error, OSError) as exc:
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
-        raise ModuleError(ctx.redact(f"{t.where}: cannot run {shown}: {reason}")) from None
+        raise ModuleError(ctx.redact(f"{where}: cannot run {shown}: {reason}")) from None
     code, how = _exit_code(result)
     summary = _result_summary(result.stdout, result.stderr, code)
     if code not in ok_codes:
         last = summary["stderr"].strip().splitlines()[-1:] if summary["stderr"] else []
         # redact before cutting: a cut through a secret would leak its first half
         tail = f": {ctx.redact(last[0])[:500]}" if last else ""
-        raise ModuleError(f"{ctx.redact(f'{t.where}: {shown} {how}')}{tail}", summary=summary)
+        raise ModuleError(f"{ctx.redact(f'{where}: {shown} {how}')}{tail}", summary=summary)
     return summary
 
 
@@ -519,6 +583,45 @@ def _shown(command: str) -> str:
     if len(first) > 200 or first != command.strip():
         first = first[:200] + "..."
     return f"command {first!r}"
+
+
+class Connect:
+    """``ssh:connect``: an authenticated SSH connection, registered with the kernel's
+    connection manager for the ssh:* modules' ``connection_id``."""
+
+    name = "ssh:connect"
+
+    async def perform(self, ctx, params):
+        from gxo.runtime.connections import ClientConnection, format_addr
+        from gxo.runtime.module import ModuleError
+        from gxo.stdlib import _params as p
+
+        params = p.check_map(params)
+        p.check_allowed(params, tuple(CONNECT.params_schema["properties"]), CONNECT.name)
+        t = _Target(params)
+        if ctx.dry_run:
+            ctx.logger.info("dry run: would open an SSH connection", host=t.host, port=t.port)
+            return {"dry_run": True, "connection_id": "", "host": t.host, "port": t.port,
+                    "user": t.user, "server_version": "", "local_addr": ""}
+        mgr = ctx.connections()
+        mgr.check_room()  # before the handshake: the limit fails at once
+        conn = await _connect(ctx, t)
+        handle = ClientConnection(
+            "ssh", conn, format_addr(conn.get_extra_info("sockname")),
+            format_addr(conn.get_extra_info("peername")),
+            what="an SSH connection (from ssh:connect)",
+            used_by="ssh:command, ssh:script, ssh:upload or ssh:download",
+            where=t.where, slots=_USES_AT_ONCE)
+        try:
+            cid = mgr.add(handle)  # closes the connection when it cannot be registered
+        except ModuleError:
+            await handle._wait_closed()
+            raise
+        ctx.logger.debug("SSH connection registered", connection_id=cid, host=t.host,
+                         port=t.port, local_addr=handle.local_addr)
+        return {"connection_id": cid, "host": t.host, "port": t.port, "user": t.user,
+                "server_version": conn.get_extra_info("server_version") or "",
+                "local_addr": handle.local_addr}
 
 
 class Command:
@@ -533,7 +636,7 @@ class Command:
         from gxo.stdlib import _params as p
 
         params = p.check_map(params)
-        t = _Target(params)
+        link = _Link(ctx, params)
         command = p.opt_str(params, "command")
         args = p.opt_str_list(params, "args", scalars=True)
         if (command is None) == (not args):
@@ -545,11 +648,11 @@ class Command:
         ok_codes = _ok_codes(params)
         timeout = p.opt_duration(params, "timeout", "1h")
         if ctx.dry_run:
-            ctx.logger.info("dry run: would run a remote command", host=t.host, command=command)
+            ctx.logger.info("dry run: would run a remote command", **link.shown, command=command)
             return {"dry_run": True, **_result_summary("", "", 0)}
-        async with _Session(ctx, t) as conn:
-            return await _run_remote(ctx, t, conn, command, _shown(command), ok_codes, timeout,
-                                     params.get("timeout") or "1h")
+        async with link as conn:
+            return await _run_remote(ctx, link.where, conn, command, _shown(command), ok_codes,
+                                     timeout, params.get("timeout") or "1h")
 
 
 class Script:
@@ -566,7 +669,7 @@ class Script:
         from gxo.stdlib import _params as p
 
         params = p.check_map(params)
-        t = _Target(params)
+        link = _Link(ctx, params)
         script_path = p.opt_str(params, "script_path")
         script_text = p.opt_str(params, "script")
         if (script_path is None) == (script_text is None):
@@ -584,12 +687,12 @@ class Script:
         if not data.startswith(b"#!"):
             ctx.logger.warning("the script has no #! line: the remote shell decides how it runs")
         if ctx.dry_run:
-            ctx.logger.info("dry run: would run a remote script", host=t.host, script=shown)
+            ctx.logger.info("dry run: would run a remote script", **link.shown, script=shown)
             return {"dry_run": True, **_result_summary("", "", 0)}
 
         asyncssh = _asyncssh()
         remote = f"{remote_tmp.rstrip('/') or ''}/gxo-script-{secrets.token_hex(16)}"
-        async with _Session(ctx, t) as conn:
+        async with link as conn:
             try:
                 async with conn.start_sftp_client() as sftp:
                     try:
@@ -598,8 +701,8 @@ class Script:
                             await fh.write(data)
                         await sftp.chmod(remote, 0o700)
                         return await _run_remote(
-                            ctx, t, conn, shlex.join([remote, *script_args]), shown, ok_codes,
-                            timeout, params.get("timeout") or "1h")
+                            ctx, link.where, conn, shlex.join([remote, *script_args]), shown,
+                            ok_codes, timeout, params.get("timeout") or "1h")
                     finally:
                         try:
                             await sftp.remove(remote)
@@ -609,7 +712,7 @@ class Script:
                             ctx.logger.warning("could not remove the uploaded script",
                                                path=remote, error=str(exc))
             except (asyncssh.SFTPError, asyncssh.ChannelOpenError) as exc:
-                raise ModuleError(ctx.redact(f"{t.where}: cannot upload the script to "
+                raise ModuleError(ctx.redact(f"{link.where}: cannot upload the script to "
                                              f"{remote_tmp}: {exc.reason}")) from None
 
 
@@ -630,13 +733,13 @@ class Upload:
         from gxo.stdlib import _params as p
 
         params = p.check_map(params)
-        t = _Target(params)
+        link = _Link(ctx, params)
         src = p.req_str(params, "src")
         dest = p.req_str(params, "dest")
         mode = p.opt_mode(params, "mode")
         local = ctx.workspace.resolve(src)
         if ctx.dry_run:
-            ctx.logger.info("dry run: would upload a file", host=t.host, src=src, dest=dest)
+            ctx.logger.info("dry run: would upload a file", **link.shown, src=src, dest=dest)
             return {"dry_run": True, "bytes_written": 0, "dest": dest,
                     "mode": f"{mode or 0:04o}"}
         try:
@@ -649,7 +752,7 @@ class Upload:
             if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
                 raise ModuleError(f"src {src!r} is not a regular file")
             asyncssh = _asyncssh()
-            async with _Session(ctx, t) as conn:
+            async with link as conn:
                 try:
                     async with conn.start_sftp_client() as sftp:
                         attrs = asyncssh.SFTPAttrs(permissions=mode) if mode is not None \
@@ -663,7 +766,7 @@ class Upload:
                             await sftp.chmod(dest, mode)
                         after = await sftp.stat(dest)
                 except (asyncssh.SFTPError, asyncssh.ChannelOpenError) as exc:
-                    raise ModuleError(ctx.redact(f"{t.where}: cannot upload {src} to {dest}: "
+                    raise ModuleError(ctx.redact(f"{link.where}: cannot upload {src} to {dest}: "
                                                  f"{exc.reason}")) from None
         return {"bytes_written": written, "dest": dest, "mode": _mode_text(after)}
 
@@ -682,12 +785,12 @@ class Download:
         from gxo.stdlib import _params as p
 
         params = p.check_map(params)
-        t = _Target(params)
+        link = _Link(ctx, params)
         src = p.req_str(params, "src")
         dest = p.req_str(params, "dest")
         local = ctx.workspace.resolve(dest)
         if ctx.dry_run:
-            ctx.logger.info("dry run: would download a file", host=t.host, src=src, dest=dest)
+            ctx.logger.info("dry run: would download a file", **link.shown, src=src, dest=dest)
             return {"dry_run": True, "path": local, "bytes": 0, "mode": "0000"}
         parent = os.path.dirname(local)
         if not os.path.isdir(parent):
@@ -696,7 +799,7 @@ class Download:
             raise ModuleError(f"dest {dest!r} is a directory; name the file to write")
 
         asyncssh = _asyncssh()
-        async with _Session(ctx, t) as conn:
+        async with link as conn:
             fd, tmp = tempfile.mkstemp(dir=parent, prefix=".gxo-download-")
             try:
                 with os.fdopen(fd, "wb") as out:
@@ -704,14 +807,14 @@ class Download:
                         async with conn.start_sftp_client() as sftp:
                             attrs = await sftp.stat(src)
                             if attrs.type != asyncssh.FILEXFER_TYPE_REGULAR:
-                                raise ModuleError(f"{t.where}: {src} is not a regular file")
+                                raise ModuleError(f"{link.where}: {src} is not a regular file")
                             size = 0
                             async with sftp.open(src, "rb") as remote:
                                 while chunk := await remote.read(_BLOCK):
                                     out.write(chunk)
                                     size += len(chunk)
                     except (asyncssh.SFTPError, asyncssh.ChannelOpenError) as exc:
-                        raise ModuleError(ctx.redact(f"{t.where}: cannot download {src}: "
+                        raise ModuleError(ctx.redact(f"{link.where}: cannot download {src}: "
                                                      f"{exc.reason}")) from None
                     os.fchmod(out.fileno(), (attrs.permissions or 0o600) & 0o777)
                 os.replace(tmp, local)
@@ -724,5 +827,5 @@ class Download:
         return {"path": local, "bytes": size, "mode": _mode_text(attrs)}
 
 
-CODE = {"ssh:command": Command, "ssh:script": Script, "ssh:upload": Upload,
+CODE = {"ssh:connect": Connect, "ssh:command": Command, "ssh:script": Script, "ssh:upload": Upload,
         "ssh:download": Download}

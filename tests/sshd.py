@@ -37,6 +37,18 @@ class Sshd:
         """A known_hosts line that trusts this server."""
         return f"[{self.host}]:{self.port} {self.host_pub}\n"
 
+    def clients(self) -> list[int]:
+        """Local ports of this machine's ESTABLISHED TCP connections to the server (their client
+        side, from /proc/net/tcp, as `ss -tn state established dport = :PORT` lists them)."""
+        ports = []
+        with open("/proc/net/tcp") as fh:
+            next(fh)
+            for line in fh:
+                local, remote, state = line.split()[1:4]
+                if state == "01" and remote == f"0100007F:{self.port:04X}":
+                    ports.append(int(local.split(":")[1], 16))
+        return ports
+
     def stop(self) -> None:
         self.proc.kill()
         self.proc.wait(10)

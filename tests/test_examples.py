@@ -38,7 +38,6 @@ WAITING: dict[str, str] = {
     "e16_manual_approval": "control:wait_for_signal",
     "e22_stdlib_snippets": "control:wait_for_signal",
     "e25_mvk_demos": "security_context (seccomp)",
-    "e28_etl_iac": "ssh:connect (the connection manager)",
 }
 RUNNABLE = [p for p in PLAYBOOKS if p.name.split(".")[0] not in WAITING]
 WAITING_PATHS = [p for p in PLAYBOOKS if p.name.split(".")[0] in WAITING]

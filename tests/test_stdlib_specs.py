@@ -53,7 +53,7 @@ SUMMARY_KEYS: dict[str, tuple[set[str], set[str]]] = {
     "http:respond": ({"request_id", "bytes_written"}, D),
     "http:request": ({"status_code", "headers", "body", "json_body", "latency_ms"},
                      {"xml_body", "pages", "dry_run"}),
-    "ssh:connect": ({"connection_id", "host", "user"}, D),
+    "ssh:connect": ({"connection_id", "host", "port", "user", "server_version", "local_addr"}, D),
     "ssh:command": ({"stdout", "stderr", "exit_code"}, D),
     "ssh:script": ({"stdout", "stderr", "exit_code"}, D),
     "ssh:upload": ({"bytes_written", "dest", "mode"}, D),
@@ -131,8 +131,7 @@ IMPLEMENTED = {
     "data:join", "data:aggregate", "data:format", "control:barrier", "test:producer",
     "filesystem:list", "stream:pipeline", "http:listen", "http:respond", "dns:query",
     "template:render", "database:query",
-    # ssh:* open their own connection; ssh:connect waits for the kernel's connection manager
-    "ssh:command", "ssh:script", "ssh:upload", "ssh:download",
+    "ssh:connect", "ssh:command", "ssh:script", "ssh:upload", "ssh:download",
     "connection:open", "connection:listen", "connection:read", "connection:write", "connection:close",
 }
 
@@ -450,10 +449,15 @@ SAMPLES: dict[str, tuple[list[dict], list[dict]]] = {
     ),
     "ssh:connect": (
         [{"host": "h", "user": "u", "password": "p"},
-         {"host": "h", "port": 2222, "user": "u", "private_key": "-----BEGIN..."}],
+         {"host": "h", "port": 2222, "user": "u", "private_key": "-----BEGIN...",
+          "passphrase": "x", "known_hosts": "kh", "connect_timeout": "3s"},
+         {"host": "h", "user": "u", "private_key": "id", "insecure_ignore_host_key": True}],
         [{"host": "h", "user": "u"}, {"host": "h", "user": "u", "password": "p",
                                       "private_key": "k"},
-         {"host": "h", "user": "u", "password": "p", "port": 0}],
+         {"host": "h", "user": "u", "password": "p", "port": 0},
+         {"host": "h", "password": "p"}, {"user": "u", "password": "p"},
+         {**HOST, "passphrase": "p"}, {**HOST, "insecure_ignore_host_key": True},
+         {**HOST, "connection_id": "c1"}],
     ),
     "ssh:command": (
         [{**CONN, "command": "uptime"}, {**HOST, "command": "uptime"},

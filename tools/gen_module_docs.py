@@ -141,6 +141,8 @@ def _rule(rule: dict[str, Any], prefix: str) -> str:
         cond, then = rule["if"], rule["then"]
         if set(cond) == {"required"}:
             head = f"when {names(cond['required'])} is given"
+        elif set(cond) == {"not"} and set(cond["not"]) == {"required"}:
+            head = f"when {names(cond['not']['required'])} is not given"
         else:
             props = cond.get("properties", {})
             parts = []

@@ -5,6 +5,7 @@ timeout, a silent client, a peer that closes mid-read, and no socket left after 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import signal
@@ -397,6 +398,16 @@ def test_e02_kv_server_answers_the_protocol(work: Path) -> None:
         for line, answer in oracle.items():
             with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
                 assert ask(c, line) == answer, line
+        # 20 clients at once, each connected before any speaks
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(20)]
+        try:
+            with concurrent.futures.ThreadPoolExecutor(20) as pool:
+                replies = list(pool.map(lambda c: ask(c, b"GET initial_key\n" if clients.index(c) % 2
+                                                      else b"PING\n"), clients))
+        finally:
+            for c in clients:
+                c.close()
+        assert replies == [b"PONG\n", b"OK hello world\n"] * 10
 
 
 def test_e22_connection_open_snippet_against_a_local_server(work: Path) -> None:

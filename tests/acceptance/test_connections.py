@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from acceptance.harness import ROOT, build, gxo_run, spawn, summary_of, wait_until, write_playbook
+from acceptance.harness import ROOT, build, close_proc, gxo_run, spawn, summary_of, wait_until, write_playbook
 
 E14 = ROOT / "examples" / "e14_tcp_server.yaml"
 
@@ -216,12 +216,7 @@ def serving(plan: Path, listener: str, env: dict[str, str] | None = None) -> Ite
         assert rc == 0, err
         assert "Traceback" not in err
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        close_proc(proc)
 
 
 def e14_plan(work: Path, port: int, timeout: str = "30s") -> Path:

@@ -16,14 +16,19 @@ import stat
 
 
 class FileProblem(Exception):
-    """A named file cannot be used; the message names the path and the fix (one line)."""
+    """A named file cannot be used; the message names the path and the fix (one line);
+    ``reason`` says the same without the path, for a caller that names the file itself."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class FileTooLarge(FileProblem):
     """A file over its size limit (found from its size, before reading it)."""
 
-    def __init__(self, message: str, size: int, limit: int) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, size: int, limit: int, reason: str | None = None) -> None:
+        super().__init__(message, reason)
         self.size = size
         self.limit = limit
 
@@ -45,21 +50,34 @@ def kind_of(mode: int) -> str:
     return "not a regular file"
 
 
+def _open_regular(path: str, what: str) -> tuple[int, os.stat_result]:
+    """An open descriptor of the regular file ``path`` and its status; never blocks (a FIFO is
+    opened with ``O_NONBLOCK``, then refused with whatever else is not a regular file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    try:
+        st = os.fstat(fd)
+    except OSError as exc:
+        os.close(fd)
+        raise _unreadable(path, exc) from None
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        fix = "name a file in it" if stat.S_ISDIR(st.st_mode) else "save the data to a file first"
+        reason = f"{kind_of(st.st_mode)}, not a regular file: name a regular {what} ({fix})"
+        raise FileProblem(f"'{path}' is {reason}", reason)
+    return fd, st
+
+
 def read_limited(path: str, limit: int, *, what: str = "file") -> bytes:
     """The bytes of the regular file ``path``, at most ``limit`` of them.
 
     Raises ``FileProblem`` for a path that cannot be opened or is not a regular file (a FIFO
     is opened without blocking and refused), ``FileTooLarge`` for a file over ``limit`` bytes
     (before reading it, and again if it grows while being read)."""
+    fd, st = _open_regular(path, what)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except OSError as exc:
-        raise FileProblem(f"cannot read '{path}': {exc.strerror or exc}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise FileProblem(f"'{path}' is {kind_of(st.st_mode)}, not a regular file: "
-                              f"name a regular {what} (save the data to a file first)")
         if st.st_size > limit:
             raise too_large(path, st.st_size, limit, what)
         chunks = []
@@ -70,18 +88,35 @@ def read_limited(path: str, limit: int, *, what: str = "file") -> bytes:
                 break
             chunks.append(chunk)
             left -= len(chunk)
-        data = b"".join(chunks)
     except OSError as exc:
-        raise FileProblem(f"cannot read '{path}': {exc.strerror or exc}") from None
+        raise _unreadable(path, exc) from None
     finally:
         os.close(fd)
+    data = b"".join(chunks)
     if len(data) > limit:
         raise too_large(path, len(data), limit, what)
     return data
 
 
+def read_head(path: str, n: int, *, what: str = "file") -> bytes:
+    """The first ``n`` bytes of the regular file ``path`` (``FileProblem`` as ``read_limited``)."""
+    fd, _ = _open_regular(path, what)
+    try:
+        return os.pread(fd, n, 0)
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
+    finally:
+        os.close(fd)
+
+
 def too_large(path: str, size: int, limit: int, what: str) -> FileTooLarge:
-    return FileTooLarge(f"'{path}' is {size:,} bytes; a {what} is limited to {limit:,} bytes", size, limit)
+    reason = f"{size:,} bytes; a {what} is limited to {limit:,} bytes"
+    return FileTooLarge(f"'{path}' is {reason}", size, limit, reason)
+
+
+def _unreadable(path: str, exc: OSError) -> FileProblem:
+    reason = f"cannot read: {exc.strerror or exc}"
+    return FileProblem(f"cannot read '{path}': {exc.strerror or exc}", reason)
 
 
 def check_output(path: str, option: str = "-o") -> None:

@@ -33,7 +33,7 @@ from typing import Any
 
 import msgspec
 
-from gxo.runtime.limits import MAX_PLAN_BYTES, MAX_PLAN_MEMBER_BYTES, MAX_PLAN_MEMBERS, MAX_PLAN_TOTAL_BYTES
+from gxo.runtime.limits import MAX_KEY_FILE_BYTES, MAX_PLAN_BYTES, MAX_PLAN_MEMBER_BYTES, MAX_PLAN_MEMBERS, MAX_PLAN_TOTAL_BYTES
 from gxo.runtime.module import GxoError
 from gxo.runtime.plan import Plan, PlanFormatError, canonical_json, decode_plan, encode_manifest
 
@@ -282,11 +282,12 @@ def _load_trusted_key(key: Any, label: str = "trusted key") -> Any:
     if isinstance(key, Ed25519PublicKey):
         return key
     if isinstance(key, (str, os.PathLike)):
+        from gxo.runtime.files import FileProblem, read_limited
+
         try:
-            with open(key, "rb") as fh:
-                data = fh.read()
-        except OSError as exc:
-            raise PlanRefused(f"trusted key {os.fspath(key)}: cannot read: {exc.strerror or exc}") from None
+            data = read_limited(os.fspath(key), MAX_KEY_FILE_BYTES, what="key file")
+        except FileProblem as exc:
+            raise PlanRefused(f"trusted key {os.fspath(key)}: {exc.reason}") from None
         label = os.fspath(key)
     else:
         data = bytes(key)
@@ -316,13 +317,14 @@ def trusted_keys_from_env(environ: Any = None) -> list[Any]:
     if not name:
         return []
     where = f"{TRUSTED_KEYS_ENV}={name}"
+    from gxo.runtime.files import FileProblem, FileTooLarge, read_limited
+
     try:
-        with open(name, "rb") as fh:
-            data = fh.read(1024 * 1024 + 1)
-    except OSError as exc:
-        raise PlanRefused(f"{where}: cannot read: {exc.strerror or exc}") from None
-    if len(data) > 1024 * 1024:
-        raise PlanRefused(f"{where}: too large for a key file")
+        data = read_limited(name, MAX_KEY_FILE_BYTES, what="key file")
+    except FileTooLarge:
+        raise PlanRefused(f"{where}: too large for a key file (at most {MAX_KEY_FILE_BYTES:,} bytes)") from None
+    except FileProblem as exc:
+        raise PlanRefused(f"{where}: {exc.reason}") from None
     blocks = list(_PEM_BLOCK.finditer(data))
     rest = _PEM_BLOCK.sub(b"", data)
     for line in rest.splitlines():

@@ -48,13 +48,14 @@ def parse_key(text: str | bytes, where: str) -> bytes:
 
 def load_key_file(path: str) -> bytes:
     """The key held (in base64) by the file at ``path``."""
-    try:
-        with open(path, "rb") as fh:
-            text = fh.read(_MAX_KEY_FILE + 1)
-    except OSError as exc:
-        raise StoreRefused(f"cannot read the key file {path}: {exc.strerror}") from None
-    if len(text) > _MAX_KEY_FILE:
-        raise StoreRefused(f"key file {path} is not a state key: too large")
+    from gxo.runtime.files import FileProblem, FileTooLarge, read_limited
+
+    try:  # a FIFO is refused without blocking
+        text = read_limited(path, _MAX_KEY_FILE, what="key file")
+    except FileTooLarge:
+        raise StoreRefused(f"key file {path} is not a state key: too large") from None
+    except FileProblem as exc:
+        raise StoreRefused(f"cannot read the key file {path}: {exc.reason.removeprefix('cannot read: ')}") from None
     return parse_key(text, f"key file {path}")
 
 

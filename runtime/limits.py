@@ -12,7 +12,8 @@ MAX_INT_DIGITS = 4300  # decimal digits of an integer (Python's int/str conversi
 # -- files, by size (checked before reading) -----------------------------------------------------
 MAX_PLAYBOOK_BYTES = 10 * 1024 * 1024  # a playbook (gxoc check/build/graph/diff, gxo run, gxo test)
 MAX_VARS_FILE_BYTES = 10 * 1024 * 1024  # a --vars-file
-MAX_KEY_FILE_BYTES = 1024 * 1024  # a key file: --trusted-key, $GXO_TRUSTED_KEYS, --sign, state keys
+MAX_KEY_FILE_BYTES = 1024 * 1024  # a signing key file: --trusted-key, $GXO_TRUSTED_KEYS, gxoc build --sign
+MAX_STATE_KEY_FILE_BYTES = 4096  # a state key file: --state-key-file, gxo state rekey --new-key-file
 
 # -- plans (.gxp): checked from the zip's central directory before any member is read ------------
 MAX_PLAN_MEMBERS = 4096

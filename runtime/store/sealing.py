@@ -20,6 +20,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from gxo.runtime.limits import MAX_STATE_KEY_FILE_BYTES
 from gxo.runtime.store.base import StoreRefused
 
 __all__ = ["KEY_BYTES", "KEY_ENV", "Sealer", "load_key_file", "parse_key", "resolve_key"]
@@ -29,7 +30,7 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 _CHECK_TOKEN = b"gxo state key check v1"
 _CHECK_AAD = b"meta\x1fkey_check"
-_MAX_KEY_FILE = 4096
+_MAX_KEY_FILE = MAX_STATE_KEY_FILE_BYTES
 
 
 def parse_key(text: str | bytes, where: str) -> bytes:

@@ -168,6 +168,14 @@ def test_a_fifo_as_trusted_keys_is_refused(tmp_path: Path, plan: Path, fifo: Pat
                 env={"GXO_TRUSTED_KEYS": str(fifo)})
 
 
+def test_a_fifo_as_a_trusted_key_is_refused(tmp_path: Path, ok: Path, fifo: Path) -> None:
+    run_hostile(["gxoc", "keygen", "-o", tmp_path / "ci"], expect_rc=0, cwd=tmp_path)
+    signed = tmp_path / "signed.gxp"
+    run_hostile(["gxoc", "build", "--no-native", ok, "--sign", tmp_path / "ci", "-o", signed], expect_rc=0, cwd=tmp_path)
+    run_hostile(["gxo", "exec", signed, "--no-state", "--trusted-key", fifo], expect_rc=3,
+                message=f"plan refused: trusted key {fifo}: a FIFO (named pipe), not a regular file", timeout=30)
+
+
 # ---------------------------------------------------------------------------------------------
 # special files as outputs: never replaced (exit 2)
 

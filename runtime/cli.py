@@ -111,9 +111,9 @@ def _kind_ok(value: Any, type_text: str) -> bool:
 def collect_vars(plan: Any, pairs: tuple[str, ...], files: tuple[str, ...]) -> dict[str, Any]:
     declared = dict(plan.var_types)
     out: dict[str, Any] = {}
-    for f in files:
+    if files:
         from gxo.runtime.files import FileProblem, read_limited
-
+    for f in files:
         try:  # a FIFO or a device is refused without blocking, a file over the limit before reading
             data = json.loads(read_limited(f, MAX_VARS_FILE_BYTES, what="vars file"))
         except FileProblem as exc:

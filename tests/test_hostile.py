@@ -118,8 +118,9 @@ def ok(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def plan(tmp_path: Path, ok: Path) -> Path:
-    run_hostile(["gxoc", "build", "--no-native", ok, "-o", tmp_path / "ok.gxp"], expect_rc=0, cwd=tmp_path)
-    return tmp_path / "ok.gxp"
+    from test_plan_tamper import make_plan
+
+    return make_plan(tmp_path, name="ok.gxp", playbook=ok.read_bytes())
 
 
 @pytest.fixture
@@ -324,3 +325,40 @@ def test_the_harness_sees_a_failure(tmp_path: Path) -> None:
     r = run_hostile([sys.executable, "-c", "import sys; print(sys.stdin.read().upper())"], expect_rc=0,
                     stdin=b"hostile")
     assert r.stdout == "HOSTILE\n" and 1 < r.peak_rss_mb < MAX_RSS_MB
+
+
+# ---------------------------------------------------------------------------------------------
+# the shared file helpers (gxo.runtime.files), in process
+
+
+def test_write_output_replaces_a_regular_file_and_never_writes_through_it(tmp_path: Path) -> None:
+    from gxo.runtime.files import FileProblem, write_output
+
+    target = tmp_path / "out"
+    target.write_text("old")
+    other = tmp_path / "other"
+    os.link(target, other)  # a second name of the old file keeps the old bytes
+    write_output(str(target), b"new", mode=0o600)
+    assert target.read_bytes() == b"new" and other.read_bytes() == b"old"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    link = tmp_path / "link"
+    link.symlink_to(other)
+    with pytest.raises(FileProblem, match=r"'.*link' is a symbolic link: .*name the link's target itself"):
+        write_output(str(link), b"x", option="--out")
+    assert other.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["link", "other", "out"]
+
+
+def test_read_limited_checks_type_and_size_before_reading(tmp_path: Path, fifo: Path) -> None:
+    from gxo.runtime.files import FileProblem, FileTooLarge, read_limited
+
+    with pytest.raises(FileProblem, match="is a FIFO \\(named pipe\\), not a regular file"):
+        read_limited(str(fifo), 10)  # would block without O_NONBLOCK
+    sparse = tmp_path / "sparse"
+    with open(sparse, "wb") as fh:
+        fh.truncate(10**10)  # 10 GB, none of it on disk
+    with pytest.raises(FileTooLarge) as info:
+        read_limited(str(sparse), 1024, what="vars file")
+    assert (info.value.size, info.value.limit) == (10**10, 1024)
+    assert "a vars file is limited to 1,024 bytes" in str(info.value)
+    (tmp_path / "small").write_bytes(b"x" * 1024)
+    assert read_limited(str(tmp_path / "small"), 1024) == b"x" * 1024

@@ -63,17 +63,17 @@ def cli() -> None:
               help="Colour the text output (auto: only on a terminal).")
 def check(paths: tuple[str, ...], fmt: str, warnings_as_errors: bool, color: str) -> None:
     """Check playbooks: YAML, schema, names, references, types, lifecycles, streams, cycles."""
-    from gxo.compiler.pipeline import check_source
+    from gxo.compiler.pipeline import check_path
+    from gxo.runtime.files import FileProblem
 
     files = _collect(paths)
     all_diags = []
     sources: dict[str, str] = {}
     for f in files:
         try:
-            data = Path(f).read_bytes()
-        except OSError as exc:
-            raise click.UsageError(f"cannot read '{f}': {exc.strerror}") from None
-        res = check_source(data, f)
+            res, _ = check_path(f)
+        except FileProblem as exc:
+            raise click.UsageError(str(exc)) from None
         sources[f] = res.source
         all_diags.extend(res.diags.sorted())
     if fmt == "json":

@@ -5,7 +5,6 @@ compiled to bytecode and its functions are handed to the kernel."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import IO, Any
 
 from gxo.compiler.diagnostics import ERROR, render_text, summary_line
@@ -20,11 +19,10 @@ def compile_in_memory(path: str, stream: IO[str]) -> Any:
     """A ``LoadedPlan`` for ``path``, or None after printing its errors to ``stream``; raises
     ``NotRunnable`` (after printing them) when every error is ``not-implemented``."""
     from gxo.compiler.emit import build_plan
-    from gxo.compiler.pipeline import check_source
+    from gxo.compiler.pipeline import check_path
     from gxo.runtime.planfile import LoadedPlan
 
-    data = Path(path).read_bytes()
-    result = check_source(data, path)
+    result, data = check_path(path)  # gxo.runtime.files.FileProblem: not a readable regular file
     diags = result.diags.sorted()
     if diags:
         stream.write(render_text(diags, {result.path: result.source}))

@@ -19,9 +19,9 @@ from typing import Any, Iterator
 import yaml
 
 from gxo.compiler.diagnostics import Diagnostics, Span
-from gxo.runtime.limits import MAX_INT_DIGITS
+from gxo.runtime.limits import MAX_INT_DIGITS, MAX_PLAYBOOK_BYTES
 
-MAX_BYTES = 10 * 1024 * 1024
+MAX_BYTES = MAX_PLAYBOOK_BYTES
 MAX_DEPTH = 64
 MAX_NODES = 250_000  # after alias and merge expansion
 
@@ -193,16 +193,34 @@ class Loaded:
     source: str
 
 
+def read_playbook(path: str, diags: Diagnostics) -> bytes | None:
+    """The bytes of the playbook file ``path``; None after a ``yaml-limit`` error when it is too
+    large, found from its size before a byte is read.  Raises ``gxo.runtime.files.FileProblem``
+    (a usage error) for a path that cannot be read or is not a regular file: a FIFO or a device
+    is refused without blocking."""
+    from gxo.runtime.files import FileTooLarge, read_limited
+
+    try:
+        return read_limited(path, MAX_BYTES, what="playbook")
+    except FileTooLarge as exc:
+        _too_large(exc.size, path, diags)
+        return None
+
+
+def _too_large(size: int, path: str, diags: Diagnostics) -> None:
+    diags.add(
+        "yaml-limit",
+        f"the file is {size:,} bytes; playbooks are limited to {MAX_BYTES:,} bytes",
+        Span.point(path, 1, 1),
+        help="split the playbook or move data into files read at run time",
+    )
+
+
 def load_playbook(data: bytes | str, path: str, diags: Diagnostics) -> Loaded:
     """Load ``data`` (the file's bytes) into located nodes; problems go to ``diags``."""
     size = len(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
     if size > MAX_BYTES:
-        diags.add(
-            "yaml-limit",
-            f"the file is {size:,} bytes; playbooks are limited to {MAX_BYTES:,} bytes",
-            Span.point(path, 1, 1),
-            help="split the playbook or move data into files read at run time",
-        )
+        _too_large(size, path, diags)
         return Loaded(None, "")
     if isinstance(data, bytes):
         try:

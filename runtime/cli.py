@@ -21,7 +21,7 @@ import re
 import sys
 from typing import Any
 
-from gxo.runtime.limits import MAX_INT_DIGITS, MAX_NESTING, nests_deeper
+from gxo.runtime.limits import MAX_INT_DIGITS, MAX_NESTING, MAX_VARS_FILE_BYTES, nests_deeper
 
 EXIT_USAGE, EXIT_REFUSED, EXIT_INTERNAL = 2, 3, 70
 
@@ -111,12 +111,13 @@ def _kind_ok(value: Any, type_text: str) -> bool:
 def collect_vars(plan: Any, pairs: tuple[str, ...], files: tuple[str, ...]) -> dict[str, Any]:
     declared = dict(plan.var_types)
     out: dict[str, Any] = {}
+    if files:
+        from gxo.runtime.files import FileProblem, read_limited
     for f in files:
-        try:
-            with open(f, encoding="utf-8") as fh:  # not pathlib: ~10 ms of gxo exec's start-up
-                data = json.loads(fh.read())
-        except OSError as exc:
-            raise UsageProblem(f"cannot read '{f}': {exc.strerror}", "--vars-file") from None
+        try:  # a FIFO or a device is refused without blocking, a file over the limit before reading
+            data = json.loads(read_limited(f, MAX_VARS_FILE_BYTES, what="vars file"))
+        except FileProblem as exc:
+            raise UsageProblem(str(exc), "--vars-file") from None
         except ValueError as exc:
             raise UsageProblem(f"'{f}' is not JSON: {exc}", "--vars-file") from None
         except RecursionError:

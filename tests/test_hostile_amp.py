@@ -111,3 +111,68 @@ workloads:
     tracker = Tracker()
     track_plan_secrets(loaded.plan, ChainProvider([EnvProvider({"A": "alpha-value", "LIT": "literal-x"})]), tracker)
     assert "alpha-value" in tracker and "literal-x" not in tracker and len(tracker) == 1
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+def _long_line_playbook(path: Path, pad: int = 2_100_000, flags: int = 100) -> None:
+    path.write_text('name: p\nschemaVersion: "1.0.0"\nvars: {'
+                    + ", ".join(f"k{i}: yes" for i in range(flags))
+                    + ', pad: "' + "x" * pad + '"}\nworkloads: []\n')
+
+
+def test_a_diagnostic_shows_a_window_of_a_long_line(tmp_path: Path) -> None:
+    """A 2 MB line with 100 warnings prints each warning with a cut of the line around its
+    caret, not the line itself; the column stays exact."""
+    _long_line_playbook(tmp_path / "l.yaml")
+    out = _run(GXOC, ["check", "l.yaml"], tmp_path)
+    assert out.returncode == 1, out.stderr  # `workloads: []` is the one error
+    assert len(out.stdout) < 100_000
+    assert out.stdout.count("warning[bool-string]") == 100
+    lines = out.stdout.splitlines()
+    source = (tmp_path / "l.yaml").read_text().splitlines()[2]
+    for n in (0, 99):  # the first and the last: one at the start, one deep in the line
+        col = source.index(f"k{n}: yes") + len(f"k{n}: ") + 1
+        head = next(i for i, line in enumerate(lines) if line.startswith(f"l.yaml:3:{col}: "))
+        src, caret = lines[head + 1], lines[head + 2]
+        assert len(src) <= 140
+        at = caret.index("^")
+        assert src[at:at + 3] == "yes" and caret[at:].rstrip() == "^~~"
+    assert "…" in out.stdout
+    js = _run(GXOC, ["check", "--format", "json", "l.yaml"], tmp_path)
+    sarif = _run(GXOC, ["check", "--format", "sarif", "l.yaml"], tmp_path)
+    assert len(js.stdout) < 100_000 and len(sarif.stdout) < 200_000
+
+
+def test_snippet_window_keeps_the_caret_aligned() -> None:
+    from gxo.compiler.diagnostics import Diagnostic, Span, render_text
+
+    line = "a" * 500 + "NEEDLE" + "b" * 500
+    for col, word in ((501, "NEEDLE"), (1, "aaaa"), (1003, "bbbb")):
+        d = Diagnostic("yaml-syntax", "error", "x", Span("f", 1, col, 1, col + 4))
+        _, src, caret = render_text([d], {"f": line}).splitlines()
+        at = caret.index("^")
+        assert src[at:at + 4] == word[:4], (col, src, caret)
+        assert caret[at:] == "^~~~"
+        assert len(src) < 140
+    short = "k: v"
+    d = Diagnostic("yaml-syntax", "error", "x", Span("f", 1, 4, 1, 5))
+    assert render_text([d], {"f": short}).splitlines()[1:] == [" 1 | k: v", "   |    ^"]
+
+
+def test_one_code_shows_at_most_a_hundred_diagnostics_per_file(tmp_path: Path) -> None:
+    """5,000 ``y`` words print 100 warnings and one note counting the rest, in
+    every format; the summary and the exit code still count them all."""
+    (tmp_path / "m.yaml").write_text('name: p\nschemaVersion: "1.0.0"\nvars:\n  l: ['
+                                     + ",".join("y" for _ in range(5000)) + "]\nworkloads: []\n")
+    out = _run(GXOC, ["check", "--warnings-as-errors", "m.yaml"], tmp_path)
+    assert out.returncode == 1
+    assert out.stdout.count("warning[bool-string]") == 100
+    assert "note[bool-string]: 4,900 more bool-string diagnostics in this file, from here on, are not shown" \
+        in out.stdout
+    assert "found 1 error, 5000 warnings in 1 file checked" in out.stdout
+    js = _run(GXOC, ["check", "--format", "json", "m.yaml"], tmp_path)
+    objs = [json.loads(line) for line in js.stdout.splitlines()]
+    assert [o["severity"] for o in objs if o["code"] == "bool-string"] == ["warning"] * 100 + ["note"]
+    sarif = json.loads(_run(GXOC, ["check", "--format", "sarif", "m.yaml"], tmp_path).stdout)
+    assert len(sarif["runs"][0]["results"]) == 102

@@ -176,3 +176,121 @@ def test_one_code_shows_at_most_a_hundred_diagnostics_per_file(tmp_path: Path) -
     assert [o["severity"] for o in objs if o["code"] == "bool-string"] == ["warning"] * 100 + ["note"]
     sarif = json.loads(_run(GXOC, ["check", "--format", "sarif", "m.yaml"], tmp_path).stdout)
     assert len(sarif["runs"][0]["results"]) == 102
+
+
+# --------------------------------------------------------------------------- amplification
+
+def test_printf_width_and_precision_are_bounded() -> None:
+    """``%.999999999f`` would build a 1 GB string: past 1,000 columns printf is an error that
+    names the limit; at 1,000 it works."""
+    import pytest
+
+    from gxo.runtime.exprlib import EvalError, fn_printf
+    from gxo.runtime.limits import MAX_FORMAT_WIDTH
+
+    assert len(fn_printf(f"%{MAX_FORMAT_WIDTH}s", "x")) == MAX_FORMAT_WIDTH
+    assert fn_printf(f"%.{MAX_FORMAT_WIDTH}f", 1.5).startswith("1.5000")
+    for fmt, arg, what in (("%.1001f", 1.5, "precision 1001 of %f"), ("%1001d", 7, "width 1001 of %d"),
+                           ("%-1001s", "x", "width 1001 of %s"), ("%.1001s", "x", "precision 1001 of %s"),
+                           ("%" + "9" * 5000 + "v", "x", "width 999999999999… of %v")):
+        with pytest.raises(EvalError, match=f"printf: the {what} is over the limit of 1,000"):
+            fn_printf(fmt, arg)
+    assert fn_printf("100%% %5.2f", 1.5) == "100%  1.50"
+
+
+PRINTF = """\
+name: pf
+schemaVersion: "1.0.0"
+vars:
+  fmt: "%.999999999f"
+workloads:
+  - name: w
+    lifecycle: {policy: run_once}
+    process:
+      module: exec
+      params: {command: /bin/echo, args: [ARG]}
+"""
+
+
+def test_printf_limit_is_a_check_error_for_a_literal_and_a_run_error_otherwise(tmp_path: Path) -> None:
+    (tmp_path / "lit.yaml").write_text(PRINTF.replace("ARG", """'{{ printf "%8s|%.999999999f" "a" 1.5 }}'"""))
+    out = _run(GXOC, ["check", "lit.yaml"], tmp_path)
+    assert out.returncode == 1
+    assert "lit.yaml:10:54: error[expr-limit]: printf: the precision 999999999 of %f is over the limit of 1,000" \
+        in out.stdout
+    (tmp_path / "dyn.yaml").write_text(PRINTF.replace("ARG", "'{{ printf .fmt 1.5 }}'"))
+    run = _run(GXO, ["run", "dyn.yaml"], tmp_path)
+    assert run.returncode == 1
+    assert "printf: the precision 999999999 of %f is over the limit of 1,000 (docs/runtime.md#limits)" in run.stdout
+
+
+def _parse_playbook(content: str, fmt: str) -> str:
+    return f"""\
+name: parse
+schemaVersion: "1.0.0"
+vars:
+  doc: {json.dumps(content)}
+workloads:
+  - name: parse
+    lifecycle: {{policy: run_once}}
+    process:
+      module: data:parse
+      params: {{content: "{{{{ .doc }}}}", format: {fmt}}}
+"""
+
+
+BOMB = "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 10) + "]\n" for i in range(5))
+
+
+def test_data_parse_reads_yaml_and_json_within_the_loader_limits(tmp_path: Path) -> None:
+    """A 218-byte alias bomb (a million nodes), nesting past 64 levels and a 5,000-digit integer
+    fail the workload with the limit named; a document within the limits parses as before."""
+    cases = [
+        ("yaml", BOMB, "yaml past a limit: the document expands to more than 250,000 nodes"),
+        ("yaml", "[" * 65 + "]" * 65, "yaml past a limit: nesting deeper than 64 levels"),
+        ("yaml", "- n: " + "7" * 5000, "yaml past a limit: integer too large: more than 4,300 digits"),
+        ("yaml", "- n: 0x" + "f" * 4000, "yaml past a limit: integer too large: more than 4,300 digits"),
+        ("json", "[" * 65 + "]" * 65, "json past a limit: nesting deeper than 64 levels"),
+        ("json", "[" * 100_000 + "]" * 100_000, "json past a limit: nesting deeper than 64 levels"),
+        ("json", '[{"n": ' + "7" * 5000 + "}]", "json past a limit: integer too large: more than 4,300 digits"),
+        ("yaml", "- a: &x [1, 2]\n- b: *x\n- c: yes\n", None),
+        ("json", '[{"a": NaN}, {"b": ' + "7" * 4300 + "}]", None),
+    ]
+    for i, (fmt, content, error) in enumerate(cases):
+        (tmp_path / f"p{i}.yaml").write_text(_parse_playbook(content, fmt))
+        run = _run(GXO, ["run", "--json", f"p{i}.yaml"], tmp_path)
+        events = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+        end = next(e for e in events if e.get("type") == "WorkloadEnd")
+        if error is None:
+            assert run.returncode == 0 and end["final_status"] == "Completed", (i, run.stdout[-2000:])
+        else:
+            assert run.returncode == 1, (i, run.stdout[-2000:])
+            assert error in json.dumps(end), (i, end)
+
+
+def test_from_json_is_bounded_like_data_parse() -> None:
+    import pytest
+
+    from gxo.runtime.exprlib import EvalError, fn_fromJson
+
+    assert fn_fromJson('{"a": [1, {"b": null}]}') == {"a": [1, {"b": None}]}
+    with pytest.raises(EvalError, match="fromJson: nesting deeper than 64 levels"):
+        fn_fromJson("[" * 65 + "]" * 65)
+    with pytest.raises(EvalError, match="fromJson: nesting deeper than 64 levels"):
+        fn_fromJson("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(EvalError, match="fromJson: integer too large"):
+        fn_fromJson("7" * 5000)
+    with pytest.raises(EvalError, match="fromJson: not valid JSON: NaN is not JSON"):
+        fn_fromJson("NaN")
+
+
+def test_yaml_and_json_count_nesting_alike() -> None:
+    import pytest
+
+    from gxo.runtime.limits import LimitExceeded, load_json, load_yaml
+
+    assert load_json("[" * 64 + "]" * 64) == load_yaml("[" * 64 + "]" * 64)
+    for load in (load_json, load_yaml):
+        with pytest.raises(LimitExceeded, match="nesting deeper than 64 levels"):
+            load("[" * 65 + "]" * 65)

@@ -239,7 +239,8 @@ def load_playbook(data: bytes | str, path: str, diags: Diagnostics) -> Loaded:
             "yaml-limit",
             f"the document expands to more than {MAX_NODES:,} nodes through aliases and merge keys",
             Span.point(path, composed.start_mark.line + 1, composed.start_mark.column + 1),
-            help="an alias bomb, or a playbook that should reuse less through anchors",
+            help="an alias bomb, an alias inside its own anchor (&a [*a]), or a playbook that should "
+                 "reuse less through anchors",
         )
         return Loaded(None, text)
     conv = _Converter(path, text, diags)

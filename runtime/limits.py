@@ -27,12 +27,14 @@ class LimitExceeded(ValueError):
 
 def yaml_expanded_size(node: Any, memo: dict[int, int]) -> int:
     """The node count of a composed YAML node with every alias expanded, computed on the shared
-    graph (memoised; stops counting past ``MAX_YAML_NODES``).  Recursion is as deep as the
-    document: check its nesting first."""
+    graph (memoised; stops counting past ``MAX_YAML_NODES``).  A recursive alias (``&a [*a]``)
+    expands forever: past the limit too.  Recursion is as deep as the document: check its
+    nesting first."""
     key = id(node)
     if key in memo:
-        return memo[key]
-    memo[key] = 1  # guards against recursive aliases
+        size = memo[key]
+        return MAX_YAML_NODES + 1 if size < 0 else size  # < 0: inside itself
+    memo[key] = -1
     kind = node.id  # "mapping", "sequence" or "scalar"
     if kind == "mapping":
         size = 1 + sum(yaml_expanded_size(k, memo) + yaml_expanded_size(v, memo) for k, v in node.value)
@@ -97,7 +99,7 @@ def load_yaml(text: str) -> Any:
             return None
         if yaml_expanded_size(node, {}) > MAX_YAML_NODES:
             raise LimitExceeded(f"the document expands to more than {MAX_YAML_NODES:,} nodes through "
-                                "aliases and merge keys")
+                                "aliases and merge keys (or holds an alias inside its own anchor)")
         return loader.construct_document(node)
     finally:
         loader.dispose()

@@ -302,3 +302,19 @@ def test_yaml_and_json_count_nesting_alike() -> None:
     for load in (load_json, load_yaml):
         with pytest.raises(LimitExceeded, match="nesting deeper than 64 levels"):
             load("[" * 65 + "]" * 65)
+
+
+def test_an_alias_inside_its_own_anchor_is_refused(tmp_path: Path) -> None:
+    """``&a [1, *a]`` expands forever: the playbook loader and run-time YAML refuse it like an
+    alias bomb (the checker used to end in an internal error)."""
+    import pytest
+
+    from gxo.runtime.limits import LimitExceeded, load_yaml
+
+    (tmp_path / "rr.yaml").write_text('name: rr\nschemaVersion: "1.0.0"\nvars:\n  a: &a [1, *a]\nworkloads: []\n')
+    out = _run(GXOC, ["check", "rr.yaml"], tmp_path)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "rr.yaml:1:1: error[yaml-limit]: the document expands to more than 250,000 nodes" in out.stdout
+    for doc in ("- &a [1, *a]\n", "- &m {k: *m}\n"):
+        with pytest.raises(LimitExceeded, match="alias inside its own anchor"):
+            load_yaml(doc)

@@ -71,8 +71,8 @@ CODES: dict[str, CodeInfo] = {
     "template-syntax": CodeInfo("expressions", ERROR, "a template or condition does not parse (or nests deeper than 64 levels)",
         'Fix the expression at the caret: close every `{{`, `(`, string and `if`/`range`/`with` block. '
         'An expression nested more than 64 levels deep (or 16 ranges) is split into vars or earlier workloads.'),
-    "expr-limit": CodeInfo("expressions", ERROR, "an expression past a limit of the language (a printf width or precision over 1,000)",
-        'Keep printf widths and precisions at 1,000 or less (`%8s`, `%.2f`); docs/runtime.md#limits lists the '
+    "expr-limit": CodeInfo("expressions", ERROR, "an expression past a limit of the language (a printf width or precision over 10,000)",
+        'Keep printf widths and precisions at 10,000 or less (`%8s`, `%.2f`); docs/runtime.md#limits lists the '
         'limits that expressions meet at run time.'),
     "unknown-function": CodeInfo("expressions", ERROR, "a call to a function the language does not have",
         'Use a function the language has (the hint names the closest); see docs/expressions.md.'),

@@ -18,7 +18,7 @@ MAX_INT_DIGITS = 4300  # decimal digits of an integer (Python's int/str conversi
 MAX_INT_BITS = int(MAX_INT_DIGITS * math.log2(10))  # the same, for hex, octal and binary spellings
 MAX_YAML_BYTES = 10 * 1024 * 1024  # a YAML document: a playbook, or one read at run time
 MAX_YAML_NODES = 250_000  # nodes of a YAML document after alias and merge-key expansion
-MAX_FORMAT_WIDTH = 1000  # printf: a verb's width or precision (`%1000s`, `%.1000f`)
+MAX_FORMAT_WIDTH = 10_000  # printf: a verb's width or precision (`%10000s`, `%.10000f`)
 
 
 class LimitExceeded(ValueError):

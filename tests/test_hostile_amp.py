@@ -189,8 +189,8 @@ def test_one_code_shows_at_most_a_hundred_diagnostics_per_file(tmp_path: Path) -
 # --------------------------------------------------------------------------- amplification
 
 def test_printf_width_and_precision_are_bounded() -> None:
-    """``%.999999999f`` would build a 1 GB string: past 1,000 columns printf is an error that
-    names the limit; at 1,000 it works."""
+    """``%.999999999f`` would build a 1 GB string: past 10,000 columns printf is an error that
+    names the limit; at 10,000 it works."""
     import pytest
 
     from gxo.runtime.exprlib import EvalError, fn_printf
@@ -198,10 +198,10 @@ def test_printf_width_and_precision_are_bounded() -> None:
 
     assert len(fn_printf(f"%{MAX_FORMAT_WIDTH}s", "x")) == MAX_FORMAT_WIDTH
     assert fn_printf(f"%.{MAX_FORMAT_WIDTH}f", 1.5).startswith("1.5000")
-    for fmt, arg, what in (("%.1001f", 1.5, "precision 1001 of %f"), ("%1001d", 7, "width 1001 of %d"),
-                           ("%-1001s", "x", "width 1001 of %s"), ("%.1001s", "x", "precision 1001 of %s"),
+    for fmt, arg, what in (("%.10001f", 1.5, "precision 10001 of %f"), ("%10001d", 7, "width 10001 of %d"),
+                           ("%-10001s", "x", "width 10001 of %s"), ("%.10001s", "x", "precision 10001 of %s"),
                            ("%" + "9" * 5000 + "v", "x", "width 999999999999… of %v")):
-        with pytest.raises(EvalError, match=f"printf: the {what} is over the limit of 1,000"):
+        with pytest.raises(EvalError, match=f"printf: the {what} is over the limit of 10,000"):
             fn_printf(fmt, arg)
     assert fn_printf("100%% %5.2f", 1.5) == "100%  1.50"
 
@@ -224,12 +224,12 @@ def test_printf_limit_is_a_check_error_for_a_literal_and_a_run_error_otherwise(t
     (tmp_path / "lit.yaml").write_text(PRINTF.replace("ARG", """'{{ printf "%8s|%.999999999f" "a" 1.5 }}'"""))
     out = _run(GXOC, ["check", "lit.yaml"], tmp_path)
     assert out.returncode == 1
-    assert "lit.yaml:10:54: error[expr-limit]: printf: the precision 999999999 of %f is over the limit of 1,000" \
+    assert "lit.yaml:10:54: error[expr-limit]: printf: the precision 999999999 of %f is over the limit of 10,000" \
         in out.stdout
     (tmp_path / "dyn.yaml").write_text(PRINTF.replace("ARG", "'{{ printf .fmt 1.5 }}'"))
     run = _run(GXO, ["run", "dyn.yaml"], tmp_path)
     assert run.returncode == 1
-    assert "printf: the precision 999999999 of %f is over the limit of 1,000 (docs/runtime.md#limits)" in run.stdout
+    assert "printf: the precision 999999999 of %f is over the limit of 10,000 (docs/runtime.md#limits)" in run.stdout
 
 
 def _parse_playbook(content: str, fmt: str) -> str:

@@ -14,6 +14,8 @@ from gxo.compiler.diagnostics import Diagnostics, Span, did_you_mean
 from gxo.compiler.expr import ast
 from gxo.compiler.expr.functions import FUNCTIONS
 from gxo.compiler.model import ExprSite
+from gxo.runtime.exprlib import printf_format_problem
+from gxo.runtime.limits import MAX_FORMAT_WIDTH
 
 _COMPARE = {"==", "!=", "<", "<=", ">", ">="}
 _ARITH = {"-", "*", "/", "%"}
@@ -212,6 +214,13 @@ class Checker:
             self.result.secrets.append((str(e.args[0].value), self.span(e)))
         elif e.name == "secret":
             self.result.secrets.append(("<dynamic>", self.span(e)))
+        elif e.name == "printf" and e.args and isinstance(e.args[0], ast.Literal) \
+                and isinstance(e.args[0].value, str):
+            problem = printf_format_problem(e.args[0].value)
+            if problem is not None:
+                self.diags.add("expr-limit", problem, self.span(e.args[0]),
+                               help=f"a printf width or precision is at most {MAX_FORMAT_WIDTH:,}; "
+                                    "pad or cut the text another way")
         n = len(args)
         lo = sig.min_args if sig.min_args is not None else len(sig.params)
         hi = None if sig.variadic is not None else len(sig.params)

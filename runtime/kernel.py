@@ -160,6 +160,11 @@ class Kernel:
         self.workspace = workspace
         self.tracker = tracker
         self.ectx = ExprContext(secrets, tracker)
+        if any(e.secret for e in plan.expressions):
+            from gxo.runtime.secrets import track_plan_secrets
+
+            # before any workload runs: one that prints its environment first shows them hidden
+            track_plan_secrets(plan, secrets, tracker)
         self.events = events
         self.opts = options
         self.by_name = {w.name: w for w in plan.workloads}

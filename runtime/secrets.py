@@ -294,6 +294,34 @@ class Tracker:
             self._forms = ()
 
 
+# --------------------------------------------------------------------------- the plan's secrets
+
+#: ``${NAME}`` (not ``$${``, the literal) and ``secret "NAME"`` / ``secret `NAME```.
+_NAMED = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)\}"
+                    r"|\bsecret\s+[\"`]([A-Za-z_][A-Za-z0-9_]*)[\"`]")
+
+
+def plan_secret_names(plan: Any) -> list[str]:
+    """The secret names the tainted expressions of ``plan`` spell out, sorted (a name computed at
+    run time, ``secret .name``, is not known before it is read)."""
+    names: set[str] = set()
+    for e in plan.expressions:
+        if e.secret and e.text and ("${" in e.text or "secret" in e.text):
+            for m in _NAMED.finditer(e.text):
+                names.add(m.group(1) or m.group(2))
+    return sorted(names)
+
+
+def track_plan_secrets(plan: Any, provider: Any, tracker: Tracker) -> None:
+    """Track the value of every secret ``plan`` names, before any workload runs.  A secret that
+    is not set (or that the provider cannot read) is left alone: reading it fails the
+    expression that reads it, as it would have."""
+    for name in plan_secret_names(plan):
+        value, found, _error = provider.get_secret(name)
+        if found:
+            tracker.add(value)
+
+
 # --------------------------------------------------------------------------- keywords
 
 

@@ -270,18 +270,22 @@ class Parse:
             errors.report(position, ctx.workload, message)
 
         if fmt in ("json", "yaml"):
-            if fmt == "json":
-                import json
+            from gxo.runtime.limits import LimitExceeded, load_json, load_yaml
 
+            if fmt == "json":
                 try:
-                    doc = json.loads(content)
+                    doc = load_json(content, constants=True)
+                except LimitExceeded as exc:
+                    raise ModuleError(f"json past a limit: {exc} (docs/runtime.md#limits)") from None
                 except ValueError as exc:
                     raise ModuleError(f"invalid json: {exc}") from None
             else:
                 import yaml  # lazily: only the yaml format needs PyYAML
 
                 try:
-                    doc = yaml.safe_load(content)
+                    doc = load_yaml(content)
+                except LimitExceeded as exc:
+                    raise ModuleError(f"yaml past a limit: {exc} (docs/runtime.md#limits)") from None
                 except yaml.YAMLError as exc:
                     raise ModuleError(f"invalid yaml: {exc}") from None
             path = options.get("json_path")

@@ -42,7 +42,9 @@ PARSE = ModuleSpec(
             "format": s.enum(
                 "Input format. json/yaml: each element of a top-level list (or the single "
                 "map) is a record; csv: one record per row; text_lines: {line} per line; "
-                "regex: one record of named groups per match; logfmt: one record per line.",
+                "regex: one record of named groups per match; logfmt: one record per line. "
+                "A json/yaml document is read within the playbook loader's limits (nesting, "
+                "integer digits; yaml: size, nodes after alias expansion; see runtime.md#limits).",
                 PARSE_FORMATS,
             ),
             "format_options": s.obj(

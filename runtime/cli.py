@@ -396,9 +396,10 @@ def freeze_loaded() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if argv is None:  # the `gxo` command itself (not a caller's process): adopt what workloads orphan
-        from gxo.runtime.proctrack import become_subreaper
+        from gxo.runtime.proctrack import become_subreaper, enable_guard
 
         become_subreaper()
+        enable_guard()  # and, at its first exec, a guardian and a cgroup for the run
     try:
         return _main(args)
     except KeyboardInterrupt:

@@ -55,6 +55,10 @@ def execute(
     from gxo.runtime.state import StateStore
     from gxo.runtime.workspace import Workspace
 
+    if any(w.module == "exec" for w in plan.workloads):  # its child waits for the run's cgroup
+        from gxo.runtime.proctrack import prepare
+
+        prepare()
     secrets, tracker = make_secrets()
 
     def redact(obj: Any) -> Any:
@@ -93,6 +97,12 @@ def execute(
 
         sweep()  # what the workloads left running (adopted by the gxo command) ends with the run
         workspace.remove()
+    if details is not None:
+        from gxo.runtime.proctrack import guard_note
+
+        note = guard_note()
+        if note:
+            outputs.stream.write(note + "\n")
     if report is not None and outputs.recap and not outputs.json:
         outputs.stream.write(recap(report, tracker.redact))
         outputs.stream.flush()

@@ -141,8 +141,6 @@ def guard_note() -> str:
 
 
 def _setup() -> None:
-    import secrets
-
     from gxo.runtime import cgroups
 
     r, w = os.pipe()
@@ -182,7 +180,7 @@ def _setup() -> None:
         parents = [(h.own, h.version, h.describe()) for h in cgroups.hierarchies()]
         if not parents:
             problems.append("no cgroup hierarchy is mounted")
-    name = f"gxo-{os.getpid()}-{secrets.token_hex(3)}"
+    name = f"gxo-{os.getpid()}-{os.urandom(3).hex()}"
     for parent, version, label in parents:
         _remove_stale(parent)
         try:

@@ -120,6 +120,13 @@ def prepare() -> None:
     threading.Thread(target=work, name="gxo-guard-setup", daemon=True).start()
 
 
+def prepare_for(plan) -> None:
+    """``prepare`` when ``plan`` has ``exec`` workloads: called as soon as a plan is accepted, so
+    the setup overlaps what comes before the first workload (opening the run store, ...)."""
+    if _guard.enabled and _guard.future is None and any(w.module == "exec" for w in plan.workloads):
+        prepare()
+
+
 def guard_ready() -> bool:
     """True when an exec may start its child at once (set up, or nothing to set up)."""
     return not _guard.enabled or (_guard.future is not None and _guard.future.done())

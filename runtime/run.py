@@ -55,10 +55,9 @@ def execute(
     from gxo.runtime.state import StateStore
     from gxo.runtime.workspace import Workspace
 
-    if any(w.module == "exec" for w in plan.workloads):  # its child waits for the run's cgroup
-        from gxo.runtime.proctrack import prepare
+    from gxo.runtime.proctrack import prepare_for
 
-        prepare()
+    prepare_for(plan)  # the first exec's child waits for the run's cgroup: set it up now
     secrets, tracker = make_secrets()
 
     def redact(obj: Any) -> Any:

@@ -1,0 +1,193 @@
+"""No process a run started outlives it, even when ``gxo`` itself is killed with SIGKILL.
+
+The playbook starts the three kinds of process that escape a process group: ``setsid -w``
+(a child in a new session under a parent that waits), a daemon (a shell starts a ``setsid``
+sleep and exits: the sleep is orphaned and adopted by ``gxo``), and a plain ``sleep``.  Each
+carries a marker number in its command line; a process is a survivor while a live process
+shows it.  With a cgroup per run everything dies within seconds of the SIGKILL; without one
+(``GXO_RUN_CGROUP=off``) the guardian still kills the exec process groups and their leaders'
+descendants.  The SIGTERM path stays clean, and a normal run leaves no cgroup behind.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import random
+import signal
+from pathlib import Path
+
+import pytest
+
+from acceptance.harness import build, close_proc, spawn, wait_until
+from services import need_cgroup
+
+pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc (Linux)")
+
+SETSID = "/usr/bin/setsid"
+
+
+@pytest.fixture
+def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder for the playbook and marker files; the runs' workspaces go beside it (a gxo
+    killed with SIGKILL leaves its workspace, which the next run sweeps)."""
+    monkeypatch.setenv("GXO_WORKSPACE_ROOT", str(tmp_path / "workspaces"))
+    d = tmp_path / "work"
+    d.mkdir()
+    return d
+
+
+def _playbook(work: Path, marker: int, *, daemon: bool) -> Path:
+    """Workloads ``detached`` (setsid -w sleep), ``daemon`` (an orphaned setsid sleep) and
+    ``plain`` (sleep); the sleeps run for ``marker`` + 1, + 2, + 3 seconds (never reached)."""
+    flag = work / "daemon-started"
+    daemon_wl = f"""
+  - name: daemon
+    lifecycle: {{policy: run_once}}
+    process:
+      module: exec
+      params:
+        command: /bin/sh
+        args:
+          - -c
+          - "{SETSID} /bin/sh -c 'touch \\"$0\\"; exec /bin/sleep {marker + 2}' \\"$0\\" </dev/null >/dev/null 2>&1 &
+             while [ ! -e \\"$0\\" ]; do sleep 0.02; done"
+          - "{flag}"
+""" if daemon else ""
+    pb = work / "orphans.yaml"
+    pb.write_text(f"""name: orphans
+schemaVersion: "1.0.0"
+workloads:
+  - name: detached
+    lifecycle: {{policy: run_once}}
+    process: {{module: exec, params: {{command: {SETSID}, args: ["-w", "/bin/sleep", "{marker + 1}"]}}}}
+{daemon_wl}
+  - name: plain
+    lifecycle: {{policy: run_once}}
+    process: {{module: exec, params: {{command: /bin/sleep, args: ["{marker + 3}"]}}}}
+""")
+    return pb
+
+
+def _marked(marker: int) -> dict[int, tuple[str, int]]:
+    """Live processes whose command line holds one of the run's sleep durations: pid ->
+    (command line, parent pid)."""
+    wanted = {str(marker + i) for i in (1, 2, 3)}
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and wanted & set(argv):
+            out[int(name)] = (" ".join(argv).strip(), int(fields[1]))
+    return out
+
+
+def _run_cgroups(pid: int) -> list[str]:
+    return glob.glob(f"/sys/fs/cgroup/gxo-{pid}-*") + glob.glob(f"/sys/fs/cgroup/*/gxo-{pid}-*")
+
+
+def _start(command: str, work: Path, playbook: Path, env: dict[str, str | None]):
+    if command == "exec":
+        return spawn("gxo", "exec", build(playbook, work), "--no-state", env=env)
+    return spawn("gxo", "run", playbook, env=env)
+
+
+def _kill_survivors(marker: int) -> None:
+    for pid in _marked(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@pytest.mark.skipif(not os.access(SETSID, os.X_OK), reason=f"needs {SETSID} (util-linux)")
+@pytest.mark.parametrize("command", ["exec", "run"])
+def test_sigkill_of_gxo_leaves_no_process(work: Path, command: str) -> None:
+    need_cgroup()
+    marker = random.randrange(700_000, 900_000)
+    proc = _start(command, work, _playbook(work, marker, daemon=True), {"GXO_RUN_CGROUP": None})
+    try:
+        # setsid -w and its sleep, the daemon's sleep, the plain sleep
+        assert wait_until(lambda: len(_marked(marker)) == 4 and (work / "daemon-started").exists(),
+                          timeout=30), _marked(marker)
+        daemon = [pid for pid, (argv, _) in _marked(marker).items() if argv.endswith(str(marker + 2))]
+        # the daemon's shell exited: the sleep was adopted by gxo (its process group is gone)
+        assert wait_until(lambda: _marked(marker).get(daemon[0], ("", 0))[1] == proc.pid), _marked(marker)
+        assert len(_run_cgroups(proc.pid)) == 1
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert wait_until(lambda: not _marked(marker), timeout=5), f"survivors: {_marked(marker)}"
+        assert wait_until(lambda: not _run_cgroups(proc.pid), timeout=5), _run_cgroups(proc.pid)
+    finally:
+        close_proc(proc)
+        _kill_survivors(marker)
+
+
+@pytest.mark.skipif(not os.access(SETSID, os.X_OK), reason=f"needs {SETSID} (util-linux)")
+def test_without_a_cgroup_sigkill_still_ends_the_exec_groups_and_their_descendants(work: Path) -> None:
+    marker = random.randrange(700_000, 900_000)
+    proc = _start("exec", work, _playbook(work, marker, daemon=False), {"GXO_RUN_CGROUP": "off"})
+    try:
+        assert wait_until(lambda: len(_marked(marker)) == 3, timeout=30), _marked(marker)
+        assert _run_cgroups(proc.pid) == []
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert wait_until(lambda: not _marked(marker), timeout=5), f"survivors: {_marked(marker)}"
+    finally:
+        close_proc(proc)
+        _kill_survivors(marker)
+
+
+@pytest.mark.skipif(not os.access(SETSID, os.X_OK), reason=f"needs {SETSID} (util-linux)")
+def test_sigterm_of_gxo_stops_everything_and_removes_the_cgroup(work: Path) -> None:
+    marker = random.randrange(700_000, 900_000)
+    proc = _start("run", work, _playbook(work, marker, daemon=True), {"GXO_RUN_CGROUP": None})
+    try:
+        assert wait_until(lambda: len(_marked(marker)) == 4 and (work / "daemon-started").exists(),
+                          timeout=30), _marked(marker)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 143, err
+        assert b"Traceback" not in out + err and b"Event loop is closed" not in err, err
+        assert wait_until(lambda: not _marked(marker), timeout=5), f"survivors: {_marked(marker)}"
+        assert wait_until(lambda: not _run_cgroups(proc.pid), timeout=5), _run_cgroups(proc.pid)
+    finally:
+        close_proc(proc)
+        _kill_survivors(marker)
+
+
+def test_a_normal_run_leaves_no_cgroup_and_says_where_it_ran(work: Path) -> None:
+    where = need_cgroup()
+    pb = work / "one.yaml"
+    pb.write_text('name: one\nschemaVersion: "1.0.0"\nworkloads:\n  - name: one\n    lifecycle: {policy: run_once}\n'
+                  '    process: {module: exec, params: {command: /bin/true}}\n')
+    proc = spawn("gxo", "run", pb, "-v", env={"GXO_RUN_CGROUP": None})
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        close_proc(proc)
+    assert proc.returncode == 0, err
+    assert "processes: run cgroup /sys/fs/cgroup/" in out.decode() and f"({where})" in out.decode(), out
+    assert wait_until(lambda: not _run_cgroups(proc.pid), timeout=5), _run_cgroups(proc.pid)
+
+
+def test_verbose_says_when_no_cgroup_is_used(work: Path) -> None:
+    pb = work / "one.yaml"
+    pb.write_text('name: one\nschemaVersion: "1.0.0"\nworkloads:\n  - name: one\n    lifecycle: {policy: run_once}\n'
+                  '    process: {module: exec, params: {command: /bin/true}}\n')
+    proc = spawn("gxo", "run", pb, "-v", env={"GXO_RUN_CGROUP": "off"})
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        close_proc(proc)
+    assert proc.returncode == 0, err
+    assert "processes: no run cgroup (GXO_RUN_CGROUP=off)" in out.decode(), out
+    assert "an orphaned daemon" in out.decode()
+    assert _run_cgroups(proc.pid) == []

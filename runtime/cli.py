@@ -275,7 +275,8 @@ def prepare_exec(p: dict[str, Any]) -> tuple[Any, dict[str, Any], float | None]:
     refuse_unsupported(loaded.plan)  # before any other line: a refusal is one line
     from gxo.runtime.proctrack import prepare_for
 
-    prepare_for(loaded.plan)  # the run's cgroup, set up while the run store opens
+    if not p["dry_run"]:
+        prepare_for(loaded.plan)  # the run's cgroup, set up while the run store opens
     overrides = collect_vars(loaded.plan, p["var_pairs"], p["vars_files"])
     deadline = parse_duration(p["run_timeout"]) if p["run_timeout"] else None
     return loaded, overrides, deadline

@@ -108,6 +108,7 @@ def prepare() -> None:
     import threading
 
     future: concurrent.futures.Future = concurrent.futures.Future()
+    future.set_running_or_notify_cancel()  # an exec cancelled while it waits cannot cancel it
     _guard.future = future
 
     def work() -> None:

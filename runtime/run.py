@@ -57,7 +57,8 @@ def execute(
 
     from gxo.runtime.proctrack import prepare_for
 
-    prepare_for(plan)  # the first exec's child waits for the run's cgroup: set it up now
+    if not options.dry_run:
+        prepare_for(plan)  # the first exec's child waits for the run's cgroup: set it up now
     secrets, tracker = make_secrets()
 
     def redact(obj: Any) -> Any:

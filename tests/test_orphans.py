@@ -191,3 +191,96 @@ def test_verbose_says_when_no_cgroup_is_used(work: Path) -> None:
     assert "processes: no run cgroup (GXO_RUN_CGROUP=off)" in out.decode(), out
     assert "an orphaned daemon" in out.decode()
     assert _run_cgroups(proc.pid) == []
+
+
+# -- gxo.runtime.cgroups -------------------------------------------------------------------------
+
+
+def _writable_hierarchies():
+    from gxo.runtime import cgroups
+
+    out = []
+    for h in cgroups.hierarchies():
+        try:
+            cgroups.Cgroup.create(h.own, f"gxo-probe-{os.getpid()}", h.version).remove()
+        except cgroups.CgroupError:
+            continue
+        out.append(h)
+    return out
+
+
+def test_a_cgroup_holds_what_its_members_start_and_kill_ends_it_all() -> None:
+    """In every hierarchy this machine lets us use: a shell moved into a cgroup starts a
+    ``setsid`` sleep and a plain one; both are members, ``kill`` ends all three, ``remove``
+    removes the cgroup and the one under it."""
+    import subprocess
+
+    from gxo.runtime import cgroups
+
+    need_cgroup()
+    for h in _writable_hierarchies():
+        run = cgroups.Cgroup.create(h.own, f"gxo-unit-{os.getpid()}", h.version)
+        shell = None
+        try:
+            inner = run.child("inner")
+            shell = subprocess.Popen(["/bin/sh", "-c", "read x; setsid sleep 601 & sleep 602"],
+                                     stdin=subprocess.PIPE, start_new_session=True)
+            inner.add(shell.pid)
+            assert shell.stdin is not None
+            shell.stdin.write(b"go\n")
+            shell.stdin.close()
+            assert wait_until(lambda: len(run.pids()) == 3), (h.describe(), run.pids())
+            members = run.pids()
+            assert any(os.getsid(p) == p for p in members - {shell.pid})  # one left the session
+            assert run.kill() is True
+            assert run.pids() == set()
+            shell.wait(timeout=10)
+            run.remove()
+            assert not os.path.exists(run.path)
+        finally:
+            if shell is not None and shell.poll() is None:
+                shell.kill()
+                shell.wait()
+            if os.path.exists(run.path):
+                run.kill()
+                run.remove()
+
+
+def test_kill_spares_the_process_it_is_told_to() -> None:
+    import subprocess
+
+    from gxo.runtime import cgroups
+
+    need_cgroup()
+    h = _writable_hierarchies()[0]
+    cg = cgroups.Cgroup.create(h.own, f"gxo-unit-{os.getpid()}", h.version)
+    a = subprocess.Popen(["/bin/sleep", "603"])
+    b = subprocess.Popen(["/bin/sleep", "604"])
+    try:
+        cg.add(a.pid)
+        cg.add(b.pid)
+        assert cg.kill(spare=a.pid) is True
+        assert b.wait(timeout=10) == -signal.SIGKILL
+        assert a.poll() is None and cg.pids() == {a.pid}
+    finally:
+        for p in (a, b):
+            p.kill()
+            p.wait()
+        assert wait_until(lambda: not cg.pids())
+        cg.remove()
+
+
+def test_a_cgroup_that_cannot_be_made_says_where_and_why(tmp_path: Path) -> None:
+    from gxo.runtime import cgroups
+
+    with pytest.raises(cgroups.CgroupError, match=r"cannot create .*/missing/run: No such file or directory"):
+        cgroups.Cgroup.create(str(tmp_path / "missing"), "run", 2)
+
+
+def test_a_bind_mounted_hierarchy_maps_cgroup_paths_under_its_root() -> None:
+    from gxo.runtime.cgroups import _inside
+
+    assert _inside("/sys/fs/cgroup", "/", "/user.slice/a.scope") == "/sys/fs/cgroup/user.slice/a.scope"
+    assert _inside("/sys/fs/cgroup", "/", "/") == "/sys/fs/cgroup"
+    assert _inside("/sys/fs/cgroup/pids", "/docker/c1", "/docker/c1/sub") == "/sys/fs/cgroup/pids/sub"
+    assert _inside("/sys/fs/cgroup/pids", "/docker/c1", "/docker/c10") is None

@@ -33,11 +33,10 @@ PARENT_EXIT_WAIT_S = 10.0
 def main(argv: list[str]) -> int:
     for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import cgroups  # noqa: PLC0415 - loaded by path: no site packages here
+    cgroups = _load_cgroups()
 
     parent = int(argv[1])
-    cgroup: cgroups.Cgroup | None = None
+    cgroup = None
     groups: set[int] = set()
     buf = b""
     while True:
@@ -76,6 +75,19 @@ def main(argv: list[str]) -> int:
         except (OSError, cgroups.CgroupError):
             return 1
     return 0
+
+
+def _load_cgroups():
+    """``cgroups.py`` beside this file, by path: there are no site packages here, and putting
+    this folder on ``sys.path`` would let its modules shadow the standard library's."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "gxo_guardian_cgroups", os.path.join(os.path.dirname(os.path.abspath(__file__)), "cgroups.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _kill_groups(groups: set[int], spare: int | None) -> None:

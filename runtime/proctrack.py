@@ -179,7 +179,7 @@ def _setup() -> None:
     if choice == "off":
         problems.append(f"{RUN_CGROUP_ENV}=off")
     elif choice not in ("", "auto"):
-        if not os.path.isabs(choice) or not os.path.isdir(choice):
+        if not os.path.isabs(choice) or not os.path.exists(os.path.join(choice, "cgroup.procs")):
             problems.append(f"{RUN_CGROUP_ENV}={choice} is not a cgroup directory")
         else:
             version = cgroups.version_of(choice)

@@ -178,17 +178,20 @@ def test_a_normal_run_leaves_no_cgroup_and_says_where_it_ran(work: Path) -> None
     assert wait_until(lambda: not _run_cgroups(proc.pid), timeout=5), _run_cgroups(proc.pid)
 
 
-def test_verbose_says_when_no_cgroup_is_used(work: Path) -> None:
+@pytest.mark.parametrize("setting", ["off", "tmp"])
+def test_verbose_says_when_no_cgroup_is_used(work: Path, setting: str) -> None:
+    value = "off" if setting == "off" else str(work)
     pb = work / "one.yaml"
     pb.write_text('name: one\nschemaVersion: "1.0.0"\nworkloads:\n  - name: one\n    lifecycle: {policy: run_once}\n'
                   '    process: {module: exec, params: {command: /bin/true}}\n')
-    proc = spawn("gxo", "run", pb, "-v", env={"GXO_RUN_CGROUP": "off"})
+    proc = spawn("gxo", "run", pb, "-v", env={"GXO_RUN_CGROUP": value})
     try:
         out, err = proc.communicate(timeout=60)
     finally:
         close_proc(proc)
     assert proc.returncode == 0, err
-    assert "processes: no run cgroup (GXO_RUN_CGROUP=off)" in out.decode(), out
+    why = "GXO_RUN_CGROUP=off" if setting == "off" else f"GXO_RUN_CGROUP={work} is not a cgroup directory"
+    assert f"processes: no run cgroup ({why})" in out.decode(), out
     assert "an orphaned daemon" in out.decode()
     assert _run_cgroups(proc.pid) == []
 

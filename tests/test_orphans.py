@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from acceptance.harness import build, close_proc, spawn, wait_until
+from acceptance.harness import build, close_proc, read_events_until, spawn, wait_until
 from services import need_cgroup
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc (Linux)")
@@ -93,10 +93,22 @@ def _run_cgroups(pid: int) -> list[str]:
     return glob.glob(f"/sys/fs/cgroup/gxo-{pid}-*") + glob.glob(f"/sys/fs/cgroup/*/gxo-{pid}-*")
 
 
-def _start(command: str, work: Path, playbook: Path, env: dict[str, str | None]):
+def _start(command: str, work: Path, playbook: Path, env: dict[str, str | None], children: int):
+    """``gxo exec|run --json`` of ``playbook``, once it has started ``children`` exec children
+    (each start is a ``started`` log event: gxo has told the guardian, without a cgroup)."""
     if command == "exec":
-        return spawn("gxo", "exec", build(playbook, work), "--no-state", env=env)
-    return spawn("gxo", "run", playbook, env=env)
+        proc = spawn("gxo", "exec", build(playbook, work), "--no-state", "--json", env=env)
+    else:
+        proc = spawn("gxo", "run", playbook, "--json", env=env)
+    seen: list[str] = []
+
+    def started(event: dict) -> bool:
+        if event["type"] == "Log" and event.get("message") == "started":
+            seen.append(event["workload"])
+        return len(seen) == children
+
+    read_events_until(proc, started, timeout=30)
+    return proc
 
 
 def _kill_survivors(marker: int) -> None:
@@ -112,7 +124,7 @@ def _kill_survivors(marker: int) -> None:
 def test_sigkill_of_gxo_leaves_no_process(work: Path, command: str) -> None:
     need_cgroup()
     marker = random.randrange(700_000, 900_000)
-    proc = _start(command, work, _playbook(work, marker, daemon=True), {"GXO_RUN_CGROUP": None})
+    proc = _start(command, work, _playbook(work, marker, daemon=True), {"GXO_RUN_CGROUP": None}, 3)
     try:
         # setsid -w and its sleep, the daemon's sleep, the plain sleep
         assert wait_until(lambda: len(_marked(marker)) == 4 and (work / "daemon-started").exists(),
@@ -133,7 +145,7 @@ def test_sigkill_of_gxo_leaves_no_process(work: Path, command: str) -> None:
 @pytest.mark.skipif(not os.access(SETSID, os.X_OK), reason=f"needs {SETSID} (util-linux)")
 def test_without_a_cgroup_sigkill_still_ends_the_exec_groups_and_their_descendants(work: Path) -> None:
     marker = random.randrange(700_000, 900_000)
-    proc = _start("exec", work, _playbook(work, marker, daemon=False), {"GXO_RUN_CGROUP": "off"})
+    proc = _start("exec", work, _playbook(work, marker, daemon=False), {"GXO_RUN_CGROUP": "off"}, 2)
     try:
         assert wait_until(lambda: len(_marked(marker)) == 3, timeout=30), _marked(marker)
         assert _run_cgroups(proc.pid) == []
@@ -148,7 +160,7 @@ def test_without_a_cgroup_sigkill_still_ends_the_exec_groups_and_their_descendan
 @pytest.mark.skipif(not os.access(SETSID, os.X_OK), reason=f"needs {SETSID} (util-linux)")
 def test_sigterm_of_gxo_stops_everything_and_removes_the_cgroup(work: Path) -> None:
     marker = random.randrange(700_000, 900_000)
-    proc = _start("run", work, _playbook(work, marker, daemon=True), {"GXO_RUN_CGROUP": None})
+    proc = _start("run", work, _playbook(work, marker, daemon=True), {"GXO_RUN_CGROUP": None}, 3)
     try:
         assert wait_until(lambda: len(_marked(marker)) == 4 and (work / "daemon-started").exists(),
                           timeout=30), _marked(marker)
@@ -212,6 +224,13 @@ def _writable_hierarchies():
     return out
 
 
+def _leads_session(pid: int) -> bool:
+    try:
+        return os.getsid(pid) == pid
+    except ProcessLookupError:
+        return False
+
+
 def test_a_cgroup_holds_what_its_members_start_and_kill_ends_it_all() -> None:
     """In every hierarchy this machine lets us use: a shell moved into a cgroup starts a
     ``setsid`` sleep and a plain one; both are members, ``kill`` ends all three, ``remove``
@@ -232,9 +251,10 @@ def test_a_cgroup_holds_what_its_members_start_and_kill_ends_it_all() -> None:
             assert shell.stdin is not None
             shell.stdin.write(b"go\n")
             shell.stdin.close()
-            assert wait_until(lambda: len(run.pids()) == 3), (h.describe(), run.pids())
-            members = run.pids()
-            assert any(os.getsid(p) == p for p in members - {shell.pid})  # one left the session
+            # the shell, its sleep, and a sleep that left the shell's session
+            assert wait_until(lambda: len(run.pids()) == 3 and any(
+                _leads_session(p) for p in run.pids() - {shell.pid})), \
+                (h.describe(), run.pids())
             assert run.kill() is True
             assert run.pids() == set()
             shell.wait(timeout=10)

@@ -148,6 +148,13 @@ def guard_note() -> str:
     return _guard.note
 
 
+def run_cgroup():
+    """The run's cgroup (a ``gxo.runtime.cgroups.Cgroup``) once set up, else None.  It holds no
+    process itself: ``gxo`` and what it starts are in its ``gxo`` cgroup, so cgroups with limits
+    can be made beside that one (cgroup v2 allows controllers only where no process is)."""
+    return _guard.cgroup
+
+
 def _setup() -> None:
     from gxo.runtime import cgroups
 
@@ -162,9 +169,9 @@ def _setup() -> None:
                                                (os.POSIX_SPAWN_DUP2, devnull, 2)])
         finally:
             os.close(devnull)
-    except OSError as exc:
+    except (OSError, NotImplementedError) as exc:
         os.close(w)
-        _guard.note = (f"processes: no guardian (cannot start {sys.executable}: {exc.strerror or exc}): "
+        _guard.note = (f"processes: no guardian (cannot start {sys.executable}: {getattr(exc, 'strerror', None) or exc}): "
                        "a process the run started outlives a gxo that is killed (SIGKILL)")
         return
     finally:

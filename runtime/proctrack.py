@@ -171,7 +171,8 @@ def _setup() -> None:
             os.close(devnull)
     except (OSError, NotImplementedError) as exc:
         os.close(w)
-        _guard.note = (f"processes: no guardian (cannot start {sys.executable}: {getattr(exc, 'strerror', None) or exc}): "
+        why = getattr(exc, "strerror", None) or exc
+        _guard.note = (f"processes: no guardian (cannot start {sys.executable}: {why}): "
                        "a process the run started outlives a gxo that is killed (SIGKILL)")
         return
     finally:

@@ -52,10 +52,9 @@ def execute(
 ) -> tuple[int, Report | None]:
     """Run ``plan`` to the end; returns the exit code and the report."""
     from gxo.runtime.output import JsonSink, LiveView, PlainSink, VerboseLiveView, VerbosePlainSink, is_tty, recap
+    from gxo.runtime.proctrack import prepare_for
     from gxo.runtime.state import StateStore
     from gxo.runtime.workspace import Workspace
-
-    from gxo.runtime.proctrack import prepare_for
 
     if not options.dry_run:
         prepare_for(plan)  # the first exec's child waits for the run's cgroup: set it up now

@@ -164,7 +164,7 @@ def _setup() -> None:
         devnull = os.open(os.devnull, os.O_RDWR)
         try:
             pid = os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", guardian, str(os.getpid())],
-                                 os.environ, setsid=True,
+                                 {}, setsid=True,  # it needs no environment (nor the run's secrets)
                                  file_actions=[(os.POSIX_SPAWN_DUP2, r, 0), (os.POSIX_SPAWN_DUP2, devnull, 1),
                                                (os.POSIX_SPAWN_DUP2, devnull, 2)])
         finally:

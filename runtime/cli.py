@@ -274,6 +274,10 @@ def prepare_exec(p: dict[str, Any]) -> tuple[Any, dict[str, Any], float | None]:
     except PlanRefused as exc:
         raise RefusedPlan(str(exc)) from None
     refuse_unsupported(loaded.plan)  # before any other line: a refusal is one line
+    from gxo.runtime.proctrack import prepare_for
+
+    if not p["dry_run"]:
+        prepare_for(loaded.plan)  # the run's cgroup, set up while the run store opens
     overrides = collect_vars(loaded.plan, p["var_pairs"], p["vars_files"])
     deadline = parse_duration(p["run_timeout"]) if p["run_timeout"] else None
     return loaded, overrides, deadline
@@ -397,9 +401,10 @@ def freeze_loaded() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if argv is None:  # the `gxo` command itself (not a caller's process): adopt what workloads orphan
-        from gxo.runtime.proctrack import become_subreaper
+        from gxo.runtime.proctrack import become_subreaper, enable_guard
 
         become_subreaper()
+        enable_guard()  # and, at its first exec, a guardian and a cgroup for the run
     try:
         return _main(args)
     except KeyboardInterrupt:

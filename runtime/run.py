@@ -52,9 +52,12 @@ def execute(
 ) -> tuple[int, Report | None]:
     """Run ``plan`` to the end; returns the exit code and the report."""
     from gxo.runtime.output import JsonSink, LiveView, PlainSink, VerboseLiveView, VerbosePlainSink, is_tty, recap
+    from gxo.runtime.proctrack import prepare_for
     from gxo.runtime.state import StateStore
     from gxo.runtime.workspace import Workspace
 
+    if not options.dry_run:
+        prepare_for(plan)  # the first exec's child waits for the run's cgroup: set it up now
     secrets, tracker = make_secrets()
 
     def redact(obj: Any) -> Any:
@@ -93,6 +96,12 @@ def execute(
 
         sweep()  # what the workloads left running (adopted by the gxo command) ends with the run
         workspace.remove()
+    if details is not None:
+        from gxo.runtime.proctrack import guard_note
+
+        note = guard_note()
+        if note:
+            outputs.stream.write(note + "\n")
     if report is not None and outputs.recap and not outputs.json:
         outputs.stream.write(recap(report, tracker.redact))
         outputs.stream.flush()

@@ -290,6 +290,8 @@ class Exec:
             message = f"working directory {working_dir or cwd!r} does not exist"
             raise ModuleError(message, summary=_exec_summary("", message, -1))
 
+        if not proctrack.guard_ready():  # the first exec of the gxo command: see proctrack
+            await proctrack.guarded()
         # The start is shielded: cancelled half-way, asyncio would kill the child alone and then
         # wait for its pipes, which a grandchild in its group (`sleep 60 &`) keeps open.  A
         # cancellation during the start lets it finish, then stops the whole group.

@@ -106,15 +106,16 @@ class FileProvider(SecretProvider):
         # Kubernetes mounts secrets as symlinks into a ..data folder: follow them, but inside.
         if not path.startswith(base + os.sep):
             raise GxoError(f"secret file for {name!r} resolves outside {self.directory}")
-        try:
-            with open(path, "rb") as f:
-                data = f.read(_MAX_SECRET_FILE + 1)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        from gxo.runtime.files import FileProblem, FileTooLarge, read_limited
+
+        if not os.path.lexists(path) or os.path.isdir(path):
             return None
-        except OSError as exc:
-            raise GxoError(f"cannot read the secret file for {name!r}: {exc.strerror}") from None
-        if len(data) > _MAX_SECRET_FILE:
-            raise GxoError(f"the secret file for {name!r} is larger than 1 MiB")
+        try:  # a FIFO or a device is refused without blocking on it; the size before reading
+            data = read_limited(path, _MAX_SECRET_FILE, what="secret file")
+        except FileTooLarge:
+            raise GxoError(f"the secret file for {name!r} is larger than 1 MiB") from None
+        except FileProblem as exc:
+            raise GxoError(f"cannot read the secret file for {name!r}: {exc.reason}") from None
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:

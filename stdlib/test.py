@@ -171,8 +171,6 @@ def _shown(value) -> str:
 
 def _check(index: int, assertion) -> None:
     """Raise ValidationError("assertion failed: ...") unless ``assertion`` holds."""
-    import re
-
     from gxo.runtime.exprlib import _deep_eq, text, truthy
     from gxo.runtime.module import ValidationError
 
@@ -230,13 +228,15 @@ def _check(index: int, assertion) -> None:
     else:  # matches_regex
         if not isinstance(expected, str):
             raise ValidationError(f"{where}: matches_regex must be a string")
+        from gxo.runtime import regex
+
         try:
-            pattern = re.compile(expected)
-        except re.error as exc:
-            raise ValidationError(f"{where}: invalid regular expression {expected!r}: {exc}") \
-                from None
+            pattern = regex.compile(expected)
+        except regex.RegexError as exc:
+            raise ValidationError(f"{where}: invalid regular expression {expected!r}: {exc}; "
+                                  f"{regex.DIALECT}") from None
         subject = actual if isinstance(actual, str) else text(actual)
-        if pattern.search(subject) is None:
+        if not pattern.test(subject):
             raise ValidationError(f"{fail}expected {_shown(actual)} to match /{expected}/")
 
 

@@ -20,7 +20,10 @@ _ASSERTION = s.obj(
         ),
         "is_true": s.boolean("true: passes when actual is truthy; false: when it is falsy."),
         "is_nil": s.boolean("true: passes when actual is null; false: when it is not."),
-        "matches_regex": s.string("Passes when the regular expression matches actual's text."),
+        "matches_regex": s.string(
+            "Passes when the regular expression (RE2 syntax, see "
+            "docs/expressions.md#regular-expressions) matches somewhere in actual's text.",
+            format="regex"),
     },
     "One assertion: `actual` and exactly one operator.",
     required=("actual",),

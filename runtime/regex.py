@@ -83,40 +83,42 @@ class Regex:
 
     def finditer(self, text: str) -> Iterator[tuple[str, list]]:
         """Every non-overlapping match, left to right, as ``(text, spans)``: ``spans[i]`` is
-        the (start, end) of group i in ``text`` (characters), ``None`` for a group that did
-        not take part."""
+        the (start, end) of group i in ``text`` (characters), ``(-1, -1)`` for a group that
+        did not take part."""
         data = text.encode("utf-8", "surrogatepass")
         ascii_only = len(data) == len(text)
+        view = memoryview(data)
         end = len(data)
         pos = 0
         match = self._full.Match
         # byte offset -> character offset, walked forward once over the whole text
         last_b = last_c = 0
         while True:
-            spans = match(_UNANCHORED, data, pos, end)
+            spans = match(_UNANCHORED, view, pos, end)
             whole = spans[0]
-            if whole == _NO_SPAN:
+            start, stop = whole
+            if start < 0:
                 return
             if ascii_only:
-                yield text, [None if s == _NO_SPAN else s for s in spans]
+                yield text, spans
             else:
                 # every offset of this match is at or after the previous match's end
                 out = []
                 for b0, b1 in spans:
                     if b0 < 0:
-                        out.append(None)
+                        out.append(_NO_SPAN)
                     else:
                         c0 = last_c + _re2.BytesToCharLen(data, last_b, b0)
                         out.append((c0, c0 + _re2.BytesToCharLen(data, b0, b1)))
                 last_c = out[0][1]
-                last_b = whole[1]
+                last_b = stop
                 yield text, out
-            if whole[1] == whole[0]:  # an empty match: step over one character
-                if whole[1] >= end:
+            if stop == start:  # an empty match: step over one character
+                if stop >= end:
                     return
-                pos = whole[1] + (1 if ascii_only else _re2.CharLenToBytes(data, whole[1], 1))
+                pos = stop + (1 if ascii_only else _re2.CharLenToBytes(data, stop, 1))
             else:
-                pos = whole[1]
+                pos = stop
 
     def sub(self, repl: str, text: str) -> str:
         """``text`` with every match replaced by ``repl``, whose ``\\1``/``\\g<name>`` name
@@ -131,9 +133,9 @@ class Regex:
                 if type(piece) is str:
                     out.append(piece)
                 else:
-                    span = spans[piece]
-                    if span is not None:
-                        out.append(text[span[0]:span[1]])
+                    g0, g1 = spans[piece]
+                    if g0 >= 0:
+                        out.append(text[g0:g1])
             last = stop
         if not out:
             return text

@@ -141,13 +141,17 @@ def _parse_regex(content: str, options: dict) -> list:
     order = sorted(named)
     fields = [(named[i], i) for i in order]
     records = []
-    for text, spans in rx.finditer(content):
-        if not fields:
+    if not fields:
+        for text, spans in rx.finditer(content):
             start, end = spans[0]
             records.append({"match": text[start:end]})
-        else:
-            records.append({name: None if spans[i] is None else text[spans[i][0]:spans[i][1]]
-                            for name, i in fields})
+        return records
+    for text, spans in rx.finditer(content):
+        record = {}
+        for name, i in fields:
+            start, end = spans[i]
+            record[name] = text[start:end] if start >= 0 else None
+        records.append(record)
     return records
 
 

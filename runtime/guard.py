@@ -67,6 +67,7 @@ class Guard:
     def __init__(self, loop: asyncio.AbstractEventLoop, stop: Callable[[Any, str], bool],
                  timeout: float | None) -> None:
         self.loop = loop
+        self.main: asyncio.Task | None = None  # the run's task: its cleanup is not interrupted
         self._stop = stop
         self._timeout = timeout
         self._requests: collections.deque[tuple[Any, str]] = collections.deque()
@@ -117,6 +118,7 @@ class Guard:
 
     def close(self) -> None:
         self._closed = True
+        self._poke_due = False  # a poke still in flight does nothing now
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=2)
@@ -180,18 +182,21 @@ class Guard:
 
     def _on_poke(self, signum: int, frame: Any) -> None:
         """In the main thread, between two bytecodes of the code that holds the loop."""
-        if not self._poke_due:
+        if not self._poke_due or self._closed:
             return
         self._poke_due = False
+        delivered = self._cancelling  # the stop reached the loop before: the run is ending
         self._drain()
         if self._cancelling:
             try:
-                in_task = asyncio.current_task() is not None
+                task = asyncio.current_task()
             except RuntimeError:  # no loop runs: the run is over
                 return
+            if delivered and (task is None or task is self.main):
+                return  # the run's own cleanup (the main task's finally): let it finish
             # in a task: it ends cancelled, as at its next await; in a loop callback: out of
             # the loop (asyncio.run then cancels the tasks left)
-            raise asyncio.CancelledError() if in_task else KeyboardInterrupt()
+            raise asyncio.CancelledError() if task is not None else KeyboardInterrupt()
         name = WORKLOAD.get()
         if name is not None:
             with self._lock:

@@ -175,6 +175,7 @@ def _drive(kernel: Kernel, timeout: float | None) -> tuple[int, Report]:
                 task.cancel()
 
         guard = Guard(loop, stop, timeout)
+        guard.main = task
         kernel.guard = guard
         guard.start()
         try:

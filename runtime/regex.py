@@ -61,7 +61,7 @@ class Regex:
     """A compiled pattern: ``test`` (found anywhere), ``finditer`` (the spans of every match
     and its groups) and ``sub``."""
 
-    __slots__ = ("pattern", "groups", "groupindex", "_full", "_test")
+    __slots__ = ("pattern", "groups", "groupindex", "_full", "_test", "_templates")
 
     def __init__(self, pattern: str, multiline: bool = False) -> None:
         source = ("(?m)" + pattern) if multiline else pattern
@@ -72,6 +72,7 @@ class Regex:
         self.pattern = pattern
         self._full = full
         self._test = _re2.RE2(encoded, _TEST)  # no groups: RE2 answers from its DFA alone
+        self._templates: dict[str, list[str | int]] = {}  # replacement -> its pieces
         self.groups: int = full.NumberOfCapturingGroups()
         self.groupindex: dict[str, int] = {
             (k.decode() if isinstance(k, bytes) else k): v for k, v in full.NamedCapturingGroups()}
@@ -123,7 +124,11 @@ class Regex:
     def sub(self, repl: str, text: str) -> str:
         """``text`` with every match replaced by ``repl``, whose ``\\1``/``\\g<name>`` name
         groups (as Python's ``re.sub``)."""
-        pieces = _template(repl, self.groups, self.groupindex)
+        pieces = self._templates.get(repl)
+        if pieces is None:
+            pieces = _template(repl, self.groups, self.groupindex)
+            if len(self._templates) < 64:
+                self._templates[repl] = pieces
         out: list[str] = []
         last = 0
         for _, spans in self.finditer(text):

@@ -83,6 +83,7 @@ class Guard:
         self._fallback: list[Any] = []  # off the main thread: asyncio's handlers, as before
         self._wakeup: tuple[socket.socket, socket.socket] | None = None
         self._old_wakeup = -1
+        self._main_thread = False  # the loop runs in the main thread: the watchdog can poke it
 
     # -- life -----------------------------------------------------------------------------------
 
@@ -101,8 +102,16 @@ class Guard:
             self._old[sig] = signal.signal(sig, self._on_signal)
         self._old[POKE] = signal.signal(POKE, self._on_poke)
         self._old_wakeup = signal.set_wakeup_fd(wsock.fileno(), warn_on_full_buffer=False)
-        self._thread = threading.Thread(target=self._watch, name="gxo-watchdog", daemon=True)
-        self._thread.start()
+        self._main_thread = True
+        if self._timeout is not None:
+            self._watchdog()
+
+    def _watchdog(self) -> None:
+        """Start the watchdog thread, once, when there is something to watch: a run without a
+        deadline, a timed workload or a signal never starts it."""
+        if self._thread is None and self._main_thread and not self._closed:
+            self._thread = threading.Thread(target=self._watch, name="gxo-watchdog", daemon=True)
+            self._thread.start()
 
     def _start_fallback(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -119,9 +128,7 @@ class Guard:
     def close(self) -> None:
         self._closed = True
         self._poke_due = False  # a poke still in flight does nothing now
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2)
+        self._wake.set()  # the watchdog ends on its own; past this point it does nothing
         for item in self._fallback:
             if isinstance(item, asyncio.TimerHandle):
                 item.cancel()
@@ -141,6 +148,7 @@ class Guard:
     def arm(self, name: str, seconds: float) -> None:
         with self._lock:
             self._timers[name] = time.monotonic() + seconds
+        self._watchdog()
         self._wake.set()
 
     def disarm(self, name: str) -> None:
@@ -152,6 +160,7 @@ class Guard:
     def _request(self, cause: Any, reason: str) -> None:
         """Queue a stop (any thread, or a signal handler) and run it on the loop."""
         self._requests.append((cause, reason))
+        self._watchdog()
         try:
             self.loop.call_soon_threadsafe(self._drain)
         except RuntimeError:  # the loop has closed: the run is over
@@ -159,7 +168,7 @@ class Guard:
         self._wake.set()
 
     def _drain(self) -> None:
-        if self._draining:
+        if self._draining or self._closed:
             return
         self._draining = True
         try:

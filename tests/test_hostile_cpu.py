@@ -98,7 +98,8 @@ def test_catastrophic_regex_in_a_run(tmp_path: Path, n: int) -> None:
 def test_regex_dialect_matches_python_for_common_patterns() -> None:
     cases = [("^v[0-9]+", "v1.2.3"), ("[.]example[.]com$", "h.example.com"), ("a|b", "xxbxa"),
              ("x*", "axxb"), (r"(\w+)=(\d+)", "a=1 bb=22 c=x"), (r"(?P<k>\w+)=(?P<v>[^ ]*)", "k=é1 b=ü c="),
-             ("é+", "aééb€é"), ("(a)|(b)", "ab"), ("(?i)HeLLo", "say hello"), ("", "ab")]
+             ("é+", "aééb€é"), ("(a)|(b)", "ab"), ("(?i)HeLLo", "say hello"), ("", "ab"),
+             ("x*", "éxxé€"), ("(é)(x)?", "éxé€é"), ("(?m)^é(.)$", "éa\nb\néc")]
     for pattern, text in cases:
         py, mine = re.compile(pattern), rx.compile(pattern)
         assert mine.test(text) == (py.search(text) is not None), pattern
@@ -259,3 +260,13 @@ def test_data_format_overrunning_its_timeout_is_stopped(tmp_path: Path) -> None:
     assert took < 2 + HANG_BOUND + 10, took  # the producer's own parse comes first (10 s at most)
     (end,) = res.of("WorkloadEnd", "fmt")
     assert end["final_status"] == "Failed" and end["error"] == "timed out after 2s", end
+
+
+def test_data_parse_regex_on_re2_keeps_its_records() -> None:
+    from gxo.stdlib.data import _parse_regex
+
+    content = "é=1\nb=22\nnot a pair\nc=\n"
+    assert _parse_regex(content, {"pattern": r"^(?P<k>\S+)=(?P<v>[0-9]*)(x)?$"}) == [
+        {"k": "é", "v": "1", "group3": None}, {"k": "b", "v": "22", "group3": None},
+        {"k": "c", "v": "", "group3": None}]
+    assert _parse_regex("a1 b2", {"pattern": "[a-z][0-9]"}) == [{"match": "a1"}, {"match": "b2"}]

@@ -13,8 +13,8 @@ signal handler (``loop.add_signal_handler``) queued behind them waits as long as
    merely busy loop stops the ordinary way: tasks cancelled at their awaits;
 2. the watchdog probes the loop (a callback that must run within ``GRACE`` seconds); a loop
    that does not answer is held by code that does not await, and the watchdog *pokes* it:
-   ``_thread.interrupt_main`` makes the main thread (the loop's) run ``_on_poke`` between two
-   bytecodes of that code, which applies the queued stop at once and raises there:
+   a SIGURG sent to the main thread (the loop's) makes it run ``_on_poke`` between two
+   bytecodes of that code (or when a blocking system call there returns EINTR), which applies the queued stop at once and raises there:
    ``asyncio.CancelledError`` for a stopped run (the task that held the loop ends cancelled,
    as it would have at its next await), ``Overrun`` for a timed workload whose deadline has
    passed (its ``_run_task`` fails it "timed out after Ns").  A poke raises only in the code
@@ -29,7 +29,6 @@ plain asyncio deadline and no signal handlers of its own.
 
 from __future__ import annotations
 
-import _thread
 import asyncio
 import collections
 import contextvars
@@ -42,8 +41,8 @@ from typing import Any, Callable
 #: seconds the loop may take to answer a probe before the watchdog pokes it
 GRACE = 0.4
 
-#: the signal that a poke simulates (no signal is sent: ``interrupt_main`` only runs the
-#: Python handler); SIGURG, which is ignored by default, so the handler changes nothing else
+#: the signal of a poke, sent to the main thread only; SIGURG, which is ignored by default, so
+#: its handler (installed for the run) changes nothing else
 POKE = signal.SIGURG
 
 #: the timed workload that the running code belongs to (set by the kernel's task)
@@ -253,7 +252,9 @@ class Guard:
         if self._closed:
             return
         self._poke_due = True
-        _thread.interrupt_main(POKE)
+        # a real signal to the main thread: it also ends a blocking system call there (EINTR),
+        # after which Python runs the handler
+        signal.pthread_kill(threading.main_thread().ident, POKE)
 
 
 async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:

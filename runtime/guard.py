@@ -14,7 +14,8 @@ signal handler (``loop.add_signal_handler``) queued behind them waits as long as
 2. the watchdog probes the loop (a callback that must run within ``GRACE`` seconds); a loop
    that does not answer is held by code that does not await, and the watchdog *pokes* it:
    a SIGURG sent to the main thread (the loop's) makes it run ``_on_poke`` between two
-   bytecodes of that code (or when a blocking system call there returns EINTR), which applies the queued stop at once and raises there:
+   bytecodes of that code (or when a blocking system call there returns EINTR), which
+   applies the queued stop at once and raises there:
    ``asyncio.CancelledError`` for a stopped run (the task that held the loop ends cancelled,
    as it would have at its next await), ``Overrun`` for a timed workload whose deadline has
    passed (its ``_run_task`` fails it "timed out after Ns").  A poke raises only in the code
@@ -83,6 +84,7 @@ class Guard:
         self._wakeup: tuple[socket.socket, socket.socket] | None = None
         self._old_wakeup = -1
         self._main_thread = False  # the loop runs in the main thread: the watchdog can poke it
+        self._next_wake = 0.0  # when the sleeping watchdog looks next (monotonic; inf: never)
 
     # -- life -----------------------------------------------------------------------------------
 
@@ -145,10 +147,13 @@ class Guard:
     # -- workload deadlines (loop thread) -------------------------------------------------------
 
     def arm(self, name: str, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
         with self._lock:
-            self._timers[name] = time.monotonic() + seconds
+            self._timers[name] = deadline
+            sooner = deadline < self._next_wake  # than the sleeping watchdog means to look
         self._watchdog()
-        self._wake.set()
+        if sooner:
+            self._wake.set()
 
     def disarm(self, name: str) -> None:
         with self._lock:
@@ -226,18 +231,23 @@ class Guard:
                 self._request("timeout", f"run timed out after {self._timeout:g}s")
             with self._lock:
                 timers = list(self._timers.values())
-            due = bool(self._requests) or self._cancelling or any(t <= now for t in timers)
+                due = bool(self._requests) or self._cancelling or any(t <= now for t in timers)
+                wait = None
+                if not due:
+                    waits = [t - now for t in timers]
+                    if deadline is not None:
+                        waits.append(deadline - now)
+                    wait = min(waits) if waits else None
+                    # arm() wakes the watchdog for a deadline sooner than this one
+                    self._next_wake = float("inf") if wait is None else now + wait
             if due:
                 if not self._answers():
-                    self._poke()
-                    self._wake.wait(GRACE)  # the poke lands at the next bytecode
-                else:
-                    self._wake.wait(GRACE)  # busy, not blocked: look again later
+                    self._poke()  # it lands at the next bytecode: look again after GRACE
+                self._wake.wait(GRACE)  # busy or poked: look again later
                 continue
-            waits = [t - now for t in timers]
-            if deadline is not None:
-                waits.append(deadline - now)
-            self._wake.wait(min(waits) if waits else None)
+            self._wake.wait(wait)
+            with self._lock:
+                self._next_wake = 0.0  # awake: the next pass reads the timers
 
     def _answers(self) -> bool:
         """Whether the loop runs a callback within GRACE seconds."""

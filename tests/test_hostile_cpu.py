@@ -270,3 +270,44 @@ def test_data_parse_regex_on_re2_keeps_its_records() -> None:
         {"k": "é", "v": "1", "group3": None}, {"k": "b", "v": "22", "group3": None},
         {"k": "c", "v": "", "group3": None}]
     assert _parse_regex("a1 b2", {"pattern": "[a-z][0-9]"}) == [{"match": "a1"}, {"match": "b2"}]
+
+
+def test_guard_interrupts_a_blocking_call_and_spares_the_cleanup() -> None:
+    """A loop held by a blocking call (no await, no bytecode) is poked out of it at the run
+    deadline; the main task's own cleanup after the stop is not interrupted."""
+    import asyncio
+
+    from gxo.runtime.guard import Guard
+
+    stopped: list = []
+    cleaned: list = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+
+        def stop(cause, reason) -> bool:
+            stopped.append(cause)
+            if asyncio.current_task() is not task:
+                task.cancel()
+            return True
+
+        guard = Guard(loop, stop, 1.0)
+        guard.main = task
+        guard.start()
+        try:
+            async def blocker() -> None:
+                time.sleep(600)  # holds the loop: only the poke's EINTR ends it
+
+            await loop.create_task(blocker())
+        finally:
+            time.sleep(1.5)  # cleanup that holds the loop longer than a probe waits
+            cleaned.append(True)
+            guard.close()
+
+    t0 = time.monotonic()
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(main())
+    assert stopped == ["timeout"] and cleaned == [True]
+    assert time.monotonic() - t0 < HANG_BOUND
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the run's handlers are gone

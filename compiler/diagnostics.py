@@ -76,6 +76,10 @@ CODES: dict[str, CodeInfo] = {
         'limits that expressions meet at run time.'),
     "unknown-function": CodeInfo("expressions", ERROR, "a call to a function the language does not have",
         'Use a function the language has (the hint names the closest); see docs/expressions.md.'),
+    "invalid-regex": CodeInfo("expressions", ERROR, "a literal regular expression that RE2 cannot compile",
+        'Write the pattern in RE2 syntax (docs/expressions.md#regular-expressions): no backreferences (`\\1`) '
+        'and no lookaround (`(?=`, `(?!`, `(?<=`, `(?<!`); `\\z` for the end of the text. In a replacement, '
+        '`\\1` or `\\g<name>` names a group that the pattern has.'),
     "unknown-module": CodeInfo("names", ERROR, "process.module names no declared module",
         'Use a declared module name (the hint names the closest); see docs/modules/.'),
     "undefined-name": CodeInfo("names", ERROR, "a reference to a name that no register, var or loop defines",

@@ -6,7 +6,6 @@ compiler's dependencies for ``exec``.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -154,11 +153,14 @@ def test_cmd(paths, junit_path, pattern) -> None:
         else:
             raise click.BadParameter(f"no such file or directory: '{p}'", param_hint="PATHS")
     if pattern:
+        from gxo.runtime import regex
+
         try:
-            rx = re.compile(pattern)
-        except re.error as exc:
-            raise click.BadParameter(f"bad regular expression: {exc}", param_hint="--run") from None
-        files = [f for f in files if rx.search(f)]
+            rx = regex.compile(pattern)
+        except regex.RegexError as exc:
+            raise click.BadParameter(f"bad regular expression: {exc}; {regex.DIALECT}",
+                                     param_hint="--run") from None
+        files = [f for f in files if rx.test(f)]
     if not files:
         raise click.UsageError("no test playbooks (*.test.yaml) found")
     if junit_path:

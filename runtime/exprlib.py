@@ -637,22 +637,39 @@ def fn_quote(x: object) -> str:
     return json.dumps(text(x), ensure_ascii=False)
 
 
-def _regex(fn: str, pattern: object) -> re.Pattern[str]:
+#: compiled patterns (gxo.runtime.regex, RE2), imported on first use: most plans have none
+_REGEXES: dict[str, Any] = {}
+
+
+def _regex(fn: str, pattern: object) -> Any:
+    rx = _REGEXES.get(pattern) if type(pattern) is str else None
+    if rx is not None:
+        return rx
+    from gxo.runtime import regex
+
+    pattern = _need_str(fn, "RE", pattern)
     try:
-        return re.compile(_need_str(fn, "RE", pattern))
-    except re.error as e:
-        raise EvalError(f"{fn}: invalid regular expression {json.dumps(pattern)}: {e}") from None
+        rx = regex.compile(pattern)
+    except regex.RegexError as e:
+        raise EvalError(f"{fn}: invalid regular expression {json.dumps(pattern)}: {e}; "
+                        f"{regex.DIALECT}") from None
+    if len(_REGEXES) >= 512:
+        _REGEXES.clear()
+    _REGEXES[pattern] = rx
+    return rx
 
 
 def fn_regex_match(pattern: object, s: object) -> bool:
-    return _regex("regex_match", pattern).search(_need_str("regex_match", "S", s)) is not None
+    return _regex("regex_match", pattern).test(_need_str("regex_match", "S", s))
 
 
 def fn_regex_replace(pattern: object, repl: object, s: object) -> str:
+    from gxo.runtime.regex import RegexError
+
     rx = _regex("regex_replace", pattern)
     try:
         return rx.sub(_need_str("regex_replace", "REPL", repl), _need_str("regex_replace", "S", s))
-    except re.error as e:
+    except RegexError as e:
         raise EvalError(f"regex_replace: invalid replacement {json.dumps(repl)}: {e}") from None
 
 

@@ -60,7 +60,10 @@ PARSE = ModuleSpec(
                         "One column name.",
                     ),
                     "pattern": s.nonempty(
-                        "regex: the regular expression (Python syntax), matched repeatedly."
+                        "regex: the regular expression (RE2 syntax: no backreferences or "
+                        "lookaround; see docs/expressions.md#regular-expressions), matched "
+                        "repeatedly; `^` and `$` match at line ends.",
+                        format="regex",
                     ),
                     "capture_groups": s.string_list(
                         "regex: field names for the unnamed groups, in order.",

@@ -314,6 +314,62 @@ def test_var_values_past_the_limits_are_usage_errors(tmp_path: Path, ok: Path, a
     run_hostile(["gxo", "run", ok, *args], expect_rc=2, message=message, cwd=tmp_path)
 
 
+# ---------------------------------------------------------------------------------------------
+# long regexes and bombs: bounded time and memory, a coded message, never gigabytes
+
+BOMBS = {
+    # catastrophic backtracking under a backtracking engine: RE2 answers at once (false)
+    "regex-39": (["run", "--timeout", "20s"], 'regex_match "^(a+)+$" "' + "a" * 39 + '!"', 1,
+                 "assertion failed"),
+    # a format built at run time: refused at run time, naming the limit
+    "printf-runtime": (["run"], '(printf (print "%." "999999999" "f") 1.5) != ""', 1,
+                       "the precision 999999999 of %f is over the limit of 10,000"),
+    # a literal format: refused at check time
+    "printf-literal": (["check"], '(printf "%.999999999f" 1.5) != ""', 1, "error[expr-limit]"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOMBS))
+def test_long_regexes_and_format_bombs_are_bounded(tmp_path: Path, name: str) -> None:
+    how, expr, rc, message = BOMBS[name]
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(PLAYBOOK % expr)
+    tool = "gxoc" if how[0] == "check" else "gxo"
+    r = run_hostile([tool, *how, path], expect_rc=rc, message=message, cwd=tmp_path, timeout=30)
+    assert r.seconds < 20  # a hang bound, not a speed test
+
+
+YAML_BOMB = "a: &a [" + ",".join(["x"] * 9) + "]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join([f"*{chr(97 + i)}"] * 9) + "]\n" for i in range(8))
+
+
+def test_a_yaml_alias_bomb_is_refused_in_a_playbook_and_at_run_time(tmp_path: Path) -> None:
+    assert len(YAML_BOMB) < 1100  # 9**9 nodes once expanded
+    pb = tmp_path / "bomb.yaml"
+    pb.write_text('name: p\nschemaVersion: "1.0.0"\nvars:\n  ' + YAML_BOMB.replace("\n", "\n  ") + """
+workloads:
+  - name: a
+    lifecycle: {policy: run_once}
+    process: {module: control:assert, params: {condition: '{{ true }}'}}
+""")
+    run_hostile(["gxoc", "check", pb], expect_rc=1, message="error[yaml-limit]", cwd=tmp_path)
+    rt = tmp_path / "parse.yaml"
+    rt.write_text(f"""\
+name: p
+schemaVersion: "1.0.0"
+workloads:
+  - name: parse
+    lifecycle: {{policy: run_once}}
+    process:
+      module: data:parse
+      params:
+        format: yaml
+        content: |
+{chr(10).join("          " + line for line in YAML_BOMB.splitlines())}
+""")
+    run_hostile(["gxo", "run", rt], expect_rc=1, message="nodes", cwd=tmp_path, timeout=30)
+
+
 def test_the_harness_sees_a_failure(tmp_path: Path) -> None:
     """The harness is itself checked: a wrong exit code, a timeout and the RSS bound fail."""
     with pytest.raises(AssertionError, match="rc=0"):

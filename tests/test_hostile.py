@@ -11,7 +11,6 @@ Add a case with :func:`run_hostile`::
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import stat
 import subprocess
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from rss import launched, peak_mb
 
 BIN = Path(sys.executable).parent
 ADDRESS_SPACE = 1536 * 1024 * 1024  # enough for the interpreter, the compiler and Cython's modules
@@ -48,16 +48,16 @@ def run_hostile(argv: list, *, expect_rc: int | set[int], message: str | None = 
     argv = [str(BIN / a) if i == 0 and a in ("gxo", "gxoc") else str(a) for i, a in enumerate(argv)]
     expected = {expect_rc} if isinstance(expect_rc, int) else set(expect_rc)
 
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
-
     environ = {k: v for k, v in os.environ.items() if k not in ("GXO_TRUSTED_KEYS", "GXO_STATE_KEY")}
     environ.update(env or {})
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "rss"
         t0 = time.monotonic()
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                                stdout=out, stderr=err, cwd=cwd, env=environ, preexec_fn=limit,
-                                start_new_session=True)
+        # through the launcher (tests/rss.py): the command's own peak RSS, not pytest's
+        proc = subprocess.Popen(launched(argv, report, address_space),
+                                stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                                stdout=out, stderr=err, cwd=cwd, env=environ, start_new_session=True)
         if stdin is not None:
             try:
                 proc.stdin.write(stdin)
@@ -66,13 +66,13 @@ def run_hostile(argv: list, *, expect_rc: int | set[int], message: str | None = 
                 pass
         timed_out = False
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             if time.monotonic() - t0 > timeout:
                 timed_out = True
                 os.killpg(proc.pid, signal.SIGKILL)  # the child's own session: only what it started
-                pid, status, usage = os.wait4(proc.pid, 0)
+                pid, status, _ = os.wait4(proc.pid, 0)
                 break
             time.sleep(0.01)
         seconds = time.monotonic() - t0
@@ -80,7 +80,7 @@ def run_hostile(argv: list, *, expect_rc: int | set[int], message: str | None = 
         out.seek(0)
         err.seek(0)
         result = Result(proc.returncode, out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace"),
-                        usage.ru_maxrss / 1024, seconds)
+                        peak_mb(report), seconds)
     shown = f"{' '.join(argv)[:200]}\nrc={result.rc}\nstdout={result.stdout[-2000:]}\nstderr={result.stderr[-2000:]}"
     assert not timed_out, f"no answer within {timeout} s: {shown}"
     assert result.rc in expected, shown

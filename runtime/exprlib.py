@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from gxo.runtime.limits import MAX_FORMAT_WIDTH, LimitExceeded, load_json
+from gxo.runtime.limits import MAX_FORMAT_WIDTH, MAX_TEXT_CHARS, LimitExceeded, load_json
 
 __all__ = [
     "CONTEXT_FUNCTIONS",
@@ -54,6 +54,7 @@ __all__ = [
     "lookup",
     "range_coll",
     "text",
+    "text_too_long",
     "truthy",
 ]
 
@@ -165,10 +166,108 @@ def text(v: object) -> str:
         return int.__repr__(v)
     if isinstance(v, float):
         return float.__repr__(v)
+    return _json_text("the text form", _dumps, v)
+
+
+# ---------------------------------------------------------------------------------------------
+# The size of built text (limits.MAX_TEXT_CHARS): each function that builds text checks the
+# length before it builds it where that is cheap to know (a sum of lengths), else right after
+
+
+def text_too_long(what: str, size: int) -> EvalError:
+    """The error of a text of ``size`` characters (or more) past ``MAX_TEXT_CHARS``; the
+    generated code raises it too."""
+    return EvalError(f"{what}: the text would be {size:,} characters, over the limit of "
+                     f"{MAX_TEXT_CHARS:,} (docs/runtime.md#limits)")
+
+
+def _bounded(what: str, s: str) -> str:
+    if len(s) > MAX_TEXT_CHARS:
+        raise text_too_long(what, len(s))
+    return s
+
+
+_CONTAINERS = (Mapping, list, tuple)
+
+
+def json_size(v: object, limit: int = MAX_TEXT_CHARS) -> int:
+    """The length of ``v``'s JSON text, estimated from below (a string counts its characters
+    and quotes, a number or a constant 1), counted until past ``limit``.  A list or map held
+    in several places is measured once, so a value built by doubling (``list $l $l``, 30
+    times) is measured in 30 steps, not 2**30; a value inside itself counts as past it."""
+    if not isinstance(v, _CONTAINERS):
+        return len(v) + 2 if isinstance(v, str) else 1
+    sizes: dict[int, int] = {}  # id -> size; -1 while its items are being measured
+    stack = [v]
+    while stack:
+        node = stack[-1]
+        key = id(node)
+        seen = sizes.get(key)
+        if seen is not None and seen >= 0:
+            stack.pop()
+            continue
+        values = node.values() if isinstance(node, Mapping) else node  # type: ignore[union-attr]
+        if seen is None:
+            sizes[key] = -1
+            pending = []
+            for c in values:
+                if isinstance(c, _CONTAINERS):
+                    state = sizes.get(id(c))
+                    if state is None:
+                        pending.append(c)
+                    elif state < 0:
+                        return limit + 1  # inside itself
+            if pending:
+                stack.extend(pending)
+                continue
+        size = 1 + len(node)  # type: ignore[arg-type]
+        for c in values:
+            if isinstance(c, str):
+                size += len(c) + 2
+            elif isinstance(c, _CONTAINERS):
+                size += sizes[id(c)]
+            else:
+                size += 1
+        if isinstance(node, Mapping):
+            size += sum([len(k) + 3 if isinstance(k, str) else 3 for k in node])
+        if size > limit:
+            return size
+        sizes[key] = size
+        stack.pop()
+    return sizes[id(v)]
+
+
+def _json_text(what: str, encode: Callable[[object], str], v: object) -> str:
+    """``encode(v)`` (JSON), measured before it is built and checked after (escapes)."""
+    size = json_size(v)
+    if size > MAX_TEXT_CHARS:
+        raise text_too_long(what, size)
     try:
-        return _dumps(v)
+        return _bounded(what, encode(v))
     except (TypeError, ValueError) as e:
+        if isinstance(e, EvalError):
+            raise
         raise EvalError(str(e)) from None
+
+
+def _sub_bounded(rx: Any, repl: str, s: str) -> str:
+    """``rx.sub(repl, s)`` (regex_replace) within ``MAX_TEXT_CHARS``: directly when even a
+    match at every position keeps the text within it, else after a pass that measures the
+    result match by match (it builds nothing)."""
+    fixed = "\\" not in repl  # no group reference: each match becomes REPL as it is
+    per_match = len(repl) if fixed else len(repl) * (len(s) + 1)
+    if len(s) + (len(s) + 1) * per_match <= MAX_TEXT_CHARS:
+        return rx.sub(repl, s)
+    rx.sub(repl, "")  # an invalid replacement is an error even without a match
+    size = len(s)
+    for m in rx.finditer(s):
+        start, end = m.span()
+        size += (len(repl) if fixed else len(m.expand(repl))) - (end - start)
+        if size - (len(s) - end) > MAX_TEXT_CHARS:  # even if the rest of S were replaced by nothing
+            raise text_too_long("regex_replace", size - (len(s) - end))
+    if size > MAX_TEXT_CHARS:
+        raise text_too_long("regex_replace", size)
+    return rx.sub(repl, s)
 
 
 def truthy(v: object) -> bool:
@@ -346,6 +445,8 @@ def op_add(a: object, b: object) -> object:
     if _is_num(a) and _is_num(b):
         return a + b  # type: ignore[operator]
     if isinstance(a, str) and isinstance(b, str):
+        if len(a) + len(b) > MAX_TEXT_CHARS:
+            raise text_too_long("+", len(a) + len(b))
         return a + b
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return [*a, *b]
@@ -554,11 +655,18 @@ def fn_bool(x: object) -> bool:
     return bool(x)
 
 
+_to_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                            default=_json_default).encode
+
+
 def fn_toJson(x: object) -> str:
+    if isinstance(x, str) and len(x) + 2 <= MAX_TEXT_CHARS // 6:  # escaped at most 6 times longer
+        return _to_json(x)
     try:
-        return json.dumps(x, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-                          default=_json_default)
-    except (TypeError, ValueError) as e:
+        return _json_text("toJson", _to_json, x)
+    except EvalError as e:
+        if str(e).startswith("toJson"):
+            raise
         raise EvalError(f"toJson: {e}") from None
 
 
@@ -595,17 +703,27 @@ def fn_lower(s: object) -> str:
 def fn_title(s: object) -> str:
     """Go's strings.Title: the first letter of each word upper-cased, the rest untouched."""
     s = _need_str("title", "S", s)
-    out = []
+    chunks = []
     prev_sep = True
-    for ch in s:
-        out.append(ch.upper() if prev_sep else ch)
-        prev_sep = not (ch.isalnum() or ch == "_")
-    return "".join(out)
+    for start in range(0, len(s), 65536):  # by chunks: a list of characters is 8 bytes each
+        out = []
+        for ch in s[start:start + 65536]:
+            out.append(ch.upper() if prev_sep else ch)
+            prev_sep = not (ch.isalnum() or ch == "_")
+        chunks.append("".join(out))
+    return _bounded("title", "".join(chunks))
 
 
 def fn_replace(old: object, new: object, s: object) -> str:
-    return _need_str("replace", "S", s).replace(_need_str("replace", "OLD", old),
-                                                _need_str("replace", "NEW", new))
+    s = _need_str("replace", "S", s)
+    old = _need_str("replace", "OLD", old)
+    new = _need_str("replace", "NEW", new)
+    grow = len(new) - len(old)
+    if grow > 0 and len(s) + (len(s) // max(len(old), 1) + 1) * grow > MAX_TEXT_CHARS:
+        size = len(s) + s.count(old) * grow  # the exact length, before it is built
+        if size > MAX_TEXT_CHARS:
+            raise text_too_long("replace", size)
+    return s.replace(old, new)
 
 
 def fn_split(sep: object, s: object) -> list[str]:
@@ -618,7 +736,14 @@ def fn_split(sep: object, s: object) -> list[str]:
 
 def fn_join(sep: object, lst: object) -> str:
     sep = _need_str("join", "SEP", sep)
-    return sep.join([text(x) for x in _need_list("join", lst)])
+    parts = [x if type(x) is str else text(x) for x in _need_list("join", lst)]
+    size = len(sep) * (len(parts) - 1)
+    if size <= MAX_TEXT_CHARS:
+        for x in parts:
+            size += len(x)
+    if size > MAX_TEXT_CHARS:
+        raise text_too_long("join", size)
+    return sep.join(parts)
 
 
 def fn_contains(sub: object, s: object) -> bool:
@@ -634,7 +759,10 @@ def fn_hasSuffix(suffix: object, s: object) -> bool:
 
 
 def fn_quote(x: object) -> str:
-    return json.dumps(text(x), ensure_ascii=False)
+    t = text(x)
+    if len(t) + 2 > MAX_TEXT_CHARS:
+        raise text_too_long("quote", len(t) + 2)
+    return _bounded("quote", json.dumps(t, ensure_ascii=False))
 
 
 def _regex(fn: str, pattern: object) -> re.Pattern[str]:
@@ -651,7 +779,7 @@ def fn_regex_match(pattern: object, s: object) -> bool:
 def fn_regex_replace(pattern: object, repl: object, s: object) -> str:
     rx = _regex("regex_replace", pattern)
     try:
-        return rx.sub(_need_str("regex_replace", "REPL", repl), _need_str("regex_replace", "S", s))
+        return _sub_bounded(rx, _need_str("regex_replace", "REPL", repl), _need_str("regex_replace", "S", s))
     except re.error as e:
         raise EvalError(f"regex_replace: invalid replacement {json.dumps(repl)}: {e}") from None
 
@@ -660,17 +788,27 @@ def fn_print(*args: object) -> str:
     """Go's fmt.Sprint: a space between two operands when neither is a string."""
     out: list[str] = []
     prev_str = True
+    size = 0
     for i, a in enumerate(args):
         is_str = isinstance(a, str)
         if i and not is_str and not prev_str:
             out.append(" ")
-        out.append(text(a))
+            size += 1
+        t = a if type(a) is str else text(a)
+        size += len(t)
+        if size > MAX_TEXT_CHARS:
+            raise text_too_long("print", size)
+        out.append(t)
         prev_str = is_str
     return "".join(out)
 
 
 def fn_println(*args: object) -> str:
-    return " ".join([text(a) for a in args]) + "\n"
+    parts = [a if type(a) is str else text(a) for a in args]
+    size = sum([len(t) for t in parts]) + max(len(parts), 1)
+    if size > MAX_TEXT_CHARS:
+        raise text_too_long("println", size)
+    return " ".join(parts) + "\n"
 
 
 _VERB = re.compile(r"%([-+# 0]*)(\d+)?(?:\.(\d+))?(.?)", re.DOTALL)
@@ -719,6 +857,9 @@ def fn_printf(fmt: object, *args: object) -> str:
     out.append(fmt[pos:])
     if n < len(args):
         raise EvalError(f"printf: {len(args) - n} extra argument(s) for {json.dumps(fmt)}")
+    size = sum([len(t) for t in out])
+    if size > MAX_TEXT_CHARS:
+        raise text_too_long("printf", size)
     return "".join(out)
 
 
@@ -750,11 +891,14 @@ def _align(flags: str, width: str | None) -> str:
 
 
 def fn_urlquery(*args: object) -> str:
-    return urllib.parse.quote_plus(fn_print(*args), safe="")
+    return _bounded("urlquery", urllib.parse.quote_plus(fn_print(*args), safe=""))
 
 
 def fn_b64enc(s: object) -> str:
-    return base64.b64encode(_need_str("b64enc", "S", s).encode("utf-8")).decode("ascii")
+    data = _need_str("b64enc", "S", s).encode("utf-8")
+    if (len(data) + 2) // 3 * 4 > MAX_TEXT_CHARS:
+        raise text_too_long("b64enc", (len(data) + 2) // 3 * 4)
+    return base64.b64encode(data).decode("ascii")
 
 
 def fn_b64dec(s: object) -> str:

@@ -20,6 +20,11 @@ MAX_INT_BITS = int(MAX_INT_DIGITS * math.log2(10))  # the same, for hex, octal a
 MAX_YAML_BYTES = 10 * 1024 * 1024  # a YAML document: a playbook, or one read at run time
 MAX_YAML_NODES = 250_000  # nodes of a YAML document after alias and merge-key expansion
 MAX_FORMAT_WIDTH = 10_000  # printf: a verb's width or precision (`%10000s`, `%.10000f`)
+#: the text an expression or a template builds (concatenation, `print`, `printf`, `join`,
+#: `replace`, `toJson`, a `range` body repeated...), in characters (``len`` of the str: a
+#: character takes 1 to 4 bytes of memory); a value read whole from elsewhere (a register, a
+#: var) is not cut, only what is built from it
+MAX_TEXT_CHARS = 16 * 1024 * 1024
 
 
 class LimitExceeded(ValueError):

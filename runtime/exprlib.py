@@ -142,6 +142,7 @@ def _json_default(o: object) -> object:
     raise TypeError(f"a value of type {type(o).__name__} has no text form")
 
 
+_encode_str = json.encoder.encode_basestring  # a str's JSON text (ensure_ascii off)
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_json_default).encode
 
 
@@ -190,13 +191,27 @@ def _bounded(what: str, s: str) -> str:
 _CONTAINERS = (Mapping, list, tuple)
 
 
-def json_size(v: object, limit: int = MAX_TEXT_CHARS) -> int:
+# JSON escapes (ensure_ascii off): the characters that take more than one, and how many more
+_ESCAPES = (('"', 1), ("\\", 1), *((chr(i), 1 if chr(i) in "\b\f\n\r\t" else 5) for i in range(32)))
+
+
+def _escaped_size(s: str) -> int:
+    """The length of a string's JSON text, escapes included (a long one is scanned 34 times
+    rather than copied)."""
+    if len(s) < 4096:
+        return len(_encode_str(s))
+    return len(s) + 2 + sum([s.count(ch) * extra for ch, extra in _ESCAPES])
+
+
+def json_size(v: object, limit: int = MAX_TEXT_CHARS, *, escapes: bool = False) -> int:
     """The length of ``v``'s JSON text, estimated from below (a string counts its characters
-    and quotes, a number or a constant 1), counted until past ``limit``.  A list or map held
-    in several places is measured once, so a value built by doubling (``list $l $l``, 30
-    times) is measured in 30 steps, not 2**30; a value inside itself counts as past it."""
+    and quotes, and its escapes with ``escapes``; a number or a constant 1), counted until
+    past ``limit``.  A list or map held in several places is measured once, so a value built
+    by doubling (``list $l $l``, 30 times) is measured in 30 steps, not 2**30; a value inside
+    itself counts as past it."""
+    strsize = _escaped_size if escapes else (lambda c: len(c) + 2)
     if not isinstance(v, _CONTAINERS):
-        return len(v) + 2 if isinstance(v, str) else 1
+        return strsize(v) if isinstance(v, str) else 1
     sizes: dict[int, int] = {}  # id -> size; -1 while its items are being measured
     stack = [v]
     while stack:
@@ -223,7 +238,7 @@ def json_size(v: object, limit: int = MAX_TEXT_CHARS) -> int:
         size = 1 + len(node)  # type: ignore[arg-type]
         for c in values:
             if isinstance(c, str):
-                size += len(c) + 2
+                size += strsize(c)
             elif isinstance(c, _CONTAINERS):
                 size += sizes[id(c)]
             else:
@@ -240,6 +255,8 @@ def json_size(v: object, limit: int = MAX_TEXT_CHARS) -> int:
 def _json_text(what: str, encode: Callable[[object], str], v: object) -> str:
     """``encode(v)`` (JSON), measured before it is built and checked after (escapes)."""
     size = json_size(v)
+    if size > MAX_TEXT_CHARS // 6:  # escapes could take it past the limit: count them
+        size = json_size(v, escapes=True)
     if size > MAX_TEXT_CHARS:
         raise text_too_long(what, size)
     try:
@@ -253,16 +270,15 @@ def _json_text(what: str, encode: Callable[[object], str], v: object) -> str:
 def _sub_bounded(rx: Any, repl: str, s: str) -> str:
     """``rx.sub(repl, s)`` (regex_replace) within ``MAX_TEXT_CHARS``: directly when even a
     match at every position keeps the text within it, else after a pass that measures the
-    result match by match (it builds nothing)."""
-    fixed = "\\" not in repl  # no group reference: each match becomes REPL as it is
-    per_match = len(repl) if fixed else len(repl) * (len(s) + 1)
-    if len(s) + (len(s) + 1) * per_match <= MAX_TEXT_CHARS:
+    result match by match (it builds nothing; a group reference counts as the whole match)."""
+    refs = repl.count("\\")  # group references (\1, \g<name>) and escapes: at most this many
+    if len(s) + (len(s) + 1) * len(repl) * (len(s) + 1 if refs else 1) <= MAX_TEXT_CHARS:
         return rx.sub(repl, s)
     rx.sub(repl, "")  # an invalid replacement is an error even without a match
     size = len(s)
     for m in rx.finditer(s):
         start, end = m.span()
-        size += (len(repl) if fixed else len(m.expand(repl))) - (end - start)
+        size += len(repl) - refs + (refs - 1) * (end - start)  # each reference: a character and the match
         if size - (len(s) - end) > MAX_TEXT_CHARS:  # even if the rest of S were replaced by nothing
             raise text_too_long("regex_replace", size - (len(s) - end))
     if size > MAX_TEXT_CHARS:
@@ -736,14 +752,23 @@ def fn_split(sep: object, s: object) -> list[str]:
 
 def fn_join(sep: object, lst: object) -> str:
     sep = _need_str("join", "SEP", sep)
-    parts = [x if type(x) is str else text(x) for x in _need_list("join", lst)]
-    size = len(sep) * (len(parts) - 1)
-    if size <= MAX_TEXT_CHARS:
-        for x in parts:
-            size += len(x)
+    lst = _need_list("join", lst)
+    size = len(sep) * (len(lst) - 1)
+    if all(type(x) is str for x in lst):
+        parts = lst  # measured as they are
+        if size <= MAX_TEXT_CHARS:
+            size += sum(map(len, parts))  # type: ignore[arg-type]
+    else:
+        parts = []
+        for x in lst:  # each text form counted as it is made
+            if size > MAX_TEXT_CHARS:
+                break
+            t = x if type(x) is str else text(x)
+            size += len(t)
+            parts.append(t)
     if size > MAX_TEXT_CHARS:
         raise text_too_long("join", size)
-    return sep.join(parts)
+    return sep.join(parts)  # type: ignore[arg-type]
 
 
 def fn_contains(sub: object, s: object) -> bool:

@@ -523,21 +523,19 @@ class _Fn:
         nothing, it has at most 4,300 digits).  Returns the f-string and the local holding its
         length (None: nothing checked, a literal or one value as it is)."""
         terms = []
-        dynamic = 0
         for k, t in pieces:
             if k == "str":
                 terms.append(f"len({t})")
-                dynamic += 1
             elif k == "slot":
                 # a str's or int's text is written by the f-string; anything else's is measured
                 terms.append(f"(len({t}) if type({t}) is str else 0 if type({t}) is int "
                              f"else len({self.helper('text')}({t})))")
-                dynamic += 1
-            elif k == "num":
-                dynamic += 1  # at most 4,300 digits
+            # ("num": an int or a float, at most 4,300 digits)
         lit = sum(len(t) for k, t in pieces if k == "lit")
-        if dynamic == 0 or (len(pieces) == 1 and dynamic == 1) or not terms:
-            return self.fstring(pieces), None  # a literal, or one value as it is
+        if len(terms) < 2:
+            # a literal, or one value with literal text around it: no longer than the value
+            # and the playbook's text (a range counts each item's text itself)
+            return self.fstring(pieces), None
         if lit:
             terms.append(str(lit))
         n = self.temp()

@@ -9,18 +9,14 @@ from gxo.runtime.exprlib import (
     LOOKUP_ERRORS as _LOOKUP,
     lookup as _lookup,
     text as _text,
-    text_too_long as _text_too_long,
 )
 
 
 # e0: playbook.yaml:16:16 params.args[0] of 'task_b'
-def f_3b2dd13d56d37a30(s, c):
+def f_be892da51387d662(s, c):
     try:
         t0 = s['task_a_result']
         t1 = t0['stdout']
-        t2 = (len(t1) if type(t1) is str else 0 if type(t1) is int else len(_text(t1))) + 20
-        if t2 > 16777216:
-            raise _text_too_long("template", t2)
         return f"Task A finished at: {t1 if type(t1) is str or type(t1) is int else _text(t1)}"
     except _LOOKUP:
         _lookup(s, ('task_a_result', 'stdout'), '.')
@@ -28,5 +24,5 @@ def f_3b2dd13d56d37a30(s, c):
 
 
 FUNCTIONS = (
-    ("e0", f_3b2dd13d56d37a30),
+    ("e0", f_be892da51387d662),
 )

@@ -9,17 +9,13 @@ from gxo.runtime.exprlib import (
     LOOKUP_ERRORS as _LOOKUP,
     lookup as _lookup,
     text as _text,
-    text_too_long as _text_too_long,
 )
 
 
 # e0: playbook.yaml:22:15 params.path of 'create_user_dirs'
-def f_80bca6ec5beb06a8(s, c):
+def f_bceebc3b0d4615ba(s, c):
     try:
         t0 = s['username']
-        t1 = (len(t0) if type(t0) is str else 0 if type(t0) is int else len(_text(t0))) + 5
-        if t1 > 16777216:
-            raise _text_too_long("template", t1)
         return f"home/{t0 if type(t0) is str or type(t0) is int else _text(t0)}"
     except _LOOKUP:
         _lookup(s, ('username',), '.')
@@ -37,6 +33,6 @@ def f_458c76f13cacb559(s, c):
 
 
 FUNCTIONS = (
-    ("e0", f_80bca6ec5beb06a8),
+    ("e0", f_bceebc3b0d4615ba),
     ("e1", f_458c76f13cacb559),
 )

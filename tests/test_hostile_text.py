@@ -203,3 +203,23 @@ def test_json_size_measures_shared_values_once() -> None:
     loop: list[object] = []
     loop.append(loop)
     assert exprlib.json_size(loop) > M  # a value inside itself
+
+
+def test_native_code_of_a_built_plan_stops_at_the_limit(tmp_path: Path) -> None:
+    """Per loop item the expressions are compiled (Cython where a C compiler is around): the
+    same checks, the same message."""
+    (tmp_path / "loop.yaml").write_text("""\
+name: loop
+schemaVersion: "1.0.0"
+workloads:
+  - name: a
+    lifecycle: {policy: run_once}
+    loop: [1, 2]
+    process:
+      module: exec
+      params: {command: /bin/true, args: ['{{ $y := "ab" }}{{ range 30 }}{{ $y = $y + $y }}{{ end }}']}
+""")
+    run_hostile(["gxoc", "build", "loop.yaml", "-o", "loop.gxp"], expect_rc=0, cwd=tmp_path, max_rss_mb=1000,
+                timeout=300)
+    run_hostile(["gxo", "exec", "--state-dir", tmp_path / "state", "loop.gxp"], expect_rc=1,
+                message=f"+: the text would be 33,554,432 characters, {LIMIT}", cwd=tmp_path)

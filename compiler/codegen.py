@@ -463,7 +463,8 @@ class _Fn:
         fast = _FAST_METHODS.get(name)
         if fast is not None and all(isinstance(a, ast.Literal) and type(a.value) is str
                                     for a in e.args[:-1]) \
-                and not (name == "replace" and len(e.args[1].value) > len(e.args[0].value)):  # type: ignore[attr-defined]
+                and not (name == "replace"
+                         and len(e.args[1].value) > len(e.args[0].value)):  # type: ignore[attr-defined]
             # (a replace that grows the text: the helper, which checks the text limit)
             # a str method on the subject, behind an exact-type test; else the checking helper
             consts = [_const(a.value) for a in e.args[:-1]]  # type: ignore[union-attr]

@@ -74,11 +74,12 @@ def test_a_chain_of_workloads_doubling_a_register_stops_at_the_limit(tmp_path: P
              '    process: {module: control:identity, params: {v: "ab"}}']
     for i in range(1, 31):
         lines += [f'  - name: w{i}', '    lifecycle: {policy: run_once}', f'    register: r{i}',
-                  f'    process: {{module: control:identity, params: {{v: "{{{{ print .r{i - 1}.v .r{i - 1}.v }}}}"}}}}']
+                  "    process: {module: control:identity, params: {v: "
+                  f'"{{{{ print .r{i - 1}.v .r{i - 1}.v }}}}"}}}}']
     path = tmp_path / "chain.yaml"
     path.write_text("\n".join(lines) + "\n")
-    r = run_hostile(["gxo", "run", path], expect_rc=1, message=f"print: the text would be 33,554,432 characters, {LIMIT}",
-                    cwd=tmp_path)
+    r = run_hostile(["gxo", "run", path], expect_rc=1, cwd=tmp_path,
+                    message=f"print: the text would be 33,554,432 characters, {LIMIT}")
     assert "ok=24 " in r.stdout and "failed=1 " in r.stdout  # 2 * 2**23 = 16 MiB still fits
 
 
@@ -101,7 +102,9 @@ workloads:
     process:
       module: control:assert
       params:
-        condition: '{{ len (toJson (.big.v | replace "a" "xyz")) }} == 4194306 and {{ len (join "," (list .big.v .big.v)) }} == 4194305'
+        condition: >-
+          {{ len (toJson (.big.v | replace "a" "xyz")) }} == 4194306
+          and {{ len (join "," (list .big.v .big.v)) }} == 4194305
 """)
     run_hostile(["gxo", "run", path], expect_rc=0, cwd=tmp_path)
 
@@ -170,7 +173,7 @@ def test_each_text_building_function_refuses_past_the_limit() -> None:
         ("title", lambda: exprlib.fn_title("ß " * (M // 3 + 1))),  # each word: "SS " (1.5 s)
     ]
     for what, call in cases:
-        with pytest.raises(EvalError, match=f"^{re.escape(what)}: the text would be [0-9,]+ characters, over the limit"):
+        with pytest.raises(EvalError, match=f"^{re.escape(what)}: the text would be [0-9,]+ characters, over"):
             call()
 
 

@@ -252,19 +252,58 @@ def json_size(v: object, limit: int = MAX_TEXT_CHARS, *, escapes: bool = False) 
     return sizes[id(v)]
 
 
-def _json_text(what: str, encode: Callable[[object], str], v: object) -> str:
-    """``encode(v)`` (JSON), measured before it is built and checked after (escapes)."""
-    size = json_size(v)
+def _tree_size(v: object, budget: list[int], depth: int = 0) -> int:
+    """``json_size`` of plain lists, tuples and maps of strings, numbers, booleans and nulls,
+    recursively (the usual value printed): -1 for anything else, deeper than 32 levels, or
+    past ``budget[0]`` lists, maps and items (a value shared many times is measured by
+    ``json_size``, once each)."""
+    t = type(v)
+    if t is str:
+        return len(v) + 2  # type: ignore[arg-type]
+    if t is int or t is float or t is bool or v is None:
+        return 1
+    if depth > 32:
+        return -1
+    if t is dict:
+        budget[0] -= len(v) + 1  # type: ignore[arg-type]
+        if budget[0] < 0:
+            return -1
+        size = 1
+        for k, c in v.items():  # type: ignore[attr-defined]
+            n = _tree_size(c, budget, depth + 1)
+            if n < 0 or type(k) is not str:
+                return -1
+            size += n + len(k) + 4
+        return size
+    if t is list or t is tuple:
+        budget[0] -= len(v) + 1  # type: ignore[arg-type]
+        if budget[0] < 0:
+            return -1
+        size = 1
+        for c in v:  # type: ignore[attr-defined]
+            n = _tree_size(c, budget, depth + 1)
+            if n < 0:
+                return -1
+            size += n + 1
+        return size
+    return -1
+
+
+def _json_text(what: str, encode: Callable[[object], str], v: object, prefix: str = "") -> str:
+    """``encode(v)`` (JSON), measured before it is built (and checked after); an encoding
+    error is an :class:`EvalError` of ``prefix`` and its message."""
+    size = _tree_size(v, [4096])
+    if size < 0:
+        size = json_size(v)
     if size > MAX_TEXT_CHARS // 6:  # escapes could take it past the limit: count them
         size = json_size(v, escapes=True)
     if size > MAX_TEXT_CHARS:
         raise text_too_long(what, size)
     try:
-        return _bounded(what, encode(v))
+        out = encode(v)
     except (TypeError, ValueError) as e:
-        if isinstance(e, EvalError):
-            raise
-        raise EvalError(str(e)) from None
+        raise EvalError(f"{prefix}{e}") from None
+    return _bounded(what, out)
 
 
 def _sub_bounded(rx: Any, repl: str, s: str) -> str:
@@ -678,12 +717,7 @@ _to_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan
 def fn_toJson(x: object) -> str:
     if isinstance(x, str) and len(x) + 2 <= MAX_TEXT_CHARS // 6:  # escaped at most 6 times longer
         return _to_json(x)
-    try:
-        return _json_text("toJson", _to_json, x)
-    except EvalError as e:
-        if str(e).startswith("toJson"):
-            raise
-        raise EvalError(f"toJson: {e}") from None
+    return _json_text("toJson", _to_json, x, "toJson: ")
 
 
 def fn_fromJson(s: object) -> object:
@@ -753,12 +787,20 @@ def fn_split(sep: object, s: object) -> list[str]:
 def fn_join(sep: object, lst: object) -> str:
     sep = _need_str("join", "SEP", sep)
     lst = _need_list("join", lst)
-    size = len(sep) * (len(lst) - 1)
-    if all(type(x) is str for x in lst):
-        parts = lst  # measured as they are
-        if size <= MAX_TEXT_CHARS:
-            size += sum(map(len, parts))  # type: ignore[arg-type]
+    size = len(sep) * max(len(lst) - 1, 0)
+    try:
+        size += sum(map(len, lst))  # type: ignore[arg-type]
+    except TypeError:  # a number: its text form is made below
+        size = -1
+    if 0 <= size <= MAX_TEXT_CHARS:
+        try:
+            return sep.join(lst)  # type: ignore[arg-type]
+        except TypeError:  # not only strings (a list's len is not its text's): below
+            pass
+    if size > MAX_TEXT_CHARS and all(type(x) is str for x in lst):
+        parts = lst
     else:
+        size = len(sep) * max(len(lst) - 1, 0)
         parts = []
         for x in lst:  # each text form counted as it is made
             if size > MAX_TEXT_CHARS:

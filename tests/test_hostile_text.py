@@ -226,3 +226,18 @@ workloads:
                 timeout=300)
     run_hostile(["gxo", "exec", "--state-dir", tmp_path / "state", "loop.gxp"], expect_rc=1,
                 message=f"+: the text would be 33,554,432 characters, {LIMIT}", cwd=tmp_path)
+
+
+def test_the_usual_values_are_measured_exactly_and_printed_as_before() -> None:
+    """A value printed at every item (a record, a list of names) takes the short way; its
+    text is the same JSON as ever, and json_size is its length from below."""
+    for v in ({"name": "web", "port": 8080, "tags": ["a", "b"], "on": True, "none": None},
+              ["alice", "bob"], (1, 2.5), [], {}, [[[]]], {"a": {"b": {"c": "é"}}}):
+        assert exprlib._tree_size(v, [4096]) == exprlib.json_size(v) <= len(exprlib.text(v))
+    deep: object = []
+    for _ in range(40):
+        deep = [deep]
+    assert exprlib._tree_size(deep, [4096]) == -1  # too deep for the short way
+    assert exprlib.text(deep) == "[" * 41 + "]" * 41
+    assert exprlib.fn_join(",", []) == ""
+    assert exprlib.fn_join(",", [1, "a", [2], {"k": None}]) == '1,a,[2],{"k":null}'

@@ -1,7 +1,6 @@
 """Limits on what a user hands over, shared by the compiler (playbook YAML) and ``gxo`` (``--var``,
 ``--vars-file``, plans, YAML and JSON read at run time, ``printf``, the text expressions
-build): past them a value or a file
-is refused with a coded error or a ``LimitExceeded`` naming the limit, never a RecursionError,
+build): past them a value or a file is refused with a coded error or a ``LimitExceeded`` naming the limit, never a RecursionError,
 Python's own digit-limit ValueError or gigabytes allocated from a short input.  A file's size
 is checked before it is read (``gxo.runtime.files``).
 

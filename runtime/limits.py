@@ -1,8 +1,9 @@
 """Limits on what a user hands over, shared by the compiler (playbook YAML) and ``gxo`` (``--var``,
 ``--vars-file``, plans, YAML and JSON read at run time, ``printf``, the text expressions
-build): past them a value or a file is refused with a coded error or a ``LimitExceeded`` naming the limit, never a RecursionError,
-Python's own digit-limit ValueError or gigabytes allocated from a short input.  A file's size
-is checked before it is read (``gxo.runtime.files``).
+build): past them a value or a file is refused with a coded error or a ``LimitExceeded``
+naming the limit, never a RecursionError, Python's own digit-limit ValueError or gigabytes
+allocated from a short input.  A file's size is checked before it is read
+(``gxo.runtime.files``).
 
 ``load_yaml`` and ``load_json`` read a document at run time (``data:parse``, ``fromJson``)
 under the playbook loader's limits: size, nesting, nodes after alias expansion, integer digits.

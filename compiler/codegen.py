@@ -522,7 +522,7 @@ class _Fn:
         """``fstring(pieces)``, after statements that raise when its text would be longer than
         ``MAX_TEXT_CHARS`` (counted before it is built: lengths only; an int or a float counts
         nothing, it has at most 4,300 digits).  Returns the f-string and the local holding its
-        length (None: nothing checked, a literal or one value as it is)."""
+        length (None: nothing checked, at most one value that may be long)."""
         terms = []
         for k, t in pieces:
             if k == "str":
@@ -651,7 +651,7 @@ class _Fn:
         self.emit(f"{t} = {self.helper('range_coll')}({coll.src})")
         self.emit(f"if {t}:")
         self.depth += 1
-        mark, outer = len(self.lines), self.depth  # the text's accumulators go here, when the body has text
+        mark, outer = len(self.lines), self.depth  # where the text's accumulators go (a body with text)
         self.ndot += 1
         dot = f"d{self.ndot}"
         self.scopes.append({})
@@ -661,13 +661,14 @@ class _Fn:
         else:
             self.emit(f"for {dot} in ({t}.values() if type({t}) is dict else {t}):")
         self.depth += 1
+        body = len(self.lines)
         if p.value_var is not None:
             local = self.declare(p.value_var)
             self.emit(f"{local} = {dot}")
         src = self.checked(self.block(p.body, dot))[0]
         if src == '""':
-            if self.lines[-1].lstrip().startswith("for "):
-                self.emit("pass")
+            if len(self.lines) == body:
+                self.emit("pass")  # an empty body
             self.depth -= 1
             self.emit(f'{out} = ""')  # no text (assignments only): nothing accumulates
         else:

@@ -34,6 +34,7 @@ import jinja2
 from gxo.compiler.expr import ast
 from gxo.compiler.expr.functions import FUNCTIONS as SIGNATURES
 from gxo.compiler.expr.parser import MAX_DEPTH
+from gxo.runtime.limits import MAX_TEXT_CHARS
 from gxo.runtime.limits import nests_deeper as _nests_deeper
 from gxo.compiler.types import BOOL, FLOAT, INT, STR
 from gxo.runtime import exprlib
@@ -409,8 +410,14 @@ class _Fn:
         a, b = self.args([left, right])
         op = {"add": "+", "sub": "-", "mul": "*"}.get(name)
         if op is not None:
-            if a.typ == b.typ == "int" or (name == "add" and a.typ == b.typ == "str"):
+            if a.typ == b.typ == "int":
                 return _V(f"({a.src} {op} {b.src})", a.typ, False)
+            if name == "add" and a.typ == b.typ == "str":
+                # within the text limit (the checking helper raises past it)
+                a, b = self.materialize(a), self.materialize(b)
+                slow = f"{self.helper('op_add')}({a.src}, {b.src})"
+                return _V(f"({a.src} + {b.src} if len({a.src}) + len({b.src}) <= {MAX_TEXT_CHARS} else {slow})",
+                          "str", False)
             if a.typ == "int" or b.typ == "int":  # one side unknown: test it is an int
                 if a.typ == "int":
                     b = x = self.materialize(b)
@@ -455,7 +462,10 @@ class _Fn:
             return _V(f"c.{name}({_const(e.args[0].value)})", "str", False)
         fast = _FAST_METHODS.get(name)
         if fast is not None and all(isinstance(a, ast.Literal) and type(a.value) is str
-                                    for a in e.args[:-1]):
+                                    for a in e.args[:-1]) \
+                and not (name == "replace"
+                         and len(e.args[1].value) > len(e.args[0].value)):  # type: ignore[attr-defined]
+            # (a replace that grows the text: the helper, which checks the text limit)
             # a str method on the subject, behind an exact-type test; else the checking helper
             consts = [_const(a.value) for a in e.args[:-1]]  # type: ignore[union-attr]
             subj = self.expr(e.args[-1])
@@ -477,24 +487,29 @@ class _Fn:
 
     def to_text(self, v: _V) -> tuple[str, str]:
         """An f-string piece for a materialized value: ("str", src) when it is a str already,
-        else ("slot", src) whose value an f-string writes in its text form."""
+        ("num", src) for an int or a float (an f-string writes them in their text form), else
+        ("slot", src) whose value an f-string writes in its text form."""
+        if not v.atomic:
+            raise CodegenError(f"a template piece must be materialized: {v.src}")
         if v.typ == "str":
             return ("str", v.src)
         if v.typ in ("int", "float"):
-            return ("slot", v.src)  # an f-string writes int and float in their text form
-        # str and int are the common cases: written by the f-string itself, no call
-        x = v.src
-        return ("slot", f"{x} if type({x}) is str or type({x}) is int else {self.helper('text')}({x})")
+            return ("num", v.src)
+        self.helper("text")
+        return ("slot", v.src)
 
     @staticmethod
     def fstring(pieces: list[tuple[str, str]]) -> str:
-        """A str expression joining ("lit", text), ("str", src) and ("slot", src) pieces."""
+        """A str expression joining ("lit", text), ("str", src), ("num", src) and ("slot", src)
+        pieces."""
         merged: list[tuple[str, str]] = []
         for k, t in pieces:
             if k == "lit" and merged and merged[-1][0] == "lit":
                 merged[-1] = ("lit", merged[-1][1] + t)
             elif k != "lit" or t:
-                merged.append((k, t))
+                # str and int are the common cases: written by the f-string itself, no call
+                merged.append((k, f"{t} if type({t}) is str or type({t}) is int else {_HELPERS['text']}({t})"
+                               if k == "slot" else t))
         if not merged:
             return '""'
         if len(merged) == 1:
@@ -502,6 +517,33 @@ class _Fn:
             return _const(t) if k == "lit" else t if k == "str" else f"f\"{{{t}}}\""
         body = "".join(_fstring_text(t) if k == "lit" else "{" + t + "}" for k, t in merged)
         return f'f"{body}"'
+
+    def checked(self, pieces: list[tuple[str, str]]) -> tuple[str, str | None]:
+        """``fstring(pieces)``, after statements that raise when its text would be longer than
+        ``MAX_TEXT_CHARS`` (counted before it is built: lengths only; an int or a float counts
+        nothing, it has at most 4,300 digits).  Returns the f-string and the local holding its
+        length (None: nothing checked, at most one value that may be long)."""
+        terms = []
+        for k, t in pieces:
+            if k == "str":
+                terms.append(f"len({t})")
+            elif k == "slot":
+                # a str's or int's text is written by the f-string; anything else's is measured
+                terms.append(f"(len({t}) if type({t}) is str else 0 if type({t}) is int "
+                             f"else len({self.helper('text')}({t})))")
+            # ("num": an int or a float, at most 4,300 digits)
+        lit = sum(len(t) for k, t in pieces if k == "lit")
+        if len(terms) < 2:
+            # a literal, or one value with literal text around it: no longer than the value
+            # and the playbook's text (a range counts each item's text itself)
+            return self.fstring(pieces), None
+        if lit:
+            terms.append(str(lit))
+        n = self.temp()
+        self.emit(f"{n} = {' + '.join(terms)}")
+        self.emit(f"if {n} > {MAX_TEXT_CHARS}:")
+        self.emit(f"    raise {self.helper('text_too_long')}(\"template\", {n})")
+        return self.fstring(pieces), n
 
     def assign(self, p: ast.Assign) -> None:
         v = self.expr(p.expr)
@@ -573,7 +615,7 @@ class _Fn:
         """``out = <text of parts>`` inside an already emitted ``if``/``else:`` line."""
         self.depth += 1
         pieces = self.block(parts or (), dot)
-        self.emit(f"{out} = {self.fstring(pieces)}")
+        self.emit(f"{out} = {self.checked(pieces)[0]}")
         self.depth -= 1
 
     def if_(self, p: ast.If) -> str:
@@ -609,8 +651,7 @@ class _Fn:
         self.emit(f"{t} = {self.helper('range_coll')}({coll.src})")
         self.emit(f"if {t}:")
         self.depth += 1
-        acc = self.temp()
-        self.emit(f"{acc} = []")
+        mark, outer = len(self.lines), self.depth  # where the text's accumulators go (a body with text)
         self.ndot += 1
         dot = f"d{self.ndot}"
         self.scopes.append({})
@@ -620,14 +661,34 @@ class _Fn:
         else:
             self.emit(f"for {dot} in ({t}.values() if type({t}) is dict else {t}):")
         self.depth += 1
+        body = len(self.lines)
         if p.value_var is not None:
             local = self.declare(p.value_var)
             self.emit(f"{local} = {dot}")
-        pieces = self.block(p.body, dot)
-        self.emit(f"{acc}.append({self.fstring(pieces)})")
-        self.depth -= 1
+        src = self.checked(self.block(p.body, dot))[0]
+        if src == '""':
+            if len(self.lines) == body:
+                self.emit("pass")  # an empty body
+            self.depth -= 1
+            self.emit(f'{out} = ""')  # no text (assignments only): nothing accumulates
+        else:
+            # the text so far is counted at each item (past the limit: the error), and its
+            # pieces are joined by 4,096 (a list of many short strings costs more than the text)
+            acc, part, size, piece = self.temp(), self.temp(), self.temp(), self.temp()
+            self.lines[mark:mark] = ["    " * outer + line
+                                     for line in (f"{acc} = []", f"{part} = []", f"{size} = 0")]
+            self.emit(f"{piece} = {src}")
+            self.emit(f"{size} += len({piece})")
+            self.emit(f"if {size} > {MAX_TEXT_CHARS}:")
+            self.emit(f"    raise {self.helper('text_too_long')}(\"template\", {size})")
+            self.emit(f"{part}.append({piece})")
+            self.emit(f"if len({part}) == 4096:")
+            self.emit(f'    {acc}.append("".join({part}))')
+            self.emit(f"    {part}.clear()")
+            self.depth -= 1
+            self.emit(f'{acc}.append("".join({part}))')
+            self.emit(f'{out} = "".join({acc})')
         self.scopes.pop()
-        self.emit(f'{out} = "".join({acc})')
         self.depth -= 1
         self.emit("else:")
         self.branch(out, p.else_body)
@@ -709,7 +770,7 @@ class _Fn:
                     pieces.append(self.to_text(val))
                     pos = m.end()
                 pieces.append(("lit", v[pos:]))
-                return self.fstring(pieces)
+                return self.checked(pieces)[0]
             if v is None or isinstance(v, (bool, int, float, str)):
                 return _const(v)
             return None
@@ -732,7 +793,7 @@ class _Fn:
                 v = self.expr(tree.single)
                 self.emit(f"return {v.src}")
             else:
-                self.emit(f"return {self.fstring(self.block(tree.parts))}")
+                self.emit(f"return {self.checked(self.block(tree.parts))[0]}")
         else:
             raise CodegenError(f"not an expression tree: {type(tree).__name__}")
         if not self.paths:

@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from gxo.runtime.limits import MAX_FORMAT_WIDTH, LimitExceeded, load_json
+from gxo.runtime.limits import MAX_FORMAT_WIDTH, MAX_TEXT_CHARS, LimitExceeded, load_json
 
 __all__ = [
     "CONTEXT_FUNCTIONS",
@@ -54,6 +54,7 @@ __all__ = [
     "lookup",
     "range_coll",
     "text",
+    "text_too_long",
     "truthy",
 ]
 
@@ -141,6 +142,7 @@ def _json_default(o: object) -> object:
     raise TypeError(f"a value of type {type(o).__name__} has no text form")
 
 
+_encode_str = json.encoder.encode_basestring  # a str's JSON text (ensure_ascii off)
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_json_default).encode
 
 
@@ -165,10 +167,143 @@ def text(v: object) -> str:
         return int.__repr__(v)
     if isinstance(v, float):
         return float.__repr__(v)
+    return _json_text("the text form", _dumps, v)
+
+
+# ---------------------------------------------------------------------------------------------
+# The size of built text (limits.MAX_TEXT_CHARS): each function that builds text checks the
+# length before it builds it where that is cheap to know (a sum of lengths), else right after
+
+
+def text_too_long(what: str, size: int) -> EvalError:
+    """The error of a text of ``size`` characters (or more) past ``MAX_TEXT_CHARS``; the
+    generated code raises it too."""
+    return EvalError(f"{what}: the text would be {size:,} characters, over the limit of "
+                     f"{MAX_TEXT_CHARS:,} (docs/runtime.md#limits)")
+
+
+def _bounded(what: str, s: str) -> str:
+    if len(s) > MAX_TEXT_CHARS:
+        raise text_too_long(what, len(s))
+    return s
+
+
+_CONTAINERS = (Mapping, list, tuple)
+
+
+# JSON escapes (ensure_ascii off): the characters that take more than one, and how many more
+_ESCAPES = (('"', 1), ("\\", 1), *((chr(i), 1 if chr(i) in "\b\f\n\r\t" else 5) for i in range(32)))
+
+
+def _escaped_size(s: str) -> int:
+    """The length of a string's JSON text, escapes included (a long one is scanned 34 times
+    rather than copied)."""
+    if len(s) < 4096:
+        return len(_encode_str(s))
+    return len(s) + 2 + sum([s.count(ch) * extra for ch, extra in _ESCAPES])
+
+
+def json_size(v: object, limit: int = MAX_TEXT_CHARS, *, escapes: bool = False) -> int:
+    """The length of ``v``'s JSON text, estimated from below (a string counts its characters
+    and quotes, and its escapes with ``escapes``; a number or a constant 1), counted until
+    past ``limit``.  A list or map held in several places is measured once, so a value built
+    by doubling (``list $l $l``, 30 times) is measured in 30 steps, not 2**30; a value inside
+    itself counts as past it."""
+    strsize = _escaped_size if escapes else (lambda c: len(c) + 2)
+    if not isinstance(v, _CONTAINERS):
+        return strsize(v) if isinstance(v, str) else 1
+    sizes: dict[int, int] = {}  # id -> size; -1 while its items are being measured
+    stack = [v]
+    while stack:
+        node = stack[-1]
+        key = id(node)
+        seen = sizes.get(key)
+        if seen is not None and seen >= 0:
+            stack.pop()
+            continue
+        values = node.values() if isinstance(node, Mapping) else node  # type: ignore[union-attr]
+        if seen is None:
+            sizes[key] = -1
+            pending = []
+            for c in values:
+                if isinstance(c, _CONTAINERS):
+                    state = sizes.get(id(c))
+                    if state is None:
+                        pending.append(c)
+                    elif state < 0:
+                        return limit + 1  # inside itself
+            if pending:
+                stack.extend(pending)
+                continue
+        size = 1 + len(node)  # type: ignore[arg-type]
+        for c in values:
+            if isinstance(c, str):
+                size += strsize(c)
+            elif isinstance(c, _CONTAINERS):
+                size += sizes[id(c)]
+            else:
+                size += 1
+        if isinstance(node, Mapping):
+            size += sum([len(k) + 3 if isinstance(k, str) else 3 for k in node])
+        if size > limit:
+            return size
+        sizes[key] = size
+        stack.pop()
+    return sizes[id(v)]
+
+
+def _tree_size(v: object, budget: list[int], depth: int = 0) -> int:
+    """``json_size`` of plain lists, tuples and maps of strings, numbers, booleans and nulls,
+    recursively (the usual value printed): -1 for anything else, deeper than 32 levels, or
+    past ``budget[0]`` lists, maps and items (a value shared many times is measured by
+    ``json_size``, once each)."""
+    t = type(v)
+    if t is str:
+        return len(v) + 2  # type: ignore[arg-type]
+    if t is int or t is float or t is bool or v is None:
+        return 1
+    if depth > 32:
+        return -1
+    if t is dict:
+        budget[0] -= len(v) + 1  # type: ignore[arg-type]
+        if budget[0] < 0:
+            return -1
+        size = 1
+        for k, c in v.items():  # type: ignore[attr-defined]
+            n = _tree_size(c, budget, depth + 1)
+            if n < 0 or type(k) is not str:
+                return -1
+            size += n + len(k) + 4
+        return size
+    if t is list or t is tuple:
+        budget[0] -= len(v) + 1  # type: ignore[arg-type]
+        if budget[0] < 0:
+            return -1
+        size = 1
+        for c in v:  # type: ignore[attr-defined]
+            n = _tree_size(c, budget, depth + 1)
+            if n < 0:
+                return -1
+            size += n + 1
+        return size
+    return -1
+
+
+def _json_text(what: str, encode: Callable[[object], str], v: object, prefix: str = "") -> str:
+    """``encode(v)`` (JSON), measured before it is built (and checked after); an encoding
+    error is an :class:`EvalError` of ``prefix`` and its message."""
+    size = _tree_size(v, [4096])
+    if size < 0:
+        size = json_size(v)
+    if size > MAX_TEXT_CHARS // 6:  # escapes could take it past the limit: count them
+        size = json_size(v, escapes=True)
+    if size > MAX_TEXT_CHARS:
+        raise text_too_long(what, size)
     try:
-        return _dumps(v)
+        out = encode(v)
     except (TypeError, ValueError) as e:
-        raise EvalError(str(e)) from None
+        raise EvalError(f"{prefix}{e}") from None
+    return _bounded(what, out)
 
 
 def truthy(v: object) -> bool:
@@ -346,6 +481,8 @@ def op_add(a: object, b: object) -> object:
     if _is_num(a) and _is_num(b):
         return a + b  # type: ignore[operator]
     if isinstance(a, str) and isinstance(b, str):
+        if len(a) + len(b) > MAX_TEXT_CHARS:
+            raise text_too_long("+", len(a) + len(b))
         return a + b
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return [*a, *b]
@@ -554,12 +691,14 @@ def fn_bool(x: object) -> bool:
     return bool(x)
 
 
+_to_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                            default=_json_default).encode
+
+
 def fn_toJson(x: object) -> str:
-    try:
-        return json.dumps(x, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
-                          default=_json_default)
-    except (TypeError, ValueError) as e:
-        raise EvalError(f"toJson: {e}") from None
+    if isinstance(x, str) and len(x) + 2 <= MAX_TEXT_CHARS // 6:  # escaped at most 6 times longer
+        return _to_json(x)
+    return _json_text("toJson", _to_json, x, "toJson: ")
 
 
 def fn_fromJson(s: object) -> object:
@@ -595,17 +734,27 @@ def fn_lower(s: object) -> str:
 def fn_title(s: object) -> str:
     """Go's strings.Title: the first letter of each word upper-cased, the rest untouched."""
     s = _need_str("title", "S", s)
-    out = []
+    chunks = []
     prev_sep = True
-    for ch in s:
-        out.append(ch.upper() if prev_sep else ch)
-        prev_sep = not (ch.isalnum() or ch == "_")
-    return "".join(out)
+    for start in range(0, len(s), 65536):  # by chunks: a list of characters is 8 bytes each
+        out = []
+        for ch in s[start:start + 65536]:
+            out.append(ch.upper() if prev_sep else ch)
+            prev_sep = not (ch.isalnum() or ch == "_")
+        chunks.append("".join(out))
+    return _bounded("title", "".join(chunks))
 
 
 def fn_replace(old: object, new: object, s: object) -> str:
-    return _need_str("replace", "S", s).replace(_need_str("replace", "OLD", old),
-                                                _need_str("replace", "NEW", new))
+    s = _need_str("replace", "S", s)
+    old = _need_str("replace", "OLD", old)
+    new = _need_str("replace", "NEW", new)
+    grow = len(new) - len(old)
+    if grow > 0 and len(s) + (len(s) // max(len(old), 1) + 1) * grow > MAX_TEXT_CHARS:
+        size = len(s) + s.count(old) * grow  # the exact length, before it is built
+        if size > MAX_TEXT_CHARS:
+            raise text_too_long("replace", size)
+    return s.replace(old, new)
 
 
 def fn_split(sep: object, s: object) -> list[str]:
@@ -618,7 +767,31 @@ def fn_split(sep: object, s: object) -> list[str]:
 
 def fn_join(sep: object, lst: object) -> str:
     sep = _need_str("join", "SEP", sep)
-    return sep.join([text(x) for x in _need_list("join", lst)])
+    lst = _need_list("join", lst)
+    size = len(sep) * max(len(lst) - 1, 0)
+    try:
+        size += sum(map(len, lst))  # type: ignore[arg-type]
+    except TypeError:  # a number: its text form is made below
+        size = -1
+    if 0 <= size <= MAX_TEXT_CHARS:
+        try:
+            return sep.join(lst)  # type: ignore[arg-type]
+        except TypeError:  # not only strings (a list's len is not its text's): below
+            pass
+    if size > MAX_TEXT_CHARS and all(type(x) is str for x in lst):
+        parts = lst
+    else:
+        size = len(sep) * max(len(lst) - 1, 0)
+        parts = []
+        for x in lst:  # each text form counted as it is made
+            if size > MAX_TEXT_CHARS:
+                break
+            t = x if type(x) is str else text(x)
+            size += len(t)
+            parts.append(t)
+    if size > MAX_TEXT_CHARS:
+        raise text_too_long("join", size)
+    return sep.join(parts)  # type: ignore[arg-type]
 
 
 def fn_contains(sub: object, s: object) -> bool:
@@ -634,7 +807,10 @@ def fn_hasSuffix(suffix: object, s: object) -> bool:
 
 
 def fn_quote(x: object) -> str:
-    return json.dumps(text(x), ensure_ascii=False)
+    t = text(x)
+    if len(t) + 2 > MAX_TEXT_CHARS:
+        raise text_too_long("quote", len(t) + 2)
+    return _bounded("quote", json.dumps(t, ensure_ascii=False))
 
 
 #: compiled patterns (gxo.runtime.regex, RE2), imported on first use: most plans have none
@@ -664,11 +840,14 @@ def fn_regex_match(pattern: object, s: object) -> bool:
 
 
 def fn_regex_replace(pattern: object, repl: object, s: object) -> str:
-    from gxo.runtime.regex import RegexError
+    from gxo.runtime.regex import RegexError, TextTooLong
 
     rx = _regex("regex_replace", pattern)
     try:
-        return rx.sub(_need_str("regex_replace", "REPL", repl), _need_str("regex_replace", "S", s))
+        return rx.sub(_need_str("regex_replace", "REPL", repl), _need_str("regex_replace", "S", s),
+                      limit=MAX_TEXT_CHARS)
+    except TextTooLong as e:
+        raise text_too_long("regex_replace", e.size) from None
     except RegexError as e:
         raise EvalError(f"regex_replace: invalid replacement {json.dumps(repl)}: {e}") from None
 
@@ -677,17 +856,27 @@ def fn_print(*args: object) -> str:
     """Go's fmt.Sprint: a space between two operands when neither is a string."""
     out: list[str] = []
     prev_str = True
+    size = 0
     for i, a in enumerate(args):
         is_str = isinstance(a, str)
         if i and not is_str and not prev_str:
             out.append(" ")
-        out.append(text(a))
+            size += 1
+        t = a if type(a) is str else text(a)
+        size += len(t)
+        if size > MAX_TEXT_CHARS:
+            raise text_too_long("print", size)
+        out.append(t)
         prev_str = is_str
     return "".join(out)
 
 
 def fn_println(*args: object) -> str:
-    return " ".join([text(a) for a in args]) + "\n"
+    parts = [a if type(a) is str else text(a) for a in args]
+    size = sum([len(t) for t in parts]) + max(len(parts), 1)
+    if size > MAX_TEXT_CHARS:
+        raise text_too_long("println", size)
+    return " ".join(parts) + "\n"
 
 
 _VERB = re.compile(r"%([-+# 0]*)(\d+)?(?:\.(\d+))?(.?)", re.DOTALL)
@@ -736,6 +925,9 @@ def fn_printf(fmt: object, *args: object) -> str:
     out.append(fmt[pos:])
     if n < len(args):
         raise EvalError(f"printf: {len(args) - n} extra argument(s) for {json.dumps(fmt)}")
+    size = sum([len(t) for t in out])
+    if size > MAX_TEXT_CHARS:
+        raise text_too_long("printf", size)
     return "".join(out)
 
 
@@ -767,11 +959,14 @@ def _align(flags: str, width: str | None) -> str:
 
 
 def fn_urlquery(*args: object) -> str:
-    return urllib.parse.quote_plus(fn_print(*args), safe="")
+    return _bounded("urlquery", urllib.parse.quote_plus(fn_print(*args), safe=""))
 
 
 def fn_b64enc(s: object) -> str:
-    return base64.b64encode(_need_str("b64enc", "S", s).encode("utf-8")).decode("ascii")
+    data = _need_str("b64enc", "S", s).encode("utf-8")
+    if (len(data) + 2) // 3 * 4 > MAX_TEXT_CHARS:
+        raise text_too_long("b64enc", (len(data) + 2) // 3 * 4)
+    return base64.b64encode(data).decode("ascii")
 
 
 def fn_b64dec(s: object) -> str:

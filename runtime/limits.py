@@ -1,8 +1,9 @@
 """Limits on what a user hands over, shared by the compiler (playbook YAML) and ``gxo`` (``--var``,
-``--vars-file``, plans, YAML and JSON read at run time, ``printf``): past them a value or a file
-is refused with a coded error or a ``LimitExceeded`` naming the limit, never a RecursionError,
-Python's own digit-limit ValueError or gigabytes allocated from a short input.  A file's size
-is checked before it is read (``gxo.runtime.files``).
+``--vars-file``, plans, YAML and JSON read at run time, ``printf``, the text expressions
+build): past them a value or a file is refused with a coded error or a ``LimitExceeded``
+naming the limit, never a RecursionError, Python's own digit-limit ValueError or gigabytes
+allocated from a short input.  A file's size is checked before it is read
+(``gxo.runtime.files``).
 
 ``load_yaml`` and ``load_json`` read a document at run time (``data:parse``, ``fromJson``)
 under the playbook loader's limits: size, nesting, nodes after alias expansion, integer digits.
@@ -20,6 +21,11 @@ MAX_INT_BITS = int(MAX_INT_DIGITS * math.log2(10))  # the same, for hex, octal a
 MAX_YAML_BYTES = 10 * 1024 * 1024  # a YAML document: a playbook, or one read at run time
 MAX_YAML_NODES = 250_000  # nodes of a YAML document after alias and merge-key expansion
 MAX_FORMAT_WIDTH = 10_000  # printf: a verb's width or precision (`%10000s`, `%.10000f`)
+#: the text an expression or a template builds (concatenation, `print`, `printf`, `join`,
+#: `replace`, `toJson`, a `range` body repeated...), in characters (``len`` of the str: a
+#: character takes 1 to 4 bytes of memory); a value read whole from elsewhere (a register, a
+#: var) is not cut, only what is built from it
+MAX_TEXT_CHARS = 16 * 1024 * 1024
 
 
 class LimitExceeded(ValueError):

@@ -57,6 +57,14 @@ def _why(pattern: str, error: str | bytes) -> str:
     return error
 
 
+class TextTooLong(Exception):
+    """``sub`` would build a text longer than its ``limit`` (``size``: at least this long)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the text would be at least {size:,} characters")
+        self.size = size
+
+
 class Regex:
     """A compiled pattern: ``test`` (found anywhere), ``finditer`` (the spans of every match
     and its groups) and ``sub``."""
@@ -121,31 +129,48 @@ class Regex:
             else:
                 pos = stop
 
-    def sub(self, repl: str, text: str) -> str:
+    def sub(self, repl: str, text: str, limit: int | None = None) -> str:
         """``text`` with every match replaced by ``repl``, whose ``\\1``/``\\g<name>`` name
-        groups (as Python's ``re.sub``)."""
+        groups (as Python's ``re.sub``); ``TextTooLong`` as soon as the result would pass
+        ``limit`` characters (the pieces are joined as they come, so millions of matches never
+        hold millions of small strings at once)."""
         pieces = self._templates.get(repl)
         if pieces is None:
             pieces = _template(repl, self.groups, self.groupindex)
             if len(self._templates) < 64:
                 self._templates[repl] = pieces
         out: list[str] = []
+        chunks: list[str] = []  # ``out`` joined every few thousand pieces
+        size = 0  # characters of the result so far
         last = 0
+        matched = False
         for _, spans in self.finditer(text):
+            matched = True
             start, stop = spans[0]
             out.append(text[last:start])
+            size += start - last
             for piece in pieces:
                 if type(piece) is str:
                     out.append(piece)
+                    size += len(piece)
                 else:
                     g0, g1 = spans[piece]
                     if g0 >= 0:
                         out.append(text[g0:g1])
+                        size += g1 - g0
             last = stop
-        if not out:
+            if limit is not None and size > limit:
+                raise TextTooLong(size)
+            if len(out) >= 4096:
+                chunks.append("".join(out))
+                out.clear()
+        if not matched:
             return text
+        if limit is not None and size + len(text) - last > limit:
+            raise TextTooLong(size + len(text) - last)
         out.append(text[last:])
-        return "".join(out)
+        chunks.append("".join(out))
+        return "".join(chunks)
 
 
 _ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}

@@ -34,7 +34,7 @@ import jinja2
 from gxo.compiler.expr import ast
 from gxo.compiler.expr.functions import FUNCTIONS as SIGNATURES
 from gxo.compiler.expr.parser import MAX_DEPTH
-from gxo.runtime.limits import MAX_TEXT_CHARS
+from gxo.runtime.limits import MAX_INT_BITS, MAX_TEXT_CHARS
 from gxo.runtime.limits import nests_deeper as _nests_deeper
 from gxo.compiler.types import BOOL, FLOAT, INT, STR
 from gxo.runtime import exprlib
@@ -411,6 +411,11 @@ class _Fn:
         op = {"add": "+", "sub": "-", "mul": "*"}.get(name)
         if op is not None:
             if a.typ == b.typ == "int":
+                if name == "mul":  # within the integer limit (a product adds the operands' bits)
+                    a, b = self.materialize(a), self.materialize(b)
+                    slow = f"{self.helper('op_mul')}({a.src}, {b.src})"
+                    return _V(f"({a.src} * {b.src} if ({a.src}).bit_length() + ({b.src}).bit_length() <= "
+                              f"{MAX_INT_BITS + 1} else {slow})", "int", False)
                 return _V(f"({a.src} {op} {b.src})", a.typ, False)
             if name == "add" and a.typ == b.typ == "str":
                 # within the text limit (the checking helper raises past it)
@@ -423,6 +428,11 @@ class _Fn:
                     b = x = self.materialize(b)
                 else:
                     a = x = self.materialize(a)
+                if name == "mul":
+                    a, b = self.materialize(a), self.materialize(b)
+                    slow = f"{self.helper('op_mul')}({a.src}, {b.src})"
+                    return _V(f"({a.src} * {b.src} if type({x.src}) is int and ({a.src}).bit_length() + "
+                              f"({b.src}).bit_length() <= {MAX_INT_BITS + 1} else {slow})", None, False)
                 slow = f"{self.helper('op_' + name)}({a.src}, {b.src})"
                 return _V(f"({a.src} {op} {b.src} if type({x.src}) is int else {slow})", None, False)
         if name == "mod" and b.typ == "int" and b.atomic and b.src.lstrip("-").isdigit() and int(b.src) != 0:

@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from gxo.runtime.limits import MAX_FORMAT_WIDTH, MAX_TEXT_CHARS, LimitExceeded, load_json
+from gxo.runtime.limits import MAX_FORMAT_WIDTH, MAX_INT_BITS, MAX_LIST_ITEMS, MAX_TEXT_CHARS, LimitExceeded, load_json
 
 __all__ = [
     "CONTEXT_FUNCTIONS",
@@ -180,6 +180,12 @@ def text_too_long(what: str, size: int) -> EvalError:
     generated code raises it too."""
     return EvalError(f"{what}: the text would be {size:,} characters, over the limit of "
                      f"{MAX_TEXT_CHARS:,} (docs/runtime.md#limits)")
+
+
+def list_too_long(what: str, size: int) -> EvalError:
+    """The error of a list of ``size`` items past ``MAX_LIST_ITEMS``."""
+    return EvalError(f"{what}: the list would hold {size:,} items, over the limit of "
+                     f"{MAX_LIST_ITEMS:,} (docs/runtime.md#limits)")
 
 
 def _bounded(what: str, s: str) -> str:
@@ -485,6 +491,8 @@ def op_add(a: object, b: object) -> object:
             raise text_too_long("+", len(a) + len(b))
         return a + b
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) + len(b) > MAX_LIST_ITEMS:
+            raise list_too_long("+", len(a) + len(b))
         return [*a, *b]
     raise EvalError(f"cannot add {kind(a)} and {kind(b)}")
 
@@ -501,6 +509,9 @@ def op_sub(a: object, b: object) -> object:
 
 def op_mul(a: object, b: object) -> object:
     _nums("*", a, b)
+    if type(a) is int and type(b) is int and a.bit_length() + b.bit_length() > MAX_INT_BITS + 1:
+        raise EvalError(f"*: the product would have more than {MAX_INT_BITS:,} bits, over the integer "
+                        "limit (docs/runtime.md#limits)")
     return a * b  # type: ignore[operator]
 
 
@@ -761,7 +772,11 @@ def fn_split(sep: object, s: object) -> list[str]:
     sep = _need_str("split", "SEP", sep)
     s = _need_str("split", "S", s)
     if sep == "":
+        if len(s) > MAX_LIST_ITEMS:
+            raise list_too_long("split", len(s))
         return list(s)
+    if len(s) > MAX_LIST_ITEMS and s.count(sep) >= MAX_LIST_ITEMS:
+        raise list_too_long("split", s.count(sep) + 1)
     return s.split(sep)
 
 

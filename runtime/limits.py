@@ -26,6 +26,9 @@ MAX_FORMAT_WIDTH = 10_000  # printf: a verb's width or precision (`%10000s`, `%.
 #: character takes 1 to 4 bytes of memory); a value read whole from elsewhere (a register, a
 #: var) is not cut, only what is built from it
 MAX_TEXT_CHARS = 16 * 1024 * 1024
+#: items of a list an expression builds (``+`` of two lists, ``split``): a list of N items takes
+#: at least 8 N bytes, so past this a short input could ask for gigabytes
+MAX_LIST_ITEMS = 1_000_000
 
 
 class LimitExceeded(ValueError):

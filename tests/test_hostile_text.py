@@ -53,8 +53,9 @@ workloads:
     ('{{ $x := "ab" }}{{ range 30 }}{{ $x = $x | regex_replace "^(.*)$" `\\1\\1` }}{{ end }}', "regex_replace"),
     ('{{ $x := "ab" }}{{ range 30 }}{{ $x = toJson (list $x $x) }}{{ end }}', "toJson"),
     ('{{ $l := list "ab" }}{{ range 40 }}{{ $l = list $l $l }}{{ end }}{{ toJson $l }}', "toJson"),
-    # a list of 2,097,152 items: 18 MiB of text once joined by 7 characters
-    ('{{ $l := list "ab" }}{{ range 21 }}{{ $l = $l + $l }}{{ end }}{{ join "-------" $l }}', "join"),
+    # a list of 524,288 items: 17 MiB of text once joined by 31 characters
+    ('{{ $l := list "ab" }}{{ range 19 }}{{ $l = $l + $l }}{{ end }}{{ join "-------------------------------" $l }}',
+     "join"),
     ('{{ $x := "ab" }}{{ range 22 }}{{ $x = print $x $x }}{{ end }}{{ range 1000 }}{{ $x }}{{ end }}', "template"),
     ('{{ range 1000000000 }}text{{ end }}', "template"),
     ('{{ $x := "ab" }}{{ range 23 }}{{ $x = print $x $x }}{{ end }}{{ $x }}{{ $x }}', "template"),
@@ -65,6 +66,23 @@ def test_text_grown_in_a_template_fails_the_workload_naming_the_limit(tmp_path: 
     path = _exec_playbook(tmp_path, arg)
     r = run_hostile(["gxo", "run", path], expect_rc=1, message=f"{what}: the text would be", cwd=tmp_path)
     assert LIMIT in r.stdout
+    assert "failed=1" in r.stdout
+
+
+@pytest.mark.parametrize(("arg", "message"), [
+    # a list doubled 30 times: 2**30 items (8 GiB of pointers)
+    ('{{ $l := list 1 2 }}{{ range 30 }}{{ $l = $l + $l }}{{ end }}{{ len $l }}',
+     "+: the list would hold 1,048,576 items, over the limit of 1,000,000"),
+    ('{{ $x := "ab" }}{{ range 23 }}{{ $x = print $x $x }}{{ end }}{{ len (split "" $x) }}',
+     "split: the list would hold 16,777,216 items, over the limit of 1,000,000"),
+    # an integer squared 40 times: 2**40 bits
+    ('{{ $x := 3 }}{{ range 40 }}{{ $x = $x * $x }}{{ end }}{{ $x }}',
+     "*: the product would have more than 14,284 bits, over the integer limit"),
+])
+def test_lists_and_integers_grown_in_a_template_fail_naming_the_limit(tmp_path: Path, arg: str,
+                                                                     message: str) -> None:
+    path = _exec_playbook(tmp_path, arg)
+    r = run_hostile(["gxo", "run", path], expect_rc=1, message=message, cwd=tmp_path)
     assert "failed=1" in r.stdout
 
 

@@ -40,7 +40,14 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
     """No implicit resolution: plain scalars are resolved here, by YAML 1.2 core rules."""
 
     yaml_implicit_resolvers: dict = {}
+    yaml_path_resolvers: dict = {}
     DEFAULT_SCALAR_TAG = _PLAIN_TAG
+
+    def resolve(self, kind: type, value: Any, implicit: Any) -> str:
+        # what BaseResolver.resolve returns without implicit or path resolvers, minus its lookups
+        if kind is yaml.ScalarNode:
+            return _PLAIN_TAG
+        return self.DEFAULT_SEQUENCE_TAG if kind is yaml.SequenceNode else self.DEFAULT_MAPPING_TAG
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,8 +159,16 @@ class _IntTooLong(ValueError):
     pass
 
 
+#: the first characters of the plain scalars that are not simply strings
+_SPECIAL_FIRST = frozenset("~nNtTfFyYoO0123456789+-.")
+
+
 def _resolve_plain(text: str) -> tuple[Any, bool]:
     """(value, is_bool_word) for a plain scalar; ``_IntTooLong`` past ``MAX_INT_DIGITS``."""
+    if text and text[0] not in _SPECIAL_FIRST:
+        return text, False  # the common case: a word that no rule below matches
+    if text.isdigit() and text.isascii() and len(text) <= MAX_INT_DIGITS:
+        return int(text), False
     if _NULL_RE.match(text):
         return None, False
     if text in _BOOL:
@@ -238,7 +253,8 @@ def load_playbook(data: bytes | str, path: str, diags: Diagnostics) -> Loaded:
                   help="a playbook needs at least `name`, `schemaVersion` and `workloads`")
         return Loaded(None, text)
     _CURRENT_SOURCE["text"] = text
-    if not _precheck(text, path, diags):
+    counted = _precheck(text, path, diags)
+    if counted is None:
         return Loaded(None, text)
     try:
         composed = yaml.compose(text, Loader=_Loader)
@@ -251,7 +267,8 @@ def load_playbook(data: bytes | str, path: str, diags: Diagnostics) -> Loaded:
     if composed is None:
         diags.add("yaml-syntax", "the playbook holds no YAML document", Span.point(path, 1, 1))
         return Loaded(None, text)
-    total = yaml_expanded_size(composed, {})
+    # without an alias the document is a tree: its size is the count of its node events
+    total = counted if counted >= 0 else yaml_expanded_size(composed, {})
     if total > MAX_NODES:
         diags.add(
             "yaml-limit",
@@ -261,19 +278,30 @@ def load_playbook(data: bytes | str, path: str, diags: Diagnostics) -> Loaded:
                  "reuse less through anchors",
         )
         return Loaded(None, text)
-    conv = _Converter(path, text, diags)
+    conv = _Converter(path, text, diags, shared=counted < 0)
     return Loaded(conv.convert(composed), text)
 
 
 _CURRENT_SOURCE: dict[str, str] = {}
 
 
-def _precheck(text: str, path: str, diags: Diagnostics) -> bool:
-    """One pass over the parser's events: syntax errors and nesting depth, before composing."""
+def _precheck(text: str, path: str, diags: Diagnostics) -> int | None:
+    """One pass over the parser's events: syntax errors and nesting depth, before composing.
+    The count of node events, or -1 when there is an alias (the document is then a graph, its
+    expanded size is counted on the composed nodes); None after an error."""
     depth = 0
+    nodes = 0
+    alias = False
+    scalar_event, alias_event = yaml.ScalarEvent, yaml.AliasEvent
+    starts = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+    ends = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
     try:
         for event in yaml.parse(text, Loader=_Loader):
-            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            kind = type(event)
+            if kind is scalar_event:
+                nodes += 1
+            elif kind in starts:
+                nodes += 1
                 depth += 1
                 if depth > MAX_DEPTH:
                     mark = event.start_mark
@@ -283,16 +311,18 @@ def _precheck(text: str, path: str, diags: Diagnostics) -> bool:
                         Span.point(path, mark.line + 1, mark.column + 1),
                         help="flatten the structure; playbooks never need this depth",
                     )
-                    return False
-            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                    return None
+            elif kind in ends:
                 depth -= 1
+            elif kind is alias_event:
+                alias = True
     except yaml.MarkedYAMLError as exc:
         _yaml_error(exc, path, diags)
-        return False
+        return None
     except (yaml.YAMLError, RecursionError, ValueError) as exc:
         diags.add("yaml-syntax", f"the file could not be read as YAML: {exc}", Span.point(path, 1, 1))
-        return False
-    return True
+        return None
+    return -1 if alias else nodes
 
 
 def _yaml_error(exc: yaml.MarkedYAMLError, path: str, diags: Diagnostics) -> None:
@@ -344,17 +374,20 @@ def _is_unquoted_template(node: yaml.Node) -> bool:
 
 
 class _Converter:
-    def __init__(self, path: str, text: str, diags: Diagnostics) -> None:
+    def __init__(self, path: str, text: str, diags: Diagnostics, *, shared: bool = True) -> None:
         self.path = path
         self.text = text
         self.diags = diags
         self.memo: dict[int, YNode] = {}
+        self.shared = shared  # whether a node may be reached twice (through an alias)
 
     def span(self, node: yaml.Node) -> Span:
         s, e = node.start_mark, node.end_mark
         return Span(self.path, s.line + 1, s.column + 1, e.line + 1, e.column + 1)
 
     def convert(self, node: yaml.Node) -> YNode:
+        if not self.shared and type(node) is yaml.ScalarNode:
+            return self.scalar(node)
         key = id(node)
         done = self.memo.get(key)
         if done is not None:
@@ -400,6 +433,11 @@ class _Converter:
     def _scalar(self, node: yaml.ScalarNode, is_key: bool) -> ScalarNode:
         style = node.style or ""
         raw = node.value
+        if (not style and node.tag == _PLAIN_TAG and raw and raw[0] not in _SPECIAL_FIRST) or (
+                style in ("'", '"') and node.tag == _PLAIN_TAG):
+            s, e = node.start_mark, node.end_mark  # a string as it is written: nothing to resolve
+            return ScalarNode(Span(self.path, s.line + 1, s.column + 1, e.line + 1, e.column + 1), raw, style,
+                              self.text, s.index, e.index)
         value: Any = raw
         if node.tag == _PLAIN_TAG and style == "":
             value, is_bool_word = _resolve_plain(raw)

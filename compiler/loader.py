@@ -67,17 +67,41 @@ class ScalarNode(YNode):
     _start: int = 0  # character index of the node in the source
     _end: int = 0
     _map: list[tuple[int, int]] | None = field(default=None, repr=False)
+    _base: int = field(default=-2, repr=False)  # _written_at(), once known
 
     def position(self, offset: int) -> tuple[int, int]:
         """(line, col), 1-based, of character ``offset`` of this string's value in the file."""
         if not isinstance(self.value, str):
             return self.span.line, self.span.col
         if self._map is None:
+            base = self._base
+            if base == -2:
+                base = self._base = self._written_at()
+            if base >= 0:  # the value is its source text: each character is where it is written
+                starts = _line_starts(self._source)
+                if offset >= len(self.value):
+                    return _line_col(starts, max(self._end - 1, self._start))
+                return _line_col(starts, base + max(offset, 0))
             self._map = _offset_map(self.value, self._source, self._start, self._end, self.style)
         if not self._map:
             return self.span.line, self.span.col
         offset = min(max(offset, 0), len(self._map) - 1)
         return self._map[offset]
+
+    def _written_at(self) -> int:
+        """The source index of the value's first character when the value is exactly the text
+        between the quotes (or the plain text) on one line, no escape or folding in it; else -1.
+        ``_offset_map`` maps such a value character by character, which this shortcut repeats."""
+        value, style = self.value, self.style
+        if not value or style not in ("", "'", '"'):
+            return -1
+        base = self._start + (1 if style else 0)
+        end = base + len(value)
+        if end != self._end - (1 if style else 0) or self._source[base:end] != value:
+            return -1
+        if "\n" in value or "\r" in value or (style == '"' and "\\" in value) or (style == "'" and "''" in value):
+            return -1
+        return base
 
     def sub_span(self, start: int, end: int) -> Span:
         """The file span of value characters ``start:end`` (end exclusive)."""

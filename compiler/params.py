@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from gxo.compiler.diagnostics import Diagnostics, did_you_mean
+from gxo.compiler.schema_check import compile_schema, is_valid
 from gxo.compiler.loader import MapNode, ScalarNode, SeqNode, YNode, is_bool_word, walk_path
 from gxo.compiler.violations import describe, presence_rule
 
@@ -22,6 +23,13 @@ def _validator(name: str):
     from gxo.stdlib import registry
 
     return jsonschema.Draft202012Validator(registry()[name].params_schema)
+
+
+@lru_cache(maxsize=None)
+def _fast_check(name: str):
+    from gxo.stdlib import registry
+
+    return compile_schema(registry()[name].params_schema)
 
 
 def _templated(value: Any) -> bool:
@@ -42,6 +50,8 @@ def validate_params(module: str, plain: Any, node: YNode | None, anchor: YNode, 
         plain = {}
     if node is not None:
         _settle_bool_words(node, _validator(module).schema, diags)
+    if is_valid(_fast_check(module), plain) is True:
+        return  # jsonschema only to explain the errors
     errors = sorted(_validator(module).iter_errors(plain), key=lambda e: [str(p) for p in e.absolute_path])
     seen: set = set()
     for err in errors:

@@ -125,6 +125,36 @@ class Compiler:
     def k_minLength(self, arg: int, schema: dict) -> Check:
         return lambda x: not isinstance(x, str) or len(x) >= arg
 
+    def k_maxLength(self, arg: int, schema: dict) -> Check:
+        return lambda x: not isinstance(x, str) or len(x) <= arg
+
+    def k_minProperties(self, arg: int, schema: dict) -> Check:
+        return lambda x: not isinstance(x, dict) or len(x) >= arg
+
+    def k_maxProperties(self, arg: int, schema: dict) -> Check:
+        return lambda x: not isinstance(x, dict) or len(x) <= arg
+
+    def k_maxItems(self, arg: int, schema: dict) -> Check:
+        return lambda x: not isinstance(x, list) or len(x) <= arg
+
+    def k_contains(self, arg: Any, schema: dict) -> Check:
+        each = self.compile(arg)
+        low = schema.get("minContains", 1)
+        high = schema.get("maxContains")
+
+        def contains(x: Any) -> bool:
+            if not isinstance(x, list):
+                return True
+            n = sum(1 for v in x if each(v))
+            return n >= low and (high is None or n <= high)
+
+        return contains
+
+    def k_minContains(self, arg: int, schema: dict) -> Check:
+        return lambda x: True  # part of `contains`
+
+    k_maxContains = k_minContains
+
     def k_pattern(self, arg: str, schema: dict) -> Check:
         search = re.compile(arg).search
         return lambda x: not isinstance(x, str) or search(x) is not None

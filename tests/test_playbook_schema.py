@@ -695,3 +695,41 @@ def test_fast_check_agrees_on_invalid_playbooks() -> None:
 def test_fast_check_agrees_on_mutated_playbooks() -> None:
     answers = [_agrees(doc) for doc in _mutations(FULL, seed=7, count=600)]
     assert answers.count(True) > 20 and answers.count(False) > 100  # both sides exercised
+
+
+def _module_params() -> list[tuple[str, Any]]:
+    root = Path(__file__).resolve().parents[1]
+    out = []
+    for f in sorted([*root.glob("examples/*.yaml"), *root.glob("tests/golden/check/*/playbook.yaml")]):
+        try:
+            doc = yaml.safe_load(f.read_text(encoding="utf-8"))
+        except yaml.YAMLError:
+            continue
+        for w in (doc.get("workloads") or []) if isinstance(doc, dict) else []:
+            proc = w.get("process") if isinstance(w, dict) else None
+            if isinstance(proc, dict) and isinstance(proc.get("module"), str) and isinstance(proc.get("params"), dict):
+                out.append((proc["module"], proc["params"]))
+    return out
+
+
+def test_fast_check_agrees_on_module_params() -> None:
+    from jsonschema import Draft202012Validator as V
+
+    from gxo.compiler.schema_check import compile_schema, is_valid
+    from gxo.stdlib import registry
+
+    sure = 0
+    cases = _module_params()
+    assert len(cases) > 50
+    for i, (module, params) in enumerate(cases):
+        spec = registry().get(module)
+        if spec is None:
+            continue
+        check = compile_schema(spec.params_schema)
+        assert check is not None, module
+        for doc in [params, *_mutations(params, seed=i, count=20)] if params else [params]:
+            fast = is_valid(check, doc)
+            if fast is not None:
+                sure += 1
+                assert fast == V(spec.params_schema).is_valid(doc), (module, doc)
+    assert sure > 500

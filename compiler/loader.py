@@ -49,6 +49,12 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
             return _PLAIN_TAG
         return self.DEFAULT_SEQUENCE_TAG if kind is yaml.SequenceNode else self.DEFAULT_MAPPING_TAG
 
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        pass  # no path resolvers to follow
+
+    def ascend_resolver(self) -> None:
+        pass
+
 
 # ---------------------------------------------------------------------------------------------
 # Located nodes
@@ -457,12 +463,22 @@ class _Converter:
     def _scalar(self, node: yaml.ScalarNode, is_key: bool) -> ScalarNode:
         style = node.style or ""
         raw = node.value
-        if (not style and node.tag == _PLAIN_TAG and raw and raw[0] not in _SPECIAL_FIRST) or (
-                style in ("'", '"') and node.tag == _PLAIN_TAG):
-            s, e = node.start_mark, node.end_mark  # a string as it is written: nothing to resolve
-            return ScalarNode(Span(self.path, s.line + 1, s.column + 1, e.line + 1, e.column + 1), raw, style,
-                              self.text, s.index, e.index)
         value: Any = raw
+        if node.tag == _PLAIN_TAG:  # the common cases first: a word, a quoted string, a small integer
+            if style:
+                fast = style in ("'", '"')
+            elif not raw:
+                fast = False
+            elif raw[0] not in _SPECIAL_FIRST:
+                fast = True
+            elif raw.isdigit() and raw.isascii() and len(raw) <= MAX_INT_DIGITS:
+                fast, value = True, int(raw)
+            else:
+                fast = False
+            if fast:
+                s, e = node.start_mark, node.end_mark
+                return ScalarNode(Span(self.path, s.line + 1, s.column + 1, e.line + 1, e.column + 1), value,
+                                  style, self.text, s.index, e.index)
         if node.tag == _PLAIN_TAG and style == "":
             value, is_bool_word = _resolve_plain(raw)
             if is_bool_word and not is_key:  # a key is a name (`on:` of data:join), never a boolean

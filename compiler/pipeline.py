@@ -48,6 +48,10 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         if enabled:
+            # what they made joins the oldest generation at once, rather than being walked by
+            # the next young collection
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()
 
 

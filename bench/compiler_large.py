@@ -8,7 +8,8 @@ Playbooks (each near what the limits allow: 10 MiB, 250,000 YAML nodes):
 Goal: `gxoc check` within about 10x of a bare libyaml parse for `scalars`, and under 3 s for
 `workloads`.  Baseline in the same run: `python -c "import yaml; yaml.load(f, CSafeLoader)"`
 of the same file, i.e. only parsing with libyaml; the ratio says what the check costs on top.
-Wall seconds (median) and the peak RSS of the process (os.wait4), whole command each.
+Wall seconds (median), CPU seconds (user + sys, median: what the other processes of a shared
+machine do not inflate) and the peak RSS of the process (os.wait4), whole command each.
 
     .venv/bin/python bench/compiler_large.py [--runs N] [--only workloads,table,...]
 """
@@ -74,8 +75,8 @@ PLAYBOOKS = {
 }
 
 
-def run(cmd: list[str], expect: int, cwd: str) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MB) of one process."""
+def run(cmd: list[str], expect: int, cwd: str) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak RSS in MB) of one process."""
     with tempfile.TemporaryFile() as log:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
@@ -86,12 +87,13 @@ def run(cmd: list[str], expect: int, cwd: str) -> tuple[float, float]:
             log.seek(0)
             sys.exit(f"command exited {proc.returncode}, expected {expect}: {' '.join(cmd)}\n"
                      f"{log.read()[-3000:].decode(errors='replace')}")
-    return wall, usage.ru_maxrss / 1024
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def timed(cmd: list[str], expect: int, cwd: str, runs: int) -> tuple[float, float]:
+def timed(cmd: list[str], expect: int, cwd: str, runs: int) -> tuple[float, float, float]:
     samples = [run(cmd, expect, cwd) for _ in range(runs)]
-    return statistics.median(s[0] for s in samples), max(s[1] for s in samples)
+    return (statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples),
+            max(s[2] for s in samples))
 
 
 def main() -> None:
@@ -109,16 +111,17 @@ def main() -> None:
             size = pb.stat().st_size
             base_cmd = [sys.executable, "-c",
                         f"import yaml; yaml.load(open({str(pb)!r}, 'rb'), Loader=yaml.CSafeLoader)"]
-            base, base_rss = timed(base_cmd, 0, tmp, args.runs)
-            print(f"{label}: {size / 1024:,.0f} KB; libyaml parse (baseline): {base:.2f} s, {base_rss:.0f} MB")
+            base, base_cpu, base_rss = timed(base_cmd, 0, tmp, args.runs)
+            print(f"{label}: {size / 1024:,.0f} KB; libyaml parse (baseline): {base:.2f} s wall, {base_cpu:.2f} s CPU, "
+                  f"{base_rss:.0f} MB")
             cmds = [("check", [gxoc, "check", str(pb)])]
             if not args.no_build and expect == 0:
                 cmds.append(("build --no-native", [gxoc, "build", "--no-native", str(pb), "-o",
                                                    str(Path(tmp) / f"{label}.gxp")]))
             for what, cmd in cmds:
-                wall, rss = timed(cmd, expect, tmp, args.runs)
-                print(f"  gxoc {what}: {wall:.2f} s (median of {args.runs}), peak RSS {rss:.0f} MB; "
-                      f"ratio to baseline {wall / base:.1f}x")
+                wall, cpu, rss = timed(cmd, expect, tmp, args.runs)
+                print(f"  gxoc {what}: {wall:.2f} s wall, {cpu:.2f} s CPU (medians of {args.runs}), peak RSS {rss:.0f} MB; "
+                      f"ratio to baseline {wall / base:.1f}x wall, {cpu / base_cpu:.1f}x CPU")
 
 
 if __name__ == "__main__":

@@ -25,11 +25,15 @@ def _validator(name: str):
     return jsonschema.Draft202012Validator(registry()[name].params_schema)
 
 
-@lru_cache(maxsize=None)
-def _fast_check(name: str):
+def _params_schema(name: str) -> dict:
     from gxo.stdlib import registry
 
-    return compile_schema(registry()[name].params_schema)
+    return registry()[name].params_schema
+
+
+@lru_cache(maxsize=None)
+def _fast_check(name: str):
+    return compile_schema(_params_schema(name))
 
 
 def _templated(value: Any) -> bool:
@@ -49,7 +53,7 @@ def validate_params(module: str, plain: Any, node: YNode | None, anchor: YNode, 
     if plain is None:
         plain = {}
     if node is not None:
-        _settle_bool_words(node, _validator(module).schema, diags)
+        _settle_bool_words(node, _params_schema(module), diags)
     if is_valid(_fast_check(module), plain) is True:
         return  # jsonschema only to explain the errors
     errors = sorted(_validator(module).iter_errors(plain), key=lambda e: [str(p) for p in e.absolute_path])

@@ -169,8 +169,8 @@ class Compiler:
         def unique(x: Any) -> bool:
             if not isinstance(x, list) or len(x) < 2:
                 return True
-            if not all(isinstance(v, str) for v in x):
-                raise Unsure
+            if not all(type(v) is str or type(v) is int for v in x):
+                raise Unsure  # booleans and floats: jsonschema's equality is not Python's
             return len(set(x)) == len(x)
 
         return unique

@@ -60,13 +60,19 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
 # Located nodes
 
 
-@dataclass(eq=False, slots=True)
 class YNode:
+    """A located node: ``span`` is where it is in the file."""
+
+    __slots__ = ()
     span: Span
 
 
 @dataclass(eq=False, slots=True)
 class ScalarNode(YNode):
+    """A scalar; its ``span`` may be given as the tuple of ``Span``'s fields, made into a
+    ``Span`` when first read (most scalars of a large playbook are never reported on)."""
+
+    _span: Span | tuple
     value: Any  # str, int, float, bool or None
     style: str = ""  # "" plain, "'", '"', "|", ">"
     _source: str = field(default="", repr=False)
@@ -74,6 +80,13 @@ class ScalarNode(YNode):
     _end: int = 0
     _map: list[tuple[int, int]] | None = field(default=None, repr=False)
     _base: int = field(default=-2, repr=False)  # _written_at(), once known
+
+    @property  # type: ignore[override]
+    def span(self) -> Span:
+        s = self._span
+        if type(s) is tuple:
+            s = self._span = Span(*s)
+        return s
 
     def position(self, offset: int) -> tuple[int, int]:
         """(line, col), 1-based, of character ``offset`` of this string's value in the file."""
@@ -120,6 +133,7 @@ class ScalarNode(YNode):
 
 @dataclass(eq=False, slots=True)
 class MapNode(YNode):
+    span: Span
     items: list[tuple[ScalarNode, YNode]] = field(default_factory=list)
 
     def get(self, key: str) -> YNode | None:
@@ -140,6 +154,7 @@ class MapNode(YNode):
 
 @dataclass(eq=False, slots=True)
 class SeqNode(YNode):
+    span: Span
     items: list[YNode] = field(default_factory=list)
 
 
@@ -477,7 +492,7 @@ class _Converter:
                 fast = False
             if fast:
                 s, e = node.start_mark, node.end_mark
-                return ScalarNode(Span(self.path, s.line + 1, s.column + 1, e.line + 1, e.column + 1), value,
+                return ScalarNode((self.path, s.line + 1, s.column + 1, e.line + 1, e.column + 1), value,
                                   style, self.text, s.index, e.index)
         if node.tag == _PLAIN_TAG and style == "":
             value, is_bool_word = _resolve_plain(raw)

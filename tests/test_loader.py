@@ -181,3 +181,23 @@ workloads:
     res = check_source(text, "p.yaml")
     warned = sorted(d.span.line for d in res.diags if d.code == "bool-string")
     assert warned == [4, 25], [(d.span.line, d.message) for d in res.diags]  # the var, ignore_errors
+
+
+@pytest.mark.parametrize("alias", [False, True])
+def test_node_limit_is_exact_with_and_without_aliases(alias: bool) -> None:
+    """The count taken in the syntax pass (no alias) and the expanded count (aliases) agree on
+    the limit: a document of exactly MAX_NODES nodes loads, one more node is refused."""
+    from gxo.compiler.loader import MAX_NODES
+
+    def doc(nodes: int) -> str:
+        # the root mapping, its key `a`, the list, and its items; with an alias, the last item
+        # is `*x`, an alias of the scalar anchored as the first item (one node expanded)
+        items = nodes - 3
+        body = ["&x 0", *(["1"] * (items - 2)), "*x" if alias else "2"]
+        return "a: [" + ",".join(body) + "]\n"
+
+    root, d = load(doc(MAX_NODES))
+    assert [x.code for x in d] == [] and isinstance(root, MapNode)
+    assert len(root.get("a").items) == MAX_NODES - 3  # type: ignore[union-attr]
+    root, d = load(doc(MAX_NODES + 1))
+    assert root is None and [x.code for x in d] == ["yaml-limit"]

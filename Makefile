@@ -30,6 +30,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/check_scale.py
+	$(PY) bench/compiler_large.py
 	$(PY) bench/loader_bomb.py
 	$(PY) bench/kernel.py
 	$(PY) bench/expressions.py

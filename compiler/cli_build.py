@@ -95,6 +95,17 @@ def _build_plan(playbook: str, output: str | None, *, no_native: bool, jobs: int
                 channel_buffer_size: int | None, warnings_as_errors: bool, signing_key: Any) -> tuple[Any, Any, str]:
     """Check, lower and write the plan; the native shards build while the bytecode and the
     manifest are made."""
+    from gxo.compiler.pipeline import gc_paused
+
+    with gc_paused():
+        return _build_plan_paused(playbook, output, no_native=no_native, jobs=jobs, cython=cython,
+                                  channel_buffer_size=channel_buffer_size, warnings_as_errors=warnings_as_errors,
+                                  signing_key=signing_key)
+
+
+def _build_plan_paused(playbook: str, output: str | None, *, no_native: bool, jobs: int | None, cython: Any,
+                       channel_buffer_size: int | None, warnings_as_errors: bool,
+                       signing_key: Any) -> tuple[Any, Any, str]:
     from gxo.compiler.emit import NativeMembers, build_plan, emit_gxp, members_of
 
     result, data = _compile(playbook, build=True, warnings_as_errors=warnings_as_errors)

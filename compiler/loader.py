@@ -40,37 +40,87 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
     """No implicit resolution: plain scalars are resolved here, by YAML 1.2 core rules."""
 
     yaml_implicit_resolvers: dict = {}
+    yaml_path_resolvers: dict = {}
     DEFAULT_SCALAR_TAG = _PLAIN_TAG
+
+    def resolve(self, kind: type, value: Any, implicit: Any) -> str:
+        # what BaseResolver.resolve returns without implicit or path resolvers, minus its lookups
+        if kind is yaml.ScalarNode:
+            return _PLAIN_TAG
+        return self.DEFAULT_SEQUENCE_TAG if kind is yaml.SequenceNode else self.DEFAULT_MAPPING_TAG
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        pass  # no path resolvers to follow
+
+    def ascend_resolver(self) -> None:
+        pass
 
 
 # ---------------------------------------------------------------------------------------------
 # Located nodes
 
 
-@dataclass(eq=False, slots=True)
 class YNode:
+    """A located node: ``span`` is where it is in the file."""
+
+    __slots__ = ()
     span: Span
 
 
 @dataclass(eq=False, slots=True)
 class ScalarNode(YNode):
+    """A scalar; its ``span`` may be given as the tuple of ``Span``'s fields, made into a
+    ``Span`` when first read (most scalars of a large playbook are never reported on)."""
+
+    _span: Span | tuple
     value: Any  # str, int, float, bool or None
     style: str = ""  # "" plain, "'", '"', "|", ">"
     _source: str = field(default="", repr=False)
     _start: int = 0  # character index of the node in the source
     _end: int = 0
     _map: list[tuple[int, int]] | None = field(default=None, repr=False)
+    _base: int = field(default=-2, repr=False)  # _written_at(), once known
+
+    @property  # type: ignore[override]
+    def span(self) -> Span:
+        s = self._span
+        if type(s) is tuple:
+            s = self._span = Span(*s)
+        return s
 
     def position(self, offset: int) -> tuple[int, int]:
         """(line, col), 1-based, of character ``offset`` of this string's value in the file."""
         if not isinstance(self.value, str):
             return self.span.line, self.span.col
         if self._map is None:
+            base = self._base
+            if base == -2:
+                base = self._base = self._written_at()
+            if base >= 0:  # the value is its source text: each character is where it is written
+                starts = _line_starts(self._source)
+                if offset >= len(self.value):
+                    return _line_col(starts, max(self._end - 1, self._start))
+                return _line_col(starts, base + max(offset, 0))
             self._map = _offset_map(self.value, self._source, self._start, self._end, self.style)
         if not self._map:
             return self.span.line, self.span.col
         offset = min(max(offset, 0), len(self._map) - 1)
         return self._map[offset]
+
+    def _written_at(self) -> int:
+        """The source index of the value's first character when the value is exactly the text
+        between the quotes (or the plain text) on one line, no escape or folding in it; else -1.
+        ``_offset_map`` maps such a value character by character, which this shortcut repeats."""
+        value, style = self.value, self.style
+        if not value or style not in ("", "'", '"'):
+            return -1
+        base = self._start + (1 if style else 0)
+        end = base + len(value)
+        if end != self._end - (1 if style else 0) or self._source[base:end] != value:
+            return -1
+        if "\n" in value or "\r" in value or (style == '"' and "\\" in value) or (style == "'" and "''" in value):
+            return -1
+        return base
 
     def sub_span(self, start: int, end: int) -> Span:
         """The file span of value characters ``start:end`` (end exclusive)."""
@@ -83,6 +133,7 @@ class ScalarNode(YNode):
 
 @dataclass(eq=False, slots=True)
 class MapNode(YNode):
+    span: Span
     items: list[tuple[ScalarNode, YNode]] = field(default_factory=list)
 
     def get(self, key: str) -> YNode | None:
@@ -103,6 +154,7 @@ class MapNode(YNode):
 
 @dataclass(eq=False, slots=True)
 class SeqNode(YNode):
+    span: Span
     items: list[YNode] = field(default_factory=list)
 
 
@@ -152,8 +204,16 @@ class _IntTooLong(ValueError):
     pass
 
 
+#: the first characters of the plain scalars that are not simply strings
+_SPECIAL_FIRST = frozenset("~nNtTfFyYoO0123456789+-.")
+
+
 def _resolve_plain(text: str) -> tuple[Any, bool]:
     """(value, is_bool_word) for a plain scalar; ``_IntTooLong`` past ``MAX_INT_DIGITS``."""
+    if text and text[0] not in _SPECIAL_FIRST:
+        return text, False  # the common case: a word that no rule below matches
+    if text.isdigit() and text.isascii() and len(text) <= MAX_INT_DIGITS:
+        return int(text), False
     if _NULL_RE.match(text):
         return None, False
     if text in _BOOL:
@@ -238,7 +298,8 @@ def load_playbook(data: bytes | str, path: str, diags: Diagnostics) -> Loaded:
                   help="a playbook needs at least `name`, `schemaVersion` and `workloads`")
         return Loaded(None, text)
     _CURRENT_SOURCE["text"] = text
-    if not _precheck(text, path, diags):
+    counted = _precheck(text, path, diags)
+    if counted is None:
         return Loaded(None, text)
     try:
         composed = yaml.compose(text, Loader=_Loader)
@@ -251,7 +312,8 @@ def load_playbook(data: bytes | str, path: str, diags: Diagnostics) -> Loaded:
     if composed is None:
         diags.add("yaml-syntax", "the playbook holds no YAML document", Span.point(path, 1, 1))
         return Loaded(None, text)
-    total = yaml_expanded_size(composed, {})
+    # without an alias the document is a tree: its size is the count of its node events
+    total = counted if counted >= 0 else yaml_expanded_size(composed, {})
     if total > MAX_NODES:
         diags.add(
             "yaml-limit",
@@ -261,19 +323,30 @@ def load_playbook(data: bytes | str, path: str, diags: Diagnostics) -> Loaded:
                  "reuse less through anchors",
         )
         return Loaded(None, text)
-    conv = _Converter(path, text, diags)
+    conv = _Converter(path, text, diags, shared=counted < 0)
     return Loaded(conv.convert(composed), text)
 
 
 _CURRENT_SOURCE: dict[str, str] = {}
 
 
-def _precheck(text: str, path: str, diags: Diagnostics) -> bool:
-    """One pass over the parser's events: syntax errors and nesting depth, before composing."""
+def _precheck(text: str, path: str, diags: Diagnostics) -> int | None:
+    """One pass over the parser's events: syntax errors and nesting depth, before composing.
+    The count of node events, or -1 when there is an alias (the document is then a graph, its
+    expanded size is counted on the composed nodes); None after an error."""
     depth = 0
+    nodes = 0
+    alias = False
+    scalar_event, alias_event = yaml.ScalarEvent, yaml.AliasEvent
+    starts = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
+    ends = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
     try:
         for event in yaml.parse(text, Loader=_Loader):
-            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            kind = type(event)
+            if kind is scalar_event:
+                nodes += 1
+            elif kind in starts:
+                nodes += 1
                 depth += 1
                 if depth > MAX_DEPTH:
                     mark = event.start_mark
@@ -283,16 +356,18 @@ def _precheck(text: str, path: str, diags: Diagnostics) -> bool:
                         Span.point(path, mark.line + 1, mark.column + 1),
                         help="flatten the structure; playbooks never need this depth",
                     )
-                    return False
-            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                    return None
+            elif kind in ends:
                 depth -= 1
+            elif kind is alias_event:
+                alias = True
     except yaml.MarkedYAMLError as exc:
         _yaml_error(exc, path, diags)
-        return False
+        return None
     except (yaml.YAMLError, RecursionError, ValueError) as exc:
         diags.add("yaml-syntax", f"the file could not be read as YAML: {exc}", Span.point(path, 1, 1))
-        return False
-    return True
+        return None
+    return -1 if alias else nodes
 
 
 def _yaml_error(exc: yaml.MarkedYAMLError, path: str, diags: Diagnostics) -> None:
@@ -344,17 +419,20 @@ def _is_unquoted_template(node: yaml.Node) -> bool:
 
 
 class _Converter:
-    def __init__(self, path: str, text: str, diags: Diagnostics) -> None:
+    def __init__(self, path: str, text: str, diags: Diagnostics, *, shared: bool = True) -> None:
         self.path = path
         self.text = text
         self.diags = diags
         self.memo: dict[int, YNode] = {}
+        self.shared = shared  # whether a node may be reached twice (through an alias)
 
     def span(self, node: yaml.Node) -> Span:
         s, e = node.start_mark, node.end_mark
         return Span(self.path, s.line + 1, s.column + 1, e.line + 1, e.column + 1)
 
     def convert(self, node: yaml.Node) -> YNode:
+        if not self.shared and type(node) is yaml.ScalarNode:
+            return self.scalar(node)
         key = id(node)
         done = self.memo.get(key)
         if done is not None:
@@ -401,6 +479,21 @@ class _Converter:
         style = node.style or ""
         raw = node.value
         value: Any = raw
+        if node.tag == _PLAIN_TAG:  # the common cases first: a word, a quoted string, a small integer
+            if style:
+                fast = style in ("'", '"')
+            elif not raw:
+                fast = False
+            elif raw[0] not in _SPECIAL_FIRST:
+                fast = True
+            elif raw.isdigit() and raw.isascii() and len(raw) <= MAX_INT_DIGITS:
+                fast, value = True, int(raw)
+            else:
+                fast = False
+            if fast:
+                s, e = node.start_mark, node.end_mark
+                return ScalarNode((self.path, s.line + 1, s.column + 1, e.line + 1, e.column + 1), value,
+                                  style, self.text, s.index, e.index)
         if node.tag == _PLAIN_TAG and style == "":
             value, is_bool_word = _resolve_plain(raw)
             if is_bool_word and not is_key:  # a key is a name (`on:` of data:join), never a boolean

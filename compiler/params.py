@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Any
 
 from gxo.compiler.diagnostics import Diagnostics, did_you_mean
+from gxo.compiler.schema_check import compile_schema, is_valid
 from gxo.compiler.loader import MapNode, ScalarNode, SeqNode, YNode, is_bool_word, walk_path
 from gxo.compiler.violations import describe, presence_rule
 
@@ -38,6 +39,17 @@ def _formats():
     return checker
 
 
+def _params_schema(name: str) -> dict:
+    from gxo.stdlib import registry
+
+    return registry()[name].params_schema
+
+
+@lru_cache(maxsize=None)
+def _fast_check(name: str):
+    return compile_schema(_params_schema(name))
+
+
 def _templated(value: Any) -> bool:
     if isinstance(value, str):
         return "{{" in value or "${" in value
@@ -55,7 +67,9 @@ def validate_params(module: str, plain: Any, node: YNode | None, anchor: YNode, 
     if plain is None:
         plain = {}
     if node is not None:
-        _settle_bool_words(node, _validator(module).schema, diags)
+        _settle_bool_words(node, _params_schema(module), diags)
+    if is_valid(_fast_check(module), plain) is True:
+        return  # jsonschema only to explain the errors
     errors = sorted(_validator(module).iter_errors(plain), key=lambda e: [str(p) for p in e.absolute_path])
     seen: set = set()
     for err in errors:

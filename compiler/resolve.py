@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from collections import ChainMap
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -545,7 +546,9 @@ def _iterable(t: T.Type) -> bool:
 
 
 def _scope_for(w: Workload, site: ExprSite, an: Analysis, base: dict) -> Scope:
-    names = dict(base)
+    # the site's own names over the shared base, without copying the base (every register of
+    # the playbook) once per site; iterated, it lists the base's names first, like a copy
+    names: Any = ChainMap({}, base)
     if w.is_looped and site.where != "loop":
         names[w.loop_var] = (_loop_elem(w, an), "loop")
     if site.step is not None or (w.module == "stream:pipeline" and site.per_record):

@@ -63,6 +63,13 @@ def _validator():
     return jsonschema.Draft202012Validator(schema)
 
 
+@lru_cache(maxsize=1)
+def _fast_check():
+    from gxo.compiler.schema_check import compile_schema
+
+    return compile_schema(playbook_schema())
+
+
 def _pattern_of(path: tuple) -> tuple:
     return tuple("*" if isinstance(p, int) else p for p in path)
 
@@ -112,8 +119,11 @@ def validate_playbook(root: YNode, diags: Diagnostics) -> None:
         return
     instance = to_plain(root)
     seen: set[tuple] = set()
-    for err in sorted(_validator().iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path]):
-        _report(err, root, instance, diags, seen)
+    from gxo.compiler.schema_check import is_valid
+
+    if not is_valid(_fast_check(), instance):  # jsonschema only to explain the errors
+        for err in sorted(_validator().iter_errors(instance), key=lambda e: [str(p) for p in e.absolute_path]):
+            _report(err, root, instance, diags, seen)
     version = root.get("schemaVersion")
     if isinstance(version, ScalarNode) and isinstance(version.value, str):
         m = re.match(r"^v?([0-9]+)\.[0-9]+\.[0-9]+$", version.value)

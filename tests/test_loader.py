@@ -42,6 +42,36 @@ def test_offset_positions_for_every_style(text: str, pos: tuple[int, int]) -> No
     assert node.position(node.value.index("{{")) == pos
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        'a: "{{ .x }}"\n', "a: '{{ .x }}'\n", "a: plain {{ .x }}\n", "a: x\n", 'a: "x"\n', "a: ''\n",
+        'a: "é\\t{{ .x }}"\n', "a: 'it''s {{ .x }}'\n", "a: |\n  one {{ .x }}\n", "a: >\n  one\n  two\n",
+        "a: plain\n  more {{ .x }}\n", 'a: "one\n  two {{ .x }}"\n', "a: [x, 'y z', \"w\"]\n",
+        "a: {{ .x }}\n", "a: \"tab\there\"\n", "a: 'a\r\n  b'\n", "a: x  # comment\n",
+        "\ufeffa: 'é è'\n", "a:   \"  spaced  \"  \n",
+    ],
+)
+def test_every_offset_maps_like_the_aligned_source(text: str) -> None:
+    """The shortcut for a value written as is agrees with the character alignment everywhere."""
+    from gxo.compiler.loader import _offset_map
+
+    root, _ = load(text)
+    nodes = [root.get("a")]
+    while nodes:
+        node = nodes.pop()
+        if not isinstance(node, ScalarNode):
+            nodes.extend(getattr(node, "items", []))
+            continue
+        if not isinstance(node.value, str):
+            continue
+        slow = ScalarNode(node.span, node.value, node.style, node._source, node._start, node._end,
+                          _map=_offset_map(node.value, node._source, node._start, node._end, node.style))
+        for k in range(-2, len(node.value) + 3):
+            assert node.position(k) == slow.position(k), (text, k)
+            assert node.sub_span(k, k + 2) == slow.sub_span(k, k + 2)
+
+
 def test_yaml_12_core_scalars() -> None:
     root, d = load("a: 0644\nb: 0o644\nc: 0x1F\nd: true\ne: True\nf: ~\ng: 1.5\nh: yes\ni: 'yes'\nj: .inf\n")
     vals = {k.value: v.value for k, v in root.items}
@@ -151,3 +181,23 @@ workloads:
     res = check_source(text, "p.yaml")
     warned = sorted(d.span.line for d in res.diags if d.code == "bool-string")
     assert warned == [4, 25], [(d.span.line, d.message) for d in res.diags]  # the var, ignore_errors
+
+
+@pytest.mark.parametrize("alias", [False, True])
+def test_node_limit_is_exact_with_and_without_aliases(alias: bool) -> None:
+    """The count taken in the syntax pass (no alias) and the expanded count (aliases) agree on
+    the limit: a document of exactly MAX_NODES nodes loads, one more node is refused."""
+    from gxo.compiler.loader import MAX_NODES
+
+    def doc(nodes: int) -> str:
+        # the root mapping, its key `a`, the list, and its items; with an alias, the last item
+        # is `*x`, an alias of the scalar anchored as the first item (one node expanded)
+        items = nodes - 3
+        body = ["&x 0", *(["1"] * (items - 2)), "*x" if alias else "2"]
+        return "a: [" + ",".join(body) + "]\n"
+
+    root, d = load(doc(MAX_NODES))
+    assert [x.code for x in d] == [] and isinstance(root, MapNode)
+    assert len(root.get("a").items) == MAX_NODES - 3  # type: ignore[union-attr]
+    root, d = load(doc(MAX_NODES + 1))
+    assert root is None and [x.code for x in d] == ["yaml-limit"]

@@ -626,3 +626,110 @@ def test_guide_has_complete_examples() -> None:
 def test_guide_example_is_valid(index: int) -> None:
     doc = yaml.safe_load(_doc_examples()[index])
     assert _errors(doc) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The compiler's fast check agrees with jsonschema
+
+
+def _fast(doc: Any) -> bool | None:
+    from gxo.compiler.schema_check import compile_schema, is_valid
+
+    check = compile_schema(SCHEMA)
+    assert check is not None, "the fast check must cover every keyword the schema uses"
+    return is_valid(check, doc)
+
+
+def _mutations(doc: Any, seed: int, count: int) -> Iterator[Any]:
+    """``count`` copies of ``doc``, each with one value, chosen at random, replaced or removed."""
+    import random
+
+    rng = random.Random(seed)
+    values = [None, True, False, 0, -1, 1.0, 2.5, float("nan"), "", "x", "run_once", "10s", "* * * * *",
+              [], ["a", "a"], ["a", "b"], [1, 1], {}, {"policy": "run_once"}, {"module": "exec"}]
+
+    def paths(node: Any, prefix: tuple) -> Iterator[tuple]:
+        yield prefix
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield from paths(v, (*prefix, k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield from paths(v, (*prefix, i))
+
+    every = [p for p in paths(doc, ()) if p]
+    for _ in range(count):
+        out = copy.deepcopy(doc)
+        where = rng.choice(every)
+        parent = out
+        for part in where[:-1]:
+            parent = parent[part]
+        if isinstance(parent, dict) and rng.random() < 0.2:
+            del parent[where[-1]]
+        elif isinstance(parent, dict) and rng.random() < 0.1:
+            parent[rng.choice(["typo", "tasks", "when", "register", "policy"])] = rng.choice(values)
+        else:
+            parent[where[-1]] = copy.deepcopy(rng.choice(values))
+        yield out
+
+
+def _agrees(doc: Any) -> bool | None:
+    fast = _fast(doc)
+    if fast is not None:
+        assert fast == (not _errors(doc)), json.dumps(doc, default=str)[:2000]
+    return fast
+
+
+def test_fast_check_is_sure_of_valid_playbooks() -> None:
+    docs = [BASE, FULL, *(_patched(BASE, p) for p in VALID_PATCHES.values())]
+    docs += [yaml.safe_load(t) for t in _doc_examples()]
+    for doc in docs:
+        assert _agrees(doc) is True
+
+
+def test_fast_check_agrees_on_invalid_playbooks() -> None:
+    for patch, _, _ in INVALID.values():
+        assert _agrees(_patched(BASE, patch)) in (False, None)
+
+
+def test_fast_check_agrees_on_mutated_playbooks() -> None:
+    answers = [_agrees(doc) for doc in _mutations(FULL, seed=7, count=600)]
+    assert answers.count(True) > 20 and answers.count(False) > 100  # both sides exercised
+
+
+def _module_params() -> list[tuple[str, Any]]:
+    root = Path(__file__).resolve().parents[1]
+    out = []
+    for f in sorted([*root.glob("examples/*.yaml"), *root.glob("tests/golden/check/*/playbook.yaml")]):
+        try:
+            doc = yaml.safe_load(f.read_text(encoding="utf-8"))
+        except yaml.YAMLError:
+            continue
+        for w in (doc.get("workloads") or []) if isinstance(doc, dict) else []:
+            proc = w.get("process") if isinstance(w, dict) else None
+            if isinstance(proc, dict) and isinstance(proc.get("module"), str) and isinstance(proc.get("params"), dict):
+                out.append((proc["module"], proc["params"]))
+    return out
+
+
+def test_fast_check_agrees_on_module_params() -> None:
+    from jsonschema import Draft202012Validator as V
+
+    from gxo.compiler.schema_check import compile_schema, is_valid
+    from gxo.stdlib import registry
+
+    sure = 0
+    cases = _module_params()
+    assert len(cases) > 50
+    for i, (module, params) in enumerate(cases):
+        spec = registry().get(module)
+        if spec is None:
+            continue
+        check = compile_schema(spec.params_schema)
+        assert check is not None, module
+        for doc in [params, *_mutations(params, seed=i, count=20)] if params else [params]:
+            fast = is_valid(check, doc)
+            if fast is not None:
+                sure += 1
+                assert fast == V(spec.params_schema).is_valid(doc), (module, doc)
+    assert sure > 500

@@ -275,6 +275,12 @@ def _nest(text: str, items: list[_Item], errors: list[ast.ExprError]) -> tuple[A
 _WRAPPERS = (ast.Template, ast.Condition, ast.Action, ast.Assign, ast.Text)
 
 
+@functools.lru_cache(maxsize=None)
+def _child_fields(cls: type) -> tuple[str, ...]:
+    """The field names of an AST node class, but the lone action's expression (also under parts)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name != "single")
+
+
 def _depth_error(tree: ast.Node) -> ast.ExprError | None:
     """An error at the first node nested deeper than ``MAX_DEPTH`` (or inside more than
     ``MAX_RANGE_DEPTH`` ranges), found without recursion (the parser itself does not recurse;
@@ -298,9 +304,8 @@ def _depth_error(tree: ast.Node) -> ast.ExprError | None:
                     message=f"expression nested too deeply: more than {MAX_DEPTH} levels",
                     help="split it: compute parts in vars or earlier workloads, or use a function "
                          "that takes a list (e.g. join) instead of a long chain")
-            for f in dataclasses.fields(obj):
-                if f.name != "single":  # the lone action's expression, also under parts
-                    stack.append((getattr(obj, f.name), depth, ranges))
+            for name in _child_fields(type(obj)):
+                stack.append((getattr(obj, name), depth, ranges))
         elif isinstance(obj, tuple):
             stack.extend((item, depth, ranges) for item in obj)
     return None

@@ -74,7 +74,7 @@ def check(paths: tuple[str, ...], fmt: str, warnings_as_errors: bool, color: str
         except OSError as exc:
             raise click.UsageError(f"cannot read '{f}': {exc.strerror}") from None
         res = check_source(data, f)
-        sources[f] = res.source
+        sources.update(res.sources)
         all_diags.extend(res.diags.sorted())
     if fmt == "json":
         click.echo(render_json(all_diags), nl=False)

@@ -27,7 +27,7 @@ def compile_in_memory(path: str, stream: IO[str]) -> Any:
     result = check_source(data, path)
     diags = result.diags.sorted()
     if diags:
-        stream.write(render_text(diags, {result.path: result.source}))
+        stream.write(render_text(diags, result.sources))
         stream.write(summary_line(diags, 1) + "\n")
     errors = [d for d in diags if d.severity == ERROR]
     if errors and all(d.code == "not-implemented" for d in errors):

@@ -300,6 +300,9 @@ class Details:
         elif t == "ModuleExecutionEnd":
             self.runs.setdefault(event["workload"], {}).setdefault(event.get("loop_iteration"), {})[
                 "summary"] = event.get("summary")
+        elif t == "Log" and "sandbox" in event and "workload" in event:
+            # an exec child's sandbox: one per workload (every loop item gets the same)
+            self.runs.setdefault(event["workload"], {}).setdefault(None, {})["sandbox"] = event["sandbox"]
         else:
             return False
         return True
@@ -313,6 +316,8 @@ class Details:
             tag = "" if index is None else f"[{index}] "
             if "params" in run:
                 out += _field(tag + "params", run["params"])
+            if "sandbox" in run:
+                out += _field(tag + "sandbox", run["sandbox"])
             if "summary" in run:
                 out += self._summary(tag, workload, run["summary"])
         return [DETAIL_INDENT + ln for ln in out]

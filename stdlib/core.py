@@ -290,11 +290,22 @@ class Exec:
             message = f"working directory {working_dir or cwd!r} does not exist"
             raise ModuleError(message, summary=_exec_summary("", message, -1))
 
+        # The sandbox (no_new_privs + seccomp, docs/runtime.md): a launcher applies it and execs
+        from gxo.runtime import sandbox
+
+        box = ctx.sandbox if ctx.sandbox is not None else sandbox.BASELINE_SANDBOX
+        try:
+            launch = sandbox.launch(program, args, box)
+        except sandbox.SandboxError as exc:
+            message = f"cannot start {command}: {exc}"
+            raise ModuleError(message, summary=_exec_summary("", message, -1)) from None
+
         # The start is shielded: cancelled half-way, asyncio would kill the child alone and then
         # wait for its pipes, which a grandchild in its group (`sleep 60 &`) keeps open.  A
         # cancellation during the start lets it finish, then stops the whole group.
         starting = asyncio.ensure_future(asyncio.create_subprocess_exec(
-            program, *args,
+            *launch.argv,
+            pass_fds=launch.pass_fds,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -320,7 +331,7 @@ class Exec:
             message = f"cannot start {command}: {exc} (an argument or variable holds a NUL character)"
             raise ModuleError(message, summary=_exec_summary("", message, -1)) from None
         proctrack.started(proc.pid)
-        ctx.logger.debug("started", command=command, pid=proc.pid)
+        ctx.logger.debug("started", command=command, pid=proc.pid, sandbox=box.describe())
 
         try:
             if stdout_records:
@@ -354,6 +365,8 @@ class Exec:
                                 rc)
         if rc not in ok_codes:
             detail = f"killed by {signame}" if signame else f"exited with code {rc}"
+            if signame == "SIGSYS":
+                detail += f" (a syscall denied by the seccomp profile {box.label})"
             last = summary["stderr"].strip().splitlines()[-1:] if summary["stderr"] else []
             # redact before cutting: a cut through an encoded secret would leak its first half
             tail = f": {ctx.redact(last[0])[:500]}" if last else ""

@@ -41,7 +41,10 @@ class BuildWithLauncher(build_ext):
         try:
             objs = cc.compile([LAUNCHER_SOURCE], output_dir=os.path.join(self.build_temp, "launcher"),
                               extra_postargs=["-O2"])
-            cc.link_executable(objs, LAUNCHER_NAME, output_dir=out_dir)
+            try:  # static: no dynamic loader at each spawn (measured: a few hundred us less)
+                cc.link_executable(objs, LAUNCHER_NAME, output_dir=out_dir, extra_postargs=["-static"])
+            except Exception:  # noqa: BLE001 - no static libc on this machine
+                cc.link_executable(objs, LAUNCHER_NAME, output_dir=out_dir)
         except Exception as exc:  # noqa: BLE001 - distutils' CompileError, LinkError, missing cc
             if os.environ.get("GXO_REQUIRE_EXTENSIONS") == "1":
                 raise

@@ -224,3 +224,40 @@ def test_e25_seccomp_demo(tmp_path: Path) -> None:
     ends = {e["workload"]: e for e in map(json.loads, proc.stdout.splitlines()) if e["type"] == "WorkloadEnd"}
     assert ends["unshare_sandboxed"]["final_status"] == "Failed" and ends["unshare_sandboxed"]["ignored"]
     assert ends["unshare_unconfined"]["final_status"] == "Completed"
+
+
+RECORD_MODULES = """\
+import atexit, sys
+out = sys.argv.pop(1)
+atexit.register(lambda: open(out, "w").write("\\n".join(sorted(sys.modules))))
+from gxo.runtime.cli import main
+sys.argv[0] = "gxo"
+sys.exit(main())
+"""
+
+
+def _modules_of_exec(tmp_path: Path, pb: Path, tag: str) -> set[str]:
+    """The modules a ``gxo exec`` of ``pb`` (built here) loaded by its end."""
+    code, out, err = run_gxoc(["build", "--no-native", pb.name, "-o", f"{tag}.gxp"], tmp_path)
+    assert code == 0, out + err
+    listing = tmp_path / f"modules-{tag}.txt"
+    proc = subprocess.run([sys.executable, "-c", RECORD_MODULES, str(listing), "exec", f"{tag}.gxp"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return set(listing.read_text().split("\n"))
+
+
+def test_sandbox_code_stays_off_the_cold_path(tmp_path: Path) -> None:
+    """``gxo exec`` of a plan without exec loads none of the sandbox; of an exec plan whose
+    filter is cached, no pyseccomp (its import runs ldconfig)."""
+    doc = {"name": "noexec", "schemaVersion": "1.0.0", "workloads": [
+        {"name": "a", "lifecycle": {"policy": "run_once"},
+         "process": {"module": "control:assert", "params": {"condition": "true"}}}]}
+    (tmp_path / "noexec.yaml").write_text(json.dumps(doc), "utf-8")
+    mods = _modules_of_exec(tmp_path, tmp_path / "noexec.yaml", "noexec")
+    assert "gxo.runtime.sandbox" not in mods and "pyseccomp" not in mods
+    pb = _playbook(tmp_path, "true", [], {"seccomp": "default-minimal"})
+    _modules_of_exec(tmp_path, pb, "first")  # compiles and caches the filter
+    mods = _modules_of_exec(tmp_path, pb, "second")
+    assert "gxo.runtime.sandbox" in mods
+    assert "pyseccomp" not in mods

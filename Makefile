@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(PY) bench/expressions.py
 	$(PY) bench/state.py
 	$(PY) bench/coldstart.py
+	$(PY) bench/sandbox.py
 	$(PY) bench/streams.py
 	$(PY) bench/build.py
 

@@ -366,7 +366,11 @@ class Exec:
         if rc not in ok_codes:
             detail = f"killed by {signame}" if signame else f"exited with code {rc}"
             if signame == "SIGSYS":
-                detail += f" (a syscall denied by the seccomp profile {box.label})"
+                name = sandbox.denied_syscall(proc.pid)
+                what = f"syscall {name} denied" if name and not name.startswith("syscall ") else (
+                    f"{name} denied" if name else "a syscall denied")
+                profile = box.label if box.label.startswith("profile ") else f"the profile {box.label}"
+                detail += f" ({what} by seccomp {profile})"
             last = summary["stderr"].strip().splitlines()[-1:] if summary["stderr"] else []
             # redact before cutting: a cut through an encoded secret would leak its first half
             tail = f": {ctx.redact(last[0])[:500]}" if last else ""

@@ -223,3 +223,41 @@ def refusals(sandboxes: list[tuple[str, Sandbox]]) -> list[str]:
             problems.append(f"workload '{name}': seccomp {sb.label} cannot be loaded: {exc}")
             break
     return problems
+
+
+def denied_syscall(pid: int, max_records: int = 50000) -> str | None:
+    """The syscall whose seccomp KILL action ended process ``pid``, from the kernel's audit
+    record (``type=1326 ... pid=<pid> ... syscall=<nr>`` in ``/dev/kmsg``), as a name; None when
+    the log cannot be read (it needs CAP_SYSLOG) or holds no such record.  A failure path only."""
+    import re
+
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    found: int | None = None
+    want = re.compile(rb"type=1326 .*\bpid=%d\b.*\bsyscall=(\d+)" % pid)
+    try:
+        for _ in range(max_records):
+            try:
+                record = os.read(fd, 8192)
+            except BlockingIOError:
+                break
+            except OSError:  # EPIPE: a record was overwritten while reading; go on
+                continue
+            if not record:
+                break
+            m = want.search(record)
+            if m:
+                found = int(m.group(1))
+    finally:
+        os.close(fd)
+    if found is None:
+        return None
+    try:
+        import pyseccomp
+
+        name = pyseccomp.resolve_syscall(pyseccomp.system_arch(), found)
+        return name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # noqa: BLE001 - no libseccomp: the number still says it
+        return f"syscall {found}"

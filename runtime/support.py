@@ -45,6 +45,7 @@ def unsupported(plan: Any) -> list[str]:
         if isinstance(sc, dict):
             for key in sorted(k for k in sc if k not in APPLIED_SECURITY_KEYS):
                 problems.append(f"workload '{w.name}': security_context.{key} is not implemented")
+            problems += _sandbox_fields(w, sc)
             if w.module not in SANDBOXED_MODULES:
                 problems.append(f"workload '{w.name}': security_context on module '{w.module}' is not "
                                 "implemented (only exec children are sandboxed)")
@@ -69,3 +70,18 @@ def sandbox_refusals(plan: Any) -> list[str]:
     from gxo.runtime.sandbox import refusals, sandbox_of
 
     return refusals([(w.name, sandbox_of(w.security_context, w.seccomp_profile)) for w in boxed])
+
+
+def _sandbox_fields(w: Any, sc: dict[str, Any]) -> list[str]:
+    """A hand-made or foreign plan's sandbox fields that would not mean what they say."""
+    from gxo.runtime.sandbox.profiles import BUILTIN
+
+    seccomp = sc.get("seccomp")
+    if seccomp is not None and seccomp not in BUILTIN:
+        return [f"workload '{w.name}': security_context.seccomp {seccomp!r} is not a built-in profile"]
+    path = sc.get("seccomp_profile_path")
+    pinned = w.seccomp_profile
+    if path not in (None, "default") and not (isinstance(pinned, dict) and isinstance(pinned.get("profile"), dict)):
+        return [f"workload '{w.name}': security_context.seccomp_profile_path {path!r} has no profile embedded "
+                "in the plan (build it with gxoc build)"]
+    return []

@@ -264,3 +264,24 @@ def test_sandbox_code_stays_off_the_cold_path(tmp_path: Path) -> None:
     mods = _modules_of_exec(tmp_path, pb, "second")
     assert "gxo.runtime.sandbox" in mods
     assert "pyseccomp" not in mods
+
+
+def test_hand_made_plan_without_the_embedded_profile_is_refused(tmp_path: Path) -> None:
+    """A plan naming a profile file that gxoc did not embed (or an unknown built-in) is refused
+    before the run, never run with another profile."""
+    from gxo.runtime.plan import decode_plan
+    from gxo.runtime.support import unsupported
+
+    (tmp_path / "profile.json").write_text(PROFILE, "utf-8")
+    pb = _playbook(tmp_path, "true", [], {"seccomp_profile_path": "profile.json"})
+    code, out, err = run_gxoc(["build", "--no-native", pb.name, "-o", "p.gxp"], tmp_path)
+    assert code == 0, out + err
+    manifest = json.loads(zipfile.ZipFile(tmp_path / "p.gxp").read("manifest.json"))
+    assert unsupported(decode_plan(json.dumps(manifest).encode())) == []
+    manifest["workloads"][0]["seccomp_profile"] = None
+    assert unsupported(decode_plan(json.dumps(manifest).encode())) == [
+        "workload 'child': security_context.seccomp_profile_path 'profile.json' has no profile embedded in "
+        "the plan (build it with gxoc build)"]
+    manifest["workloads"][0]["security_context"] = {"seccomp": "strict"}
+    assert unsupported(decode_plan(json.dumps(manifest).encode())) == [
+        "workload 'child': security_context.seccomp 'strict' is not a built-in profile"]

@@ -303,6 +303,7 @@ class Exec:
         # The start is shielded: cancelled half-way, asyncio would kill the child alone and then
         # wait for its pipes, which a grandchild in its group (`sleep 60 &`) keeps open.  A
         # cancellation during the start lets it finish, then stops the whole group.
+        proctrack.spawning(1)  # until proctrack.started: not an orphan to stop (proctrack)
         starting = asyncio.ensure_future(asyncio.create_subprocess_exec(
             *launch.argv,
             pass_fds=launch.pass_fds,
@@ -330,6 +331,8 @@ class Exec:
         except ValueError as exc:  # a NUL byte in an argument or the environment
             message = f"cannot start {command}: {exc} (an argument or variable holds a NUL character)"
             raise ModuleError(message, summary=_exec_summary("", message, -1)) from None
+        finally:
+            proctrack.spawning(-1)
         proctrack.started(proc.pid)
         ctx.logger.debug("started", command=command, pid=proc.pid, sandbox=box.describe())
 

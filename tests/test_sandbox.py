@@ -285,3 +285,18 @@ def test_hand_made_plan_without_the_embedded_profile_is_refused(tmp_path: Path) 
     manifest["workloads"][0]["security_context"] = {"seccomp": "strict"}
     assert unsupported(decode_plan(json.dumps(manifest).encode())) == [
         "workload 'child': security_context.seccomp 'strict' is not a built-in profile"]
+
+
+def test_v_shows_a_sandbox_other_than_the_baseline(tmp_path: Path) -> None:
+    from gxo.runtime.output import BASELINE_SANDBOX_TEXT
+    from gxo.runtime.sandbox import BASELINE_SANDBOX
+
+    assert BASELINE_SANDBOX.describe() == BASELINE_SANDBOX_TEXT
+    pb = _playbook(tmp_path, "true", [], {"seccomp": "default-minimal"})
+    proc = _gxo(["run", "-v", pb.name], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "         sandbox: seccomp default-minimal, no_new_privs on" in proc.stdout.splitlines()
+    plain = _playbook(tmp_path, "true", [], name="plain.yaml")
+    assert "         sandbox:" not in _gxo(["run", "-v", plain.name], tmp_path).stdout
+    assert "         sandbox: seccomp default, no_new_privs on" in \
+        _gxo(["run", "-vv", plain.name], tmp_path).stdout.splitlines()

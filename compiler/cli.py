@@ -13,7 +13,15 @@ from pathlib import Path
 
 import click
 
-from gxo.compiler.diagnostics import ERROR, WARNING, render_json, render_sarif, render_text, summary_line
+from gxo.compiler.diagnostics import (
+    ERROR,
+    WARNING,
+    limit_per_code,
+    render_json,
+    render_sarif,
+    render_text,
+    summary_line,
+)
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 70
 
@@ -63,26 +71,27 @@ def cli() -> None:
               help="Colour the text output (auto: only on a terminal).")
 def check(paths: tuple[str, ...], fmt: str, warnings_as_errors: bool, color: str) -> None:
     """Check playbooks: YAML, schema, names, references, types, lifecycles, streams, cycles."""
-    from gxo.compiler.pipeline import check_source
+    from gxo.compiler.pipeline import check_path
+    from gxo.runtime.files import FileProblem
 
     files = _collect(paths)
     all_diags = []
     sources: dict[str, str] = {}
     for f in files:
         try:
-            data = Path(f).read_bytes()
-        except OSError as exc:
-            raise click.UsageError(f"cannot read '{f}': {exc.strerror}") from None
-        res = check_source(data, f)
+            res, _ = check_path(f)
+        except FileProblem as exc:
+            raise click.UsageError(str(exc)) from None
         sources.update(res.sources)
         all_diags.extend(res.diags.sorted())
+    shown = limit_per_code(all_diags)
     if fmt == "json":
-        click.echo(render_json(all_diags), nl=False)
+        click.echo(render_json(shown), nl=False)
     elif fmt == "sarif":
-        click.echo(render_sarif(all_diags, _version()), nl=False)
+        click.echo(render_sarif(shown, _version()), nl=False)
     else:
         use_color = color == "always" or (color == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
-        click.echo(render_text(all_diags, sources, color=use_color), nl=False, color=use_color)
+        click.echo(render_text(shown, sources, color=use_color), nl=False, color=use_color)
         click.echo(summary_line(all_diags, len(files)))
     failing = {ERROR, WARNING} if warnings_as_errors else {ERROR}
     sys.exit(EXIT_ERRORS if any(d.severity in failing for d in all_diags) else EXIT_OK)

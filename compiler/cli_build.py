@@ -18,7 +18,8 @@ from typing import Any
 
 import click
 from gxo.compiler.cli import EXIT_ERRORS, cli
-from gxo.compiler.diagnostics import ERROR, WARNING, render_text, summary_line
+from gxo.compiler.diagnostics import ERROR, WARNING, limit_per_code, render_text, summary_line
+from gxo.runtime.files import FileProblem, check_output, read_head, write_output
 from gxo.runtime.plan import Plan, expr_id, to_data
 
 EXIT_REFUSED = 3
@@ -42,13 +43,25 @@ def schedule_line(lc: Any, now: float, n: int = 3) -> str:
     return f"schedule {lc.cron!r} ({zone}; overlap {lc.overlap}, misfire {lc.misfire}); next: {times}"
 
 
-def _read(path: str) -> bytes:
+def _check_output(path: str, option: str = "-o") -> None:
+    """A usage error (exit 2) unless ``path`` is a new path or a regular file (checked before the
+    work that produces what goes there)."""
     try:
-        return Path(path).read_bytes()
-    except IsADirectoryError:
-        raise click.UsageError(f"'{path}' is a directory, not a playbook") from None
+        check_output(path, option)
+    except FileProblem as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _write(path: str, data: bytes, option: str = "-o", mode: int = 0o644) -> None:
+    """Write an output file whole (``gxo.runtime.files.write_output``): exit 2 for a target
+    that is not a new path or a regular file, exit 1 when the writing fails."""
+    try:
+        write_output(path, data, option=option, mode=mode)
+    except FileProblem as exc:
+        raise click.UsageError(str(exc)) from None
     except OSError as exc:
-        raise click.UsageError(f"cannot read '{path}': {exc.strerror}") from None
+        click.echo(f"gxoc: error: cannot write '{path}': {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_ERRORS)
 
 
 def _print_diags(result: Any, warnings_as_errors: bool = False) -> bool:
@@ -56,17 +69,19 @@ def _print_diags(result: Any, warnings_as_errors: bool = False) -> bool:
     diags = result.diags.sorted()
     if diags:
         use_color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-        click.echo(render_text(diags, result.sources, color=use_color), nl=False, color=use_color)
+        click.echo(render_text(limit_per_code(diags), result.sources, color=use_color), nl=False, color=use_color)
         click.echo(summary_line(diags, 1))
     failing = {ERROR, WARNING} if warnings_as_errors else {ERROR}
     return any(d.severity in failing for d in diags)
 
 
 def _compile(path: str, *, build: bool, warnings_as_errors: bool = False) -> tuple[Any, bytes]:
-    from gxo.compiler.pipeline import check_source
+    from gxo.compiler.pipeline import check_path
 
-    data = _read(path)
-    result = check_source(data, path)
+    try:
+        result, data = check_path(path)
+    except FileProblem as exc:
+        raise click.UsageError(str(exc)) from None
     if build:
         if _print_diags(result, warnings_as_errors):
             sys.exit(EXIT_ERRORS)
@@ -84,8 +99,7 @@ def _build_plan(playbook: str, output: str | None, *, no_native: bool, jobs: int
 
     result, data = _compile(playbook, build=True, warnings_as_errors=warnings_as_errors)
     out = output or (Path(playbook).stem + ".gxp")
-    if os.path.isdir(out):
-        raise click.UsageError(f"-o {out}: is a directory")
+    _check_output(out)
     built = build_plan(result, channel_buffer_size=channel_buffer_size, source_bytes=data)
     native = None
     if no_native:
@@ -110,6 +124,8 @@ def _build_plan(playbook: str, output: str | None, *, no_native: bool, jobs: int
                    f"shard(s) for {nr.tag} ({nr.built} built, {nr.cached} cached) in {nr.seconds:.2f} s", err=True)
     try:
         emit_gxp(out, built, native=native, signing_key=signing_key, members=members)
+    except FileProblem as exc:
+        raise click.UsageError(str(exc)) from None
     except OSError as exc:
         click.echo(f"gxoc: error: cannot write '{out}': {exc.strerror or exc}", err=True)
         sys.exit(EXIT_ERRORS)
@@ -164,10 +180,9 @@ def build(playbook: str, output: str | None, no_native: bool, sign_key: str | No
 
 def _is_plan(path: str) -> bool:
     try:
-        with open(path, "rb") as fh:
-            return fh.read(2) == b"PK"
-    except OSError:
-        return False
+        return read_head(path, 2, what="plan or playbook") == b"PK"
+    except FileProblem as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def load_any(path: str, trusted_keys: tuple[str, ...] = ()) -> Plan:
@@ -393,6 +408,8 @@ def to_mermaid(plan: Plan) -> str:
 @click.option("-o", "--output", metavar="FILE", help="Write to FILE instead of standard output.")
 def graph(source: str, fmt: str, output: str | None) -> None:
     """Draw the workload graph (DOT, Mermaid, or SVG through Graphviz)."""
+    if output:
+        _check_output(output)
     if fmt == "svg" and shutil.which("dot") is None:
         click.echo("gxoc: error: --format svg needs Graphviz's 'dot' on PATH; "
                    "install graphviz, or use --format dot or mermaid", err=True)
@@ -408,11 +425,7 @@ def graph(source: str, fmt: str, output: str | None) -> None:
     else:
         data = text.encode("utf-8")
     if output:
-        try:
-            Path(output).write_bytes(data)
-        except OSError as exc:
-            click.echo(f"gxoc: error: cannot write '{output}': {exc.strerror or exc}", err=True)
-            sys.exit(EXIT_ERRORS)
+        _write(output, data)
     else:
         click.echo(data.decode("utf-8"), nl=False)
 
@@ -431,23 +444,15 @@ def keygen(output: str, force: bool) -> None:
 
     pub_path = output + ".pub"
     for p in (output, pub_path):
-        if os.path.exists(p) and not force:
+        _check_output(p)  # a device, a FIFO or a link is refused even with --force
+        if os.path.lexists(p) and not force:
             raise click.UsageError(f"'{p}' exists; pass --force to overwrite it")
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    try:
-        if force and os.path.exists(output):
-            os.unlink(output)
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(private)
-        os.chmod(output, 0o600)
-        Path(pub_path).write_bytes(public)
-    except OSError as exc:
-        click.echo(f"gxoc: error: cannot write key: {exc.strerror or exc}", err=True)
-        sys.exit(EXIT_ERRORS)
+    _write(output, private, mode=0o600)  # mode 0600 from its first byte: written beside, renamed
+    _write(pub_path, public, mode=0o644)
     from gxo.runtime.planfile import key_id
 
     raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)

@@ -71,8 +71,15 @@ CODES: dict[str, CodeInfo] = {
     "template-syntax": CodeInfo("expressions", ERROR, "a template or condition does not parse (or nests deeper than 64 levels)",
         'Fix the expression at the caret: close every `{{`, `(`, string and `if`/`range`/`with` block. '
         'An expression nested more than 64 levels deep (or 16 ranges) is split into vars or earlier workloads.'),
+    "expr-limit": CodeInfo("expressions", ERROR, "an expression past a limit of the language (a printf width or precision over 10,000)",
+        'Keep printf widths and precisions at 10,000 or less (`%8s`, `%.2f`); docs/runtime.md#limits lists the '
+        'limits that expressions meet at run time.'),
     "unknown-function": CodeInfo("expressions", ERROR, "a call to a function the language does not have",
         'Use a function the language has (the hint names the closest); see docs/expressions.md.'),
+    "invalid-regex": CodeInfo("expressions", ERROR, "a literal regular expression that RE2 cannot compile",
+        'Write the pattern in RE2 syntax (docs/expressions.md#regular-expressions): no backreferences (`\\1`) '
+        'and no lookaround (`(?=`, `(?!`, `(?<=`, `(?<!`); `\\z` for the end of the text. In a replacement, '
+        '`\\1` or `\\g<name>` names a group that the pattern has.'),
     "unknown-module": CodeInfo("names", ERROR, "process.module names no declared module",
         'Use a declared module name (the hint names the closest); see docs/modules/.'),
     "undefined-name": CodeInfo("names", ERROR, "a reference to a name that no register, var or loop defines",
@@ -196,8 +203,11 @@ _RESET = "\033[0m"
 
 
 def render_text(diags: list[Diagnostic], sources: dict[str, str], *, color: bool = False) -> str:
-    """``path:line:col: severity[code]: message``, the source line, a caret span, help/notes."""
+    """``path:line:col: severity[code]: message``, the source line, a caret span, help/notes.
+
+    A source line longer than ``SNIPPET_WIDTH`` columns is shown cut around the caret."""
     out: list[str] = []
+    lines: dict[str, list[str]] = {}  # each source split once, however many diagnostics it has
 
     def paint(text: str, style: str) -> str:
         return f"{style}{text}{_RESET}" if color else text
@@ -210,7 +220,9 @@ def render_text(diags: list[Diagnostic], sources: dict[str, str], *, color: bool
             + paint(f"{d.severity}[{d.code}]", _COLORS.get(d.severity, ""))
             + paint(f": {d.message}", _BOLD)
         )
-        out.extend(_snippet(sp, sources, paint))
+        if sp.path not in lines and sp.path in sources:
+            lines[sp.path] = sources[sp.path].splitlines()
+        out.extend(_snippet(sp, lines.get(sp.path), paint))
         if d.help:
             out.append(f"  {paint('help', _BOLD)}: {d.help}")
         for n in d.notes:
@@ -221,25 +233,73 @@ def render_text(diags: list[Diagnostic], sources: dict[str, str], *, color: bool
     return "\n".join(out) + ("\n" if out else "")
 
 
-def _snippet(sp: Span, sources: dict[str, str], paint) -> list[str]:
-    text = sources.get(sp.path)
-    if text is None:
+#: the columns of a source line a diagnostic shows; a longer line is cut around the caret,
+#: with ``…`` where it was cut (a one-line file of megabytes is not printed per diagnostic)
+SNIPPET_WIDTH = 120
+#: columns kept before the caret when the line is cut
+_SNIPPET_BEFORE = 40
+_CUT = "…"
+
+
+def _snippet(sp: Span, lines: list[str] | None, paint) -> list[str]:
+    if lines is None or not 1 <= sp.line <= len(lines):
         return []
-    lines = text.splitlines()
-    if not 1 <= sp.line <= len(lines):
-        return []
-    src = lines[sp.line - 1].replace("\t", " ")
+    src = lines[sp.line - 1]
     gutter = str(sp.line)
     pad = " " * len(gutter)
+    start = sp.col - 1
     if sp.end_line == sp.line:
         width = max(sp.end_col - sp.col, 1)
     else:
-        width = max(len(src) - sp.col + 1, 1)
-    caret = " " * (sp.col - 1) + "^" + "~" * (width - 1)
+        width = max(len(src) - start, 1)
+    shown_start = 0
+    if len(src) > SNIPPET_WIDTH:
+        # a window of SNIPPET_WIDTH columns: some context before the caret, as much after
+        shown_start = max(0, min(start - _SNIPPET_BEFORE, len(src) - SNIPPET_WIDTH))
+        end = shown_start + SNIPPET_WIDTH
+        head = _CUT if shown_start > 0 else ""
+        tail = _CUT if end < len(src) else ""
+        width = max(min(width, end - start), 1)
+        src = head + src[shown_start:end] + tail
+        start = start - shown_start + len(head)
+    src = src.replace("\t", " ")
+    caret = " " * start + "^" + "~" * (width - 1)
     return [
         f" {paint(gutter, _BLUE)} {paint('|', _BLUE)} {src}".rstrip(),
         f" {pad} {paint('|', _BLUE)} {paint(caret, _BOLD)}",
     ]
+
+
+#: diagnostics of one code shown per file: the rest are counted in one note (a file of 240,000
+#: ``yes`` words would otherwise print 80 MB of warnings, and 200 MB of SARIF)
+MAX_PER_CODE = 100
+
+
+def limit_per_code(diags: list[Diagnostic], limit: int = MAX_PER_CODE) -> list[Diagnostic]:
+    """``diags`` (sorted) with at most ``limit`` diagnostics of one code per file; in place of
+    the rest, one note at the first left out that says how many there were.  Counts and exit
+    codes are taken from the full list."""
+    seen: dict[tuple[str, str], int] = {}
+    for d in diags:
+        key = (d.span.path, d.code)
+        seen[key] = seen.get(key, 0) + 1
+    if all(n <= limit for n in seen.values()):
+        return diags
+    out: list[Diagnostic] = []
+    shown: dict[tuple[str, str], int] = {}
+    for d in diags:
+        key = (d.span.path, d.code)
+        n = shown.get(key, 0)
+        shown[key] = n + 1
+        if n < limit:
+            out.append(d)
+        elif n == limit:
+            more = seen[key] - limit
+            out.append(Diagnostic(
+                d.code, NOTE, f"{more:,} more {d.code} diagnostic{'s' if more != 1 else ''} in this file, "
+                f"from here on, are not shown (the first {limit} are)", d.span,
+                help="fix the ones shown and check again"))
+    return out
 
 
 def summary_line(diags: list[Diagnostic], files: int) -> str:

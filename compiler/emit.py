@@ -13,9 +13,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import marshal
-import os
 import sys
-import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -120,8 +118,13 @@ def load_signing_key(path: str) -> Any:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    with open(path, "rb") as fh:
-        data = fh.read()
+    from gxo.runtime.files import FileProblem, read_limited
+    from gxo.runtime.limits import MAX_KEY_FILE_BYTES
+
+    try:
+        data = read_limited(path, MAX_KEY_FILE_BYTES, what="key file")
+    except FileProblem as exc:
+        raise ValueError(str(exc)) from None
     key = serialization.load_pem_private_key(data, password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError("not an Ed25519 private key")  # noqa: TRY004 - reported as a bad --sign value
@@ -161,21 +164,11 @@ def zip_bytes(members: dict[str, bytes]) -> bytes:
 
 
 def write_gxp(path: str, members: dict[str, bytes]) -> None:
-    """Write the zip atomically: a reader never sees half a plan."""
-    data = zip_bytes(members)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".gxp-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write the zip atomically (a reader never sees half a plan), only to a new path or over a
+    regular file: ``gxo.runtime.files.FileProblem`` for a device, a FIFO, a link, a directory."""
+    from gxo.runtime.files import write_output
+
+    write_output(path, zip_bytes(members), option="-o", mode=0o644)
 
 
 def emit_gxp(path: str, built: BuiltPlan, *, native: NativeMembers | None = None,

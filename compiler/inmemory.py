@@ -5,10 +5,9 @@ compiled to bytecode and its functions are handed to the kernel."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import IO, Any
 
-from gxo.compiler.diagnostics import ERROR, render_text, summary_line
+from gxo.compiler.diagnostics import ERROR, limit_per_code, render_text, summary_line
 
 
 class NotRunnable(Exception):
@@ -20,14 +19,13 @@ def compile_in_memory(path: str, stream: IO[str]) -> Any:
     """A ``LoadedPlan`` for ``path``, or None after printing its errors to ``stream``; raises
     ``NotRunnable`` (after printing them) when every error is ``not-implemented``."""
     from gxo.compiler.emit import build_plan
-    from gxo.compiler.pipeline import check_source
+    from gxo.compiler.pipeline import check_path
     from gxo.runtime.planfile import LoadedPlan
 
-    data = Path(path).read_bytes()
-    result = check_source(data, path)
+    result, data = check_path(path)  # gxo.runtime.files.FileProblem: not a readable regular file
     diags = result.diags.sorted()
     if diags:
-        stream.write(render_text(diags, result.sources))
+        stream.write(render_text(limit_per_code(diags), result.sources))
         stream.write(summary_line(diags, 1) + "\n")
     errors = [d for d in diags if d.severity == ERROR]
     if errors and all(d.code == "not-implemented" for d in errors):

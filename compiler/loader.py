@@ -19,11 +19,10 @@ from typing import Any, Iterator
 import yaml
 
 from gxo.compiler.diagnostics import Diagnostics, Span
-from gxo.runtime.limits import MAX_INT_DIGITS
-
-MAX_BYTES = 10 * 1024 * 1024
-MAX_DEPTH = 64
-MAX_NODES = 250_000  # after alias and merge expansion
+from gxo.runtime.limits import MAX_INT_BITS, MAX_INT_DIGITS, yaml_expanded_size
+from gxo.runtime.limits import MAX_NESTING as MAX_DEPTH
+from gxo.runtime.limits import MAX_YAML_BYTES as MAX_BYTES
+from gxo.runtime.limits import MAX_YAML_NODES as MAX_NODES  # after alias and merge expansion
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _PLAIN_TAG = "tag:gxo:plain"
@@ -147,7 +146,6 @@ _BOOL_WORDS = re.compile(r"^(?:y|Y|yes|Yes|YES|n|N|no|No|NO|on|On|ON|off|Off|OFF
 
 #: The longest integer a playbook may hold, in decimal digits (Python's own limit for turning
 #: text into an int and back, which the plan's JSON does).
-_MAX_INT_BITS = int(MAX_INT_DIGITS * math.log2(10))
 
 
 class _IntTooLong(ValueError):
@@ -166,7 +164,7 @@ def _resolve_plain(text: str) -> tuple[Any, bool]:
         return int(text), False
     if _OCT_RE.match(text) or _HEX_RE.match(text):
         value = int(text[2:], 8 if text[1] == "o" else 16)
-        if value.bit_length() > _MAX_INT_BITS:
+        if value.bit_length() > MAX_INT_BITS:
             raise _IntTooLong(text)
         return value, False
     if _FLOAT_RE.match(text):
@@ -193,16 +191,34 @@ class Loaded:
     source: str
 
 
+def read_playbook(path: str, diags: Diagnostics) -> bytes | None:
+    """The bytes of the playbook file ``path``; None after a ``yaml-limit`` error when it is too
+    large, found from its size before a byte is read.  Raises ``gxo.runtime.files.FileProblem``
+    (a usage error) for a path that cannot be read or is not a regular file: a FIFO or a device
+    is refused without blocking."""
+    from gxo.runtime.files import FileTooLarge, read_limited
+
+    try:
+        return read_limited(path, MAX_BYTES, what="playbook")
+    except FileTooLarge as exc:
+        _too_large(exc.size, path, diags)
+        return None
+
+
+def _too_large(size: int, path: str, diags: Diagnostics) -> None:
+    diags.add(
+        "yaml-limit",
+        f"the file is {size:,} bytes; playbooks are limited to {MAX_BYTES:,} bytes",
+        Span.point(path, 1, 1),
+        help="split the playbook or move data into files read at run time",
+    )
+
+
 def load_playbook(data: bytes | str, path: str, diags: Diagnostics) -> Loaded:
     """Load ``data`` (the file's bytes) into located nodes; problems go to ``diags``."""
     size = len(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
     if size > MAX_BYTES:
-        diags.add(
-            "yaml-limit",
-            f"the file is {size:,} bytes; playbooks are limited to {MAX_BYTES:,} bytes",
-            Span.point(path, 1, 1),
-            help="split the playbook or move data into files read at run time",
-        )
+        _too_large(size, path, diags)
         return Loaded(None, "")
     if isinstance(data, bytes):
         try:
@@ -235,13 +251,14 @@ def load_playbook(data: bytes | str, path: str, diags: Diagnostics) -> Loaded:
     if composed is None:
         diags.add("yaml-syntax", "the playbook holds no YAML document", Span.point(path, 1, 1))
         return Loaded(None, text)
-    total = _expanded_size(composed, {})
+    total = yaml_expanded_size(composed, {})
     if total > MAX_NODES:
         diags.add(
             "yaml-limit",
             f"the document expands to more than {MAX_NODES:,} nodes through aliases and merge keys",
             Span.point(path, composed.start_mark.line + 1, composed.start_mark.column + 1),
-            help="an alias bomb, or a playbook that should reuse less through anchors",
+            help="an alias bomb, an alias inside its own anchor (&a [*a]), or a playbook that should "
+                 "reuse less through anchors",
         )
         return Loaded(None, text)
     conv = _Converter(path, text, diags)
@@ -312,22 +329,6 @@ def _source_line(exc: yaml.MarkedYAMLError, line: int) -> str:
     buf = getattr(mark, "buffer", None) or _CURRENT_SOURCE.get("text") or ""
     lines = buf.split("\n")
     return lines[line - 1] if 0 < line <= len(lines) else ""
-
-
-def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
-    """Node count with every alias expanded, computed on the shared graph (memoised)."""
-    key = id(node)
-    if key in memo:
-        return memo[key]
-    memo[key] = 1  # guards against recursive aliases
-    if isinstance(node, yaml.MappingNode):
-        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
-    elif isinstance(node, yaml.SequenceNode):
-        size = 1 + sum(_expanded_size(v, memo) for v in node.value)
-    else:
-        size = 1
-    memo[key] = min(size, MAX_NODES + 1)
-    return memo[key]
 
 
 def _is_unquoted_template(node: yaml.Node) -> bool:

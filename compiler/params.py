@@ -21,7 +21,21 @@ def _validator(name: str):
 
     from gxo.stdlib import registry
 
-    return jsonschema.Draft202012Validator(registry()[name].params_schema)
+    return jsonschema.Draft202012Validator(registry()[name].params_schema, format_checker=_formats())
+
+
+@lru_cache(maxsize=None)
+def _formats():
+    """The formats the module schemas check: ``regex``, a pattern that RE2 (the engine of
+    gxo.runtime.regex) compiles."""
+    import jsonschema
+
+    from gxo.runtime import regex
+
+    checker = jsonschema.FormatChecker(formats=())
+    checker.checks("regex", raises=regex.RegexError)(
+        lambda value: not isinstance(value, str) or regex.compile(value) is not None)
+    return checker
 
 
 def _templated(value: Any) -> bool:
@@ -76,6 +90,12 @@ def validate_params(module: str, plain: Any, node: YNode | None, anchor: YNode, 
         where = prefix + "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in path)
         span = target.span if target is not None else (anchor_key.span if anchor_key else anchor.span)
         help_text = err.schema.get("description") if isinstance(err.schema, dict) else None
+        if err.validator == "format" and err.validator_value == "regex":
+            from gxo.runtime.regex import DIALECT
+
+            diags.add("invalid-regex", f"{where} is not a valid regular expression: {err.cause}", span,
+                      help=DIALECT)
+            continue
         if err.validator == "enum":
             opts = err.schema["enum"]
             msg = f"{where} must be one of {', '.join(json.dumps(o) for o in opts)}, got {json.dumps(err.instance)}"

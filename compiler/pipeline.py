@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gxo.compiler.diagnostics import Diagnostics
-from gxo.compiler.loader import MapNode, load_playbook
+from gxo.compiler.loader import MapNode, load_playbook, read_playbook
 from gxo.compiler.schema import validate_playbook
 
 STAGES = ("load", "validate", "model", "resolve", "deps")
@@ -27,6 +27,17 @@ class Result:
     @property
     def sources(self) -> dict[str, str]:
         return {**(self.extra_sources or {}), self.path: self.source}
+
+
+def check_path(path: str) -> tuple[Result, bytes]:
+    """Read the playbook file ``path`` (type and size checked before reading: a file over the
+    limit is a ``yaml-limit`` error, never read) and check it; the result and the bytes read.
+    Raises ``gxo.runtime.files.FileProblem`` for a path that is not a readable regular file."""
+    diags = Diagnostics()
+    data = read_playbook(path, diags)
+    if data is None:
+        return Result(path, "", diags), b""
+    return check_source(data, path), data
 
 
 def check_source(data: bytes | str, path: str) -> Result:

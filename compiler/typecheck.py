@@ -14,6 +14,8 @@ from gxo.compiler.diagnostics import Diagnostics, Span, did_you_mean
 from gxo.compiler.expr import ast
 from gxo.compiler.expr.functions import FUNCTIONS
 from gxo.compiler.model import ExprSite
+from gxo.runtime.exprlib import printf_format_problem
+from gxo.runtime.limits import MAX_FORMAT_WIDTH
 
 _COMPARE = {"==", "!=", "<", "<=", ">", ">="}
 _ARITH = {"-", "*", "/", "%"}
@@ -212,6 +214,15 @@ class Checker:
             self.result.secrets.append((str(e.args[0].value), self.span(e)))
         elif e.name == "secret":
             self.result.secrets.append(("<dynamic>", self.span(e)))
+        elif e.name == "printf" and e.args and isinstance(e.args[0], ast.Literal) \
+                and isinstance(e.args[0].value, str):
+            problem = printf_format_problem(e.args[0].value)
+            if problem is not None:
+                self.diags.add("expr-limit", problem, self.span(e.args[0]),
+                               help=f"a printf width or precision is at most {MAX_FORMAT_WIDTH:,}; "
+                                    "pad or cut the text another way")
+        elif e.name in ("regex_match", "regex_replace"):
+            self.regex_literals(e)
         n = len(args)
         lo = sig.min_args if sig.min_args is not None else len(sig.params)
         hi = None if sig.variadic is not None else len(sig.params)
@@ -227,6 +238,26 @@ class Checker:
                 self.mismatch(a, f"argument {i + 1} of '{e.name}' must be {want_t}, got {t}",
                               sig.example or None)
         return _refine_return(e.name, sig.returns, args)
+
+    def regex_literals(self, e: ast.Call) -> None:
+        """A literal pattern (and replacement) that RE2 rejects fails here, not at run time."""
+        from gxo.runtime import regex
+
+        pat = e.args[0] if e.args else None
+        if not (isinstance(pat, ast.Literal) and type(pat.value) is str):
+            return
+        try:
+            rx = regex.compile(pat.value)
+            repl = e.args[1] if e.name == "regex_replace" and len(e.args) > 1 else None
+            if isinstance(repl, ast.Literal) and type(repl.value) is str:
+                try:
+                    regex._template(repl.value, rx.groups, rx.groupindex)
+                except regex.RegexError as exc:
+                    self.diags.add("invalid-regex", f"invalid replacement for '{e.name}': {exc}",
+                                   self.span(repl), help="\\1 or \\g<name> names a group of the pattern")
+        except regex.RegexError as exc:
+            self.diags.add("invalid-regex", f"invalid regular expression for '{e.name}': {exc}",
+                           self.span(pat), help=regex.DIALECT)
 
     # -- paths --------------------------------------------------------------------------------
 

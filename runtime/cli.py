@@ -21,7 +21,7 @@ import re
 import sys
 from typing import Any
 
-from gxo.runtime.limits import MAX_INT_DIGITS, MAX_NESTING, nests_deeper
+from gxo.runtime.limits import MAX_INT_DIGITS, MAX_NESTING, MAX_VARS_FILE_BYTES, nests_deeper
 
 EXIT_USAGE, EXIT_REFUSED, EXIT_INTERNAL = 2, 3, 70
 
@@ -111,12 +111,13 @@ def _kind_ok(value: Any, type_text: str) -> bool:
 def collect_vars(plan: Any, pairs: tuple[str, ...], files: tuple[str, ...]) -> dict[str, Any]:
     declared = dict(plan.var_types)
     out: dict[str, Any] = {}
+    if files:
+        from gxo.runtime.files import FileProblem, read_limited
     for f in files:
-        try:
-            with open(f, encoding="utf-8") as fh:  # not pathlib: ~10 ms of gxo exec's start-up
-                data = json.loads(fh.read())
-        except OSError as exc:
-            raise UsageProblem(f"cannot read '{f}': {exc.strerror}", "--vars-file") from None
+        try:  # a FIFO or a device is refused without blocking, a file over the limit before reading
+            data = json.loads(read_limited(f, MAX_VARS_FILE_BYTES, what="vars file"))
+        except FileProblem as exc:
+            raise UsageProblem(str(exc), "--vars-file") from None
         except ValueError as exc:
             raise UsageProblem(f"'{f}' is not JSON: {exc}", "--vars-file") from None
         except RecursionError:
@@ -273,6 +274,10 @@ def prepare_exec(p: dict[str, Any]) -> tuple[Any, dict[str, Any], float | None]:
     except PlanRefused as exc:
         raise RefusedPlan(str(exc)) from None
     refuse_unsupported(loaded.plan)  # before any other line: a refusal is one line
+    from gxo.runtime.proctrack import prepare_for
+
+    if not p["dry_run"]:
+        prepare_for(loaded.plan)  # the run's cgroup, set up while the run store opens
     overrides = collect_vars(loaded.plan, p["var_pairs"], p["vars_files"])
     deadline = parse_duration(p["run_timeout"]) if p["run_timeout"] else None
     return loaded, overrides, deadline
@@ -403,9 +408,10 @@ def freeze_loaded() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if argv is None:  # the `gxo` command itself (not a caller's process): adopt what workloads orphan
-        from gxo.runtime.proctrack import become_subreaper
+        from gxo.runtime.proctrack import become_subreaper, enable_guard
 
         become_subreaper()
+        enable_guard()  # and, at its first exec, a guardian and a cgroup for the run
     try:
         return _main(args)
     except KeyboardInterrupt:

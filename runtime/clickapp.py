@@ -6,7 +6,6 @@ compiler's dependencies for ``exec``.
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -154,13 +153,18 @@ def test_cmd(paths, junit_path, pattern) -> None:
         else:
             raise click.BadParameter(f"no such file or directory: '{p}'", param_hint="PATHS")
     if pattern:
+        from gxo.runtime import regex
+
         try:
-            rx = re.compile(pattern)
-        except re.error as exc:
-            raise click.BadParameter(f"bad regular expression: {exc}", param_hint="--run") from None
-        files = [f for f in files if rx.search(f)]
+            rx = regex.compile(pattern)
+        except regex.RegexError as exc:
+            raise click.BadParameter(f"bad regular expression: {exc}; {regex.DIALECT}",
+                                     param_hint="--run") from None
+        files = [f for f in files if rx.test(f)]
     if not files:
         raise click.UsageError("no test playbooks (*.test.yaml) found")
+    if junit_path:
+        _output_ok(junit_path, "--junit")
     cases: list[tuple[str, float, str | None, str | None]] = []
     for f in files:
         t0 = time.perf_counter()
@@ -188,8 +192,26 @@ def test_cmd(paths, junit_path, pattern) -> None:
     failed = sum(1 for c in cases if c[2])
     click.echo(f"{len(cases) - failed} passed, {failed} failed")
     if junit_path:
-        write_junit(junit_path, cases)
+        from gxo.runtime.files import FileProblem
+
+        try:
+            write_junit(junit_path, cases)
+        except FileProblem as exc:
+            raise click.UsageError(str(exc)) from None
+        except OSError as exc:
+            click.echo(f"gxo: error: cannot write '{junit_path}': {exc.strerror or exc}", err=True)
+            sys.exit(1)
     sys.exit(1 if failed else 0)
+
+
+def _output_ok(path: str, option: str) -> None:
+    """A usage error unless ``path`` is a new path or a regular file (before any work is done)."""
+    from gxo.runtime.files import FileProblem, check_output
+
+    try:
+        check_output(path, option)
+    except FileProblem as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 # -- gxo runs / gxo state: the run-history store (gxo.runtime.store, docs/state.md) ---------------
@@ -404,10 +426,14 @@ def compile_quiet(path: str, stream: Any) -> Any:
         from gxo.compiler.inmemory import NotRunnable, compile_in_memory
     except ModuleNotFoundError as exc:
         raise click.UsageError(f"`gxo test` needs the compiler: pip install 'gxo[compiler]' ({exc.name} is missing)")
+    from gxo.runtime.files import FileProblem
+
     try:
         return compile_in_memory(path, stream)
     except NotRunnable:
         return NOT_RUNNABLE
+    except FileProblem as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 class _reported:

@@ -40,6 +40,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from gxo.runtime.limits import MAX_FORMAT_WIDTH, LimitExceeded, load_json
+
 __all__ = [
     "CONTEXT_FUNCTIONS",
     "FUNCTIONS",
@@ -560,14 +562,12 @@ def fn_toJson(x: object) -> str:
         raise EvalError(f"toJson: {e}") from None
 
 
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
 def fn_fromJson(s: object) -> object:
     s = _need_str("fromJson", "S", s)
     try:
-        return json.loads(s, parse_constant=_no_constant)
+        return load_json(s)
+    except LimitExceeded as e:
+        raise EvalError(f"fromJson: {e} (docs/runtime.md#limits)") from None
     except ValueError as e:
         raise EvalError(f"fromJson: not valid JSON: {e}") from None
 
@@ -637,22 +637,39 @@ def fn_quote(x: object) -> str:
     return json.dumps(text(x), ensure_ascii=False)
 
 
-def _regex(fn: str, pattern: object) -> re.Pattern[str]:
+#: compiled patterns (gxo.runtime.regex, RE2), imported on first use: most plans have none
+_REGEXES: dict[str, Any] = {}
+
+
+def _regex(fn: str, pattern: object) -> Any:
+    rx = _REGEXES.get(pattern) if type(pattern) is str else None
+    if rx is not None:
+        return rx
+    from gxo.runtime import regex
+
+    pattern = _need_str(fn, "RE", pattern)
     try:
-        return re.compile(_need_str(fn, "RE", pattern))
-    except re.error as e:
-        raise EvalError(f"{fn}: invalid regular expression {json.dumps(pattern)}: {e}") from None
+        rx = regex.compile(pattern)
+    except regex.RegexError as e:
+        raise EvalError(f"{fn}: invalid regular expression {json.dumps(pattern)}: {e}; "
+                        f"{regex.DIALECT}") from None
+    if len(_REGEXES) >= 512:
+        _REGEXES.clear()
+    _REGEXES[pattern] = rx
+    return rx
 
 
 def fn_regex_match(pattern: object, s: object) -> bool:
-    return _regex("regex_match", pattern).search(_need_str("regex_match", "S", s)) is not None
+    return _regex("regex_match", pattern).test(_need_str("regex_match", "S", s))
 
 
 def fn_regex_replace(pattern: object, repl: object, s: object) -> str:
+    from gxo.runtime.regex import RegexError
+
     rx = _regex("regex_replace", pattern)
     try:
         return rx.sub(_need_str("regex_replace", "REPL", repl), _need_str("regex_replace", "S", s))
-    except re.error as e:
+    except RegexError as e:
         raise EvalError(f"regex_replace: invalid replacement {json.dumps(repl)}: {e}") from None
 
 
@@ -695,6 +712,9 @@ def fn_printf(fmt: object, *args: object) -> str:
             raise EvalError(f"printf: missing argument for %{verb} (format {json.dumps(fmt)})")
         a = args[n]
         n += 1
+        over = _over_width(m)
+        if over is not None:
+            raise EvalError(f"printf: {over} (docs/runtime.md#limits)")
         spec = flags + (width or "") + (f".{prec}" if prec is not None else "")
         if verb in ("s", "v"):
             s = text(a)
@@ -717,6 +737,27 @@ def fn_printf(fmt: object, *args: object) -> str:
     if n < len(args):
         raise EvalError(f"printf: {len(args) - n} extra argument(s) for {json.dumps(fmt)}")
     return "".join(out)
+
+
+def _over_width(m: re.Match[str]) -> str | None:
+    """What of a printf verb is past ``MAX_FORMAT_WIDTH`` (``%.999999999f`` would take
+    gigabytes), or None."""
+    for what, digits in (("width", m.group(2)), ("precision", m.group(3))):
+        if digits is not None and (len(digits) > 6 or int(digits) > MAX_FORMAT_WIDTH):
+            shown = digits if len(digits) <= 12 else digits[:12] + "…"
+            return f"the {what} {shown} of %{m.group(4)} is over the limit of {MAX_FORMAT_WIDTH:,}"
+    return None
+
+
+def printf_format_problem(fmt: str) -> str | None:
+    """The first verb of a literal printf FORMAT past a limit, as a message (for the compiler),
+    or None."""
+    for m in _VERB.finditer(fmt):
+        if m.group(4) != "%":
+            over = _over_width(m)
+            if over is not None:
+                return f"printf: {over}"
+    return None
 
 
 def _align(flags: str, width: str | None) -> str:

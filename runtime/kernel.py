@@ -29,6 +29,7 @@ from gxo.runtime._records_cy import RecordFn
 from gxo.runtime.events import Events
 from gxo.runtime.exprlib import EvalError, text, truthy
 from gxo.runtime.module import Context, GxoError, ModuleError, load_module_class
+from gxo.runtime.guard import WORKLOAD, Overrun, in_thread
 from gxo.runtime.opstate import EXTRAS_KEY as OPSTATE_KEY
 from gxo.runtime.opstate import OperatorState, OperatorStates
 from gxo.runtime.plan import Expression, Plan, Workload, expr_id
@@ -160,6 +161,11 @@ class Kernel:
         self.workspace = workspace
         self.tracker = tracker
         self.ectx = ExprContext(secrets, tracker)
+        if any(e.secret for e in plan.expressions):
+            from gxo.runtime.secrets import track_plan_secrets
+
+            # before any workload runs: one that prints its environment first shows them hidden
+            track_plan_secrets(plan, secrets, tracker)
         self.events = events
         self.opts = options
         self.by_name = {w.name: w for w in plan.workloads}
@@ -195,6 +201,7 @@ class Kernel:
         #: why the run is being stopped from outside (a signal, the run's deadline), set by the
         #: driver before it cancels the run: the reason given to the workloads it cancels
         self.stop_reason: str | None = None
+        self.guard: Any = None  # gxo.runtime.guard.Guard of the run: workload deadlines on a busy loop
         self.report = Report(plan.name, new_run_id(time.time()), self.results, time.time())
         self._done: asyncio.Event | None = None
         self._remaining = 0
@@ -606,15 +613,23 @@ class Kernel:
             self._set_status(w.name, RUNNING)
             try:
                 if w.timeout is not None:
-                    async with asyncio.timeout(w.timeout):
-                        summary = await self._instance(w)
+                    guard = self.guard
+                    if guard is not None:  # a deadline that passes while this code holds the loop
+                        WORKLOAD.set(w.name)
+                        guard.arm(w.name, w.timeout)
+                    try:
+                        async with asyncio.timeout(w.timeout):
+                            summary = await self._instance(w)
+                    finally:
+                        if guard is not None:
+                            guard.disarm(w.name)
                 else:
                     summary = await self._instance(w)
                 if self.wiring is not None:
                     await self.wiring.finish(w.name, self.extras.get(w.name), None)
             except _Skip as skip:
                 newly = self._finish(w, SKIPPED, str(skip))
-            except TimeoutError:
+            except (TimeoutError, Overrun):
                 newly = self._fail(w, KernelError(f"timed out after {_fmt_seconds(w.timeout)}"))
             except asyncio.CancelledError:
                 if self.halted_by is not None:
@@ -798,7 +813,7 @@ class Kernel:
             if asyncio.iscoroutinefunction(mod.perform):
                 summary = await mod.perform(ctx, params)
             else:
-                summary = await asyncio.to_thread(mod.perform, ctx, params)
+                summary = await in_thread(mod.perform, ctx, params)
         except ModuleError as exc:
             if getattr(exc, "summary", None) is not None:  # as far as it got (an exec's output): -v shows it
                 self.events.emit("ModuleExecutionEnd", workload=w.name, loop_iteration=index, summary=exc.summary,

@@ -246,8 +246,9 @@ def write_junit(path: str, cases: list[tuple[str, float, str | None, str | None]
             out.append(f"      <failure message={quoteattr(message)}>{escape(_xml_text(err))}</failure>")
         out.append("    </testcase>")
     out += ["  </testsuite>", "</testsuites>"]
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write("\n".join(out) + "\n")
+    from gxo.runtime.files import write_output
+
+    write_output(path, ("\n".join(out) + "\n").encode("utf-8"), option="--junit")
 
 
 def _xml_text(text: str) -> str:

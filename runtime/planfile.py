@@ -1,8 +1,9 @@
 """Open, verify and load a ``.gxp`` plan: every digest (and the signature where asked) is
 checked before any of its code runs.
 
-Order (docs/plan-format.md): the file must be a zip with exactly the known members and sane
-sizes; ``SIGNATURE`` is checked against the trusted keys over the members' bytes (fail-closed:
+Order (docs/plan-format.md): the file must be exactly a stored zip of the known members, with
+nothing before, between or after them, and sizes within the limits of ``gxo.runtime.limits``
+(checked from the central directory before any member is read; nothing is ever decompressed); ``SIGNATURE`` is checked against the trusted keys over the members' bytes (fail-closed:
 a trusted key makes an unsigned plan a refusal); ``manifest.json`` decodes (msgspec, straight
 into the IR) as a plan of this format version and is byte for byte its canonical text (one
 re-encode of the decoded plan); ``plan_code.py`` must match the manifest's digest;
@@ -23,14 +24,16 @@ import os
 import re
 import stat
 import sys
+import struct
 import types
-import zipfile
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from gxo.runtime.limits import MAX_KEY_FILE_BYTES, MAX_PLAN_BYTES, MAX_PLAN_MEMBER_BYTES, MAX_PLAN_MEMBERS, MAX_PLAN_TOTAL_BYTES
 from gxo.runtime.module import GxoError
 from gxo.runtime.plan import Plan, PlanFormatError, canonical_json, decode_plan, encode_manifest
 
@@ -48,9 +51,9 @@ NATIVE_FUNCTION = re.compile(r"f_[0-9a-f]{16}")  # a shard's functions: named by
 SIGNATURE_FORMAT = "gxo-signature"
 INDEX_FORMAT_VERSION = 1
 SIGNATURE_DOMAIN = b"gxo-plan-signature/2\n"
-MAX_MEMBERS = 4096
-MAX_MEMBER_BYTES = 256 * 1024 * 1024
-MAX_TOTAL_BYTES = 1024 * 1024 * 1024
+MAX_MEMBERS = MAX_PLAN_MEMBERS
+MAX_MEMBER_BYTES = MAX_PLAN_MEMBER_BYTES
+MAX_TOTAL_BYTES = MAX_PLAN_TOTAL_BYTES
 EXIT_REFUSED = 3
 
 
@@ -140,48 +143,128 @@ def _strict_json(raw: bytes, member: str, path: str) -> Any:
     return data
 
 
+_LOCAL = struct.Struct("<4s5H3L2H")  # a member's local header (30 bytes)
+_CENTRAL = struct.Struct("<4s6H3L5H2L")  # its central directory entry (46 bytes)
+_END = struct.Struct("<4s4H2LH")  # the end of central directory record (22 bytes)
+_MAX_NAME = 1024  # bytes of a member's name
+_UTF8_NAMES = 0x800  # the only general-purpose flag a plan may carry (names are ASCII anyway)
+
+
 def read_members(path: str) -> dict[str, bytes]:
-    """Every member of the zip, CRC-checked, after checking names and sizes."""
+    """Every member of the plan, CRC-checked.  The format is enforced from the end of central
+    directory record and the central directory, read once, before any member is: a zip with
+    nothing before, between or after its parts, no comment, no extra fields, no data
+    descriptors, every member stored (never compressed) and of a bounded size (limits.py), only
+    known names, each once.  No decompression ever happens."""
     try:
-        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as fh:  # a FIFO would block
-            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-                raise PlanRefused(f"{path}: not a regular file")
-            head = fh.read(4)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))  # a FIFO would block
     except OSError as exc:
         raise PlanRefused(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if head[:2] != b"PK":
-        raise PlanRefused(f"{path}: not a GXO plan (not a zip file)")
     try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise PlanRefused(f"{path}: truncated or not a zip file ({exc})") from None
-    members: dict[str, bytes] = {}
-    with zf:
-        infos = zf.infolist()
-        if len(infos) > MAX_MEMBERS:
-            raise PlanRefused(f"{path}: too many members ({len(infos)})")
-        total = 0
-        for info in infos:
-            name = info.filename
-            if name in members:
-                raise PlanRefused(f"{path}: member '{name}' appears twice")
-            if info.file_size > MAX_MEMBER_BYTES:
-                raise PlanRefused(f"{path}: member '{name}' is too large ({info.file_size} bytes)")
-            total += info.file_size
-            if total > MAX_TOTAL_BYTES:
-                raise PlanRefused(f"{path}: members too large in total")
-            if not _known_member(name):
-                raise PlanRefused(f"{path}: unknown member '{name}'")
-            try:
-                members[name] = zf.read(info)
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
-                raise PlanRefused(f"{path}: member '{name}' is damaged ({exc})") from None
-            if len(members[name]) != info.file_size:
-                raise PlanRefused(f"{path}: member '{name}' is truncated")
+        return _read_members(fd, path)
+    except OSError as exc:
+        raise PlanRefused(f"{path}: cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _read_members(fd: int, path: str) -> dict[str, bytes]:
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise PlanRefused(f"{path}: not a regular file")
+    size = st.st_size
+    if size > MAX_PLAN_BYTES:
+        raise PlanRefused(f"{path}: {size:,} bytes: too large for a plan (at most {MAX_PLAN_BYTES:,} bytes)")
+    end = os.pread(fd, _END.size, size - _END.size) if size >= _END.size else b""
+    if end[:4] != b"PK\x05\x06":
+        raise PlanRefused(f"{path}: {_why_no_end(fd, size)}")
+    _sig, disk, cd_disk, n_disk, n, cd_size, cd_offset, comment = _END.unpack(end)
+    if disk or cd_disk or n_disk != n or comment:
+        raise PlanRefused(f"{path}: not a GXO plan (a zip comment or a multi-part zip)")
+    if n > MAX_PLAN_MEMBERS:
+        raise PlanRefused(f"{path}: too many members ({n}; at most {MAX_PLAN_MEMBERS})")
+    dir_end = cd_offset + cd_size
+    if dir_end != size - _END.size or cd_size > n * (_CENTRAL.size + _MAX_NAME):
+        if dir_end < size - _END.size:
+            raise PlanRefused(f"{path}: {size - _END.size - dir_end:,} byte(s) that belong to no member "
+                              "(data prepended to the plan or inserted into it)")
+        raise PlanRefused(f"{path}: truncated or damaged (its central directory does not fit the file)")
+    directory = os.pread(fd, cd_size, cd_offset)
+    entries: list[tuple[str, int, int, int, int]] = []  # name, flags, crc, size, local header offset
+    seen: set[str] = set()
+    pos = at = total = 0
+    for _ in range(n):
+        if pos + _CENTRAL.size > cd_size:
+            raise PlanRefused(f"{path}: truncated or damaged (central directory)")
+        (sig, _made, _need, flags, method, _time, _date, crc, csize, usize, name_len, extra_len, comment_len,
+         disk_start, _iattr, _eattr, offset) = _CENTRAL.unpack_from(directory, pos)
+        raw_name = directory[pos + _CENTRAL.size:pos + _CENTRAL.size + name_len]
+        pos += _CENTRAL.size + name_len + extra_len + comment_len
+        if sig != b"PK\x01\x02" or pos > cd_size or name_len > _MAX_NAME or disk_start:
+            raise PlanRefused(f"{path}: truncated or damaged (central directory)")
+        try:
+            name = raw_name.decode("ascii")
+        except UnicodeDecodeError:
+            raise PlanRefused(f"{path}: unknown member {raw_name.decode('utf-8', 'replace')!r}") from None
+        if name in seen:
+            raise PlanRefused(f"{path}: member '{name}' appears twice")
+        seen.add(name)
+        if not _known_member(name):
+            raise PlanRefused(f"{path}: unknown member '{name}'")
+        if method != 0:
+            raise PlanRefused(f"{path}: member '{name}' is compressed (method {method}): a plan's members are "
+                              "stored, never compressed")
+        if flags & ~_UTF8_NAMES:
+            raise PlanRefused(f"{path}: member '{name}' has zip flags {flags:#06x} (encrypted, or a data "
+                              "descriptor): a plan's members are stored plainly")
+        if extra_len or comment_len:
+            raise PlanRefused(f"{path}: member '{name}' carries zip extra fields or a comment")
+        if usize > MAX_PLAN_MEMBER_BYTES:
+            raise PlanRefused(f"{path}: member '{name}' is too large ({usize:,} bytes; at most "
+                              f"{MAX_PLAN_MEMBER_BYTES:,})")
+        total += usize
+        if total > MAX_PLAN_TOTAL_BYTES:
+            raise PlanRefused(f"{path}: members too large in total (more than {MAX_PLAN_TOTAL_BYTES:,} bytes)")
+        if csize != usize or offset != at:
+            raise PlanRefused(f"{path}: member '{name}' is damaged (its place or size in the zip does not fit)")
+        entries.append((name, flags, crc, usize, offset))
+        at = offset + _LOCAL.size + name_len + usize
+    if pos != cd_size:
+        raise PlanRefused(f"{path}: truncated or damaged (central directory)")
+    if at != cd_offset:
+        raise PlanRefused(f"{path}: {abs(cd_offset - at):,} byte(s) that belong to no member (data inserted "
+                          "between members)")
     for req in REQUIRED:
-        if req not in members:
+        if req not in seen:
             raise PlanRefused(f"{path}: missing member '{req}'")
+    body = os.pread(fd, cd_offset, 0) if cd_offset else b""  # every member, in one read
+    if len(body) != cd_offset:
+        raise PlanRefused(f"{path}: truncated (it changed while being read)")
+    view = memoryview(body)
+    members: dict[str, bytes] = {}
+    for name, flags, crc, usize, offset in entries:
+        (sig, _need, lflags, method, _time, _date, lcrc, csize, lsize, name_len, extra_len) = _LOCAL.unpack_from(body, offset)
+        start = offset + _LOCAL.size
+        if (sig != b"PK\x03\x04" or (lflags, method, lcrc, csize, lsize, extra_len) != (flags, 0, crc, usize, usize, 0)
+                or body[start:start + name_len] != name.encode("ascii")):
+            raise PlanRefused(f"{path}: member '{name}' is damaged (its local header does not match the directory)")
+        data = bytes(view[start + name_len:start + name_len + usize])
+        if zlib.crc32(data) != crc:
+            raise PlanRefused(f"{path}: member '{name}' is damaged (CRC mismatch)")
+        members[name] = data
     return members
+
+
+def _why_no_end(fd: int, size: int) -> str:
+    """Why a file has no end of central directory record in its last 22 bytes (a refusal only)."""
+    head = os.pread(fd, 4, 0)
+    window = min(size, 65536 + _END.size)
+    tail = os.pread(fd, window, size - window) if window else b""
+    if tail.rfind(b"PK\x05\x06") >= 0:
+        return "bytes after the end of the zip (data appended to the plan, or a zip comment)"
+    if head[:2] != b"PK":
+        return "not a GXO plan (not a zip file)"
+    return "truncated or not a zip file (no end of central directory record)"
 
 
 def _known_member(name: str) -> bool:
@@ -199,11 +282,12 @@ def _load_trusted_key(key: Any, label: str = "trusted key") -> Any:
     if isinstance(key, Ed25519PublicKey):
         return key
     if isinstance(key, (str, os.PathLike)):
+        from gxo.runtime.files import FileProblem, read_limited
+
         try:
-            with open(key, "rb") as fh:
-                data = fh.read()
-        except OSError as exc:
-            raise PlanRefused(f"trusted key {os.fspath(key)}: cannot read: {exc.strerror or exc}") from None
+            data = read_limited(os.fspath(key), MAX_KEY_FILE_BYTES, what="key file")
+        except FileProblem as exc:
+            raise PlanRefused(f"trusted key {os.fspath(key)}: {exc.reason}") from None
         label = os.fspath(key)
     else:
         data = bytes(key)
@@ -233,13 +317,14 @@ def trusted_keys_from_env(environ: Any = None) -> list[Any]:
     if not name:
         return []
     where = f"{TRUSTED_KEYS_ENV}={name}"
+    from gxo.runtime.files import FileProblem, FileTooLarge, read_limited
+
     try:
-        with open(name, "rb") as fh:
-            data = fh.read(1024 * 1024 + 1)
-    except OSError as exc:
-        raise PlanRefused(f"{where}: cannot read: {exc.strerror or exc}") from None
-    if len(data) > 1024 * 1024:
-        raise PlanRefused(f"{where}: too large for a key file")
+        data = read_limited(name, MAX_KEY_FILE_BYTES, what="key file")
+    except FileTooLarge:
+        raise PlanRefused(f"{where}: too large for a key file (at most {MAX_KEY_FILE_BYTES:,} bytes)") from None
+    except FileProblem as exc:
+        raise PlanRefused(f"{where}: {exc.reason}") from None
     blocks = list(_PEM_BLOCK.finditer(data))
     rest = _PEM_BLOCK.sub(b"", data)
     for line in rest.splitlines():

@@ -52,9 +52,12 @@ def execute(
 ) -> tuple[int, Report | None]:
     """Run ``plan`` to the end; returns the exit code and the report."""
     from gxo.runtime.output import JsonSink, LiveView, PlainSink, VerboseLiveView, VerbosePlainSink, is_tty, recap
+    from gxo.runtime.proctrack import prepare_for
     from gxo.runtime.state import StateStore
     from gxo.runtime.workspace import Workspace
 
+    if not options.dry_run:
+        prepare_for(plan)  # the first exec's child waits for the run's cgroup: set it up now
     secrets, tracker = make_secrets()
 
     def redact(obj: Any) -> Any:
@@ -93,6 +96,12 @@ def execute(
 
         sweep()  # what the workloads left running (adopted by the gxo command) ends with the run
         workspace.remove()
+    if details is not None:
+        from gxo.runtime.proctrack import guard_note
+
+        note = guard_note()
+        if note:
+            outputs.stream.write(note + "\n")
     if report is not None and outputs.recap and not outputs.json:
         outputs.stream.write(recap(report, tracker.redact))
         outputs.stream.flush()
@@ -142,11 +151,14 @@ def _drive(kernel: Kernel, timeout: float | None) -> tuple[int, Report]:
     graceful: list[int | str] = []  # the signal that stopped the long-running workloads gracefully
 
     async def main() -> Report:
+        from gxo.runtime.guard import Guard
+
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
 
-        def stop(cause: int | str, reason: str) -> None:
+        def stop(cause: int | str, reason: str) -> bool:
+            """Apply one stop request; True when it cancels the run."""
             lc = kernel.react.lc
             if not stopped:
                 stopped.append(cause)
@@ -155,30 +167,30 @@ def _drive(kernel: Kernel, timeout: float | None) -> tuple[int, Report]:
                 # (they end Completed, exit 0); otherwise the run is interrupted (130/143)
                 if cause != "timeout" and lc is not None and lc.graceful_stop(reason):
                     graceful.append(cause)
-                    return
-                task.cancel()
-            elif graceful and len(stopped) == 1 and cause != "timeout":  # a second signal: stop now
+                    return False
+                _cancel()
+                return True
+            if graceful and len(stopped) == 1 and cause != "timeout":  # a second signal: stop now
                 stopped.append(cause)
                 graceful.clear()
+                _cancel()
+                return True
+            return False
+
+        def _cancel() -> None:
+            # from the guard's poke inside this very task, the CancelledError it raises ends
+            # the task; a cancel() too would cancel the cleanup's first await as well
+            if asyncio.current_task() is not task:
                 task.cancel()
 
-        installed = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, stop, sig, f"run interrupted by {signal.Signals(sig).name}")
-                installed.append(sig)
-            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
-                pass
-        deadline = None
-        if timeout is not None:
-            deadline = loop.call_later(timeout, stop, "timeout", f"run timed out after {timeout:g}s")
+        guard = Guard(loop, stop, timeout)
+        guard.main = task
+        kernel.guard = guard
+        guard.start()
         try:
             return await kernel.run()
         finally:
-            if deadline is not None:
-                deadline.cancel()
-            for sig in installed:
-                loop.remove_signal_handler(sig)
+            guard.close()
 
     try:
         report = asyncio.run(main())

@@ -106,15 +106,16 @@ class FileProvider(SecretProvider):
         # Kubernetes mounts secrets as symlinks into a ..data folder: follow them, but inside.
         if not path.startswith(base + os.sep):
             raise GxoError(f"secret file for {name!r} resolves outside {self.directory}")
-        try:
-            with open(path, "rb") as f:
-                data = f.read(_MAX_SECRET_FILE + 1)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        from gxo.runtime.files import FileProblem, FileTooLarge, read_limited
+
+        if not os.path.lexists(path) or os.path.isdir(path):
             return None
-        except OSError as exc:
-            raise GxoError(f"cannot read the secret file for {name!r}: {exc.strerror}") from None
-        if len(data) > _MAX_SECRET_FILE:
-            raise GxoError(f"the secret file for {name!r} is larger than 1 MiB")
+        try:  # a FIFO or a device is refused without blocking on it; the size before reading
+            data = read_limited(path, _MAX_SECRET_FILE, what="secret file")
+        except FileTooLarge:
+            raise GxoError(f"the secret file for {name!r} is larger than 1 MiB") from None
+        except FileProblem as exc:
+            raise GxoError(f"cannot read the secret file for {name!r}: {exc.reason}") from None
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
@@ -292,6 +293,34 @@ class Tracker:
         with self._lock:
             self._values = set()
             self._forms = ()
+
+
+# --------------------------------------------------------------------------- the plan's secrets
+
+#: ``${NAME}`` (not ``$${``, the literal) and ``secret "NAME"`` / ``secret `NAME```.
+_NAMED = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)\}"
+                    r"|\bsecret\s+[\"`]([A-Za-z_][A-Za-z0-9_]*)[\"`]")
+
+
+def plan_secret_names(plan: Any) -> list[str]:
+    """The secret names the tainted expressions of ``plan`` spell out, sorted (a name computed at
+    run time, ``secret .name``, is not known before it is read)."""
+    names: set[str] = set()
+    for e in plan.expressions:
+        if e.secret and e.text and ("${" in e.text or "secret" in e.text):
+            for m in _NAMED.finditer(e.text):
+                names.add(m.group(1) or m.group(2))
+    return sorted(names)
+
+
+def track_plan_secrets(plan: Any, provider: Any, tracker: Tracker) -> None:
+    """Track the value of every secret ``plan`` names, before any workload runs.  A secret that
+    is not set (or that the provider cannot read) is left alone: reading it fails the
+    expression that reads it, as it would have."""
+    for name in plan_secret_names(plan):
+        value, found, _error = provider.get_secret(name)
+        if found:
+            tracker.add(value)
 
 
 # --------------------------------------------------------------------------- keywords

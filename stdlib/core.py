@@ -290,6 +290,9 @@ class Exec:
             message = f"working directory {working_dir or cwd!r} does not exist"
             raise ModuleError(message, summary=_exec_summary("", message, -1))
 
+        if not proctrack.guard_ready():  # the first exec of the gxo command: see proctrack
+            await proctrack.guarded()
+
         # The sandbox (no_new_privs + seccomp, docs/runtime.md): a launcher applies it and execs
         from gxo.runtime import sandbox
 

@@ -474,7 +474,7 @@ class Request:
 
     @staticmethod
     def _summary(response, content: bytes, latency: int, ctx) -> dict:
-        import json
+        from gxo.runtime.limits import LimitExceeded, load_json
 
         content_type = response.headers.get("content-type", "")
         headers: dict[str, str] = {}
@@ -487,7 +487,10 @@ class Request:
                    "json_body": None, "latency_ms": latency}
         if _is_json(content_type) and text.strip():
             try:
-                summary["json_body"] = json.loads(text)
+                summary["json_body"] = load_json(text, constants=True)
+            except LimitExceeded as exc:
+                ctx.logger.warning(f"the response's JSON body is past a limit, json_body is null: {exc} "
+                                   "(docs/runtime.md#limits)")
             except ValueError:
                 ctx.logger.warning("the response says JSON but its body is not valid JSON")
         elif _is_xml(content_type) and text.strip():

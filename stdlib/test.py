@@ -20,7 +20,10 @@ _ASSERTION = s.obj(
         ),
         "is_true": s.boolean("true: passes when actual is truthy; false: when it is falsy."),
         "is_nil": s.boolean("true: passes when actual is null; false: when it is not."),
-        "matches_regex": s.string("Passes when the regular expression matches actual's text."),
+        "matches_regex": s.string(
+            "Passes when the regular expression (RE2 syntax, see "
+            "docs/expressions.md#regular-expressions) matches somewhere in actual's text.",
+            format="regex"),
     },
     "One assertion: `actual` and exactly one operator.",
     required=("actual",),
@@ -171,8 +174,6 @@ def _shown(value) -> str:
 
 def _check(index: int, assertion) -> None:
     """Raise ValidationError("assertion failed: ...") unless ``assertion`` holds."""
-    import re
-
     from gxo.runtime.exprlib import _deep_eq, text, truthy
     from gxo.runtime.module import ValidationError
 
@@ -230,13 +231,15 @@ def _check(index: int, assertion) -> None:
     else:  # matches_regex
         if not isinstance(expected, str):
             raise ValidationError(f"{where}: matches_regex must be a string")
+        from gxo.runtime import regex
+
         try:
-            pattern = re.compile(expected)
-        except re.error as exc:
-            raise ValidationError(f"{where}: invalid regular expression {expected!r}: {exc}") \
-                from None
+            pattern = regex.compile(expected)
+        except regex.RegexError as exc:
+            raise ValidationError(f"{where}: invalid regular expression {expected!r}: {exc}; "
+                                  f"{regex.DIALECT}") from None
         subject = actual if isinstance(actual, str) else text(actual)
-        if pattern.search(subject) is None:
+        if not pattern.test(subject):
             raise ValidationError(f"{fail}expected {_shown(actual)} to match /{expected}/")
 
 

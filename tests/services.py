@@ -44,3 +44,25 @@ def need_program(program: str, package: str) -> str:
     if path is None:
         _missing(f"{program} is not installed (apt-get install {package})")
     return path  # type: ignore[return-value]
+
+
+def need_cgroup() -> str:
+    """What ``gxo`` will make the run's cgroup in (``cgroup v2``, ``cgroup v1 freezer`` ...): a
+    hierarchy where this process may make a cgroup and move processes (root, or a delegated
+    cgroup v2 sub-tree), or skip/fail."""
+    from gxo.runtime import cgroups
+
+    problems: list[str] = []
+    for h in cgroups.hierarchies():
+        try:
+            probe = cgroups.Cgroup.create(h.own, f"gxo-probe-{os.getpid()}", h.version)
+        except cgroups.CgroupError as exc:
+            problems.append(str(exc))
+            continue
+        probe.remove()
+        if os.access(os.path.join(h.own, "cgroup.procs"), os.W_OK):
+            return h.describe()
+        problems.append(f"{h.own}/cgroup.procs is not writable")
+    _missing("no cgroup this process may create and join (root, or a delegated cgroup v2 sub-tree): "
+             + ("; ".join(problems) or "no cgroup hierarchy is mounted"))
+    return ""

@@ -43,7 +43,8 @@ COMPILER_DEPS = ("lark", "jsonschema", "networkx", "jinja2", "Cython")
 NOT_AT_EXEC = (*COMPILER_DEPS, "cython", "yaml", "gxo.compiler", "rich", "cryptography", "httpx", "uvloop",
                "croniter",  # croniter: only a scheduled workload or the compiler loads it
                "asyncssh", "bcrypt",  # only an ssh:* module loads them
-               "psycopg", "pymysql")  # database drivers: only database:query loads them
+               "psycopg", "pymysql",  # database drivers: only database:query loads them
+               "re2")  # RE2: only a regular expression (regex_match, data:parse regex, ...) loads it
 INSTALL_TIMEOUT = 300
 STALE_SECONDS = 3600
 

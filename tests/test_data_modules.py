@@ -265,6 +265,18 @@ def test_map_callable_results_and_record_errors() -> None:
     assert "no field 'x'" in res.error_messages[0] and "JSON object" in res.error_messages[1]
 
 
+def test_map_json_text_past_the_limits_is_a_record_error() -> None:
+    """A rendered record nested past 64 levels (or past the recursion limit) is that record's
+    error, naming the limit; the others pass."""
+    def template(r: dict) -> Any:
+        return '{"a": ' + "[" * r["n"] + "]" * r["n"] + "}"
+
+    res = drive("data:map", {"template": template}, {"p": [{"n": 3}, {"n": 70}, {"n": 100_000}]})
+    assert res.records == [{"a": [[[]]]}]
+    assert res.error_messages == ["the template's JSON is past a limit: nesting deeper than 64 levels "
+                                  "(docs/runtime.md#limits)"] * 2
+
+
 def test_map_literal_template_and_one_input_only() -> None:
     res = drive("data:map", {"template": '{"k": 1}'}, {"p": [{}, {}]})
     assert res.records == [{"k": 1}, {"k": 1}] and res.records[0] is not res.records[1]

@@ -156,3 +156,18 @@ def test_plan_reader_refuses_a_fifo_without_blocking(tmp_path: Path) -> None:
     assert proc.stdout.strip() == f"{fifo}: not a regular file", proc.stderr
     proc = subprocess.run([str(BIN / "gxoc"), "show", str(fifo)], capture_output=True, text=True, timeout=20)
     assert proc.returncode == 3 and "not a regular file" in proc.stderr
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda raw: raw + b"JUNK\n", "bytes after the end of the zip (data appended to the plan, or a zip comment)"),
+    (lambda raw: b"#!/bin/sh\nexit 0\n" + raw,
+     "17 byte(s) that belong to no member (data prepended to the plan or inserted into it)"),
+])
+def test_junk_around_a_signed_plan_is_refused_by_gxo_exec(tmp_path: Path, keys, edit, message: str) -> None:
+    (ci_key, ci_pub), _ = keys
+    good = make_plan(tmp_path, name="good.gxp", key=ci_key)
+    bad = tmp_path / "bad.gxp"
+    bad.write_bytes(edit(good.read_bytes()))
+    proc = gxo(["exec", bad, "--trusted-key", ci_pub], tmp_path)
+    assert proc.returncode == 3, proc.stderr
+    assert proc.stderr == f"gxo: plan refused: {bad}: {message}\n"

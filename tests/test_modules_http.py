@@ -366,3 +366,22 @@ def test_bad_peers_end_with_a_clear_error_in_bounded_time_and_memory():
 
     asyncio.run(main())
     assert sent[0] < 50 * 1024 * 1024  # the client stopped reading long before the 100 MB
+
+
+def test_a_json_body_past_the_limits_is_left_as_text():
+    """A response nested deeper than 64 levels (or 100,000, past the recursion limit) keeps its
+    text in ``body``; ``json_body`` is null and a warning names the limit."""
+    deep = "[" * 100_000 + "]" * 100_000
+    handlers = [{"request": {"path": "/deep"},
+                 "response": {"body": deep, "headers": {"Content-Type": "application/json"}}},
+                {"request": {"path": "/ok"},
+                 "response": {"body": "[" * 64 + "]" * 64, "headers": {"Content-Type": "application/json"}}}]
+
+    async def body(ctx, request, url, server, log):
+        out = await request({"url": url + "/deep"})
+        assert out["status_code"] == 200 and out["body"] == deep and out["json_body"] is None
+        assert any("past a limit" in msg and "nesting deeper than 64 levels" in msg
+                   for level, msg, _ in log.records if level == "warning")
+        ok = await request({"url": url + "/ok"})
+        assert ok["json_body"] is not None
+    scenario(body, handlers=handlers)

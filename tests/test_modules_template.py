@@ -122,43 +122,32 @@ def test_check_time_errors_inside_the_template(tmp_path: Path, template: str, va
         assert built.rc == 1 and not (tmp_path / "pb.gxp").exists()
 
 
-def test_vars_from_an_expression_open_the_scope(tmp_path: Path) -> None:
-    pb = _write(tmp_path, HEAD + """\
+@pytest.mark.parametrize(("template", "rendered", "error"), [
+    ("{{ .k }}-{{ .who }}", "v-world", None),  # vars from an expression open the scope
+    ("{{ .other }}", None, "(params.template): no field 'other'"),  # a missing key: one line
+])
+def test_vars_from_an_expression(tmp_path: Path, template: str, rendered: str | None, error: str | None) -> None:
+    pb = _write(tmp_path, HEAD + f"""\
   - name: src
-    lifecycle: {policy: run_once}
+    lifecycle: {{policy: run_once}}
     process:
       module: control:identity
-      params: {m: {k: v}}
+      params: {{m: {{k: v}}}}
     register: src
   - name: render
-    lifecycle: {policy: run_once}
+    lifecycle: {{policy: run_once}}
     process:
       module: template:render
-      params: {template: "{{ .k }}-{{ .who }}", vars: "{{ .src.m }}"}
+      params: {{template: "{template}", vars: "{{{{ .src.m }}}}"}}
 """)
     run = gxo_run(pb)
-    assert run.rc == 0, run.explain()
-    assert summary_of(run, "render") == {"rendered": "v-world"}
-
-
-def test_a_missing_key_at_run_time_fails_with_one_line(tmp_path: Path) -> None:
-    pb = _write(tmp_path, HEAD + """\
-  - name: src
-    lifecycle: {policy: run_once}
-    process:
-      module: control:identity
-      params: {m: {k: v}}
-    register: src
-  - name: render
-    lifecycle: {policy: run_once}
-    process:
-      module: template:render
-      params: {template: "{{ .other }}", vars: "{{ .src.m }}"}
-""")
-    run = gxo_run(pb)
-    assert run.status("render") == "Failed", run.explain()
-    out = run.stdout + run.stderr
-    assert "(params.template): no field 'other'" in out and "Traceback" not in out
+    if error is None:
+        assert run.rc == 0, run.explain()
+        assert summary_of(run, "render") == {"rendered": rendered}
+    else:
+        assert run.status("render") == "Failed", run.explain()
+        out = run.stdout + run.stderr
+        assert error in out and "Traceback" not in out
 
 
 def test_bad_params_are_check_errors(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 import subprocess
 import sys
 import zipfile
@@ -114,6 +115,23 @@ def tampered_variants(plan: Path, out_dir: Path) -> list[tuple[str, Path]]:
     out.append(("foreign-zip", out_dir / "foreign.gxp"))
     (out_dir / "text.gxp").write_text("name: not a plan\n")
     out.append(("not-a-zip", out_dir / "text.gxp"))
+    # the zip itself must be exactly the plan: nothing before or after it, nothing compressed
+    (out_dir / "appended.gxp").write_bytes(raw + b"JUNK\n")
+    out.append(("appended", out_dir / "appended.gxp"))
+    (out_dir / "prepended.gxp").write_bytes(b"JUNK\n" + raw)
+    out.append(("prepended", out_dir / "prepended.gxp"))
+    for label, compression in (("deflated", zipfile.ZIP_DEFLATED), ("bzip2", zipfile.ZIP_BZIP2)):
+        packed = io.BytesIO()
+        with zipfile.ZipFile(packed, "w", compression=compression) as zf:
+            for name in sorted(members):
+                zf.writestr(name, members[name])
+        (out_dir / f"{label}.gxp").write_bytes(packed.getvalue())
+        out.append((label, out_dir / f"{label}.gxp"))
+    commented = io.BytesIO(raw)
+    with zipfile.ZipFile(commented, "a") as zf:
+        zf.comment = b"hello"
+    (out_dir / "comment.gxp").write_bytes(commented.getvalue())
+    out.append(("zip-comment", out_dir / "comment.gxp"))
     return out
 
 
@@ -306,3 +324,68 @@ def test_manifest_is_decoded_strictly(plan: Path, tmp_path: Path, edit, pattern:
     with pytest.raises(PlanRefused, match=pattern) as info:
         load_plan(str(rewrite(plan, tmp_path / "x.gxp", members)))
     assert str(info.value).startswith(f"{tmp_path / 'x.gxp'}: member 'manifest.json': ")
+
+
+@pytest.mark.parametrize(("edit", "pattern"), [
+    (lambda raw: raw + b"JUNK\n", "bytes after the end of the zip"),
+    (lambda raw: b"JUNK\n" + raw, "5 byte\\(s\\) that belong to no member"),
+    (lambda raw: raw + b"\0" * 70000, "truncated or not a zip file"),
+])
+def test_junk_around_a_signed_plan_is_refused_even_with_its_trusted_key(tmp_path: Path, keypair, edit,
+                                                                        pattern: str) -> None:
+    """The signature covers the members, not the file: the format itself refuses what the zip
+    reader would skip (a prepended stub, appended data)."""
+    key, pub = keypair
+    signed = make_plan(tmp_path, name="signed.gxp", key=key)
+    assert load_plan(str(signed), trusted_keys=[str(pub)]).signature_checked
+    bad = tmp_path / "bad.gxp"
+    bad.write_bytes(edit(signed.read_bytes()))
+    with pytest.raises(PlanRefused, match=pattern) as info:
+        load_plan(str(bad), trusted_keys=[str(pub)])
+    assert str(info.value).startswith(f"{bad}: ")
+
+
+def _patch_directory(raw: bytes, member: str, **fields: int) -> bytes:
+    """``raw`` with ``member``'s central directory entry changed (offsets of its 46-byte header)."""
+    at = {"method": 10, "compressed": 20, "size": 24}
+    data = bytearray(raw)
+    pos = data.index(b"PK\x01\x02")
+    while True:
+        name_len, extra_len, comment_len = struct.unpack_from("<3H", data, pos + 28)
+        if data[pos + 46:pos + 46 + name_len].decode() == member:
+            break
+        pos = data.index(b"PK\x01\x02", pos + 46 + name_len + extra_len + comment_len)
+    for field_name, value in fields.items():
+        size = 2 if field_name == "method" else 4
+        data[pos + at[field_name]:pos + at[field_name] + size] = value.to_bytes(size, "little")
+    return bytes(data)
+
+
+@pytest.mark.parametrize(("fields", "pattern"), [
+    ({"size": F.MAX_MEMBER_BYTES + 1, "compressed": F.MAX_MEMBER_BYTES + 1},
+     r"member 'plan_code\.py' is too large \(268,435,457 bytes"),
+    ({"method": 12}, r"member 'plan_code\.py' is compressed \(method 12\)"),
+    ({"size": 10**6}, r"member 'plan_code\.py' is damaged"),
+])
+def test_member_sizes_and_methods_are_checked_from_the_central_directory(plan: Path, tmp_path: Path, fields,
+                                                                         pattern: str) -> None:
+    bad = tmp_path / "bad.gxp"
+    bad.write_bytes(_patch_directory(plan.read_bytes(), F.PLAN_CODE, **fields))
+    with pytest.raises(PlanRefused, match=pattern):
+        open_plan(str(bad))
+
+
+def test_plan_limits_live_in_one_place() -> None:
+    from gxo.runtime import limits
+
+    assert (F.MAX_MEMBERS, F.MAX_MEMBER_BYTES, F.MAX_TOTAL_BYTES) == (
+        limits.MAX_PLAN_MEMBERS, limits.MAX_PLAN_MEMBER_BYTES, limits.MAX_PLAN_TOTAL_BYTES)
+    assert limits.MAX_PLAN_BYTES > limits.MAX_PLAN_TOTAL_BYTES
+
+
+def test_plan_reader_does_not_import_zipfile(plan: Path) -> None:
+    """The format is read from the zip's own records (no decompressor is ever reached)."""
+    code = (f"import sys\nfrom gxo.runtime.planfile import open_plan\nopen_plan({str(plan)!r})\n"
+            "assert not {'zipfile', 'bz2', 'lzma'} & set(sys.modules), sorted(sys.modules)\n")
+    proc = subprocess.run(check=False, args=[sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -89,6 +89,9 @@ def test_file_provider_limits(tmp_path):
         p.get("big")
     with pytest.raises(GxoError, match="not UTF-8"):
         p.get("bin")
+    os.mkfifo(tmp_path / "fifo")  # refused at once, never waited on
+    with pytest.raises(GxoError, match="cannot read the secret file for 'fifo'"):
+        p.get("fifo")
 
 
 def test_chain_provider_order(tmp_path):

@@ -21,7 +21,7 @@ def _case_for(code: str) -> Path | None:
 
 
 def render() -> str:
-    from gxo.compiler.diagnostics import CODES
+    from gxo.compiler.diagnostics import CODES, MAX_PER_CODE, SNIPPET_WIDTH
 
     out = [
         "# Diagnostics",
@@ -33,6 +33,11 @@ def render() -> str:
         "offending span and `help:`/`note:` lines. `--format json` prints one object per line;",
         "`--format sarif` prints SARIF 2.1.0 for GitHub code scanning. Exit codes: 0 no errors",
         "(warnings allowed; `--warnings-as-errors` counts them), 1 errors, 2 usage, 70 a bug in gxoc.",
+        "",
+        f"A source line longer than {SNIPPET_WIDTH} columns is shown cut around the caret, with `…`",
+        "where it was cut (the column in the location stays the column in the file). Each format",
+        f"shows at most {MAX_PER_CODE} diagnostics of one code per file; a note in place of the",
+        "rest says how many there were, and the summary line and the exit code count them all.",
         "",
         "| code | category | severity | meaning |",
         "| --- | --- | --- | --- |",

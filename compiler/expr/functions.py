@@ -174,11 +174,11 @@ FUNCTIONS: dict[str, FuncSig] = _sigs(
             example="{{ .name | quote }}"),
     FuncSig("regex_match", (STR, STR), BOOL,
             doc="Whether the regular expression RE matches somewhere in S: `regex_match RE S` "
-                "(Python `re` syntax).",
+                "(RE2 syntax, see Regular expressions).",
             example='{{ .version | regex_match "^v[0-9]+" }}'),
     FuncSig("regex_replace", (STR, STR, STR), STR,
-            doc="S with every match of RE replaced by REPL (`\\1` refers to a group): "
-                "`regex_replace RE REPL S`.",
+            doc="S with every match of RE replaced by REPL (`\\1`, `\\g<name>` refer to a "
+                "group): `regex_replace RE REPL S` (RE2 syntax, see Regular expressions).",
             example='{{ .host | regex_replace "[.]example[.]com$" "" }}'),
     # --- formatting --------------------------------------------------------------------------
     FuncSig("print", (), STR, variadic=ANY, min_args=0,

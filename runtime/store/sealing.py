@@ -20,6 +20,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from gxo.runtime.limits import MAX_STATE_KEY_FILE_BYTES
 from gxo.runtime.store.base import StoreRefused
 
 __all__ = ["KEY_BYTES", "KEY_ENV", "Sealer", "load_key_file", "parse_key", "resolve_key"]
@@ -29,7 +30,7 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 _CHECK_TOKEN = b"gxo state key check v1"
 _CHECK_AAD = b"meta\x1fkey_check"
-_MAX_KEY_FILE = 4096
+_MAX_KEY_FILE = MAX_STATE_KEY_FILE_BYTES
 
 
 def parse_key(text: str | bytes, where: str) -> bytes:
@@ -48,13 +49,14 @@ def parse_key(text: str | bytes, where: str) -> bytes:
 
 def load_key_file(path: str) -> bytes:
     """The key held (in base64) by the file at ``path``."""
-    try:
-        with open(path, "rb") as fh:
-            text = fh.read(_MAX_KEY_FILE + 1)
-    except OSError as exc:
-        raise StoreRefused(f"cannot read the key file {path}: {exc.strerror}") from None
-    if len(text) > _MAX_KEY_FILE:
-        raise StoreRefused(f"key file {path} is not a state key: too large")
+    from gxo.runtime.files import FileProblem, FileTooLarge, read_limited
+
+    try:  # a FIFO is refused without blocking
+        text = read_limited(path, _MAX_KEY_FILE, what="key file")
+    except FileTooLarge:
+        raise StoreRefused(f"key file {path} is not a state key: too large") from None
+    except FileProblem as exc:
+        raise StoreRefused(f"cannot read the key file {path}: {exc.reason.removeprefix('cannot read: ')}") from None
     return parse_key(text, f"key file {path}")
 
 

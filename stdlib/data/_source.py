@@ -117,18 +117,17 @@ def _parse_csv(content: str, options: dict, report) -> list:
 
 
 def _parse_regex(content: str, options: dict) -> list:
-    import re
-
+    from gxo.runtime import regex
     from gxo.runtime.module import ValidationError
 
     pattern = options.get("pattern")
     if not isinstance(pattern, str) or pattern == "":
         raise ValidationError("format regex needs format_options.pattern")
     try:
-        rx = re.compile(pattern, re.MULTILINE)
-    except re.error as exc:
+        rx = regex.compile(pattern, multiline=True)
+    except regex.RegexError as exc:
         raise ValidationError(f"format_options.pattern is not a valid regular expression: "
-                              f"{exc}") from None
+                              f"{exc}; {regex.DIALECT}") from None
     named = {index: name for name, index in rx.groupindex.items()}
     unnamed = [i for i in range(1, rx.groups + 1) if i not in named]
     names = options.get("capture_groups")
@@ -140,12 +139,19 @@ def _parse_regex(content: str, options: dict) -> list:
     else:
         named.update((i, f"group{i}") for i in unnamed)
     order = sorted(named)
+    fields = [(named[i], i) for i in order]
     records = []
-    for m in rx.finditer(content):
-        if not order:
-            records.append({"match": m.group(0)})
-        else:
-            records.append({named[i]: m.group(i) for i in order})
+    if not fields:
+        for text, spans in rx.finditer(content):
+            start, end = spans[0]
+            records.append({"match": text[start:end]})
+        return records
+    for text, spans in rx.finditer(content):
+        record = {}
+        for name, i in fields:
+            start, end = spans[i]
+            record[name] = text[start:end] if start >= 0 else None
+        records.append(record)
     return records
 
 
@@ -270,18 +276,22 @@ class Parse:
             errors.report(position, ctx.workload, message)
 
         if fmt in ("json", "yaml"):
-            if fmt == "json":
-                import json
+            from gxo.runtime.limits import LimitExceeded, load_json, load_yaml
 
+            if fmt == "json":
                 try:
-                    doc = json.loads(content)
+                    doc = load_json(content, constants=True)
+                except LimitExceeded as exc:
+                    raise ModuleError(f"json past a limit: {exc} (docs/runtime.md#limits)") from None
                 except ValueError as exc:
                     raise ModuleError(f"invalid json: {exc}") from None
             else:
                 import yaml  # lazily: only the yaml format needs PyYAML
 
                 try:
-                    doc = yaml.safe_load(content)
+                    doc = load_yaml(content)
+                except LimitExceeded as exc:
+                    raise ModuleError(f"yaml past a limit: {exc} (docs/runtime.md#limits)") from None
                 except yaml.YAMLError as exc:
                     raise ModuleError(f"invalid yaml: {exc}") from None
             path = options.get("json_path")

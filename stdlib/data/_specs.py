@@ -42,7 +42,9 @@ PARSE = ModuleSpec(
             "format": s.enum(
                 "Input format. json/yaml: each element of a top-level list (or the single "
                 "map) is a record; csv: one record per row; text_lines: {line} per line; "
-                "regex: one record of named groups per match; logfmt: one record per line.",
+                "regex: one record of named groups per match; logfmt: one record per line. "
+                "A json/yaml document is read within the playbook loader's limits (nesting, "
+                "integer digits; yaml: size, nodes after alias expansion; see runtime.md#limits).",
                 PARSE_FORMATS,
             ),
             "format_options": s.obj(
@@ -58,7 +60,10 @@ PARSE = ModuleSpec(
                         "One column name.",
                     ),
                     "pattern": s.nonempty(
-                        "regex: the regular expression (Python syntax), matched repeatedly."
+                        "regex: the regular expression (RE2 syntax: no backreferences or "
+                        "lookaround; see docs/expressions.md#regular-expressions), matched "
+                        "repeatedly; `^` and `$` match at line ends.",
+                        format="regex",
                     ),
                     "capture_groups": s.string_list(
                         "regex: field names for the unnamed groups, in order.",

@@ -7,8 +7,7 @@ from gxo.stdlib.data._common import _is_record, _one_input
 
 def _as_record(value):
     """data:map's result as a record: a map, or text that decodes to a JSON object."""
-    import json
-
+    from gxo.runtime.limits import LimitExceeded, load_json
     from gxo.stdlib._params import kind
 
     if isinstance(value, dict):
@@ -17,7 +16,9 @@ def _as_record(value):
         raise ValueError("the template yields a map whose keys are not all strings")
     if isinstance(value, str):
         try:
-            decoded = json.loads(value)
+            decoded = load_json(value, constants=True)
+        except LimitExceeded as exc:
+            raise ValueError(f"the template's JSON is past a limit: {exc} (docs/runtime.md#limits)") from None
         except ValueError:
             raise ValueError(f"the template must render a JSON object, got text "
                              f"{value[:80]!r}") from None

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from acceptance.harness import ROOT, build, gxo_run, spawn, summary_of, wait_until, write_playbook
+from acceptance.harness import ROOT, build, close_proc, gxo_run, spawn, summary_of, wait_until, write_playbook
 
 E14 = ROOT / "examples" / "e14_tcp_server.yaml"
 
@@ -216,12 +216,7 @@ def serving(plan: Path, listener: str, env: dict[str, str] | None = None) -> Ite
         assert rc == 0, err
         assert "Traceback" not in err
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        close_proc(proc)
 
 
 def e14_plan(work: Path, port: int, timeout: str = "30s") -> Path:
@@ -438,23 +433,19 @@ def test_e22_connection_open_snippet_against_a_local_server(work: Path) -> None:
 # --------------------------------------------------------------------------- bad peers
 
 
-def _peak_rss_mb(argv: list[str], env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, str, float]:
-    """Run ``argv``; its exit code, its stdout+stderr and its peak RSS in MB (wait4's rusage)."""
+def _peak_rss_mb(argv: list[str], timeout: float = 60) -> tuple[int, str, float]:
+    """Run ``argv``; its exit code, its stdout+stderr and its own peak RSS in MB (through the
+    launcher of tests/rss.py, so that pytest's size is not counted)."""
     import subprocess
+    import tempfile
 
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})})
-    out: list[bytes] = []
-    reader = threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    reader.join(timeout)
-    if reader.is_alive():
-        proc.kill()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    reader.join(5)
-    proc.stdout.close()  # type: ignore[union-attr]
-    return proc.returncode, b"".join(out).decode("utf-8", "replace"), usage.ru_maxrss / 1024
+    from rss import launched, peak_mb
+
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "rss"
+        proc = subprocess.run(launched(argv, report), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              timeout=timeout, check=False)
+        return proc.returncode, proc.stdout.decode("utf-8", "replace"), peak_mb(report)
 
 
 def test_a_server_that_floods_100_mb_or_never_answers_ends_the_read_clearly_in_bounded_memory(work: Path) -> None:

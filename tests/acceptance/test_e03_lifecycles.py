@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from acceptance.harness import EXAMPLES, build, gxo_exec, run_tool, spawn, wait_until
+from acceptance.harness import EXAMPLES, build, close_proc, gxo_exec, run_tool, spawn, wait_until
 
 E3 = EXAMPLES / "e03_lifecycle_polymorphism.yaml"
 CHECKS = ("health_check_once", "health_check_supervised", "health_check_scheduled", "health_check_on_event")
@@ -87,12 +87,7 @@ def test_the_four_lifecycles_run_side_by_side(work: Path) -> None:
         proc.wait(30)
         thread.join(10)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        close_proc(proc)
     assert proc.returncode == 0, seen[-5:]
     runs = {n: sum(1 for e in seen if e.get("type") == "ModuleExecutionStart" and e.get("workload") == n)
             for n in CHECKS}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from acceptance.harness import EXAMPLES, HttpMock, build, pid_alive, spawn, wait_until
+from acceptance.harness import EXAMPLES, HttpMock, build, close_proc, pid_alive, spawn, wait_until
 
 E27 = EXAMPLES / "e27_lifecycle_mix.yaml"
 
@@ -93,12 +93,7 @@ def test_the_lifecycle_mix_runs_in_one_process(work: Path) -> None:
             proc.wait(30)
             thread.join(10)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            for pipe in (proc.stdout, proc.stderr):
-                if pipe is not None:
-                    pipe.close()
+            close_proc(proc)
         bodies = sorted((json.loads(c[3]) for c in collector.calls), key=lambda b: b["message"])
     assert proc.returncode == 0, seen[-5:]
     assert bodies == [{"level": "ERROR", "message": "disk full", "from": froms[0]},

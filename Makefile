@@ -17,7 +17,7 @@ $(STAMP): $(PY) pyproject.toml setup.py
 
 # Examples that wait for a feature this release does not run (docs/examples.md says which):
 # `gxoc check` refuses them with not-implemented, so `make demo` checks the others.
-WAITING_EXAMPLES := e16_manual_approval e22_stdlib_snippets e25_mvk_demos
+WAITING_EXAMPLES := e16_manual_approval e22_stdlib_snippets
 RUNNABLE_EXAMPLES := $(filter-out $(WAITING_EXAMPLES:%=examples/%.yaml),$(wildcard examples/*.yaml))
 
 demo: $(STAMP)
@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(PY) bench/expressions.py
 	$(PY) bench/state.py
 	$(PY) bench/coldstart.py
+	$(PY) bench/sandbox.py
 	$(PY) bench/streams.py
 	$(PY) bench/build.py
 

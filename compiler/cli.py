@@ -82,7 +82,7 @@ def check(paths: tuple[str, ...], fmt: str, warnings_as_errors: bool, color: str
             res, _ = check_path(f)
         except FileProblem as exc:
             raise click.UsageError(str(exc)) from None
-        sources[f] = res.source
+        sources.update(res.sources)
         all_diags.extend(res.diags.sorted())
     shown = limit_per_code(all_diags)
     if fmt == "json":

@@ -69,7 +69,7 @@ def _print_diags(result: Any, warnings_as_errors: bool = False) -> bool:
     diags = result.diags.sorted()
     if diags:
         use_color = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-        click.echo(render_text(limit_per_code(diags), {result.path: result.source}, color=use_color), nl=False, color=use_color)
+        click.echo(render_text(limit_per_code(diags), result.sources, color=use_color), nl=False, color=use_color)
         click.echo(summary_line(diags, 1))
     failing = {ERROR, WARNING} if warnings_as_errors else {ERROR}
     return any(d.severity in failing for d in diags)

@@ -106,6 +106,13 @@ CODES: dict[str, CodeInfo] = {
         'refused at run time.'),
     "secret-in-log": CodeInfo("security", WARNING, "a secret flowing into a param that is logged or summarised",
         'Pass secrets only through params that are not echoed in summaries or logs (e.g. `environment`).'),
+    "seccomp-unconfined": CodeInfo("security", WARNING, "a child process run without a seccomp filter (seccomp: unconfined)",
+        "Drop `seccomp: unconfined` to keep the baseline profile (it denies only mount, namespaces, "
+        "ptrace, module loading and the like), or write a profile that allows what the program "
+        "needs (`seccomp_profile_path`)."),
+    "seccomp-profile": CodeInfo("security", ERROR, "a seccomp_profile_path that cannot be used (unreadable, not JSON, an unknown syscall or action)",
+        "Fix the profile at the position shown: a Docker/libseccomp JSON profile with `defaultAction` "
+        "and `syscalls` entries `{names, action, args}`, each name a syscall libseccomp knows."),
     "sql-injection-risk": CodeInfo("security", ERROR, "a template inside a database:query statement (SQL built from text)",
         "Write the value as a placeholder in `query` and pass it in `params` (bound by the driver, never "
         "spliced into the SQL). Only where the database takes no placeholder (DDL such as `CREATE ROLE ... "

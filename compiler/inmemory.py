@@ -25,7 +25,7 @@ def compile_in_memory(path: str, stream: IO[str]) -> Any:
     result, data = check_path(path)  # gxo.runtime.files.FileProblem: not a readable regular file
     diags = result.diags.sorted()
     if diags:
-        stream.write(render_text(limit_per_code(diags), {result.path: result.source}))
+        stream.write(render_text(limit_per_code(diags), result.sources))
         stream.write(summary_line(diags, 1) + "\n")
     errors = [d for d in diags if d.severity == ERROR]
     if errors and all(d.code == "not-implemented" for d in errors):

@@ -373,6 +373,7 @@ class _Lowerer:
             inline=bool(w.spec.inline) if w.spec is not None else False,
             secret_params=tuple(secret_params),
             security_context=to_plain(sc) if sc is not None else None,
+            seccomp_profile=w.seccomp_profile,
             allowed_paths=_allowed_paths(to_plain(w.node.get("policy"))),
             span=self.span(w.name_node if w.name_node is not None else w.node),
         )

@@ -70,6 +70,8 @@ class Workload:
     loop_var: str = "item"
     exprs: list[ExprSite] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
+    #: security_context.seccomp_profile_path as read and checked: {path, sha256, profile}
+    seccomp_profile: dict[str, Any] | None = None
 
     @property
     def is_looped(self) -> bool:

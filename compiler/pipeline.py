@@ -24,6 +24,12 @@ class Result:
     playbook: object | None = None
     analysis: object | None = None
     graph: object | None = None
+    #: other files the diagnostics point into (a seccomp profile), path -> text
+    extra_sources: dict[str, str] | None = None
+
+    @property
+    def sources(self) -> dict[str, str]:
+        return {**(self.extra_sources or {}), self.path: self.source}
 
 
 def check_path(path: str) -> tuple[Result, bytes]:
@@ -74,5 +80,8 @@ def _check_source(data: bytes | str, path: str) -> Result:
     res.playbook = pb
     an = resolve(pb, diags)
     res.analysis = an
+    from gxo.compiler.sandbox import check_profiles
+
+    res.extra_sources = check_profiles(pb, path, diags)
     res.graph = build_graph(an, diags)
     return res

@@ -22,7 +22,7 @@ from gxo.compiler.loader import MapNode, ScalarNode, YNode, to_plain, walk_path
 from gxo.compiler.model import ExprSite, Playbook, Step, Workload
 from gxo.compiler.records import RecordTypes
 from gxo.compiler.typecheck import Ref, Scope, check_site
-from gxo.runtime.support import APPLIED_SECURITY_KEYS
+from gxo.runtime.support import APPLIED_SECURITY_KEYS, SANDBOXED_MODULES
 from gxo.stdlib import registry
 
 #: consumers that only wait for their inputs' end-of-stream: any workload may feed them
@@ -149,6 +149,16 @@ def _check_runnable(w: Workload, diags: Diagnostics) -> None:
                 diags.add("not-implemented", f"security_context.{k.value} is not implemented: this release cannot "
                           "apply it to the process", k.span,
                           help="remove the key; gxo refuses to run the workload without the sandbox it asks for")
+        sc_key = w.node.key_node("security_context")
+        if w.module and w.spec is not None and w.module not in SANDBOXED_MODULES and sc_key is not None:
+            diags.add("not-implemented", f"security_context on module '{w.module}' is not implemented: this release "
+                      "sandboxes the child processes of exec only", sc_key.span,
+                      help="remove the security_context, or run the work as an exec child")
+        seccomp = sc.get("seccomp")
+        if isinstance(seccomp, ScalarNode) and seccomp.value == "unconfined":
+            diags.add("seccomp-unconfined", "seccomp: unconfined runs this workload's child process without a "
+                      "seccomp filter (not even the baseline)", seccomp.span,
+                      help="drop it to keep the baseline profile, or name a profile with seccomp_profile_path")
 
 
 def _key_span(node: MapNode, *path: str):

@@ -301,6 +301,13 @@ def execute_loaded(loaded: Any, p: dict[str, Any], overrides: dict[str, Any], de
     from gxo.runtime.kernel import RunOptions
     from gxo.runtime.run import Outputs, execute
 
+    if not p["dry_run"]:  # a dry run starts no child
+        from gxo.runtime.support import sandbox_refusals
+
+        problems = sandbox_refusals(loaded.plan)
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise RefusedPlan(f"{problems[0]}{more}; gxo never runs a child without its sandbox")
     for warning in [*extra_warnings, *getattr(loaded, "warnings", [])]:
         print(f"gxo: warning: {warning}", file=sys.stderr, flush=True)
     opts = RunOptions(vars=overrides, dry_run=p["dry_run"], max_concurrency=p["max_concurrency"],

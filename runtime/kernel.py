@@ -839,6 +839,7 @@ class Kernel:
             redact=self.tracker.redact,
             stop_timeout=getattr(w.lifecycle, "stop_timeout", None),
             connections=self._connections,
+            sandbox=_sandbox_of(w) if w.security_context is not None else None,
         )
 
     def _connections(self) -> Any:
@@ -1023,6 +1024,13 @@ class Kernel:
                 pass
         if self.react.conns is not None:  # every exit path: no socket outlives the run
             await self.react.conns.close_all()
+
+
+def _sandbox_of(w: Workload) -> Any:
+    """The sandbox of ``w``'s child processes (its security_context asks for one)."""
+    from gxo.runtime.sandbox import sandbox_of
+
+    return sandbox_of(w.security_context, w.seccomp_profile)
 
 
 def _registered(state: Any, key: str) -> Any:

@@ -82,6 +82,9 @@ class Context:
     stop_timeout: float | None = None
     #: the run's connection manager (gxo.runtime.connections), made on first call
     connections: Callable[[], Any] = _no_connections
+    #: the sandbox of the workload's child processes (gxo.runtime.sandbox.Sandbox); None: the
+    #: baseline (no_new_privs and the default seccomp profile)
+    sandbox: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -280,6 +280,10 @@ DETAIL_INDENT = " " * 9
 _CONTROL = str.maketrans({c: "\ufffd" for c in [*range(0, 9), *range(11, 32), 127]})
 
 
+#: how an exec child's baseline sandbox is described (gxo.runtime.sandbox.Sandbox.describe)
+BASELINE_SANDBOX_TEXT = "seccomp default, no_new_privs on"
+
+
 class Details:
     """What ``gxo run|exec -v`` shows under each workload's status line: the summary of each
     module execution (``exec``: its stdout and stderr), and with ``-vv`` the rendered params
@@ -301,6 +305,11 @@ class Details:
         elif t == "ModuleExecutionEnd":
             self.runs.setdefault(event["workload"], {}).setdefault(event.get("loop_iteration"), {})[
                 "summary"] = event.get("summary")
+        elif t == "Log" and "sandbox" in event and "workload" in event:
+            # an exec child's sandbox, one per workload (every loop item gets the same): -v shows
+            # one other than the baseline, -vv every one
+            if self.level >= 2 or event["sandbox"] != BASELINE_SANDBOX_TEXT:
+                self.runs.setdefault(event["workload"], {}).setdefault(None, {})["sandbox"] = event["sandbox"]
         else:
             return False
         return True
@@ -314,6 +323,8 @@ class Details:
             tag = "" if index is None else f"[{index}] "
             if "params" in run:
                 out += _field(tag + "params", run["params"])
+            if "sandbox" in run:
+                out += _field(tag + "sandbox", run["sandbox"])
             if "summary" in run:
                 out += self._summary(tag, workload, run["summary"])
         return [DETAIL_INDENT + ln for ln in out]

@@ -143,6 +143,9 @@ class Workload(IR, kw_only=True, dict=True):
     inline: bool = False  # pure, non-blocking module: run inside the scheduler step
     secret_params: tuple[str, ...] = ()  # param paths whose value carries a secret (taint map)
     security_context: Any = None  # JSON, as written
+    #: security_context.seccomp_profile_path, read by gxoc build: {path, sha256, profile}
+    #: (gxo.runtime.sandbox.profiles form); the run uses this copy, never the file
+    seccomp_profile: Any = None
     allowed_paths: tuple[str, ...] = ()  # policy.allowed_paths: absolute dirs its path params may reach
     span: SourceSpan
 

@@ -263,8 +263,18 @@ def reaped(pid: int) -> None:
             _guard.tell(f"-{pid}")
 
 
+#: exec children being started: forked, not yet in ``_children`` (asyncio connects their pipes
+#: first); while one is, a child of gxo outside ``_children`` may be it, not an adopted orphan
+_spawning = 0
+
+
+def spawning(delta: int) -> None:
+    global _spawning
+    _spawning += delta
+
+
 def running_count() -> int:
-    return len(_children)
+    return len(_children) + _spawning
 
 
 #: how long one scan of /proc serves further lookups: stopping 200 supervised programs at once

@@ -292,11 +292,24 @@ class Exec:
 
         if not proctrack.guard_ready():  # the first exec of the gxo command: see proctrack
             await proctrack.guarded()
+
+        # The sandbox (no_new_privs + seccomp, docs/runtime.md): a launcher applies it and execs
+        from gxo.runtime import sandbox
+
+        box = ctx.sandbox if ctx.sandbox is not None else sandbox.BASELINE_SANDBOX
+        try:
+            launch = sandbox.launch(program, args, box)
+        except sandbox.SandboxError as exc:
+            message = f"cannot start {command}: {exc}"
+            raise ModuleError(message, summary=_exec_summary("", message, -1)) from None
+
         # The start is shielded: cancelled half-way, asyncio would kill the child alone and then
         # wait for its pipes, which a grandchild in its group (`sleep 60 &`) keeps open.  A
         # cancellation during the start lets it finish, then stops the whole group.
+        proctrack.spawning(1)  # until proctrack.started: not an orphan to stop (proctrack)
         starting = asyncio.ensure_future(asyncio.create_subprocess_exec(
-            program, *args,
+            *launch.argv,
+            pass_fds=launch.pass_fds,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -321,8 +334,10 @@ class Exec:
         except ValueError as exc:  # a NUL byte in an argument or the environment
             message = f"cannot start {command}: {exc} (an argument or variable holds a NUL character)"
             raise ModuleError(message, summary=_exec_summary("", message, -1)) from None
+        finally:
+            proctrack.spawning(-1)
         proctrack.started(proc.pid)
-        ctx.logger.debug("started", command=command, pid=proc.pid)
+        ctx.logger.debug("started", command=command, pid=proc.pid, sandbox=box.describe())
 
         try:
             if stdout_records:
@@ -356,6 +371,12 @@ class Exec:
                                 rc)
         if rc not in ok_codes:
             detail = f"killed by {signame}" if signame else f"exited with code {rc}"
+            if signame == "SIGSYS":
+                name = sandbox.denied_syscall(proc.pid)
+                what = f"syscall {name} denied" if name and not name.startswith("syscall ") else (
+                    f"{name} denied" if name else "a syscall denied")
+                profile = box.label if box.label.startswith("profile ") else f"the profile {box.label}"
+                detail += f" ({what} by seccomp {profile})"
             last = summary["stderr"].strip().splitlines()[-1:] if summary["stderr"] else []
             # redact before cutting: a cut through an encoded secret would leak its first half
             tail = f": {ctx.redact(last[0])[:500]}" if last else ""

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGING = ("pyproject.toml", "setup.py", "README.md")
 PACKAGE_DIRS = ("runtime", "compiler", "stdlib", "grammar", "schemas")
 SKIP_SUFFIXES = (".so", ".c", ".pyc", ".pyd", ".html")
+KEPT_SOURCES = ("launch.c",)  # C sources of the tree (the sandbox launcher), not Cython output
 COMPILER_DEPS = ("lark", "jsonschema", "networkx", "jinja2", "Cython")
 # Never imported by `gxo exec` of a plain plan (compiler deps, yaml, and design.md section 8).
 NOT_AT_EXEC = (*COMPILER_DEPS, "cython", "yaml", "gxo.compiler", "rich", "cryptography", "httpx", "uvloop",
@@ -108,7 +109,9 @@ def _source_files() -> list[Path]:
     files = [ROOT / name for name in PACKAGING]
     for d in PACKAGE_DIRS:
         for path in sorted((ROOT / d).rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts and not path.name.endswith(SKIP_SUFFIXES):
+            if path.is_file() and "__pycache__" not in path.parts and (
+                    not path.name.endswith(SKIP_SUFFIXES) or path.name in KEPT_SOURCES) \
+                    and path.name != "gxo-sandbox-exec":  # the launcher built in place
                 files.append(path)
     return files
 

@@ -330,10 +330,11 @@ def build() -> dict[str, str]:
         "**Runs** says whether the module's code is in this release. `gxoc check` accepts only what "
         "`gxo` can run: a module marked **no** is declared (its params and summary type-check) but "
         "reported `not-implemented`, and `gxo run`/`gxo exec` refuse a plan that uses it (exit 3). "
-        "This release's runtime runs the `run_once` lifecycle only and applies no "
-        "`security_context` key: `supervise`, `scheduled`, `event_driven` and every "
-        "`security_context` key are `not-implemented` too (docs/examples.md lists the examples "
-        "that wait for them).",
+        "Of the `security_context` keys this release applies `seccomp`, `seccomp_profile_path` "
+        "and `no_new_privileges`, to the child of an `exec` (which gets the baseline sandbox, "
+        "no_new_privs and the `default` seccomp profile, without asking: see "
+        "[runtime.md](../runtime.md#sandbox)); the other keys, and a `security_context` on another "
+        "module, are `not-implemented` too (docs/examples.md lists the examples that wait for them).",
         "",
     ]
     index += _table(["Module", "Runs", "Layer", "Lifecycles", "Stream inputs", "Output stream",

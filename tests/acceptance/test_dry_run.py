@@ -25,7 +25,9 @@ PATH_EVENTS = {"os.mkdir", "os.rename", "os.remove", "os.rmdir", "os.chmod", "os
                "shutil.rmtree", "os.symlink", "os.link", "os.utime"}
 
 def hook(event, args):
-    if event in ("subprocess.Popen", "os.posix_spawn", "os.fork", "os.exec", "os.spawn", "os.system"):
+    if event == "subprocess.Popen":  # the program, and its argv (an exec child's sandbox launcher runs it)
+        log.append([event, str(args[0]), [str(a) for a in args[1]]])
+    elif event in ("os.posix_spawn", "os.fork", "os.exec", "os.spawn", "os.system"):
         log.append([event, str(args[0])])
     elif event == "open":
         path, mode, flags = args
@@ -95,8 +97,8 @@ def test_the_same_run_without_dry_run_is_seen_by_the_hook(setup: tuple[Path, Pat
     assert rc == 0
     assert marker.exists() and len(mock.calls) == 1
     effects = _side_effects(log, ws_root)
-    spawned = [e[1] for e in effects if e[0] == "subprocess.Popen"]
-    assert len(spawned) == 2 and any(s.endswith("/touch") for s in spawned), spawned
+    spawned = [e[2] for e in effects if e[0] == "subprocess.Popen"]
+    assert len(spawned) == 2 and any(s[-2].endswith("/touch") for s in spawned), spawned
     written = {Path(e[1]).name for e in effects if e[0] in ("open", "os.mkdir")}
     assert {"report.txt", "cache", "app.conf"} <= written, effects
     assert any(e[0] == "socket.connect" for e in effects)

@@ -88,8 +88,11 @@ def test_vv_adds_the_rendered_params_and_exec_takes_v(work: Path) -> None:
     # (a .gxp holds the params in canonical order: keys sorted)
     assert greet[1] == ('         params: {"args":["-c","echo \\"hello world\\"; echo \\"token is $T\\"; '
                         'seq 1 30; echo \\"careful\\" >&2"],"command":"/bin/sh","environment":["T=[REDACTED]"]}')
-    assert greet[2] == "         stdout: hello world"
-    assert _block(run.stdout, "quiet")[1:] == ['         [0] params: {"command":"/bin/true"}', "         [0] (no output)",
+    # -vv also names each exec child's sandbox (-v only one other than the baseline)
+    assert greet[2] == "         sandbox: seccomp default, no_new_privs on"
+    assert greet[3] == "         stdout: hello world"
+    assert _block(run.stdout, "quiet")[1:] == ["         sandbox: seccomp default, no_new_privs on",
+                                                '         [0] params: {"command":"/bin/true"}', "         [0] (no output)",
                                                 '         [1] params: {"command":"/bin/true"}', "         [1] (no output)"]
     # --json -vv: the params ride on ModuleExecutionStart, redacted like every event
     js = gxo_exec(plan, "-vv", env=ENV)

@@ -261,3 +261,26 @@ def own_cgroup(version: int, pid: int | str = "self") -> Cgroup | None:
         if h.version == version:
             return Cgroup(h.own, version)
     return None
+
+
+def parents() -> dict[int, int]:
+    """pid -> parent pid of every process this process can see in ``/proc`` (empty without
+    it): the process tree, for what no cgroup holds (``gxo.runtime.proctrack``, the guardian)."""
+    out: dict[int, int] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                data = f.read()
+        except OSError:
+            continue  # gone, or not ours to read
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+        rest = data[data.rfind(b")") + 2:].split()
+        if len(rest) > 1:
+            out[int(name)] = int(rest[1])
+    return out

@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
         time.sleep(0.005)
     spare = parent if os.getppid() == parent else None  # still there: never kill it
     if groups:
-        _kill_groups(groups, spare)
+        _kill_groups(groups, spare, cgroups.parents)
     if cgroup is not None:
         try:
             cgroup.kill(spare=spare)
@@ -90,11 +90,11 @@ def _load_cgroups():
     return module
 
 
-def _kill_groups(groups: set[int], spare: int | None) -> None:
+def _kill_groups(groups: set[int], spare: int | None, parents) -> None:
     """SIGKILL the process groups led by ``groups`` and the live descendants of their leaders
     (those that left the group: ``setsid``), twice (a fork between the scan and the signal)."""
     for _ in range(2):
-        targets = _descendants(groups) - {spare, os.getpid()}
+        targets = _descendants(groups, parents()) - {spare, os.getpid()}
         for pgid in groups:
             try:
                 os.killpg(pgid, signal.SIGKILL)
@@ -107,22 +107,11 @@ def _kill_groups(groups: set[int], spare: int | None) -> None:
                 pass
 
 
-def _descendants(roots: set[int]) -> set[int]:
+def _descendants(roots: set[int], parents: dict[int, int]) -> set[int]:
+    """``roots`` still alive and all their descendants, from the process tree ``parents``."""
     kids: dict[int, list[int]] = {}
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return set()
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
-            ppid = int(data[data.rfind(b")") + 2:].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        kids.setdefault(ppid, []).append(int(name))
+    for pid, ppid in parents.items():
+        kids.setdefault(ppid, []).append(pid)
     found: set[int] = set()
     todo = [r for r in roots if os.path.exists(f"/proc/{r}")]
     found.update(todo)

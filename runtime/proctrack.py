@@ -293,29 +293,10 @@ def _parents() -> dict[int, int]:
     now = time.monotonic()
     if now - _scan[0] < SCAN_TTL_S:
         return _scan[1]
-    out = _scan_parents()
+    from gxo.runtime.cgroups import parents
+
+    out = parents()
     _scan = (time.monotonic(), out)
-    return out
-
-
-def _scan_parents() -> dict[int, int]:
-    out: dict[int, int] = {}
-    try:
-        names = os.listdir("/proc")
-    except OSError:
-        return out
-    for name in names:
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
-        except OSError:
-            continue  # gone, or not ours to read
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses
-        rest = data[data.rfind(b")") + 2:].split()
-        if len(rest) > 1:
-            out[int(name)] = int(rest[1])
     return out
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from services import need_program
 
+from acceptance.harness import free_port
+
 PASSPHRASE = "correct horse battery staple"
 
 
@@ -52,12 +54,6 @@ class Sshd:
     def stop(self) -> None:
         self.proc.kill()
         self.proc.wait(10)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _keygen(path: Path, passphrase: str = "") -> None:

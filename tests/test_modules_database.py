@@ -15,19 +15,10 @@ from gxo.runtime.module import Context, ModuleError, SecurityError, ValidationEr
 from gxo.runtime.streams import StreamOutput
 from gxo.runtime.workspace import Workspace
 
+from module_log import Log
 from services import need_service
 
 DRIVERS = ("sqlite", "postgresql", "mysql")
-
-
-class Log:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, dict]] = []
-
-    def debug(self, msg, **a): self.records.append(("debug", msg, a))  # noqa: E704
-    def info(self, msg, **a): self.records.append(("info", msg, a))  # noqa: E704
-    def warning(self, msg, **a): self.records.append(("warning", msg, a))  # noqa: E704
-    def error(self, msg, **a): self.records.append(("error", msg, a))  # noqa: E704
 
 
 class Collect:

@@ -14,6 +14,7 @@ import pytest
 from gxo.runtime.module import Context, ModuleError, ValidationError, load_module_class
 
 from acceptance.harness import build, gxo_exec, gxo_run, run_tool, summary_of
+from module_log import Log
 from services import need_program
 
 ZONE = "gxo.test"
@@ -80,16 +81,6 @@ def dns_server():
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-
-
-class Log:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, dict]] = []
-
-    def debug(self, msg, **a): self.records.append(("debug", msg, a))  # noqa: E704
-    def info(self, msg, **a): self.records.append(("info", msg, a))  # noqa: E704
-    def warning(self, msg, **a): self.records.append(("warning", msg, a))  # noqa: E704
-    def error(self, msg, **a): self.records.append(("error", msg, a))  # noqa: E704
 
 
 def query(params: dict, *, dry_run: bool = False, log: Log | None = None) -> dict:
@@ -283,42 +274,29 @@ def test_e18_soar_webhook_example_end_to_end(dns_server, tmp_path: Path):
     sent to the test's DNS server and the Slack webhook pointed at an HTTP server run by the
     test: a webhook POST is acknowledged 202, and the alert names the address and its PTR name."""
     import json
-    import signal
 
     import httpx
     import yaml
 
-    from acceptance.harness import ROOT, HttpMock, close_proc, spawn, wait_until
+    from acceptance.harness import ROOT, HttpMock, free_port, gxo_serving
 
     doc = yaml.safe_load((ROOT / "examples" / "e18_soar_webhook.yaml").read_text())
     listener, pipeline = doc["workloads"]
-    port = _free_udp_port()
+    port = free_port()
     listener["process"]["params"]["address"] = f"127.0.0.1:{port}"
     steps = {st["id"]: st for st in pipeline["process"]["params"]["steps"]}
     steps["enrich_ip"]["with"].update(server=dns_server, timeout="2s")
     pb = tmp_path / "e18.yaml"
     pb.write_text(yaml.safe_dump(doc, sort_keys=False))
-    with HttpMock([200]) as slack:
-        proc = spawn("gxo", "exec", build(pb, tmp_path), "--no-state", env={"SLACK_WEBHOOK": slack.url + "/hook"})
-        try:
-            assert wait_until(lambda: _tcp_open(port), timeout=20)
-            r = httpx.post(f"http://127.0.0.1:{port}/alerts", timeout=10,
-                           json={"source_ip": "127.0.0.5", "details": "brute force on sshd"})
-            assert (r.status_code, r.text) == (202, "accepted\n")
-            assert len(slack.calls) == 1  # posted before the acknowledgement
-            _, method, path, body = slack.calls[0]
-            assert (method, path) == ("POST", "/hook")
-            assert json.loads(body) == {"text": f"ALERT from 127.0.0.5 (Host: host.{ZONE}.). "
-                                                "Details: brute force on sshd"}
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(20) == 0
-        finally:
-            close_proc(proc)
+    with HttpMock([200]) as slack, gxo_serving(build(pb, tmp_path), port, "--no-state",
+                                                env={"SLACK_WEBHOOK": slack.url + "/hook"}):
+        r = httpx.post(f"http://127.0.0.1:{port}/alerts", timeout=10,
+                       json={"source_ip": "127.0.0.5", "details": "brute force on sshd"})
+        assert (r.status_code, r.text) == (202, "accepted\n")
+        assert len(slack.calls) == 1  # posted before the acknowledgement
+        _, method, path, body = slack.calls[0]
+        assert (method, path) == ("POST", "/hook")
+        assert json.loads(body) == {"text": f"ALERT from 127.0.0.5 (Host: host.{ZONE}.). "
+                                            "Details: brute force on sshd"}
 
 
-def _tcp_open(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False

@@ -10,16 +10,7 @@ from typing import Any
 import pytest
 from gxo.runtime.module import Context, ModuleError, ValidationError, load_module_class
 from gxo.runtime.workspace import Workspace
-
-
-class Log:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, dict]] = []
-
-    def debug(self, msg, **a): self.records.append(("debug", msg, a))  # noqa: E704
-    def info(self, msg, **a): self.records.append(("info", msg, a))  # noqa: E704
-    def warning(self, msg, **a): self.records.append(("warning", msg, a))  # noqa: E704
-    def error(self, msg, **a): self.records.append(("error", msg, a))  # noqa: E704
+from module_log import Log
 
 
 @pytest.fixture

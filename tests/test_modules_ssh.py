@@ -17,22 +17,11 @@ from gxo.runtime.module import (Context, ModuleError, SecurityError, ValidationE
                                 load_module_class)
 from gxo.runtime.workspace import Workspace
 
-from sshd import PASSPHRASE, free_port
+from acceptance.harness import free_port
+from module_log import Log
+from sshd import PASSPHRASE
 
 PASSWORD = "hunter2-not-the-password"
-
-
-class Log:
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str, dict]] = []
-
-    def debug(self, msg, **a): self.records.append(("debug", msg, a))  # noqa: E704
-    def info(self, msg, **a): self.records.append(("info", msg, a))  # noqa: E704
-    def warning(self, msg, **a): self.records.append(("warning", msg, a))  # noqa: E704
-    def error(self, msg, **a): self.records.append(("error", msg, a))  # noqa: E704
-
-    def warnings(self) -> list[str]:
-        return [msg for level, msg, _ in self.records if level == "warning"]
 
 
 @pytest.fixture

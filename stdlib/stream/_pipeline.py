@@ -206,6 +206,9 @@ class _Run:
                 await self._emit(out, (await self._steps(items, steps)) if steps else items)
             return
         prefix, whole, rest = steps[:cut], steps[cut], steps[cut + 1:]
+        if rest and rest[0].get("needs") is not None:
+            # in a chain, `needs: [whole]` is the step before: the records ``whole`` emits
+            rest = [{**rest[0], "needs": None}, *rest[1:]]
 
         async def fed():
             async for items in chunks:
@@ -315,8 +318,7 @@ class _Run:
             sid = step["id"]
             needs = step.get("needs")
             preds = list(needs) if needs is not None else ([prev] if prev is not None else [])
-            # (a step of a chain cut at a whole-stream step reads ``items`` from before the cut)
-            sources = [streams.get(p, items) for p in preds] if preds else [items]
+            sources = [streams[p] for p in preds] if preds else [items]
             if _is_data_plane(step["uses"]):
                 streams[sid] = await self._data_step(step, preds, sources)
             else:

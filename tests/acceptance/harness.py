@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -166,6 +169,53 @@ def close_proc(proc: subprocess.Popen) -> None:
     for pipe in (proc.stdout, proc.stderr):
         if pipe is not None:
             pipe.close()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    try:
+        socket.create_connection((host, port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+@contextmanager
+def gxo_serving(plan: Path, port: int, *args: Any, env: dict[str, str | None] | None = None) -> Iterator[subprocess.Popen]:
+    """``gxo exec plan *args`` until the block ends, once it listens on ``port``; then SIGTERM,
+    which must end it with exit 0 (its stderr in the failure)."""
+    proc = spawn("gxo", "exec", plan, *args, env=env)
+    try:
+        assert wait_until(lambda: port_open(port) or proc.poll() is not None, timeout=20), f"nothing on port {port}"
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        yield proc
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(20)
+        assert rc == 0, proc.stderr.read().decode() if proc.stderr else ""
+    finally:
+        close_proc(proc)
+
+
+def open_fds() -> dict[str, str]:
+    """This process's open file descriptors and what they point to, for a no-leak check around
+    an in-process run.  Left out: the listing's own descriptor, and the sandbox's compiled
+    seccomp filter (a sealed memfd made once per profile and kept for the process's life)."""
+    out = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if not target.startswith("/memfd:gxo-seccomp"):
+            out[fd] = target
+    return out
 
 
 def pid_alive(pid: int) -> bool:

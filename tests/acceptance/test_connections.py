@@ -17,15 +17,9 @@ from typing import Any, Iterator
 
 import yaml
 
-from acceptance.harness import ROOT, build, close_proc, gxo_run, spawn, summary_of, wait_until, write_playbook
+from acceptance.harness import ROOT, build, close_proc, free_port, gxo_run, open_fds, spawn, summary_of, wait_until, write_playbook
 
 E14 = ROOT / "examples" / "e14_tcp_server.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def port_is_free(port: int) -> bool:
@@ -38,18 +32,6 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def open_fds() -> dict[str, str]:
-    """This process's open file descriptors and what they point to (the listing's own
-    descriptor, closed once it is read, left out)."""
-    out = {}
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            out[fd] = os.readlink(f"/proc/self/fd/{fd}")
-        except FileNotFoundError:
-            pass
-    return out
 
 
 class PeerServer:

@@ -16,8 +16,8 @@ from pathlib import Path
 import yaml
 from services import need_program
 
-from acceptance.harness import ROOT, HttpMock, build, wait_until
-from acceptance.test_connections import free_port, serving
+from acceptance.harness import ROOT, HttpMock, build, free_port, wait_until
+from acceptance.test_connections import serving
 
 E1 = ROOT / "examples" / "e01_ssh_guard.yaml"
 WINDOW = 4.0

@@ -20,15 +20,9 @@ from pathlib import Path
 
 import yaml
 
-from acceptance.harness import EXAMPLES, HttpMock, build, close_proc, pid_alive, spawn, wait_until
+from acceptance.harness import EXAMPLES, HttpMock, build, close_proc, free_port, pid_alive, spawn, wait_until
 
 E27 = EXAMPLES / "e27_lifecycle_mix.yaml"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _serves(port: int) -> bool:
@@ -54,7 +48,7 @@ def _playbook(work: Path, port: int, intake: int, backups: Path) -> Path:
 
 
 def test_the_lifecycle_mix_runs_in_one_process(work: Path) -> None:
-    port, intake = _free_port(), _free_port()
+    port, intake = free_port(), free_port()
     backups = work / "backups"
     plan = build(_playbook(work, port, intake, backups), work)
     seen: list[dict] = []

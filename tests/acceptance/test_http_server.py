@@ -13,13 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from acceptance.harness import build, close_proc, spawn, wait_until
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from acceptance.harness import build, close_proc, free_port, gxo_serving, port_open, spawn, wait_until
 
 
 SERVER = """\
@@ -46,26 +40,11 @@ workloads:
 
 @pytest.fixture
 def server(work: Path):
-    port = _free_port()
+    port = free_port()
     pb = work / "api.yaml"
     pb.write_text(SERVER.format(port=port))
-    plan = build(pb, work)
-    proc = spawn("gxo", "exec", plan, "--no-state")
-    try:
-        assert wait_until(lambda: _listening(port), timeout=20)
+    with gxo_serving(build(pb, work), port, "--no-state"):
         yield f"http://127.0.0.1:{port}", port
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0, proc.stderr.read().decode() if proc.stderr else ""
-    finally:
-        close_proc(proc)
-
-
-def _listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
 
 
 def _raw(port: int, data: bytes, timeout: float = 5) -> bytes:
@@ -134,7 +113,7 @@ def test_limits_and_bad_peers_end_one_connection_and_the_server_goes_on(server) 
 
 
 def test_a_request_no_workload_answers_times_out_with_504(work: Path) -> None:
-    port = _free_port()
+    port = free_port()
     pb = work / "lonely.yaml"
     pb.write_text(f"""\
 name: lonely
@@ -144,17 +123,10 @@ workloads:
     lifecycle: {{policy: supervise, restart: always}}
     process: {{module: http:listen, params: {{address: "127.0.0.1:{port}", response_timeout: 300ms}}}}
 """)
-    plan = build(pb, work)
-    proc = spawn("gxo", "exec", plan, "--no-state")
-    try:
-        assert wait_until(lambda: _listening(port), timeout=20)
+    with gxo_serving(build(pb, work), port, "--no-state"):
         r = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
         assert r.status_code == 504 and "no response in time" in r.text
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
-    finally:
-        close_proc(proc)
-    assert not _listening(port)  # the socket is closed with the run
+    assert not port_open(port)  # the socket is closed with the run
 
 
 def test_an_unknown_request_id_is_a_clear_failure(work: Path) -> None:
@@ -177,7 +149,7 @@ workloads:
 
 
 def test_a_request_waiting_when_the_server_stops_gets_503(work: Path) -> None:
-    port = _free_port()
+    port = free_port()
     pb = work / "slow.yaml"
     pb.write_text(f"""\
 name: slow
@@ -193,7 +165,7 @@ workloads:
     plan = build(pb, work)
     proc = spawn("gxo", "exec", plan, "--no-state")
     try:
-        assert wait_until(lambda: _listening(port), timeout=20)
+        assert wait_until(lambda: port_open(port), timeout=20)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             pending = pool.submit(httpx.get, f"http://127.0.0.1:{port}/", timeout=20)
             time.sleep(0.5)
@@ -227,12 +199,10 @@ workloads:
 def test_http_listen_serves_the_connections_of_a_connection_listen_stream(work: Path) -> None:
     """design.md §3: http:listen without an address reads a connection:listen stream and serves
     each connection it carries (keep-alive, limits), the listener's socket being the only one."""
-    port = _free_port()
+    port = free_port()
     pb = work / "fed.yaml"
     pb.write_text(FED.format(port=port))
-    proc = spawn("gxo", "exec", build(pb, work), "--no-state")
-    try:
-        assert wait_until(lambda: _listening(port), timeout=20)
+    with gxo_serving(build(pb, work), port, "--no-state"):
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
             first = client.get("/one")
             second = client.get("/two")  # the same kept-alive connection
@@ -242,10 +212,6 @@ def test_http_listen_serves_the_connections_of_a_connection_listen_stream(work: 
             assert client.post("/big", content=b"x" * 101).status_code == 413
         assert _raw(port, b"NOT HTTP\r\n\r\n").startswith(b"HTTP/1.1 400 ")
         assert httpx.get(f"http://127.0.0.1:{port}/again", timeout=10).json()["path"] == "/again"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0, proc.stderr.read().decode() if proc.stderr else ""
-    finally:
-        close_proc(proc)
 
 
 @pytest.mark.parametrize("params, inputs, producer, message", [

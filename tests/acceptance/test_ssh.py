@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from acceptance.harness import EXAMPLES, HttpMock, build, gxo_exec, summary_of, write_playbook
+from acceptance.harness import EXAMPLES, HttpMock, build, gxo_exec, open_fds, summary_of, write_playbook
 
 PLAYBOOK = """\
 name: ssh-e2e
@@ -163,22 +163,12 @@ def _connect(sshd) -> str:
     return CONNECT.format(port=sshd.port, user=sshd.user, known_hosts=sshd.known_hosts.strip())
 
 
-def _open_fds() -> dict[str, str]:
-    out = {}
-    for fd in os.listdir("/proc/self/fd"):
-        try:
-            out[fd] = os.readlink(f"/proc/self/fd/{fd}")
-        except FileNotFoundError:
-            pass
-    return out
-
-
 def _in_process(pb: Path, then) -> None:
     """Run ``pb`` on the kernel in this process; ``then(running)`` drives it to its end."""
     from acceptance.inproc import Running
 
     async def main() -> None:
-        before = _open_fds()
+        before = open_fds()
         running = Running(pb)
         try:
             running.start()
@@ -187,7 +177,7 @@ def _in_process(pb: Path, then) -> None:
             running.close()
         assert running.kernel.react.conns is not None
         assert running.kernel.react.conns.conns == {}
-        extra = {fd: t for fd, t in _open_fds().items() if before.get(fd) != t}
+        extra = {fd: t for fd, t in open_fds().items() if before.get(fd) != t}
         assert not extra, extra  # no socket left: the connections were closed, not dropped
 
     asyncio.run(main())

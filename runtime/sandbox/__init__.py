@@ -31,16 +31,31 @@ class Sandbox:
     label: str  # "default", "default-minimal", "unconfined" or "profile <path> (sha256 ...)"
     profile: dict[str, Any] | None
     no_new_privs: bool
+    #: new namespaces asked for: a subset of {"user", "mount", "pid", "ipc", "uts", "net"}
+    namespaces: frozenset[str] = frozenset()
+    #: cgroup limits as written: ((key, value), ...) of memory_bytes, cpu_quota_us, cpu_period_us,
+    #: cpu_weight, pids_max
+    resources: tuple[tuple[str, int], ...] = ()
+    user: str | None = None  # a user name or a numeric uid (as text)
+    read_only_paths: tuple[str, ...] = ()
+    root_filesystem: str | None = None
 
     def describe(self) -> str:
         return f"seccomp {self.label}, no_new_privs {'on' if self.no_new_privs else 'off'}"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Launch:
+    """How to start one sandboxed child: spawn ``argv`` with ``pass_fds``, then call
+    :meth:`finish` once it has exited (on every path: it removes what was made for it)."""
+
     argv: list[str]
     pass_fds: tuple[int, ...]
     sandbox: Sandbox
+
+    def finish(self) -> str | None:
+        """Clean up after the child (idempotent); the limit it ran into, in words, or None."""
+        return None
 
 
 #: the baseline of every exec child without a security_context

@@ -114,11 +114,17 @@ def _cache_dir() -> str | None:
     tmp = os.environ.get("TMPDIR") or os.environ.get("TEMP") or os.environ.get("TMP") or "/tmp"
     path = os.path.join(os.path.abspath(tmp), f"gxo-{uid}", "seccomp")
     try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        # each level made 0700 (makedirs gives the parents the umask's mode), and ours
         for d in (os.path.dirname(path), path):
+            try:
+                os.mkdir(d, 0o700)
+            except FileExistsError:
+                pass
             st = os.lstat(d)
-            if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid:
                 return None
+            if st.st_mode & 0o077:
+                os.chmod(d, 0o700)
     except OSError:
         return None
     return path

@@ -80,8 +80,9 @@ def _check_source(data: bytes | str, path: str) -> Result:
     res.playbook = pb
     an = resolve(pb, diags)
     res.analysis = an
-    from gxo.compiler.sandbox import check_profiles
+    from gxo.compiler.sandbox import check_paths, check_profiles
 
+    check_paths(pb, diags)
     res.extra_sources = check_profiles(pb, path, diags)
     res.graph = build_graph(an, diags)
     return res

@@ -14,12 +14,34 @@ import json
 import os
 
 from gxo.compiler.diagnostics import Diagnostics, Span
-from gxo.compiler.loader import MapNode, ScalarNode, load_playbook, walk_path
+from gxo.compiler.loader import MapNode, ScalarNode, SeqNode, load_playbook, walk_path
 from gxo.compiler.model import Playbook
 from gxo.runtime.sandbox.profiles import ProfileError, normalize
 
 #: a profile larger than this is refused (Docker's default profile is about 20 kB)
 MAX_PROFILE_BYTES = 1 << 20
+
+
+def check_paths(pb: Playbook, diags: Diagnostics) -> None:
+    """``read_only_paths`` and ``root_filesystem`` are paths of the machine that runs the
+    plan: absolute, without ``..`` (the sandbox mounts them as written)."""
+    for w in pb.workloads:
+        sc = w.node.get("security_context")
+        if not isinstance(sc, MapNode):
+            continue
+        ro = sc.get("read_only_paths")
+        nodes = list(ro.items) if isinstance(ro, SeqNode) else []
+        root = sc.get("root_filesystem")
+        if root is not None:
+            nodes.append(root)
+        for node in nodes:
+            if not isinstance(node, ScalarNode) or not isinstance(node.value, str) or not node.value:
+                continue
+            text = node.value
+            if not text.startswith("/") or "/../" in text + "/" or "{{" in text:
+                diags.add("invalid-value", f"'{text}' must be an absolute path of the machine that runs the plan, "
+                          "without '..' or a template", node.span,
+                          help="write it as /srv/data: the sandbox mounts it as written")
 
 
 def check_profiles(pb: Playbook, playbook_path: str, diags: Diagnostics) -> dict[str, str]:

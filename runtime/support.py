@@ -13,7 +13,9 @@ from typing import Any
 RUNNABLE_POLICIES = frozenset({"run_once", "supervise", "scheduled", "event_driven"})
 
 #: security_context keys the runtime applies to a child process; the others are refused
-APPLIED_SECURITY_KEYS: frozenset[str] = frozenset({"seccomp", "seccomp_profile_path", "no_new_privileges"})
+APPLIED_SECURITY_KEYS: frozenset[str] = frozenset({
+    "seccomp", "seccomp_profile_path", "no_new_privileges", "namespaces", "user", "read_only_paths",
+    "root_filesystem"})
 
 #: modules whose work is a child process: the sandbox (the baseline without a
 #: security_context) is applied to it.  A security_context on any other module is refused:

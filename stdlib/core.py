@@ -152,15 +152,25 @@ def _exec_summary(stdout: str, stderr: str, exit_code: int) -> dict:
     return {"stdout": stdout, "stderr": stderr, "stdout_lines": output_lines(stdout), "exit_code": exit_code}
 
 
-def _find_program(command: str, env_path: str | None, cwd: str) -> str | None:
+def _find_program(command: str, env_path: str | None, cwd: str, root: str | None = None) -> str | None:
     """``command`` as a shell finds it: absolute, a bare name looked up on PATH, or a path with a
-    slash (``./build/app``) relative to the working directory ``cwd``."""
+    slash (``./build/app``) relative to the working directory ``cwd``.  ``root``: the child's
+    root_filesystem, where absolute and PATH names are looked up (the path returned is the
+    one inside it; the working directory is bound into it at its own path)."""
     import os
     import shutil
 
     def runnable(path: str) -> bool:
         return os.path.isfile(path) and os.access(path, os.X_OK)
 
+    if root:
+        if "/" not in command:
+            for folder in (env_path or os.defpath).split(os.pathsep):
+                if folder.startswith("/") and runnable(os.path.join(root, folder.lstrip("/"), command)):
+                    return os.path.join(folder, command)
+            return None
+        if os.path.isabs(command):
+            return command if runnable(os.path.join(root, command.lstrip("/"))) else None
     if os.path.isabs(command):
         return command if runnable(command) else None
     if "/" not in command:
@@ -275,12 +285,17 @@ class Exec:
             return {"dry_run": True, "command": command, "args": args,
                     **_exec_summary("", "", 0)}
 
+        from gxo.runtime import sandbox
+
+        box = ctx.sandbox if ctx.sandbox is not None else sandbox.BASELINE_SANDBOX
         env_path = env.get("PATH") if env is not None and "PATH" in env else os.environ.get(
             "PATH", os.defpath)
-        program = _find_program(command, env_path, cwd)
+        program = _find_program(command, env_path, cwd, box.root_filesystem)
         if program is None:
             message = f"command not found: {command}"
-            if "/" not in command:
+            if box.root_filesystem and (os.path.isabs(command) or "/" not in command):
+                message += f" (looked up in the root_filesystem {box.root_filesystem})"
+            elif "/" not in command:
                 message += " (looked up on PATH)"
             elif not command.startswith("/"):
                 message += (f" (looked up in the working directory {cwd}; name a script beside the "
@@ -293,13 +308,27 @@ class Exec:
         if not proctrack.guard_ready():  # the first exec of the gxo command: see proctrack
             await proctrack.guarded()
 
-        # The sandbox (no_new_privs + seccomp, docs/runtime.md): a launcher applies it and execs
-        from gxo.runtime import sandbox
-
-        box = ctx.sandbox if ctx.sandbox is not None else sandbox.BASELINE_SANDBOX
+        # The sandbox (docs/security.md): a launcher applies it and execs
+        limits = None
         try:
-            launch = sandbox.launch(program, args, box)
+            if box.resources:
+                from gxo.runtime.sandbox.limits import LimitError, Limits
+
+                try:
+                    limits = Limits.make(dict(box.resources), ctx.workload)
+                except LimitError as exc:
+                    raise sandbox.SandboxError(str(exc)) from None
+            if box.user is not None:
+                uid = sandbox.resolve_user(box.user)[0]
+                if uid != os.geteuid():
+                    sandbox.grant(ctx.workspace.path, uid)
+                    if cwd != ctx.workspace.path:
+                        sandbox.grant(cwd, uid)
+            launch = sandbox.launch(program, args, box, cwd=cwd, limits=limits,
+                                    binds=(ctx.workspace.path, cwd, ctx.plan_dir))
         except sandbox.SandboxError as exc:
+            if limits is not None:
+                limits.close()
             message = f"cannot start {command}: {exc}"
             raise ModuleError(message, summary=_exec_summary("", message, -1)) from None
 
@@ -317,6 +346,18 @@ class Exec:
             env=env,
             start_new_session=True,
         ))
+        try:
+            return await self._run(ctx, command, starting, box, limits, stdout_records, ok_codes)
+        finally:
+            if limits is not None:
+                limits.close()
+
+    async def _run(self, ctx, command, starting, box, limits, stdout_records, ok_codes):
+        import asyncio
+
+        from gxo.runtime import proctrack, sandbox
+        from gxo.runtime.module import ModuleError
+
         try:
             try:
                 proc = await asyncio.shield(starting)
@@ -337,17 +378,37 @@ class Exec:
         finally:
             proctrack.spawning(-1)
         proctrack.started(proc.pid)
-        ctx.logger.debug("started", command=command, pid=proc.pid, sandbox=box.describe())
+        ctx.logger.debug("started", command=command, pid=proc.pid, sandbox=box.describe(limits))
 
-        try:
+        async def talk():
             if stdout_records:
                 from gxo.runtime.streams import output_of
 
                 _, err, _ = await asyncio.gather(_stream_lines(proc.stdout, output_of(ctx)),
                                                  proc.stderr.read(), proc.wait())
-                out = b""
-            else:
-                out, err = await proc.communicate()
+                return b"", err
+            return await proc.communicate()
+
+        limit_hit = None
+        try:
+            if limits is None:
+                out, err = await talk()
+            else:  # a limit reached (a fork bomb at pids_max, an OOM kill) stops the whole child
+                talking = asyncio.ensure_future(talk())
+                watching = asyncio.ensure_future(limits.watch())
+                try:
+                    await asyncio.wait((talking, watching), return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    watching.cancel()
+                    if not talking.done():
+                        talking.cancel()
+                if watching.done() and not watching.cancelled() and not talking.done():
+                    limit_hit = watching.result()
+                    limits.kill()
+                    await _kill_group(proc, 0)
+                    out, err = b"", b""
+                else:
+                    out, err = talking.result()
         except asyncio.CancelledError:
             grace = getattr(ctx, "stop_timeout", None)
             await _kill_group(proc, EXEC_KILL_GRACE_S if grace is None else grace)
@@ -358,6 +419,8 @@ class Exec:
         await _end_leftovers(proc)
         rc = proc.returncode
         assert rc is not None
+        if limits is not None:
+            limit_hit = limit_hit or limits.hit()
         signame = ""
         if rc < 0:  # killed by a signal: report it as a shell does, 128 + N
             import signal
@@ -369,6 +432,8 @@ class Exec:
             rc = 128 - rc
         summary = _exec_summary(out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
                                 rc)
+        if limit_hit:  # fails whatever the exit code: the child was cut short by its sandbox
+            raise ModuleError(f"command {command} stopped: {limit_hit}", summary=summary)
         if rc not in ok_codes:
             detail = f"killed by {signame}" if signame else f"exited with code {rc}"
             if signame == "SIGSYS":

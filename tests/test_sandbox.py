@@ -140,10 +140,10 @@ def test_unconfined_is_a_check_warning(tmp_path: Path) -> None:
 
 
 def test_other_keys_stay_refused(tmp_path: Path) -> None:
-    pb = _playbook(tmp_path, "true", [], {"seccomp": "default", "namespaces": {"pid": True}})
+    pb = _playbook(tmp_path, "true", [], {"seccomp": "default", "resources": {"cpu_weight": 50}})
     code, out, _ = run_gxoc(["check", pb.name], tmp_path)
     assert code == 1
-    assert "error[not-implemented]: security_context.namespaces is not implemented" in out
+    assert "error[not-implemented]: security_context.resources is not implemented" in out
     assert "security_context.seccomp " not in out
 
 

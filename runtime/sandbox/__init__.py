@@ -40,8 +40,84 @@ class Sandbox:
     read_only_paths: tuple[str, ...] = ()
     root_filesystem: str | None = None
 
-    def describe(self) -> str:
-        return f"seccomp {self.label}, no_new_privs {'on' if self.no_new_privs else 'off'}"
+    def describe(self, limits: Any = None) -> str:
+        """What is applied, in words (``-v``, ``--json`` events); ``limits``: the child's
+        cgroup limits (``gxo.runtime.sandbox.limits.Limits``) when it has some."""
+        parts = [f"seccomp {self.label}", f"no_new_privs {'on' if self.no_new_privs else 'off'}"]
+        layout = self.layout()
+        if layout.namespaces:
+            parts.append("namespaces " + ",".join(layout.namespaces))
+        if layout.private_tmp:
+            parts.append("private /tmp")
+        if self.read_only_paths:
+            parts.append("read-only " + ",".join(self.read_only_paths))
+        if self.root_filesystem:
+            parts.append(f"root {self.root_filesystem}")
+        if self.user is not None:
+            parts.append(f"user {self.user}")
+        if limits is not None:
+            parts.append(limits.describe())
+        return ", ".join(parts)
+
+    def needs_launcher_setup(self) -> bool:
+        """Whether the child asks for more than no_new_privs and a filter (a probe checks it)."""
+        return bool(self.namespaces or self.user is not None or self.read_only_paths or self.root_filesystem)
+
+    def layout(self) -> "Layout":
+        """The namespaces this sandbox makes: those asked for, plus a mount namespace where
+        paths are remounted (read_only_paths, root_filesystem, a user's private /tmp, a pid
+        namespace's own /proc), plus a user namespace when gxo lacks CAP_SYS_ADMIN (as
+        bubblewrap does)."""
+        ns = set(self.namespaces)
+        if self.read_only_paths or self.root_filesystem or "pid" in ns or (
+                self.user is not None and not _same_user(self.user)):
+            ns.add("mount")
+        if ns - {"user"} and not _privileged():
+            ns.add("user")
+        private_tmp = "mount" in ns and not self.root_filesystem
+        return Layout(tuple(n for n in NAMESPACES if n in ns), private_tmp)
+
+
+@dataclass(frozen=True)
+class Layout:
+    namespaces: tuple[str, ...]  # those made, in NAMESPACES order
+    private_tmp: bool  # a fresh /tmp holding only the binds (workspace, plan folder, program)
+
+
+def _privileged() -> bool:
+    """Whether gxo holds CAP_SYS_ADMIN (namespaces without a user namespace of their own)."""
+    try:
+        return bool(int(_status_field("CapEff") or "0", 16) & (1 << 21))
+    except ValueError:
+        return False
+
+
+def _same_user(user: str) -> bool:
+    try:
+        return resolve_user(user)[0] == os.geteuid()
+    except SandboxError:
+        return False
+
+
+def resolve_user(user: str) -> tuple[int, int, tuple[int, ...]]:
+    """``user`` (a name, or a uid as text) as (uid, gid, supplementary groups): the passwd
+    entry's group and the groups it is a member of; a uid without an entry gets its own
+    number as gid and no groups."""
+    import pwd
+
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        if user.isdigit():
+            return int(user), int(user), ()
+        raise SandboxError(f"user '{user}' does not exist on this machine (security_context.user)") from None
+    except (OverflowError, ValueError):
+        raise SandboxError(f"user '{user}' is not a valid uid (security_context.user)") from None
+    try:
+        groups = tuple(g for g in os.getgrouplist(entry.pw_name, entry.pw_gid) if g != entry.pw_gid)
+    except OSError:
+        groups = ()
+    return entry.pw_uid, entry.pw_gid, groups
 
 
 @dataclass
@@ -62,19 +138,33 @@ class Launch:
 BASELINE_SANDBOX = Sandbox(BASELINE, builtin(BASELINE), True)
 
 
+NAMESPACES = ("user", "mount", "pid", "ipc", "uts", "net")
+
+
 def sandbox_of(security_context: Any, seccomp_profile: Any = None) -> Sandbox:
     """The sandbox of a workload from its plan fields (``security_context`` as written,
     ``seccomp_profile``: ``{path, sha256, profile}`` embedded by ``gxoc build``)."""
     if not isinstance(security_context, dict):
         return BASELINE_SANDBOX
-    nnp = security_context.get("no_new_privileges", True) is not False
-    if isinstance(seccomp_profile, dict) and "seccomp_profile_path" in security_context:
+    sc = security_context
+    nnp = sc.get("no_new_privileges", True) is not False
+    ns = sc.get("namespaces")
+    namespaces = frozenset(k for k in NAMESPACES if isinstance(ns, dict) and ns.get(k) is True)
+    res = sc.get("resources")
+    resources = tuple(sorted((k, v) for k, v in res.items() if isinstance(v, int))) if isinstance(res, dict) else ()
+    user = sc.get("user")
+    ro = sc.get("read_only_paths")
+    rest = {"namespaces": namespaces, "resources": resources,
+            "user": str(user) if user is not None else None,
+            "read_only_paths": tuple(str(x) for x in ro) if isinstance(ro, list) else (),
+            "root_filesystem": sc.get("root_filesystem") or None}
+    if isinstance(seccomp_profile, dict) and "seccomp_profile_path" in sc:
         label = f"profile {seccomp_profile.get('path')} (sha256 {str(seccomp_profile.get('sha256'))[:12]})"
-        return Sandbox(label, seccomp_profile.get("profile"), nnp)
-    name = security_context.get("seccomp", BASELINE)
-    if security_context.get("seccomp_profile_path") == "default":
+        return Sandbox(label, seccomp_profile.get("profile"), nnp, **rest)
+    name = sc.get("seccomp", BASELINE)
+    if sc.get("seccomp_profile_path") == "default":
         name = BASELINE
-    return Sandbox(name, builtin(name), nnp)
+    return Sandbox(name, builtin(name), nnp, **rest)
 
 
 def launcher_path() -> str | None:
@@ -181,8 +271,14 @@ class SandboxError(RuntimeError):
     """The sandbox a child needs cannot be given on this machine."""
 
 
-def launch(program: str, args: list[str], sandbox: Sandbox) -> Launch:
+def launch(program: str, args: list[str], sandbox: Sandbox, *, cwd: str | None = None,
+           binds: tuple[str, ...] = (), limits: Any = None, probe: bool = False) -> Launch:
     """The argv that runs ``program args`` under ``sandbox`` and the fds to pass to it.
+
+    ``cwd``: the working directory (entered again after the mounts); ``binds``: folders the
+    child must see at their paths however its mounts change (the workspace, the plan's
+    folder), kept in a private /tmp or a root_filesystem; ``limits``: its cgroup limits, whose
+    cgroups it joins first.  ``probe``: the argv checks the setup and exits without running.
 
     Raises :class:`SandboxError` when the machine cannot give it (``refusals`` catches that
     before a run; this is the last line of defence)."""
@@ -190,16 +286,57 @@ def launch(program: str, args: list[str], sandbox: Sandbox) -> Launch:
     if launcher is None:
         raise SandboxError(f"the sandbox launcher {LAUNCHER_NAME} is not installed (gxo was installed "
                            "without a C compiler): reinstall gxo where cc is available")
-    nnp = "1" if sandbox.no_new_privs else "0"
-    if sandbox.profile is None:
-        return Launch([launcher, nnp, "-", program, program, *args], (), sandbox)
-    from gxo.runtime.sandbox.bpf import SeccompUnavailable
+    argv = [launcher]
+    pass_fds: tuple[int, ...] = ()
+    if limits is not None:
+        for path in limits.join:
+            argv += ["--cgroup", path]
+    if sandbox.profile is not None:
+        from gxo.runtime.sandbox.bpf import SeccompUnavailable
 
-    try:
-        fd = _filter_fd(sandbox)
-    except SeccompUnavailable as exc:
-        raise SandboxError(f"seccomp is not available: {exc}") from None
-    return Launch([launcher, nnp, str(fd), program, program, *args], (fd,), sandbox)
+        try:
+            fd = _filter_fd(sandbox)
+        except SeccompUnavailable as exc:
+            raise SandboxError(f"seccomp is not available: {exc}") from None
+        argv += ["--seccomp", str(fd)]
+        pass_fds = (fd,)
+    if sandbox.no_new_privs:
+        argv.append("--nnp")
+    if sandbox.needs_launcher_setup():
+        layout = sandbox.layout()
+        if sandbox.user is not None and not _same_user(sandbox.user):
+            uid, gid, groups = resolve_user(sandbox.user)
+            argv += ["--uid", str(uid), "--gid", str(gid)]
+            if groups:
+                argv += ["--groups", ",".join(map(str, groups))]
+        if layout.namespaces:
+            argv += ["--unshare", ",".join(layout.namespaces)]
+        root = sandbox.root_filesystem
+        if root:
+            argv += ["--root", root]
+        if layout.private_tmp:
+            argv += ["--tmpfs", "/tmp"]
+        if "mount" in layout.namespaces:
+            seen: list[str] = []
+            # binds, then a read-only path under the private /tmp (bound in, then made read-only)
+            for path in (*binds, os.path.dirname(program) if not root else None,
+                         *(() if root else sandbox.read_only_paths)):
+                if not path:
+                    continue
+                path = os.path.realpath(path)
+                under_tmp = path == "/tmp" or path.startswith("/tmp/")
+                if (root or (layout.private_tmp and under_tmp)) and not any(
+                        path == s or path.startswith(s + "/") for s in seen):
+                    seen.append(path)
+                    argv += ["--bind", path]
+            for path in sandbox.read_only_paths:
+                argv += ["--ro", path]
+        if cwd and "mount" in layout.namespaces or sandbox.user is not None:
+            argv += ["--chdir", cwd or "/"]
+    if probe:
+        argv.append("--probe")
+    argv += ["--", program, program, *args]
+    return Launch(argv, pass_fds, sandbox)
 
 
 def _status_field(name: str) -> str | None:
@@ -221,11 +358,13 @@ def refusals(sandboxes: list[tuple[str, Sandbox]]) -> list[str]:
     if launcher_path() is None:
         return [f"the sandbox launcher {LAUNCHER_NAME} is not installed (gxo was installed without a C "
                 "compiler; reinstall it where cc is available)"]
+    problems = _probe(sandboxes)
+    if problems:
+        return problems
     needs_filter = [(n, s) for n, s in sandboxes if s.profile is not None]
     if needs_filter and _status_field("Seccomp") is None:
         return ["this kernel has no seccomp (no Seccomp line in /proc/self/status): the exec sandbox "
                 "cannot be applied"]
-    problems: list[str] = []
     admin: bool | None = None
     for name, sb in needs_filter:
         if not sb.no_new_privs:
@@ -246,6 +385,66 @@ def refusals(sandboxes: list[tuple[str, Sandbox]]) -> list[str]:
             problems.append(f"workload '{name}': seccomp {sb.label} cannot be loaded: {exc}")
             break
     return problems
+
+
+def _probe(sandboxes: list[tuple[str, Sandbox]]) -> list[str]:
+    """Try each distinct namespace, mount and user setup once (the launcher's ``--probe``
+    does it all but the exec): what fails is a refusal, in the launcher's words."""
+    import subprocess
+
+    problems: list[str] = []
+    tried: dict[tuple, str | None] = {}
+    for name, sb in sandboxes:
+        if not sb.needs_launcher_setup():
+            continue
+        key = (sb.namespaces, sb.user, sb.read_only_paths, sb.root_filesystem)
+        if key not in tried:
+            plain = Sandbox("unconfined", None, False, sb.namespaces, (), sb.user, sb.read_only_paths,
+                            sb.root_filesystem)
+            try:
+                if sb.user is not None and not _same_user(sb.user) and os.geteuid() != 0:
+                    raise SandboxError(f"user '{sb.user}' needs gxo to run as root (it switches users "
+                                       "with setuid)")
+                if sb.root_filesystem and not os.path.isdir(sb.root_filesystem):
+                    raise SandboxError(f"root_filesystem {sb.root_filesystem} is not a directory")
+                argv = launch("/bin/true", [], plain, probe=True).argv
+                proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, timeout=30, cwd="/")
+                why = None if proc.returncode == 0 else (
+                    proc.stderr.decode("utf-8", "replace").strip().removeprefix(f"{LAUNCHER_NAME}: ")
+                    or f"the sandbox check exited with {proc.returncode}")
+            except SandboxError as exc:
+                why = str(exc)
+            except (OSError, subprocess.SubprocessError) as exc:
+                why = f"the sandbox check could not run: {exc}"
+            tried[key] = why
+        if tried[key] is not None:
+            problems.append(f"workload '{name}': {sb.describe()}: {tried[key]}")
+    return problems
+
+
+#: POSIX ACL xattr layout (linux/posix_acl_xattr.h)
+_ACL_VERSION, _ACL_USER_OBJ, _ACL_USER, _ACL_GROUP_OBJ, _ACL_MASK, _ACL_OTHER = 2, 1, 2, 4, 0x10, 0x20
+_ACL_UNDEFINED = 0xFFFFFFFF
+
+
+def grant(path: str, uid: int) -> None:
+    """Let ``uid`` read, write and enter the folder ``path`` (a POSIX ACL entry beside its
+    mode bits): the workspace of a child that runs as another user.  Raises SandboxError."""
+    import stat
+    import struct
+
+    try:
+        st = os.stat(path)
+        mode = stat.S_IMODE(st.st_mode)
+        entries = [(_ACL_USER_OBJ, (mode >> 6) & 7, _ACL_UNDEFINED), (_ACL_USER, 7, uid),
+                   (_ACL_GROUP_OBJ, (mode >> 3) & 7, _ACL_UNDEFINED), (_ACL_MASK, 7, _ACL_UNDEFINED),
+                   (_ACL_OTHER, mode & 7, _ACL_UNDEFINED)]
+        blob = struct.pack("<I", _ACL_VERSION) + b"".join(struct.pack("<HHI", *e) for e in entries)
+        os.setxattr(path, "system.posix_acl_access", blob)
+    except OSError as exc:
+        raise SandboxError(f"cannot give uid {uid} access to the workspace {path} (a POSIX ACL): "
+                           f"{exc.strerror or exc}; the file system must support ACLs") from None
 
 
 def denied_syscall(pid: int, max_records: int = 50000) -> str | None:

@@ -39,7 +39,7 @@ workloads:
     process:
       module: exec
       params: {command: touch, args: ["{{ .marker }}"]}
-    security_context: {no_new_privileges: true, namespaces: {pid: true}}
+    security_context: {no_new_privileges: true, resources: {cpu_weight: 50}}
 """
 
 LOOPED = """\
@@ -80,7 +80,7 @@ def _plan_built_by_an_older_compiler(work: Path, text: str) -> Path:
 
 @pytest.mark.parametrize("text, needle", [
     (LOOKUP, "workload 'lookup': module 'control:wait_for_signal' is not implemented"),
-    (SANDBOXED, "workload 'build': security_context.namespaces is not implemented"),
+    (SANDBOXED, "workload 'build': security_context.resources is not implemented"),
     (LOOPED, "workload 'workers': loop under lifecycle policy 'supervise' is not implemented"),
 ], ids=["module", "security_context", "loop"])
 def test_gxo_exec_refuses_a_plan_with_a_not_implemented_feature(work: Path, ws_root: Path, text: str,
@@ -130,10 +130,10 @@ workloads:
 def test_several_refused_features_make_one_line(work: Path, ws_root: Path) -> None:
     text = LOOKUP.replace('    process: {module: exec, params: {command: touch, args: ["{{ .marker }}"]}}\n',
                           '    process: {module: exec, params: {command: touch, args: ["{{ .marker }}"]}}\n'
-                          '    security_context: {seccomp: default, user: nobody}\n')
+                          '    security_context: {seccomp: default, resources: {cpu_weight: 50}}\n')
     run = gxo_exec(_plan_built_by_an_older_compiler(work, text))
     assert run.rc == 3, run.explain()
     assert run.stderr.splitlines() == [
-        "gxo: plan refused: workload 'before': security_context.user is not implemented "
+        "gxo: plan refused: workload 'before': security_context.resources is not implemented "
         "(and 1 more: gxoc check lists them); gxo never runs it another way"]
     assert not ws_root.exists()

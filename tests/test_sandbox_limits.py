@@ -324,3 +324,26 @@ def test_v2_is_taken_where_the_parent_delegates_the_controller(tmp_path: Path,
     assert lim._files(limits._Place("cpu", 2, "v2", "")) == [("cpu.max", "max 50000"), ("cpu.weight", "300")]
     assert lim._files(limits._Place("cpu", 1, "", "")) == [("cpu.cfs_period_us", "50000"), ("cpu.shares", "3072")]
     assert lim._files(limits._Place("pids", 2, "v2", "")) == [("pids.max", "5")]
+
+
+def test_stale_limit_cgroups_of_a_gone_gxo_are_swept(tmp_path: Path) -> None:
+    """An empty ``gxo-<pid>-...`` limit cgroup whose gxo is gone and that is older than a minute
+    (a gxo killed before its guardian could run) is removed when the next limits are made there;
+    a young one is left (its pid may be another pid namespace's gxo still setting up)."""
+    lim = _make({"pids_max": 5}, "first")
+    (d,) = lim.join
+    parent = os.path.dirname(d)
+    lim.close()
+    dead = next(p for p in range(4_000_000, 4_100_000) if not os.path.exists(f"/proc/{p}"))
+    old, young = (os.path.join(parent, f"gxo-{dead}-{what}-abcdef") for what in ("old", "young"))
+    os.mkdir(old)
+    os.mkdir(young)
+    try:
+        os.utime(old, (time.time() - 3600, time.time() - 3600))
+        lim = _make({"pids_max": 5}, "second")
+        assert not os.path.exists(old) and os.path.exists(young)
+        assert lim.close() == ""
+    finally:
+        for p in (old, young):
+            if os.path.exists(p):
+                os.rmdir(p)

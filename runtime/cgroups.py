@@ -48,9 +48,10 @@ class Hierarchy:
         return "cgroup v2" if self.version == 2 else f"cgroup v1 {self.controller}"
 
 
-def hierarchies(pid: int | str = "self") -> list[Hierarchy]:
+def hierarchies(pid: int | str = "self", v1: tuple[str, ...] = V1_CONTROLLERS) -> list[Hierarchy]:
     """The usable hierarchies, best first: v2, then v1 freezer, then v1 pids.  Empty when
-    none is mounted or ``/proc`` is missing (not Linux)."""
+    none is mounted or ``/proc`` is missing (not Linux).  ``v1`` names the v1 controllers to
+    look for instead, in that order (``gxo.runtime.sandbox.limits``: memory, pids, cpu)."""
     try:
         with open(f"/proc/{pid}/cgroup") as f:
             lines = f.read().splitlines()
@@ -83,12 +84,12 @@ def hierarchies(pid: int | str = "self") -> list[Hierarchy]:
             if own is not None:
                 found["v2"] = Hierarchy(2, None, mount, own)
         elif fstype == "cgroup":
-            for c in V1_CONTROLLERS:
+            for c in v1:
                 if c in options and c in own_v1 and c not in found:
                     own = _inside(mount, root, own_v1[c])
                     if own is not None:
                         found[c] = Hierarchy(1, c, mount, own)
-    return [found[k] for k in ("v2", *V1_CONTROLLERS) if k in found]
+    return [found[k] for k in ("v2", *v1) if k in found]
 
 
 def _unescape(text: str) -> str:

@@ -11,10 +11,13 @@ thread ends).  ``gxo`` writes one line per fact:
 - ``cgroup <version> <path>``: the run's cgroup, which holds ``gxo`` and everything it starts;
 - ``nocgroup``: that cgroup could not be joined after all (it is removed);
 - ``+<pid>`` / ``-<pid>``: an ``exec`` child started / its process group is gone (told only
-  without a cgroup).
+  without a cgroup);
+- ``limit <version> <path>`` / ``-limit <path>``: a cgroup holding an exec child's resource
+  limits (``gxo.runtime.sandbox.limits``) was made / was removed.
 
 At the end of its input the guardian waits for ``gxo`` to be gone (it is re-parented), then
-SIGKILLs every process in the cgroup and removes it; without one, it SIGKILLs the process
+SIGKILLs the members of each limit cgroup left and removes it, then every process in the run's
+cgroup, and removes that; without one, it SIGKILLs the process
 groups it was told about and the live descendants of their leaders.  It prints nothing.
 Standard library only: it runs without site packages, and loads ``cgroups.py`` beside it.
 """
@@ -38,6 +41,7 @@ def main(argv: list[str]) -> int:
     parent = int(argv[1])
     cgroup = None
     groups: set[int] = set()
+    limits: dict[str, object] = {}  # path -> Cgroup
     buf = b""
     while True:
         try:
@@ -55,6 +59,11 @@ def main(argv: list[str]) -> int:
             if line.startswith("cgroup "):
                 _, version, path = line.split(" ", 2)
                 cgroup = cgroups.Cgroup(path, int(version))
+            elif line.startswith("limit "):
+                _, version, path = line.split(" ", 2)
+                limits[path] = cgroups.Cgroup(path, int(version))
+            elif line.startswith("-limit "):
+                limits.pop(line[len("-limit "):], None)
             elif line == "nocgroup":
                 cgroup = None
             elif line[:1] == "+" and line[1:].isdigit():
@@ -67,14 +76,15 @@ def main(argv: list[str]) -> int:
     spare = parent if os.getppid() == parent else None  # still there: never kill it
     if groups:
         _kill_groups(groups, spare, cgroups.parents)
-    if cgroup is not None:
+    status = 0
+    for limit in [*limits.values(), *([cgroup] if cgroup is not None else [])]:
         try:
-            cgroup.kill(spare=spare)
+            limit.kill(spare=spare)
             if spare is None:
-                cgroup.remove()
+                limit.remove()
         except (OSError, cgroups.CgroupError):
-            return 1
-    return 0
+            status = 1
+    return status
 
 
 def _load_cgroups():

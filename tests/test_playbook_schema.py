@@ -107,6 +107,7 @@ FULL: dict[str, Any] = {
                     "cpu_quota_us": 50000,
                     "cpu_period_us": 100000,
                     "cpu_weight": 200,
+                    "pids_max": 64,
                 },
                 "no_new_privileges": True,
                 "user": "nobody",

@@ -14,8 +14,8 @@ RUNNABLE_POLICIES = frozenset({"run_once", "supervise", "scheduled", "event_driv
 
 #: security_context keys the runtime applies to a child process; the others are refused
 APPLIED_SECURITY_KEYS: frozenset[str] = frozenset({
-    "seccomp", "seccomp_profile_path", "no_new_privileges", "namespaces", "user", "read_only_paths",
-    "root_filesystem"})
+    "seccomp", "seccomp_profile_path", "no_new_privileges", "namespaces", "resources", "user",
+    "read_only_paths", "root_filesystem"})
 
 #: modules whose work is a child process: the sandbox (the baseline without a
 #: security_context) is applied to it.  A security_context on any other module is refused:

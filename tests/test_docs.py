@@ -13,7 +13,8 @@ from gxo.compiler.pipeline import check_source
 from gxo.compiler.diagnostics import ERROR, WARNING
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = [ROOT / "README.md", ROOT / "docs" / "playbook.md", ROOT / "docs" / "expressions.md"]
+DOCS = [ROOT / "README.md", ROOT / "docs" / "playbook.md", ROOT / "docs" / "expressions.md",
+        ROOT / "docs" / "security.md"]
 FENCE = re.compile(r"^```yaml\n(.*?)^```", re.S | re.M)
 
 
@@ -115,3 +116,12 @@ def test_readme_completion_block_completes(tmp_path: Path) -> None:
         proc = subprocess.run(["bash", "-e", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.split() == [want], (proc.stdout, proc.stderr)
+
+
+def test_security_doc_lists_the_default_profile() -> None:
+    """docs/security.md names every syscall the ``default`` profile denies."""
+    from gxo.runtime.sandbox.profiles import DEFAULT_DENIED
+
+    text = (ROOT / "docs" / "security.md").read_text("utf-8")
+    missing = [name for name in DEFAULT_DENIED if f"`{name}`" not in text]
+    assert not missing

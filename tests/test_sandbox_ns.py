@@ -259,3 +259,62 @@ def test_nothing_is_left_when_gxo_is_killed(tmp_path: Path) -> None:
     while _leftovers(tag) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _leftovers(tag)
+
+
+def _limit_dirs() -> set[str]:
+    """The limit cgroups of any gxo on this machine (``gxo-<pid>-<workload>-<hex>``)."""
+    from gxo.runtime import cgroups
+
+    found = set()
+    for h in cgroups.hierarchies(v1=("pids", "memory", "cpu")):
+        try:
+            found |= {os.path.join(h.own, d) for d in os.listdir(h.own) if d.startswith("gxo-") and d.count("-") >= 3}
+        except OSError:
+            pass
+    return found
+
+
+def _limits_or_skip(resources: dict) -> None:
+    from gxo.runtime.sandbox.limits import refusals
+
+    problems = refusals(resources)
+    if problems:
+        _missing("; ".join(problems))
+
+
+def test_pids_max_contains_a_fork_bomb(tmp_path: Path) -> None:
+    """A fork bomb under pids_max 20 is stopped as soon as it reaches the limit (its shell
+    would otherwise sleep 60 s), and the workload fails with the pids reason."""
+    _limits_or_skip({"pids_max": 20})
+    before = _limit_dirs()
+    code, summary, events, err = _run(tmp_path, "b() { b | b & }; b; sleep 60", {"resources": {"pids_max": 20}})
+    assert code == 1, err
+    end = next(e for e in events if e["type"] == "WorkloadEnd")
+    assert end["final_status"] == "Failed"
+    assert end["error"] == "command sh stopped: pids limit 20 reached"
+    assert end["duration_ms"] < 5000
+    assert "pids 20 (cgroup v" in _sandbox_text(events)
+    assert _limit_dirs() <= before
+
+
+def test_memory_limit_ends_in_an_oom_kill(tmp_path: Path) -> None:
+    _limits_or_skip({"memory_bytes": 64 << 20})
+    before = _limit_dirs()
+    script = "python3 -c 'x = bytearray(200 * 1024 * 1024); print(\"allocated\")'"
+    code, summary, events, err = _run(tmp_path, script, {"resources": {"memory_bytes": 64 << 20}})
+    assert code == 1, err
+    end = next(e for e in events if e["type"] == "WorkloadEnd")
+    assert end["error"] == "command sh stopped: memory limit 64 MiB exceeded (OOM kill)"
+    assert "allocated" not in summary["stdout"]
+    assert _limit_dirs() <= before
+
+
+def test_limits_within_bounds_let_the_child_finish(tmp_path: Path) -> None:
+    _limits_or_skip({"pids_max": 50, "memory_bytes": 256 << 20, "cpu_quota_us": 50000, "cpu_weight": 50})
+    code, summary, events, err = _run(tmp_path, "echo fine", {
+        "resources": {"pids_max": 50, "memory_bytes": 256 << 20, "cpu_quota_us": 50000, "cpu_weight": 50},
+        "namespaces": {"pid": True, "net": True}})
+    assert code == 0, err
+    assert summary["stdout"] == "fine"
+    text = _sandbox_text(events)
+    assert "namespaces mount,pid,net" in text and "memory 256 MiB" in text and "cpu 50000/100000 us" in text

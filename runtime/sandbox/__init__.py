@@ -359,6 +359,12 @@ def refusals(sandboxes: list[tuple[str, Sandbox]]) -> list[str]:
         return [f"the sandbox launcher {LAUNCHER_NAME} is not installed (gxo was installed without a C "
                 "compiler; reinstall it where cc is available)"]
     problems = _probe(sandboxes)
+    limited = [(n, s) for n, s in sandboxes if s.resources]
+    if limited:
+        from gxo.runtime.sandbox.limits import refusals as limit_refusals
+
+        for name, sb in limited:
+            problems += [f"workload '{name}': {why}" for why in limit_refusals(dict(sb.resources))]
     if problems:
         return problems
     needs_filter = [(n, s) for n, s in sandboxes if s.profile is not None]

@@ -318,3 +318,31 @@ def test_limits_within_bounds_let_the_child_finish(tmp_path: Path) -> None:
     assert summary["stdout"] == "fine"
     text = _sandbox_text(events)
     assert "namespaces mount,pid,net" in text and "memory 256 MiB" in text and "cpu 50000/100000 us" in text
+
+
+def test_limit_cgroups_go_when_the_child_is_killed(tmp_path: Path) -> None:
+    """SIGKILL of the sandboxed child itself: the workload fails (137) and its cgroups go."""
+    _limits_or_skip({"pids_max": 50, "memory_bytes": 128 << 20})
+    before = _limit_dirs()
+    code, summary, events, err = _run(tmp_path, "sleep 30 & kill -KILL $$",
+                                      {"resources": {"pids_max": 50, "memory_bytes": 128 << 20},
+                                       "namespaces": {"pid": True}})
+    assert code == 1 and summary["exit_code"] == 137, err
+    assert _limit_dirs() <= before
+
+
+def test_limit_cgroups_go_when_gxo_is_stopped(tmp_path: Path) -> None:
+    _limits_or_skip({"pids_max": 50})
+    before = _limit_dirs()
+    tag = f"300.{os.getpid()}3"
+    pb = _playbook(tmp_path, [_wl("child", f"sleep {tag}", {"resources": {"pids_max": 50}})])
+    proc = subprocess.Popen([str(BIN / "gxo"), "run", pb.name], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while not _leftovers(tag) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _leftovers(tag) and _limit_dirs() - before  # running, in its own cgroup
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    assert not _leftovers(tag)
+    assert _limit_dirs() <= before

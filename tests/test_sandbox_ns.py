@@ -126,6 +126,19 @@ def test_user_nobody(tmp_path: Path) -> None:
     assert "user nobody" in _sandbox_text(events)
 
 
+def test_user_with_its_own_user_namespace(tmp_path: Path) -> None:
+    """user + namespaces.user: the namespace maps exactly that user to itself."""
+    if os.geteuid() != 0:
+        pytest.skip("switching to another user needs root")
+    code, summary, _, err = _run(tmp_path, "id -u; cat /proc/self/uid_map; echo x > f && echo wrote",
+                                 {"user": "nobody", "namespaces": {"user": True, "net": True}})
+    assert code == 0, err
+    out = summary["stdout"].splitlines()
+    assert out[0] == "65534"
+    assert out[1].split() == ["65534", "65534", "1"]
+    assert out[2] == "wrote"
+
+
 def test_user_unknown_is_refused_before_the_run(tmp_path: Path) -> None:
     code, _, _, err = _run(tmp_path, "true", {"user": "no-such-user-gxo"})
     assert code == 3

@@ -9,11 +9,10 @@
  *                      with pread from offset 0 (the descriptor is shared by every child), closed,
  *                      and loaded last, just before execve
  *   --uid N --gid N --groups G,G,...
- *                      switch to that user, group and supplementary groups; with "user" in
- *                      --unshare before the namespaces are made (the user namespace then maps
- *                      that uid), else after the mounts
+ *                      switch to that user, group and supplementary groups, after the mounts
  *   --unshare LIST     new namespaces, a comma list of user, mount, pid, ipc, uts, net; a user
- *                      namespace maps the caller's uid and gid to themselves; a net namespace
+ *                      namespace maps the program's uid and gid to themselves (as root it is
+ *                      made last, after the user switch; else first); a net namespace
  *                      gets its loopback up; a pid namespace makes the program pid 2 under a
  *                      small init (pid 1) that reaps orphans and passes its status on, while
  *                      this process waits and ends as the program did (same code or signal)
@@ -214,6 +213,20 @@ static void minimal_dev(const char *dev) {
     FMT(path, "%s/shm", dev);
     if (mkdir(path, 01777) != 0 || mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") != 0)
         die(126, "cannot mount %s", path);
+}
+
+/* In a new user namespace: map the uid and gid it was made with to themselves. */
+static void map_self(uid_t uid, gid_t gid) {
+    char map[64];
+    int fd = open("/proc/self/setgroups", O_WRONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        if (write(fd, "deny", 4) != 4) { /* an older kernel: no such control */ }
+        close(fd);
+    }
+    FMT(map, "%u %u 1\n", (unsigned)uid, (unsigned)uid);
+    write_file("/proc/self/uid_map", map);
+    FMT(map, "%u %u 1\n", (unsigned)gid, (unsigned)gid);
+    write_file("/proc/self/gid_map", map);
 }
 
 static int is_dir(const char *path) {
@@ -420,11 +433,12 @@ int main(int argc, char **argv) {
         errno = 0;
         die(126, "mount options need a mount namespace (--unshare mount)");
     }
-    int switch_first = (flags & CLONE_NEWUSER) && (uid >= 0 || gid >= 0);
-    uid_t outer_uid = geteuid();
-    gid_t outer_gid = getegid();
+    /* As root, the user namespace is made last, after the mounts and the user switch: it then
+     * maps the user the program runs as.  Without root it comes first, with the others, which
+     * it makes possible (as bubblewrap does). */
+    int user_last = (flags & CLONE_NEWUSER) && geteuid() == 0;
+    int first = user_last ? flags & ~CLONE_NEWUSER : flags;
 
-    /* the user switch: with a user namespace before it (the namespace then maps that user) */
     #define SWITCH_USER() do { \
         if (groups) { \
             gid_t list[MAX_LIST]; int n = 0; char buf[1024]; \
@@ -438,26 +452,10 @@ int main(int argc, char **argv) {
         if (uid >= 0 && setresuid((uid_t)uid, (uid_t)uid, (uid_t)uid) != 0) die(126, "cannot switch to uid %ld", uid); \
     } while (0)
 
-    if (switch_first) {
-        SWITCH_USER();
-        prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);  /* a uid change cleared it: /proc/self/uid_map must stay ours */
-        outer_uid = geteuid();
-        outer_gid = getegid();
-    }
-    if (flags && unshare(flags) != 0)
+    if (first && unshare(first) != 0)
         die(126, "cannot create the namespaces (%s)", unshare_list);
-    if (flags & CLONE_NEWUSER) {
-        char map[64];
-        int fd = open("/proc/self/setgroups", O_WRONLY | O_CLOEXEC);
-        if (fd >= 0) {
-            if (write(fd, "deny", 4) != 4) { /* an older kernel: no such control */ }
-            close(fd);
-        }
-        snprintf(map, sizeof map, "%u %u 1\n", (unsigned)outer_uid, (unsigned)outer_uid);
-        write_file("/proc/self/uid_map", map);
-        snprintf(map, sizeof map, "%u %u 1\n", (unsigned)outer_gid, (unsigned)outer_gid);
-        write_file("/proc/self/gid_map", map);
-    }
+    if (first & CLONE_NEWUSER)
+        map_self(geteuid(), getegid());
     if (flags & CLONE_NEWNET)
         bring_up_loopback();
     /* opened in the new mount namespace, before a private /tmp may hide them */
@@ -489,8 +487,15 @@ int main(int argc, char **argv) {
     }
     if (flags & CLONE_NEWNS)
         set_up_mounts(root, (flags & CLONE_NEWPID) != 0);
-    if (!switch_first)
-        SWITCH_USER();
+    SWITCH_USER();
+    if (user_last) {
+        uid_t self_uid = geteuid();
+        gid_t self_gid = getegid();
+        prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);  /* a uid change cleared it: /proc/self/uid_map must stay ours */
+        if (unshare(CLONE_NEWUSER) != 0)
+            die(126, "cannot create the user namespace");
+        map_self(self_uid, self_gid);
+    }
     if (workdir && chdir(workdir) != 0)
         die(126, "cannot enter the working directory %s%s", workdir,
             errno == EACCES && uid >= 0 ? " as the sandbox's user" : "");

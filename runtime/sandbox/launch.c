@@ -415,7 +415,7 @@ int main(int argc, char **argv) {
     int flags = 0;
     if (unshare_list) {
         char list[256];
-        snprintf(list, sizeof list, "%s", unshare_list);
+        FMT(list, "%s", unshare_list);
         for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
             if (strcmp(tok, "user") == 0) flags |= CLONE_NEWUSER;
             else if (strcmp(tok, "mount") == 0) flags |= CLONE_NEWNS;
@@ -442,9 +442,11 @@ int main(int argc, char **argv) {
     #define SWITCH_USER() do { \
         if (groups) { \
             gid_t list[MAX_LIST]; int n = 0; char buf[1024]; \
-            snprintf(buf, sizeof buf, "%s", groups); \
-            for (char *s2 = NULL, *t = strtok_r(buf, ",", &s2); t && n < MAX_LIST; t = strtok_r(NULL, ",", &s2)) \
+            FMT(buf, "%s", groups); \
+            for (char *s2 = NULL, *t = strtok_r(buf, ",", &s2); t; t = strtok_r(NULL, ",", &s2)) { \
+                if (n == MAX_LIST) { errno = 0; die(126, "more than %d supplementary groups", MAX_LIST); } \
                 list[n++] = (gid_t)number("--groups", t); \
+            } \
             if (setgroups((size_t)n, list) != 0) die(126, "cannot set the supplementary groups"); \
         } else if ((uid >= 0 || gid >= 0) && setgroups(0, NULL) != 0) \
             die(126, "cannot drop the supplementary groups"); \

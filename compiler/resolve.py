@@ -22,7 +22,7 @@ from gxo.compiler.loader import MapNode, ScalarNode, YNode, to_plain, walk_path
 from gxo.compiler.model import ExprSite, Playbook, Step, Workload
 from gxo.compiler.records import RecordTypes
 from gxo.compiler.typecheck import Ref, Scope, check_site
-from gxo.runtime.support import APPLIED_SECURITY_KEYS, SANDBOXED_MODULES
+from gxo.runtime.support import APPLIED_SECURITY_KEYS, worker_refusal
 from gxo.stdlib import registry
 
 #: consumers that only wait for their inputs' end-of-stream: any workload may feed them
@@ -150,9 +150,11 @@ def _check_runnable(w: Workload, diags: Diagnostics) -> None:
                           "apply it to the process", k.span,
                           help="remove the key; gxo refuses to run the workload without the sandbox it asks for")
         sc_key = w.node.key_node("security_context")
-        if w.module and w.spec is not None and w.module not in SANDBOXED_MODULES and sc_key is not None:
-            diags.add("not-implemented", f"security_context on module '{w.module}' is not implemented: this release "
-                      "sandboxes the child processes of exec only", sc_key.span,
+        keys = [k.value for k, _ in w.params_node.items] if w.params_node is not None else []
+        why = worker_refusal(w.spec, keys) if w.module else None
+        if why is not None and sc_key is not None:
+            diags.add("not-implemented", f"security_context on module '{w.module}' is not implemented: it cannot "
+                      f"run in a sandboxed worker process: {why}", sc_key.span,
                       help="remove the security_context, or run the work as an exec child")
         seccomp = sc.get("seccomp")
         if isinstance(seccomp, ScalarNode) and seccomp.value == "unconfined":

@@ -810,7 +810,14 @@ class Kernel:
         self.events.emit("ModuleExecutionStart", workload=w.name, loop_iteration=index,
                          **({"params": params} if self.opts.show_params else {}))
         try:
-            if asyncio.iscoroutinefunction(mod.perform):
+            if ctx.sandbox is not None and not ctx.dry_run and _in_worker(w.module):
+                # a security_context on a module that runs Python code: its perform runs in a
+                # sandboxed worker process (gxo.runtime.support.worker_refusal says which may);
+                # a dry run starts none (modules do no I/O then, as exec starts no child)
+                from gxo.runtime.sandbox.worker import perform_in_worker
+
+                summary = await perform_in_worker(ctx, w.module, params, ctx.sandbox)
+            elif asyncio.iscoroutinefunction(mod.perform):
                 summary = await mod.perform(ctx, params)
             else:
                 summary = await in_thread(mod.perform, ctx, params)
@@ -1026,8 +1033,17 @@ class Kernel:
             await self.react.conns.close_all()
 
 
+def _in_worker(module: str) -> bool:
+    """Whether ``module``, under a security_context, runs in a sandboxed worker process (a
+    child-process module such as ``exec`` sandboxes its child itself)."""
+    from gxo.runtime.support import SANDBOXED_MODULES
+
+    return module not in SANDBOXED_MODULES
+
+
 def _sandbox_of(w: Workload) -> Any:
-    """The sandbox of ``w``'s child processes (its security_context asks for one)."""
+    """The sandbox of ``w``'s child processes, or of its worker process (its security_context
+    asks for one)."""
     from gxo.runtime.sandbox import sandbox_of
 
     return sandbox_of(w.security_context, w.seccomp_profile)

@@ -238,6 +238,10 @@ class Tracker:
     def __len__(self) -> int:
         return len(self._values)
 
+    def values(self) -> frozenset[str]:
+        """The tracked values (a sandboxed worker gets them to redact its own messages)."""
+        return frozenset(self._values)
+
     def __contains__(self, value: object) -> bool:
         return value in self._values
 

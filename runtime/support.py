@@ -18,9 +18,43 @@ APPLIED_SECURITY_KEYS: frozenset[str] = frozenset({
     "read_only_paths", "root_filesystem"})
 
 #: modules whose work is a child process: the sandbox (the baseline without a
-#: security_context) is applied to it.  A security_context on any other module is refused:
-#: this release does not move in-process modules into a sandboxed child.
+#: security_context) is applied to it.  A security_context on another module runs its
+#: ``perform`` in a sandboxed worker process (gxo.runtime.sandbox.worker) when
+#: ``worker_refusal`` allows it, and is refused otherwise.
 SANDBOXED_MODULES = frozenset({"exec"})
+
+
+def worker_refusal(spec: Any, param_keys: Any = ()) -> str | None:
+    """Why module ``spec`` (a ModuleSpec), given the top-level params ``param_keys``, cannot run
+    in a sandboxed worker process (``None``: it can, or it is a child-process module).
+
+    A worker runs a self-contained ``perform``: it gets its params, a logger, the workspace
+    and the secrets to redact, and hands back a JSON summary.  So it takes no module that
+    needs the kernel's process while it runs: one that reads or writes a stream (records pass
+    through in-process channels), one that runs inside the scheduler step (``inline``: pure,
+    no I/O of its own, or answering a request the kernel holds), one that opens or uses a
+    connection the run keeps (``connection_id`` in its summary or in the params), one whose
+    params are evaluated by the kernel during perform (``per_record_params``, when set), and
+    one whose declaration says it must stay (``in_process``)."""
+    if spec is None or spec.name in SANDBOXED_MODULES:
+        return None
+    if spec.in_process:
+        return spec.in_process
+    if spec.inline:
+        return ("it runs inside the scheduler step (pure computation on the run's state, or an answer to "
+                "a request gxo holds): there is no process of its own to sandbox")
+    if spec.stream_input != "none" or spec.record_schema is not None:
+        return "it reads or writes a stream, whose records pass through gxo's own process"
+    keys = set(param_keys)
+    if "connection_id" in keys:
+        return "it uses a connection kept by the run (connection_id)"
+    if "connection_id" in ((spec.summary_schema or {}).get("properties") or {}):
+        return "the connection it opens is kept by the run for other workloads"
+    for path in spec.per_record_params:
+        top = path.split(".", 1)[0]
+        if top in keys:
+            return f"its '{top}' is evaluated by gxo while the module runs"
+    return None
 
 
 def module_runs(name: str) -> bool:
@@ -48,9 +82,10 @@ def unsupported(plan: Any) -> list[str]:
             for key in sorted(k for k in sc if k not in APPLIED_SECURITY_KEYS):
                 problems.append(f"workload '{w.name}': security_context.{key} is not implemented")
             problems += _sandbox_fields(w, sc)
-            if w.module not in SANDBOXED_MODULES:
+            why = _worker_refusal_of(w)
+            if why is not None:
                 problems.append(f"workload '{w.name}': security_context on module '{w.module}' is not "
-                                "implemented (only exec children are sandboxed)")
+                                f"implemented ({why})")
         if not module_runs(w.module):
             problems.append(f"workload '{w.name}': module '{w.module}' is not implemented")
         if w.module == "stream:pipeline" and isinstance(w.params, dict):
@@ -63,15 +98,26 @@ def unsupported(plan: Any) -> list[str]:
 
 
 def sandbox_refusals(plan: Any) -> list[str]:
-    """What the plan's child processes need that this machine cannot give (the launcher,
-    seccomp in the kernel, libseccomp, CAP_SYS_ADMIN for a filter without no_new_privs), one
-    phrase each; empty when the plan starts no child or all can be sandboxed."""
-    boxed = [w for w in plan.workloads if w.module in SANDBOXED_MODULES and not w.disabled]
+    """What the plan's child processes (exec children and sandboxed workers) need that this
+    machine cannot give (the launcher, seccomp in the kernel, libseccomp, CAP_SYS_ADMIN for a
+    filter without no_new_privs), one phrase each; empty when the plan starts no child or all
+    can be sandboxed."""
+    boxed = [w for w in plan.workloads if not w.disabled and (
+        w.module in SANDBOXED_MODULES or (w.security_context is not None and _worker_refusal_of(w) is None))]
     if not boxed:
         return []
     from gxo.runtime.sandbox import refusals, sandbox_of
 
     return refusals([(w.name, sandbox_of(w.security_context, w.seccomp_profile)) for w in boxed])
+
+
+def _worker_refusal_of(w: Any) -> str | None:
+    from gxo.stdlib._spec import spec_of
+
+    spec = spec_of(w.module)
+    if spec is None:
+        return None  # an unknown module is refused as such
+    return worker_refusal(spec, w.params if isinstance(w.params, dict) else ())
 
 
 def _sandbox_fields(w: Any, sc: dict[str, Any]) -> list[str]:

@@ -54,6 +54,10 @@ class ModuleSpec:
     #: a boolean param that turns the output stream on (exec's ``stdout_records``): the module
     #: emits ``record_schema`` records only when the playbook sets it to a literal true
     records_param: str | None = None
+    #: why ``perform`` must run in gxo's own process (a server that outlives it, a handle the
+    #: run keeps), when the other metadata does not say it: a ``security_context`` cannot move
+    #: the module into a sandboxed worker then (``gxo.runtime.support.worker_refusal``)
+    in_process: str | None = None
 
 
 _BUILTIN_NAMESPACES = (

@@ -99,6 +99,7 @@ MOCK_HTTP_SERVER = ModuleSpec(
     summary_schema=s.summary(
         {"server_url": s.string("Base URL, e.g. \"http://127.0.0.1:41234\" (no trailing /).")}
     ),
+    in_process="its server keeps serving after perform returns, until the run ends",
 )
 
 PRODUCER = ModuleSpec(

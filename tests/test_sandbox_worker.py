@@ -271,3 +271,16 @@ def test_the_parent_takes_only_bounded_json_frames(data: bytes, why: str) -> Non
 
     with pytest.raises(_Broken, match=why):
         asyncio.run(read())
+
+
+def test_a_syscall_killed_by_the_profile_is_named(tmp_path: Path) -> None:
+    (tmp_path / "profile.json").write_text(json.dumps({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["fchmod"], "action": "SCMP_ACT_KILL_PROCESS"}]}), "utf-8")
+    pb = _playbook(tmp_path, _wl("write", "filesystem:write", {"path": "a.txt", "content": "x"},
+                                 {"seccomp_profile_path": "profile.json"}))
+    run = gxo_run(pb, cwd=tmp_path)
+    assert run.statuses["write"] == "Failed", run.explain()
+    error = run.end("write")["error"]
+    assert error.startswith("the sandboxed worker of module filesystem:write was killed by SIGSYS (")
+    assert "denied by seccomp profile profile.json (sha256 " in error

@@ -34,6 +34,8 @@ from typing import Any
 MAX_FRAME = 64 << 20
 #: the stderr kept from a worker that failed, for its error's last line
 _STDERR_TAIL = 8192
+#: how long a worker that has answered (or closed its channel) may take to exit before it is killed
+WORKER_EXIT_GRACE_S = 5.0
 #: the module the worker process runs
 WORKER_MODULE = "gxo.runtime.sandbox.worker"
 #: the error kinds a worker reports, as the exception the parent raises
@@ -166,7 +168,7 @@ async def perform_in_worker(ctx: Any, module_name: str, params: dict[str, Any], 
 
     from gxo.runtime import proctrack, sandbox as sb
     from gxo.runtime.module import ModuleError, SecurityError, ValidationError
-    from gxo.stdlib.core import _kill_group
+    from gxo.stdlib.core import _end_leftovers, _kill_group
 
     request = _request(ctx, module_name, params)
     argv = worker_argv()
@@ -237,20 +239,28 @@ async def perform_in_worker(ctx: Any, module_name: str, params: dict[str, Any], 
                     return msg
                 raise _Broken("a message of an unknown kind")
 
+        sender = asyncio.ensure_future(send())
+        stderr = asyncio.ensure_future(tail_of_stderr())
         try:
-            _, err, msg, _ = await asyncio.gather(send(), tail_of_stderr(), answer(), proc.wait())
-        except _Broken as exc:
+            try:
+                msg = await answer()
+            except _Broken as exc:  # killed below, as on every failure
+                raise ModuleError(f"the sandboxed worker of module {module_name} broke the protocol: "
+                                  f"{exc}") from None
+            # the answer is in (or its channel is closed): the worker has nothing left to do
+            try:
+                await asyncio.wait_for(asyncio.shield(proc.wait()), WORKER_EXIT_GRACE_S)
+            except TimeoutError:
+                await _kill_group(proc, 0)
+            else:
+                await _end_leftovers(proc)
+            err = await stderr
+            await sender
+        except BaseException:  # cancelled (a timeout, a stopped run) or failed: stop it all
             await _kill_group(proc, 0)
-            raise ModuleError(f"the sandboxed worker of module {module_name} broke the protocol: {exc}") from None
-        except asyncio.CancelledError:
-            await _kill_group(proc, 0)
+            for task in (sender, stderr):
+                task.cancel()
             raise
-        except BaseException:
-            await _kill_group(proc, 0)
-            raise
-        from gxo.stdlib.core import _end_leftovers
-
-        await _end_leftovers(proc)
         finished = True
         limit = launch.finish()
         if msg is None:
@@ -260,7 +270,7 @@ async def perform_in_worker(ctx: Any, module_name: str, params: dict[str, Any], 
         error = msg["error"]
         if not (isinstance(error, dict) and error.get("kind") in _KINDS and isinstance(error.get("message"), str)):
             raise ModuleError(f"the sandboxed worker of module {module_name} broke the protocol: a malformed error")
-        message = error["message"].replace("\n", " ")
+        message = error["message"]  # the module's own words (an "error" kind is one line already)
         kind = {"ValidationError": ValidationError, "SecurityError": SecurityError}.get(error["kind"], ModuleError)
         if limit:
             message += f" ({limit})"
@@ -343,11 +353,15 @@ def _no_connections() -> Any:
 def _run(req: dict[str, Any], send: Any) -> dict[str, Any]:
     """Perform the request's module; the final frame's object."""
     from gxo.runtime.module import Context, ModuleError, SecurityError, ValidationError, load_module_class
-    from gxo.runtime.secrets import Tracker
 
-    tracker = Tracker()
-    for value in req.get("secrets") or ():
-        tracker.add(value)
+    redact: Any = lambda text: text  # noqa: E731 - the Context default: no secret in this run
+    if req.get("secrets"):
+        from gxo.runtime.secrets import Tracker
+
+        tracker = Tracker()
+        for value in req["secrets"]:
+            tracker.add(value)
+        redact = tracker.redact
     name = req["module"]
     try:
         cls = load_module_class(name)
@@ -362,7 +376,7 @@ def _run(req: dict[str, Any], send: Any) -> dict[str, Any]:
             dry_run=bool(req.get("dry_run")),
             plan_dir=req.get("plan_dir") or ".",
             loop_index=req.get("loop_index"),
-            redact=tracker.redact,
+            redact=redact,
             stop_timeout=req.get("stop_timeout"),
             connections=_no_connections,
         )

@@ -151,7 +151,7 @@ def _check_runnable(w: Workload, diags: Diagnostics) -> None:
                           help="remove the key; gxo refuses to run the workload without the sandbox it asks for")
         sc_key = w.node.key_node("security_context")
         keys = [k.value for k, _ in w.params_node.items] if w.params_node is not None else []
-        why = worker_refusal(w.spec, keys) if w.module else None
+        why = worker_refusal(w.spec, keys, [k.value for k, _ in sc.items]) if w.module else None
         if why is not None and sc_key is not None:
             diags.add("not-implemented", f"security_context on module '{w.module}' is not implemented: it cannot "
                       f"run in a sandboxed worker process: {why}", sc_key.span,

@@ -24,9 +24,10 @@ APPLIED_SECURITY_KEYS: frozenset[str] = frozenset({
 SANDBOXED_MODULES = frozenset({"exec"})
 
 
-def worker_refusal(spec: Any, param_keys: Any = ()) -> str | None:
-    """Why module ``spec`` (a ModuleSpec), given the top-level params ``param_keys``, cannot run
-    in a sandboxed worker process (``None``: it can, or it is a child-process module).
+def worker_refusal(spec: Any, param_keys: Any = (), security_keys: Any = ()) -> str | None:
+    """Why module ``spec`` (a ModuleSpec), given the top-level keys of its params and of its
+    security_context, cannot run in a sandboxed worker process (``None``: it can, or it is a
+    child-process module).
 
     A worker runs a self-contained ``perform``: it gets its params, a logger, the workspace
     and the secrets to redact, and hands back a JSON summary.  So it takes no module that
@@ -35,9 +36,12 @@ def worker_refusal(spec: Any, param_keys: Any = ()) -> str | None:
     no I/O of its own, or answering a request the kernel holds), one that opens or uses a
     connection the run keeps (``connection_id`` in its summary or in the params), one whose
     params are evaluated by the kernel during perform (``per_record_params``, when set), and
-    one whose declaration says it must stay (``in_process``)."""
+    one whose declaration says it must stay (``in_process``).  The worker is gxo's own Python,
+    which a ``root_filesystem`` does not hold."""
     if spec is None or spec.name in SANDBOXED_MODULES:
         return None
+    if "root_filesystem" in set(security_keys):
+        return "its worker is gxo's own Python, which a root_filesystem does not hold"
     if spec.in_process:
         return spec.in_process
     if spec.inline:
@@ -108,7 +112,16 @@ def sandbox_refusals(plan: Any) -> list[str]:
         return []
     from gxo.runtime.sandbox import refusals, sandbox_of
 
-    return refusals([(w.name, sandbox_of(w.security_context, w.seccomp_profile)) for w in boxed])
+    problems = refusals([(w.name, sandbox_of(w.security_context, w.seccomp_profile)) for w in boxed])
+    for w in boxed:
+        user = w.security_context.get("user") if isinstance(w.security_context, dict) else None
+        if user is not None and w.module not in SANDBOXED_MODULES:
+            from gxo.runtime.sandbox.worker import unreachable_for
+
+            why = unreachable_for(str(user))
+            if why is not None:
+                problems.append(f"workload '{w.name}': {why}")
+    return problems
 
 
 def _worker_refusal_of(w: Any) -> str | None:
@@ -117,7 +130,8 @@ def _worker_refusal_of(w: Any) -> str | None:
     spec = spec_of(w.module)
     if spec is None:
         return None  # an unknown module is refused as such
-    return worker_refusal(spec, w.params if isinstance(w.params, dict) else ())
+    sc = w.security_context
+    return worker_refusal(spec, w.params if isinstance(w.params, dict) else (), sc if isinstance(sc, dict) else ())
 
 
 def _sandbox_fields(w: Any, sc: dict[str, Any]) -> list[str]:

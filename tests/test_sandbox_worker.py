@@ -284,3 +284,70 @@ def test_a_syscall_killed_by_the_profile_is_named(tmp_path: Path) -> None:
     error = run.end("write")["error"]
     assert error.startswith("the sandboxed worker of module filesystem:write was killed by SIGSYS (")
     assert "denied by seccomp profile profile.json (sha256 " in error
+
+
+# --------------------------------------------------------------------------- the other keys
+
+
+def _can_unshare() -> None:
+    import subprocess
+
+    from gxo.runtime.sandbox import launcher_path
+
+    probe = subprocess.run([str(launcher_path()), "--unshare", "user,mount,net", "--probe", "--", "/bin/true",
+                            "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        _missing(f"this machine cannot make namespaces: {probe.stderr.strip()}")
+
+
+def test_a_worker_in_a_network_namespace_cannot_reach_the_host(tmp_path: Path) -> None:
+    _can_unshare()
+    with HttpMock([200]) as mock:
+        pb = _playbook(tmp_path, _wl("get", "http:request", {"url": mock.url, "timeout": "5s"},
+                                     {"seccomp": "default", "namespaces": {"net": True}}),
+                       _wl("status", "filesystem:read", {"path": "/proc/self/status"},
+                           {"namespaces": {"net": True, "pid": True}}, ignore_errors=True))
+        run = gxo_run(pb, "-v", "--allow-path", "/proc", cwd=tmp_path)
+    assert run.statuses["get"] == "Failed", run.explain()
+    assert mock.calls == []  # the request never left the worker's own network
+    [started] = _worker_logs(run, "get")
+    assert "namespaces" in started["sandbox"] and "net" in started["sandbox"]
+    status = _status(_summary(run, "status")["content"])
+    assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2"
+    assert status["NSpid"].split()[-1] in ("1", "2")  # its own pid namespace
+
+
+def test_a_worker_over_its_memory_limit_fails_with_the_reason(tmp_path: Path) -> None:
+    from services import need_cgroup
+
+    need_cgroup()
+    big = tmp_path / "big"
+    big.mkdir()
+    with open(big / "blob", "wb") as fh:  # 200 MiB of data the module reads into memory
+        fh.truncate(200 << 20)
+    pb = _playbook(tmp_path, _wl("read", "filesystem:read", {"path": str(big / "blob")},
+                                 {"resources": {"memory_bytes": 64 << 20}}))
+    run = gxo_run(pb, "--allow-path", str(big), cwd=tmp_path)
+    assert run.statuses["read"] == "Failed", run.explain()
+    error = run.end("read")["error"]
+    assert error.startswith("the sandboxed worker of module filesystem:read"), error
+    assert "memory limit 64 MiB" in error, error
+
+
+def test_a_worker_as_another_user_runs_or_is_refused_before_the_run(tmp_path: Path) -> None:
+    """``user: nobody``: the worker runs as 65534 when that user can reach gxo's Python; where
+    it cannot (pyenv under a 0700 /root), the plan is refused before anything runs."""
+    from gxo.runtime.sandbox.worker import unreachable_for
+
+    if os.geteuid() != 0:
+        _missing("switching users needs gxo to run as root")
+    _can_unshare()
+    pb = _playbook(tmp_path, _wl("status", "filesystem:read", {"path": "/proc/self/status"}, {"user": "nobody"}))
+    run = gxo_run(pb, "--allow-path", "/proc", cwd=tmp_path)
+    why = unreachable_for("nobody")
+    if why is None:
+        assert run.rc == 0, run.explain()
+        assert _status(_summary(run, "status")["content"])["Uid"].split()[0] == "65534"
+    else:
+        assert run.rc == 3 and run.of("ModuleExecutionStart") == [], run.explain()
+        assert f"gxo: plan refused: workload 'status': {why}" in run.stderr

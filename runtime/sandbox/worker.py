@@ -52,6 +52,49 @@ def worker_argv() -> list[str]:
     return [sys.executable, "-I", "-m", WORKER_MODULE]
 
 
+def _python_dirs() -> tuple[str, ...]:
+    """What the worker's interpreter reads: the venv, the Python it was made from, and the
+    folder holding the gxo package (its source tree in an editable install).  Bound into a
+    private /tmp when they lie under it (``launch``'s ``binds``)."""
+    import gxo.runtime
+
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(gxo.runtime.__file__)))
+    return tuple(dict.fromkeys((sys.prefix, sys.base_prefix, pkg)))
+
+
+def unreachable_for(user: str) -> str | None:
+    """Why ``user`` (security_context.user) could not start a worker: a folder on the way to
+    this Python or to gxo that it may not enter (``/root`` is 0700 where pyenv installs
+    there), in words; None when it can."""
+    import stat
+
+    from gxo.runtime.sandbox import SandboxError, resolve_user
+
+    try:
+        uid, gid, groups = resolve_user(user)
+    except SandboxError as exc:
+        return str(exc)
+    if uid == 0:
+        return None
+    for target in (os.path.realpath(sys.executable), *_python_dirs()):
+        path = os.path.realpath(target)
+        parts = path.split("/")
+        for i in range(2, len(parts) + 1):
+            d = "/".join(parts[:i]) or "/"
+            try:
+                st = os.stat(d)
+            except OSError:
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                continue
+            bits = (st.st_mode >> 6) if st.st_uid == uid else (
+                (st.st_mode >> 3) if st.st_gid == gid or st.st_gid in groups else st.st_mode)
+            if not bits & 1:
+                return (f"user '{user}' cannot run gxo's Python {path}: it may not enter {d} (mode "
+                        f"{stat.S_IMODE(st.st_mode):04o}); install gxo where that user can read it")
+    return None
+
+
 def _frame(obj: Any) -> bytes:
     body = json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
     if len(body) > MAX_FRAME:
@@ -172,15 +215,32 @@ async def perform_in_worker(ctx: Any, module_name: str, params: dict[str, Any], 
 
     request = _request(ctx, module_name, params)
     argv = worker_argv()
+    if not proctrack.guard_ready():
+        await proctrack.guarded()
+    # the sandbox as exec's child gets it (gxo.stdlib.core.Exec): cgroup limits, the workspace
+    # opened to another user, and what the interpreter needs kept visible across the mounts
+    limits = None
     try:
-        launch = sb.launch(argv[0], argv[1:], sandbox)
+        if sandbox.resources:
+            from gxo.runtime.sandbox.limits import LimitError, Limits
+
+            try:
+                limits = Limits.make(dict(sandbox.resources), ctx.workload)
+            except LimitError as exc:
+                raise sb.SandboxError(str(exc)) from None
+        if sandbox.user is not None:
+            uid = sb.resolve_user(sandbox.user)[0]
+            if uid != os.geteuid():
+                sb.grant(ctx.workspace.path, uid)
+        launch = sb.launch(argv[0], argv[1:], sandbox, cwd=ctx.workspace.path, limits=limits,
+                           binds=(ctx.workspace.path, ctx.plan_dir, *_python_dirs()))
     except sb.SandboxError as exc:
+        if limits is not None:
+            limits.close()
         raise ModuleError(f"cannot start the sandboxed worker of module {module_name}: {exc}") from None
 
     finished = False  # launch.finish() is called once, after the worker exited, on every path
     try:
-        if not proctrack.guard_ready():
-            await proctrack.guarded()
         proctrack.spawning(1)
         starting = asyncio.ensure_future(asyncio.create_subprocess_exec(
             *launch.argv,
@@ -209,7 +269,7 @@ async def perform_in_worker(ctx: Any, module_name: str, params: dict[str, Any], 
             proctrack.spawning(-1)
         proctrack.started(proc.pid)
         ctx.logger.debug("sandboxed worker started", module=module_name, pid=proc.pid,
-                         sandbox=f"{sandbox.describe()} (worker process)")
+                         sandbox=f"{sandbox.describe(limits)} (worker process)")
 
         async def send() -> None:
             try:
@@ -243,7 +303,22 @@ async def perform_in_worker(ctx: Any, module_name: str, params: dict[str, Any], 
         stderr = asyncio.ensure_future(tail_of_stderr())
         try:
             try:
-                msg = await answer()
+                if limits is None:
+                    msg = await answer()
+                else:  # a limit reached (pids, an OOM kill) stops the worker at once, as an exec child
+                    answering = asyncio.ensure_future(answer())
+                    watching = asyncio.ensure_future(limits.watch())
+                    try:
+                        await asyncio.wait((answering, watching), return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        watching.cancel()
+                        if not answering.done():
+                            answering.cancel()
+                    if not answering.done() or answering.cancelled():
+                        limits.kill()
+                        raise ModuleError(f"the sandboxed worker of module {module_name} stopped: "
+                                          f"{watching.result()}")
+                    msg = answering.result()
             except _Broken as exc:  # killed below, as on every failure
                 raise ModuleError(f"the sandboxed worker of module {module_name} broke the protocol: "
                                   f"{exc}") from None
@@ -262,10 +337,13 @@ async def perform_in_worker(ctx: Any, module_name: str, params: dict[str, Any], 
                 task.cancel()
             raise
         finished = True
-        limit = launch.finish()
+        limit = launch.finish() or (limits.hit() if limits is not None else None)
         if msg is None:
             raise ModuleError(ctx.redact(_died(module_name, proc.returncode, proc.pid, sandbox, err, limit)))
         if "result" in msg:
+            if limit:  # fails whatever it answered, as an exec child cut short by its sandbox
+                raise ModuleError(f"the sandboxed worker of module {module_name} stopped: {limit}",
+                                  summary=msg["result"])
             return msg["result"]
         error = msg["error"]
         if not (isinstance(error, dict) and error.get("kind") in _KINDS and isinstance(error.get("message"), str)):
@@ -278,6 +356,8 @@ async def perform_in_worker(ctx: Any, module_name: str, params: dict[str, Any], 
     finally:
         if not finished:
             launch.finish()
+        if limits is not None:
+            limits.close()
 
 
 # --------------------------------------------------------------------------- worker side

@@ -139,12 +139,20 @@ def test_unconfined_is_a_check_warning(tmp_path: Path) -> None:
     assert "warning[seccomp-unconfined]" in out
 
 
-def test_other_keys_stay_refused(tmp_path: Path) -> None:
-    pb = _playbook(tmp_path, "true", [], {"seccomp": "default", "resources": {"cpu_weight": 50}})
+def test_a_stream_module_cannot_be_sandboxed(tmp_path: Path) -> None:
+    """Every key is applied; a module whose records pass through gxo's own process cannot take
+    a security_context, and check says why."""
+    pb = _playbook(tmp_path, "true", [], {"seccomp": "default", "resources": {"cpu_weight": 50},
+                                          "namespaces": {"pid": True}})
+    code, out, _ = run_gxoc(["check", pb.name], tmp_path)
+    assert code == 0, out
+    doc = json.loads(pb.read_text("utf-8"))
+    doc["workloads"][0]["process"] = {"module": "data:generate_from_list", "params": {"items": [1]}}
+    pb.write_text(json.dumps(doc), "utf-8")
     code, out, _ = run_gxoc(["check", pb.name], tmp_path)
     assert code == 1
-    assert "error[not-implemented]: security_context.resources is not implemented" in out
-    assert "security_context.seccomp " not in out
+    assert ("error[not-implemented]: security_context on module 'data:generate_from_list' is not implemented: "
+            "it cannot run in a sandboxed worker process: it reads or writes a stream") in out
 
 
 PROFILE = """\

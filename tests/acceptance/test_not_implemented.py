@@ -40,6 +40,12 @@ workloads:
       module: exec
       params: {command: touch, args: ["{{ .marker }}"]}
     security_context: {no_new_privileges: true, resources: {cpu_weight: 50}}
+  - name: items
+    lifecycle: {policy: run_once}
+    process:
+      module: data:generate_from_list
+      params: {items: [1, 2]}
+    security_context: {seccomp: default}
 """
 
 LOOPED = """\
@@ -80,7 +86,7 @@ def _plan_built_by_an_older_compiler(work: Path, text: str) -> Path:
 
 @pytest.mark.parametrize("text, needle", [
     (LOOKUP, "workload 'lookup': module 'control:wait_for_signal' is not implemented"),
-    (SANDBOXED, "workload 'build': security_context.resources is not implemented"),
+    (SANDBOXED, "workload 'items': security_context on module 'data:generate_from_list' is not implemented"),
     (LOOPED, "workload 'workers': loop under lifecycle policy 'supervise' is not implemented"),
 ], ids=["module", "security_context", "loop"])
 def test_gxo_exec_refuses_a_plan_with_a_not_implemented_feature(work: Path, ws_root: Path, text: str,
@@ -93,7 +99,7 @@ def test_gxo_exec_refuses_a_plan_with_a_not_implemented_feature(work: Path, ws_r
     assert not ws_root.exists()
 
 
-@pytest.mark.parametrize("text, code", [(LOOKUP, "12:15"), (SANDBOXED, "11:49"), (LOOPED, "11:5")],
+@pytest.mark.parametrize("text, code", [(LOOKUP, "12:15"), (SANDBOXED, "17:5"), (LOOPED, "11:5")],
                          ids=["module", "security_context", "loop"])
 def test_gxo_run_refuses_and_gxoc_reports_the_key(work: Path, ws_root: Path, text: str, code: str) -> None:
     marker = work / "ran"
@@ -130,10 +136,15 @@ workloads:
 def test_several_refused_features_make_one_line(work: Path, ws_root: Path) -> None:
     text = LOOKUP.replace('    process: {module: exec, params: {command: touch, args: ["{{ .marker }}"]}}\n',
                           '    process: {module: exec, params: {command: touch, args: ["{{ .marker }}"]}}\n'
-                          '    security_context: {seccomp: default, resources: {cpu_weight: 50}}\n')
+                          '    security_context: {seccomp: default, resources: {cpu_weight: 50}}\n'
+                          '  - name: items\n'
+                          '    lifecycle: {policy: run_once}\n'
+                          '    process: {module: data:generate_from_list, params: {items: [1]}}\n'
+                          '    security_context: {seccomp: default}\n')
     run = gxo_exec(_plan_built_by_an_older_compiler(work, text))
     assert run.rc == 3, run.explain()
     assert run.stderr.splitlines() == [
-        "gxo: plan refused: workload 'before': security_context.resources is not implemented "
+        "gxo: plan refused: workload 'items': security_context on module 'data:generate_from_list' is not "
+        "implemented (it reads or writes a stream, whose records pass through gxo's own process) "
         "(and 1 more: gxoc check lists them); gxo never runs it another way"]
     assert not ws_root.exists()

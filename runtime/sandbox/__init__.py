@@ -325,7 +325,14 @@ def launch(program: str, args: list[str], sandbox: Sandbox, *, cwd: str | None =
                     continue
                 path = os.path.realpath(path)
                 under_tmp = path == "/tmp" or path.startswith("/tmp/")
-                if (root or (layout.private_tmp and under_tmp)) and not any(
+                # a jail gets the working directory wherever it is (its mount point is made in
+                # the jail when missing) and what lies under /tmp (the jail's own tmpfs)
+                if root:
+                    wanted = path == os.path.realpath(cwd or "/") or (
+                        under_tmp and os.path.isdir(os.path.join(root, "tmp")))
+                else:
+                    wanted = under_tmp and layout.private_tmp
+                if wanted and not any(
                         path == s or path.startswith(s + "/") for s in seen):
                     seen.append(path)
                     argv += ["--bind", path]

@@ -170,6 +170,67 @@ def test_batches_keep_their_order_when_direct_and_queued_batches_mix() -> None:
     assert h.delivered > 0
 
 
+@pytest.mark.parametrize("reader", ["fields", "records", "channel"])
+def test_a_batch_sent_as_one_fields_values_reaches_every_reader_as_its_records(reader: str) -> None:
+    """``send_field``: a consumer on the hand-over that takes fields gets the values (the records
+    are never built); one that does not, or one reading the channel, gets the records
+    ``{field: value}``; mixed with ordinary batches and timer-flushed ones, in order, every
+    record counted once on the link."""
+
+    async def main() -> tuple[list[Any], list[Any], Channel, Handoff, int]:
+        ch, inputs, out, h = _link(capacity=25)
+        got: list[Any] = []
+        as_values = [0]
+
+        async def process(producer: str, batch: list[Any]) -> None:
+            assert producer == "p"
+            got.extend(batch)
+            if len(got) % 3 == 0:
+                await asyncio.sleep(0)
+
+        async def fields(producer: str, field: str, values: list[Any]) -> None:
+            assert producer == "p" and field == "line"
+            as_values[0] += 1
+            got.extend({field: v} for v in values)
+
+        async def read() -> None:
+            if reader == "channel":
+                async for _name, batch in inputs:
+                    got.extend(batch)
+            else:
+                await inputs.each(process, fields if reader == "fields" else None)
+
+        async def produce() -> list[Any]:
+            sent: list[Any] = []
+            for k in range(60):
+                values = [f"{k}-{j}" for j in range(k % 9)]
+                sent.extend({"line": v} for v in values)
+                await out.send_field("line", values)
+                if k % 4 == 0:
+                    sent.append({"line": k})
+                    await out.emit([{"line": k}])  # pending, sent before the next batch
+                if k % 7 == 0:
+                    await asyncio.sleep(0.002)  # the flush timer queues the pending one
+            await out.flush()
+            ch.close()
+            return sent
+
+        consumer = asyncio.ensure_future(read())
+        await asyncio.sleep(0)
+        sent = await asyncio.wait_for(produce(), 10)
+        await asyncio.wait_for(consumer, 10)
+        return got, sent, ch, h, as_values[0]
+
+    got, sent, ch, h, as_values = asyncio.run(main())
+    assert got == sent
+    assert ch.records_in == ch.records_out == len(sent) and ch.buffered == 0
+    if reader == "fields":
+        assert as_values > 0 and h.delivered > 0
+    else:
+        assert as_values == 0
+        assert (h.delivered > 0) == (reader == "records")
+
+
 def test_a_failure_in_a_delivered_batch_fails_the_consumer_not_the_producer() -> None:
     async def main() -> tuple[BaseException | None, int, Channel]:
         ch, inputs, out, h = _link()

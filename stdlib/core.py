@@ -146,6 +146,20 @@ def output_lines(stdout: str) -> list[str]:
     return lines
 
 
+def _output_text(data: bytes) -> str:
+    """A child's output as text without its trailing newlines: ``data.decode("utf-8",
+    "replace").rstrip("\n")``, decoded from a view of the bytes before them, so that a large
+    output is not copied once more to drop its last newline (a ``\n`` byte is never part of a
+    multi-byte UTF-8 sequence: the text is the same)."""
+    end = len(data)
+    while end and data[end - 1] == 10:  # b"\n"
+        end -= 1
+    if end == len(data):
+        return data.decode("utf-8", "replace")
+    with memoryview(data) as view:
+        return str(view[:end], "utf-8", "replace")
+
+
 def _exec_summary(stdout: str, stderr: str, exit_code: int) -> dict:
     stdout = stdout.rstrip("\n")
     stderr = stderr.rstrip("\n")
@@ -430,8 +444,7 @@ class Exec:
             except ValueError:
                 signame = f"signal {-rc}"
             rc = 128 - rc
-        summary = _exec_summary(out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
-                                rc)
+        summary = _exec_summary(_output_text(out), _output_text(err), rc)
         if limit_hit:  # fails whatever the exit code: the child was cut short by its sandbox
             raise ModuleError(f"command {command} stopped: {limit_hit}", summary=summary)
         if rc not in ok_codes:

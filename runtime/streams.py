@@ -517,6 +517,26 @@ class StreamOutput:
         if not target.offer(batch):
             await target.send(batch)
 
+    async def emit_field(self, field: str, values: list[Any]) -> None:
+        """``emit`` of the records ``{field: value}`` of ``values`` (``exec``'s
+        ``stdout_records``): the records that complete the pending batch go as ``emit`` sends
+        them, the full batches after them as ``send_field`` does (a consumer on the hand-over
+        that takes fields never gets them built), the rest is left pending as ``emit`` leaves
+        it.  The batches, their order and the counts are ``emit``'s."""
+        size = self._batch_size
+        need = size - len(self._pending) if self._pending else 0
+        if len(values) - need < size:  # no full batch of values: as emit
+            await self.emit(_records_cy.field_records(field, values))
+            return
+        if need:  # the pending batch is completed first, and sent (emit)
+            await self.emit(_records_cy.field_records(field, values[:need]))
+            values = values[need:]
+        full = len(values) - len(values) % size
+        for i in range(0, full, size):
+            await self.send_field(field, values[i:i + size])
+        if full < len(values):
+            await self.emit(_records_cy.field_records(field, values[full:]))
+
     async def send_field(self, field: str, values: list[Any]) -> None:
         """``send_batch`` of the records ``{field: value}`` of ``values`` (``data:parse``'s
         lines): a consumer on the direct hand-over that takes them so gets the values

@@ -126,9 +126,13 @@ async def _stream_lines(reader, out) -> None:
         cut = buf.rfind(b"\n") + 1
         if cut:
             # the complete lines of this read, one emit (batched by the output)
-            lines = buf[:cut - 1].decode("utf-8", "replace").split("\n")
+            text = buf[:cut - 1].decode("utf-8", "replace")
             buf = buf[cut:]
-            await out.emit([{"line": ln[:-1] if ln.endswith("\r") else ln} for ln in lines])
+            lines = text.split("\n")
+            if "\r" in text:  # CRLF line ends
+                lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+            # the records {"line": ...}, built only for a consumer that needs them built
+            await out.emit_field("line", lines)
         while len(buf) >= MAX_RECORD_LINE:
             await out.emit_one({"line": buf[:MAX_RECORD_LINE].decode("utf-8", "replace")})
             buf = buf[MAX_RECORD_LINE:]

@@ -167,7 +167,7 @@ def build_plan(count: int, workdir: str) -> tuple[Any, str]:
                           check=False)
     assert done.returncode == 0, done.stderr
     loaded = load_plan(out)
-    native = all(type(f).__name__ == "cython_function_or_method"
+    native = all(type(f).__name__ in ("cython_function_or_method", "builtin_function_or_method")
                  for f in loaded.functions.values())
     return loaded, "native" if native else "bytecode"
 

@@ -56,6 +56,7 @@ wraparound = _no_op_factory
 nonecheck = _no_op_factory
 cdivision = _no_op_factory
 annotation_typing = _no_op_factory
+binding = _no_op_factory
 
 
 def declare(_type: Any = None, value: Any = None, **_kwargs: Any) -> Any:

@@ -35,10 +35,15 @@ def _is_compiled() -> bool:
 
 from typing import Any
 
+if cython.compiled:  # a reference count: the C macro compiled, sys's function in the pure twin
+    from cython.cimports.cpython.ref import Py_REFCNT as _refs
+else:
+    from sys import getrefcount as _refs
+
 from gxo.runtime._state_cy import deep_copy as _deep_copy
 
-__all__ = ["RecordFn", "aggregate_batch", "copy_batch", "error_text", "filter_batch", "fn_int",
-           "line_records", "map_batch"]
+__all__ = ["RecordFn", "aggregate_batch", "copy_batch", "error_text", "field_records", "filter_batch",
+           "fn_int", "line_records", "line_values", "map_batch", "map_values"]
 
 # how a RecordFn calls its function
 _PLAIN = 0  # fn(record)
@@ -126,6 +131,49 @@ def map_batch(f: RecordFn, batch: list, base: cython.Py_ssize_t, producer: str, 
     return result
 
 
+def map_values(f: RecordFn, field: str, values: list, base: cython.Py_ssize_t, producer: str,
+               errors: Any, as_record: Any) -> list:
+    """``map_batch`` over the records ``{field: value}`` of ``values``, without building them:
+    ``f`` sees each value in a scope map ``{field: value}`` that is reused from one value to
+    the next while nothing the call made or kept holds it (its reference count is back to what
+    it was: the result does not contain it, nothing stored it).  A call that kept it, raised
+    or changed it leaves it to its holder, and the next value gets a new map.  The values,
+    the records out, the positions of the record errors are those of ``map_batch``."""
+    result: list = []
+    n: cython.Py_ssize_t = len(values)
+    i: cython.Py_ssize_t = 0
+    scope: dict = {field: None}
+    free: cython.Py_ssize_t = _refs(scope)  # held by this function alone
+    while i < n:
+        try:
+            while i < n:
+                scope[field] = values[i]
+                value = _apply(f, scope)
+                if type(value) is not dict:
+                    value = as_record(value)
+                result.append(value)
+                i += 1
+                if _refs(scope) != free or len(scope) != 1:
+                    scope = {field: None}  # kept or changed by the call: a new one
+                    free = _refs(scope)
+        except Exception as exc:  # noqa: BLE001 - a record error, not a failure
+            errors.report(base + i, producer, error_text(exc))
+            i += 1
+            scope = {field: None}  # the exception's frames may hold the old one
+            free = _refs(scope)
+    return result
+
+
+def field_records(field: str, values: list) -> list:
+    """The records ``{field: value}`` of ``values``, in order."""
+    out: list = []
+    n: cython.Py_ssize_t = len(values)
+    i: cython.Py_ssize_t
+    for i in range(n):
+        out.append({field: values[i]})
+    return out
+
+
 def filter_batch(f: RecordFn, batch: list, base: cython.Py_ssize_t, producer: str,
                  errors: Any) -> list:
     """The records of ``batch`` whose value under ``f`` is truthy; a record whose call raises is
@@ -160,7 +208,7 @@ _NO_FIELDS: dict = {}  # what a value that is not a map offers data:aggregate: n
 
 def aggregate_batch(batch: list, base: cython.Py_ssize_t, producer: str, errors: Any,
                     fields: tuple, sources: tuple, groups: dict, limit: cython.Py_ssize_t,
-                    ready: list, as_text: Any, bad_number: Any) -> None:
+                    ready: list, as_text: Any, bad_number: Any, minmax: cython.bint = True) -> None:
     """``data:aggregate``'s per-record loop: add every record of ``batch`` to its group.
 
     ``groups`` maps a group key to the group's state ``[values, count, sums, mins, maxs]``
@@ -169,10 +217,15 @@ def aggregate_batch(batch: list, base: cython.Py_ssize_t, producer: str, errors:
     with its type's name; a list or map by its text form, ``as_text``).  A record whose
     ``sources`` value is not a number is reported to ``errors`` at ``base + i`` with
     ``bad_number(record, field)``'s message and left out.  With ``limit`` > 0 (a count
-    window) a group that reaches ``limit`` records moves from ``groups`` to ``ready``."""
+    window) a group that reaches ``limit`` records moves from ``groups`` to ``ready``.  Without
+    ``minmax`` (no aggregate asks for a min or a max) ``mins`` and ``maxs`` keep the group's
+    first values and are not updated."""
     if len(fields) == 0:
+        if len(sources) == 1 and limit == 0 and not minmax:
+            _sum_ungrouped(batch, base, producer, errors, sources[0], groups, bad_number)
+            return
         _aggregate_ungrouped(batch, base, producer, errors, sources, groups, limit, ready,
-                             bad_number)
+                             bad_number, minmax)
         return
     n: cython.Py_ssize_t = len(batch)
     nf: cython.Py_ssize_t = len(fields)
@@ -243,10 +296,11 @@ def aggregate_batch(batch: list, base: cython.Py_ssize_t, producer: str, errors:
                 for j in range(ns):
                     v = nums[j]
                     sums[j] = sums[j] + v
-                    if v < mins[j]:
-                        mins[j] = v
-                    if v > maxs[j]:
-                        maxs[j] = v
+                    if minmax:
+                        if v < mins[j]:
+                            mins[j] = v
+                        if v > maxs[j]:
+                            maxs[j] = v
         if limit > 0 and g[1] >= limit:
             del groups[key]
             ready.append(g)
@@ -255,7 +309,7 @@ def aggregate_batch(batch: list, base: cython.Py_ssize_t, producer: str, errors:
 @cython.cfunc
 def _aggregate_ungrouped(batch: list, base: cython.Py_ssize_t, producer: str, errors: Any,
                          sources: tuple, groups: dict, limit: cython.Py_ssize_t, ready: list,
-                         bad_number: Any):  # an object result: exceptions propagate
+                         bad_number: Any, minmax: cython.bint):  # an object result: exceptions propagate
     """``aggregate_batch`` without group fields: one group, under the key ``()``, whose count
     is kept in a C integer through the batch (no key built or looked up per record)."""
     n: cython.Py_ssize_t = len(batch)
@@ -301,10 +355,11 @@ def _aggregate_ungrouped(batch: list, base: cython.Py_ssize_t, producer: str, er
                 for j in range(ns):
                     v = nums[j]
                     sums[j] = sums[j] + v
-                    if v < mins[j]:
-                        mins[j] = v
-                    if v > maxs[j]:
-                        maxs[j] = v
+                    if minmax:
+                        if v < mins[j]:
+                            mins[j] = v
+                        if v > maxs[j]:
+                            maxs[j] = v
         if limit > 0 and count >= limit:
             g[1] = count
             del groups[()]
@@ -313,6 +368,42 @@ def _aggregate_ungrouped(batch: list, base: cython.Py_ssize_t, producer: str, er
             count = 0
     if g is not None:
         g[1] = count
+
+
+@cython.cfunc
+def _sum_ungrouped(batch: list, base: cython.Py_ssize_t, producer: str, errors: Any, src: str,
+                   groups: dict, bad_number: Any):  # an object result: exceptions propagate
+    """``_aggregate_ungrouped`` with one source field, no count window and no min or max: the
+    count and the sum are carried in local variables through the batch (no list per record)."""
+    n: cython.Py_ssize_t = len(batch)
+    i: cython.Py_ssize_t
+    rec: dict
+    g: Any = groups.get(())
+    count: cython.Py_ssize_t = 0 if g is None else g[1]
+    total: Any = None if g is None else g[2][0]
+    for i in range(n):
+        record = batch[i]
+        if type(record) is dict:
+            rec = record
+        else:
+            rec = dict(record) if isinstance(record, dict) else _NO_FIELDS
+        v = rec.get(src)
+        t = type(v)
+        if t is not int and t is not float and (
+                isinstance(v, bool) or not isinstance(v, (int, float))):
+            errors.report(base + i, producer, bad_number(record, src))
+            continue
+        if g is None:
+            g = [(), 1, [v], [v], [v]]
+            groups[()] = g
+            count = 1
+            total = v
+        else:
+            count += 1
+            total = total + v
+    if g is not None:
+        g[1] = count
+        g[2][0] = total
 
 
 def line_records(text: str, skip_empty: cython.bint) -> list:
@@ -327,7 +418,21 @@ def line_records(text: str, skip_empty: cython.bint) -> list:
     return out
 
 
-def fn_int(x: Any) -> Any:
+def line_values(text: str, skip_empty: cython.bint) -> list:
+    """The lines of ``text`` (``str.splitlines``): the values of ``line_records``'s records."""
+    lines: list = text.splitlines()
+    if not skip_empty:
+        return lines
+    out: list = []
+    line: str
+    for line in lines:
+        if line:
+            out.append(line)
+    return out
+
+
+@cython.binding(False)  # a plain builtin taking one argument (METH_O): the cheapest call
+def fn_int(x: Any, /) -> Any:
     """The expression language's ``int`` (``gxo.runtime.exprlib``): an int as it is, a string
     of decimal digits parsed here (``int()`` takes the same surrounding whitespace and ``_``
     separators), every other case by ``exprlib.int_of``."""

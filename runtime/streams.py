@@ -164,9 +164,15 @@ class StreamInputs:
             if not progressed:
                 await _wait_any([ch for _, ch in live])
 
-    async def each(self, process: Callable[[str, list[Any]], Awaitable[None]]) -> None:
+    async def each(self, process: Callable[[str, list[Any]], Awaitable[None]],
+                   fields: Callable[[str, str, list[Any]], Awaitable[None]] | None = None) -> None:
         """``await process(producer, batch)`` for every batch of every input, in order per
         input, like ``async for``; returns once every input has ended.
+
+        ``fields``: the same for a batch of records ``{field: value}`` given as its field name and
+        its values, ``await fields(producer, field, values)``, which a producer hands over that
+        way (``StreamOutput.send_field``) on a ``Handoff``, so that the records need not be
+        built; without it, or through the channel, the consumer gets the records built.
 
         With a ``Handoff`` on its input (a single producer whose only consumer this is), the
         batches the producer sends meanwhile are processed in the producer's task, one at a
@@ -179,7 +185,7 @@ class StreamInputs:
                 await process(name, batch)  # type: ignore[arg-type]
             return
         name, ch = self._items[0]
-        h.attach(name, process)
+        h.attach(name, process, fields)
         try:
             while True:
                 if h.busy:  # the producer is running a batch through ``process``: let it end
@@ -261,12 +267,15 @@ class Handoff:
     task.  So the order of the records and every count stay what they are without the
     hand-over."""
 
-    __slots__ = ("_channel", "_idle", "_name", "_process", "_waiter", "busy", "delivered", "error")
+    __slots__ = ("_channel", "_fields", "_idle", "_name", "_process", "_waiter", "busy", "delivered",
+                 "error")
 
     def __init__(self, channel: Channel) -> None:
         self._channel = channel
         self._name = ""
         self._process: Callable[[str, list[Any]], Awaitable[None]] | None = None
+        #: the consumer's function for a batch given as one field's values (``StreamInputs.each``)
+        self._fields: Callable[[str, str, list[Any]], Awaitable[None]] | None = None
         self._waiter: asyncio.Future[None] | None = None  # the idle consumer's wait
         self._idle: list[asyncio.Future[None]] = []  # waits for the end of the current batch
         #: a batch is going through the consumer's function (from either side)
@@ -280,12 +289,20 @@ class Handoff:
     def attached(self) -> bool:
         return self._process is not None
 
-    def attach(self, name: str, process: Callable[[str, list[Any]], Awaitable[None]]) -> None:
+    @property
+    def takes_fields(self) -> bool:
+        """The attached consumer takes a batch as one field's values (``deliver``'s ``field``)."""
+        return self._fields is not None
+
+    def attach(self, name: str, process: Callable[[str, list[Any]], Awaitable[None]],
+               fields: Callable[[str, str, list[Any]], Awaitable[None]] | None = None) -> None:
         self._name = name
         self._process = process
+        self._fields = fields
 
     def detach(self) -> None:
         self._process = None
+        self._fields = None
         self._wake_idle()  # a producer waiting for the consumer sends through the channel
 
     def idle_now(self) -> None:
@@ -311,15 +328,19 @@ class Handoff:
             if w in self._idle:
                 self._idle.remove(w)
 
-    async def deliver(self, batch: list[Any]) -> bool:
+    async def deliver(self, batch: list[Any], field: str | None = None) -> bool:
         """Run the consumer's function on ``batch`` in the caller's task: after the batch it
         is busy with, if any, and after the batches queued in the channel before this one.
         False (``batch`` not taken) when the consumer is not attached, has failed, or the
-        channel cannot take the batch that way."""
+        channel cannot take the batch that way.  With ``field``, ``batch`` holds the values of
+        the records ``{field: value}``, for a consumer that ``takes_fields`` (False otherwise)."""
         while self.busy and self._process is not None and self.error is None:
             await self.idle()
         process = self._process
         if process is None or self.error is not None:
+            return False
+        fields = self._fields
+        if field is not None and fields is None:
             return False
         ch = self._channel
         taken = False
@@ -331,7 +352,10 @@ class Handoff:
                 return False
             taken = True
             self.delivered += 1
-            await process(self._name, batch)
+            if field is None:
+                await process(self._name, batch)
+            else:
+                await fields(self._name, field, batch)  # type: ignore[misc]
         except Exception as exc:  # noqa: BLE001 - the consumer's failure, raised in the consumer
             self.error = exc
             _wake(self._waiter)
@@ -488,6 +512,46 @@ class StreamOutput:
         if target is None or not batch:
             return
         h = self._handoff
+        if h is not None and h.attached and await h.deliver(batch):
+            return
+        if not target.offer(batch):
+            await target.send(batch)
+
+    async def emit_field(self, field: str, values: list[Any]) -> None:
+        """``emit`` of the records ``{field: value}`` of ``values`` (``exec``'s
+        ``stdout_records``): the records that complete the pending batch go as ``emit`` sends
+        them, the full batches after them as ``send_field`` does (a consumer on the hand-over
+        that takes fields never gets them built), the rest is left pending as ``emit`` leaves
+        it.  The batches, their order and the counts are ``emit``'s."""
+        size = self._batch_size
+        need = size - len(self._pending) if self._pending else 0
+        if len(values) - need < size:  # no full batch of values: as emit
+            await self.emit(_records_cy.field_records(field, values))
+            return
+        if need:  # the pending batch is completed first, and sent (emit)
+            await self.emit(_records_cy.field_records(field, values[:need]))
+            values = values[need:]
+        full = len(values) - len(values) % size
+        for i in range(0, full, size):
+            await self.send_field(field, values[i:i + size])
+        if full < len(values):
+            await self.emit(_records_cy.field_records(field, values[full:]))
+
+    async def send_field(self, field: str, values: list[Any]) -> None:
+        """``send_batch`` of the records ``{field: value}`` of ``values`` (``data:parse``'s
+        lines): a consumer on the direct hand-over that takes them so gets the values
+        (``StreamInputs.each``'s ``fields``) and the records are never built; otherwise they
+        are built and sent as ``send_batch`` does.  ``values`` belongs to the stream afterwards."""
+        if self._pending:
+            await self.flush()
+        self.records_emitted += len(values)
+        target = self._target
+        if target is None or not values:
+            return
+        h = self._handoff
+        if h is not None and h.takes_fields and await h.deliver(values, field):
+            return
+        batch = _records_cy.field_records(field, values)
         if h is not None and h.attached and await h.deliver(batch):
             return
         if not target.offer(batch):

@@ -126,9 +126,13 @@ async def _stream_lines(reader, out) -> None:
         cut = buf.rfind(b"\n") + 1
         if cut:
             # the complete lines of this read, one emit (batched by the output)
-            lines = buf[:cut - 1].decode("utf-8", "replace").split("\n")
+            text = buf[:cut - 1].decode("utf-8", "replace")
             buf = buf[cut:]
-            await out.emit([{"line": ln[:-1] if ln.endswith("\r") else ln} for ln in lines])
+            lines = text.split("\n")
+            if "\r" in text:  # CRLF line ends
+                lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+            # the records {"line": ...}, built only for a consumer that needs them built
+            await out.emit_field("line", lines)
         while len(buf) >= MAX_RECORD_LINE:
             await out.emit_one({"line": buf[:MAX_RECORD_LINE].decode("utf-8", "replace")})
             buf = buf[MAX_RECORD_LINE:]
@@ -144,6 +148,20 @@ def output_lines(stdout: str) -> list[str]:
     if "\r" in stdout:
         lines = [line[:-1] if line.endswith("\r") else line for line in lines[:-1]] + lines[-1:]
     return lines
+
+
+def _output_text(data: bytes) -> str:
+    """A child's output as text without its trailing newlines: ``data.decode("utf-8",
+    "replace").rstrip("\n")``, decoded from a view of the bytes before them, so that a large
+    output is not copied once more to drop its last newline (a ``\n`` byte is never part of a
+    multi-byte UTF-8 sequence: the text is the same)."""
+    end = len(data)
+    while end and data[end - 1] == 10:  # b"\n"
+        end -= 1
+    if end == len(data):
+        return data.decode("utf-8", "replace")
+    with memoryview(data) as view:
+        return str(view[:end], "utf-8", "replace")
 
 
 def _exec_summary(stdout: str, stderr: str, exit_code: int) -> dict:
@@ -430,8 +448,7 @@ class Exec:
             except ValueError:
                 signame = f"signal {-rc}"
             rc = 128 - rc
-        summary = _exec_summary(out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
-                                rc)
+        summary = _exec_summary(_output_text(out), _output_text(err), rc)
         if limit_hit:  # fails whatever the exit code: the child was cut short by its sandbox
             raise ModuleError(f"command {command} stopped: {limit_hit}", summary=summary)
         if rc not in ok_codes:

@@ -69,6 +69,54 @@ def test_filter_batch_keeps_truthy_records_and_drops_raising_ones(impl: ModuleTy
     assert [(e.position, e.message) for e in sink.errors] == [(2, "integer division or modulo by zero")]
 
 
+def test_map_values_is_map_batch_over_the_records_of_one_field(impl: ModuleType) -> None:
+    """``map_values`` (data:parse's lines handed to data:map) gives what ``map_batch`` gives on
+    the records ``{field: value}``: the same records out, the same errors at the same places,
+    even when the template keeps, returns or embeds the record it was given."""
+    kept: list = []
+
+    def fn(record: dict[str, Any], _ctx: Any) -> Any:
+        v = record["v"]
+        if v == "boom":
+            raise ValueError("cannot map boom")
+        if v == "self":
+            return record  # the record itself is the result
+        if v == "inside":
+            return {"r": record}  # the record inside the result
+        if v == "keep":
+            kept.append(record)  # stored elsewhere
+            return {"kept": True}
+        if v == "text":
+            return "as text"
+        return {"v": v * 2}
+
+    values = [1, "self", 2, "inside", "boom", 3, "keep", "text", 4, "boom"]
+    sink_a, sink_b = RecordErrorSink(), RecordErrorSink()
+    f = impl.RecordFn(fn, None)
+    out = impl.map_values(f, "v", values, 5, "lines", sink_a, as_record)
+    expected = impl.map_batch(f, impl.field_records("v", values), 5, "lines", sink_b, as_record)
+    assert out == expected == [
+        {"v": 2}, {"v": "self"}, {"v": 4}, {"r": {"v": "inside"}}, {"v": 6}, {"kept": True},
+        {"text": "as text"}, {"v": 8}]
+    assert [(e.position, e.producer, e.message) for e in sink_a.errors] == [
+        (e.position, e.producer, e.message) for e in sink_b.errors] == [
+        (9, "lines", "cannot map boom"), (14, "lines", "cannot map boom")]
+    # what the template kept or returned is a record of its own, never changed afterwards
+    assert out[1] == {"v": "self"} and out[3]["r"] == {"v": "inside"}
+    assert out[1] is not out[3]["r"]
+    assert kept == [{"v": "keep"}, {"v": "keep"}]  # map_values's, then map_batch's
+    assert impl.map_values(f, "v", [], 0, "p", RecordErrorSink(), as_record) == []
+
+
+def test_field_records_and_line_values(impl: ModuleType) -> None:
+    assert impl.field_records("line", ["a", "", "b"]) == [{"line": "a"}, {"line": ""}, {"line": "b"}]
+    assert impl.field_records("line", []) == []
+    text = "a\r\n\nb\rc\n\n"
+    assert impl.line_values(text, False) == [r["line"] for r in impl.line_records(text, False)]
+    assert impl.line_values(text, True) == [r["line"] for r in impl.line_records(text, True)] == [
+        "a", "b", "c"]
+
+
 def test_a_scope_is_laid_under_the_record(impl: ModuleType) -> None:
     seen = []
 
@@ -171,6 +219,33 @@ def test_aggregate_batch_without_group_fields_is_one_group_across_batches(impl: 
     impl.aggregate_batch([{"a": 1}] * 3, 0, "p", errors, (), (), groups, 2, ready, str, bad)
     impl.aggregate_batch([{"a": 1}] * 2, 3, "p", errors, (), (), groups, 2, ready, str, bad)
     assert ready == [[(), 2, [], [], []]] * 2 and groups == {(): [(), 1, [], [], []]}
+
+
+@pytest.mark.parametrize("minmax", [True, False])
+def test_aggregate_batch_sums_without_min_and_max_as_with_them(impl: ModuleType,
+                                                               minmax: bool) -> None:
+    """Without ``minmax`` (no min or max asked for) the counts and sums are the same, grouped or
+    not, windowed or not; only ``mins``/``maxs`` are left as the group's first values."""
+    bad = lambda _record, src: f"bad {src}"  # noqa: E731
+    batches = [[{"k": "a", "v": 2}, {"k": "b", "v": 1.5}, {"v": "x"}, {"k": "a", "v": -7}],
+               [{"k": "a", "v": 10**30}, {}, {"k": "b", "v": True}, {"k": "a", "v": 1}]]
+    for fields, limit in (((), 0), ((), 2), (("k",), 0), (("k",), 2)):
+        results = []
+        for mm in (True, minmax):
+            errors, groups, ready = RecordErrorSink(), {}, []
+            base = 0
+            for batch in batches:
+                impl.aggregate_batch(batch, base, "p", errors, fields, ("v",), groups, limit,
+                                     ready, str, bad, mm)
+                base += len(batch)
+            results.append(([g[:3] for g in ready], {k: g[:3] for k, g in groups.items()},
+                            [(e.position, e.message) for e in errors.errors]))
+        assert results[0] == results[1], (fields, limit)
+    errors, groups = RecordErrorSink(), {}
+    for batch in batches:
+        impl.aggregate_batch(batch, 0, "p", errors, (), ("v",), groups, 0, [], str, bad, minmax)
+    assert groups[()][:3] == [(), 5, [2 + 1.5 - 7 + 10**30 + 1]]
+    assert (groups[()][3], groups[()][4]) == (([-7], [10**30]) if minmax else ([2], [2]))
 
 
 def test_the_compiled_module_is_the_one_imported_when_required() -> None:

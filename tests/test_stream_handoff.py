@@ -170,6 +170,107 @@ def test_batches_keep_their_order_when_direct_and_queued_batches_mix() -> None:
     assert h.delivered > 0
 
 
+@pytest.mark.parametrize("reader", ["fields", "records", "channel"])
+def test_a_batch_sent_as_one_fields_values_reaches_every_reader_as_its_records(reader: str) -> None:
+    """``send_field``: a consumer on the hand-over that takes fields gets the values (the records
+    are never built); one that does not, or one reading the channel, gets the records
+    ``{field: value}``; mixed with ordinary batches and timer-flushed ones, in order, every
+    record counted once on the link."""
+
+    async def main() -> tuple[list[Any], list[Any], Channel, Handoff, int]:
+        ch, inputs, out, h = _link(capacity=25)
+        got: list[Any] = []
+        as_values = [0]
+
+        async def process(producer: str, batch: list[Any]) -> None:
+            assert producer == "p"
+            got.extend(batch)
+            if len(got) % 3 == 0:
+                await asyncio.sleep(0)
+
+        async def fields(producer: str, field: str, values: list[Any]) -> None:
+            assert producer == "p" and field == "line"
+            as_values[0] += 1
+            got.extend({field: v} for v in values)
+
+        async def read() -> None:
+            if reader == "channel":
+                async for _name, batch in inputs:
+                    got.extend(batch)
+            else:
+                await inputs.each(process, fields if reader == "fields" else None)
+
+        async def produce() -> list[Any]:
+            sent: list[Any] = []
+            for k in range(60):
+                values = [f"{k}-{j}" for j in range(k % 9)]
+                sent.extend({"line": v} for v in values)
+                await out.send_field("line", values)
+                if k % 4 == 0:
+                    sent.append({"line": k})
+                    await out.emit([{"line": k}])  # pending, sent before the next batch
+                if k % 7 == 0:
+                    await asyncio.sleep(0.002)  # the flush timer queues the pending one
+            await out.flush()
+            ch.close()
+            return sent
+
+        consumer = asyncio.ensure_future(read())
+        await asyncio.sleep(0)
+        sent = await asyncio.wait_for(produce(), 10)
+        await asyncio.wait_for(consumer, 10)
+        return got, sent, ch, h, as_values[0]
+
+    got, sent, ch, h, as_values = asyncio.run(main())
+    assert got == sent
+    assert ch.records_in == ch.records_out == len(sent) and ch.buffered == 0
+    if reader == "fields":
+        assert as_values > 0 and h.delivered > 0
+    else:
+        assert as_values == 0
+        assert (h.delivered > 0) == (reader == "records")
+
+
+@pytest.mark.parametrize("how", ["emit", "emit_field"])
+def test_emit_field_sends_the_batches_emit_sends(how: str) -> None:
+    """``emit_field`` (exec's stdout_records) sends the same batches as ``emit`` of the same
+    records, in the same order, whatever is pending: the ones that take the hand-over as
+    fields reach a consumer that takes them, the others as records."""
+
+    async def main() -> tuple[list[tuple[str, list[Any]]], Channel]:
+        ch, inputs, out, h = _link(capacity=25)
+        seen: list[tuple[str, list[Any]]] = []
+
+        async def process(_producer: str, batch: list[Any]) -> None:
+            seen.append(("records", list(batch)))
+
+        async def fields(_producer: str, field: str, values: list[Any]) -> None:
+            seen.append(("fields", [{field: v} for v in values]))
+
+        consumer = asyncio.ensure_future(inputs.each(process, fields))
+        await asyncio.sleep(0)
+        n = 0
+        for k in (3, 7, 10, 25, 4, 0, 16, 10, 1, 33):
+            values = list(range(n, n + k))
+            n += k
+            if how == "emit":
+                await out.emit([{"line": v} for v in values])
+            else:
+                await out.emit_field("line", values)
+        await out.flush()
+        ch.close()
+        await asyncio.wait_for(consumer, 10)
+        return seen, ch
+
+    seen, ch = asyncio.run(main())
+    batches = [batch for _, batch in seen]
+    assert [r["line"] for b in batches for r in b] == list(range(109))
+    assert [len(b) for b in batches] == [10] * 10 + [9]  # emit's batches: full ones, then the rest
+    assert ch.records_in == ch.records_out == 109
+    kinds = {kind for kind, _ in seen}
+    assert kinds == ({"records", "fields"} if how == "emit_field" else {"records"})
+
+
 def test_a_failure_in_a_delivered_batch_fails_the_consumer_not_the_producer() -> None:
     async def main() -> tuple[BaseException | None, int, Channel]:
         ch, inputs, out, h = _link()
@@ -221,3 +322,42 @@ def test_only_a_blocking_link_hands_batches_over(overflow: str) -> None:
 
     got, h = asyncio.run(main())
     assert got == [0, 1, 2] and h.delivered == 0
+
+
+@pytest.mark.parametrize("take_fields", [True, False])
+def test_exec_stdout_records_keep_their_lines_whatever_the_chunks(take_fields: bool) -> None:
+    """``exec``'s ``stdout_records``: every line once, in order, its ``\\r\\n`` or ``\\n`` end
+    removed, a last line without an end sent too, however the output is cut into reads and
+    whether the consumer takes the hand-over as fields or not."""
+    from gxo.stdlib.core import _stream_lines
+
+    text = "".join(f"line {i}" + ("\r\n" if i % 3 == 0 else "\n") for i in range(250)) + "tail"
+    data = text.encode()
+
+    class Reader:
+        def __init__(self, cuts: list[int]) -> None:
+            self.pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+
+        async def read(self, _n: int) -> bytes:
+            return self.pieces.pop(0) if self.pieces else b""
+
+    async def main(cuts: list[int]) -> list[Any]:
+        ch, inputs, out, _h = _link(capacity=25)
+        got: list[Any] = []
+
+        async def process(_producer: str, batch: list[Any]) -> None:
+            got.extend(r["line"] for r in batch)
+
+        async def fields(_producer: str, _field: str, values: list[Any]) -> None:
+            got.extend(values)
+
+        consumer = asyncio.ensure_future(inputs.each(process, fields if take_fields else None))
+        await asyncio.sleep(0)
+        await _stream_lines(Reader(cuts), out)
+        ch.close()
+        await asyncio.wait_for(consumer, 10)
+        return got
+
+    expected = [f"line {i}" for i in range(250)] + ["tail"]
+    for cuts in ([], [5], [700, 701, 2000], list(range(37, len(data), 37))):
+        assert asyncio.run(main(cuts)) == expected, cuts

@@ -62,6 +62,7 @@ class Aggregate:
         sources = tuple(dict.fromkeys(numeric_fields))
         column = {src: j for j, src in enumerate(sources)}
         outputs = [(name, op, column.get(src, 0)) for name, op, src in aggs]
+        minmax = any(op in ("min", "max") for _, op, _ in aggs)  # else mins/maxs are not kept
 
         def bad_number(record, src) -> str:
             from gxo.stdlib._params import kind
@@ -104,7 +105,7 @@ class Aggregate:
             stats["records_in"] += len(batch)
             ready: list = []
             aggregate_batch(batch, base, producer, errors, fields, sources, groups, limit,
-                            ready, text, bad_number)
+                            ready, text, bad_number, minmax)
             if ready:
                 stats["groups_emitted"] += len(ready)
                 await out.send_batch([result(g) for g in ready])

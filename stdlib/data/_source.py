@@ -226,7 +226,7 @@ def _line_chunks(content: str):
 async def _send_lines(content: str, fmt: str, options: dict, out, report) -> int:
     """text_lines / logfmt: parse ``content`` a piece at a time and send each piece's records
     in batches; the number of records sent."""
-    from gxo.runtime._records_cy import line_records
+    from gxo.runtime._records_cy import line_values
 
     size = out.batch_size
     skip = bool(options.get("skip_empty", False))
@@ -234,17 +234,22 @@ async def _send_lines(content: str, fmt: str, options: dict, out, report) -> int
     position = 0
     for piece in _line_chunks(content):
         if fmt == "text_lines":
-            records = line_records(piece, skip)
-        else:
-            records = []
-            for line in piece.splitlines():
-                if not line.strip():
-                    continue
-                try:
-                    records.append(_logfmt_line(line))
-                except ValueError as exc:
-                    report(position, f"invalid logfmt: {exc}")
-                position += 1
+            # the records {"line": ...} go as their lines: a data:map on the direct hand-over
+            # reads them without their maps being built (StreamOutput.send_field)
+            lines = line_values(piece, skip)
+            sent += len(lines)
+            for i in range(0, len(lines), size):
+                await out.send_field("line", lines[i:i + size] if len(lines) > size else lines)
+            continue
+        records = []
+        for line in piece.splitlines():
+            if not line.strip():
+                continue
+            try:
+                records.append(_logfmt_line(line))
+            except ValueError as exc:
+                report(position, f"invalid logfmt: {exc}")
+            position += 1
         sent += len(records)
         if len(records) <= size:
             await out.send_batch(records)

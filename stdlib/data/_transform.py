@@ -34,7 +34,7 @@ class Map:
     name = "data:map"
 
     async def perform(self, ctx, params):
-        from gxo.runtime._records_cy import RecordFn, map_batch
+        from gxo.runtime._records_cy import RecordFn, map_batch, map_values
         from gxo.runtime._state_cy import deep_copy
         from gxo.runtime.module import ValidationError
         from gxo.runtime.streams import errors_of, output_of
@@ -66,7 +66,17 @@ class Map:
             if result:
                 await out.send_batch(result)
 
-        await inputs.each(process)
+        async def process_fields(producer, field, values) -> None:
+            # the records {field: value} of a producer that hands them over as their values
+            base = positions.get(producer, 0)
+            positions[producer] = base + len(values)
+            result = map_values(fn, field, values, base, producer, errors, _as_record)
+            counts[0] += len(values)
+            counts[1] += len(result)
+            if result:
+                await out.send_batch(result)
+
+        await inputs.each(process, process_fields)
         return {"records_in": counts[0], "records_out": counts[1]}
 
 

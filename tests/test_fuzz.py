@@ -1,7 +1,7 @@
 """Fuzzing: YAML documents, expression strings and CLI arguments never crash gxoc.
 
 Every run must end with exit code 0, 1 or 2 and print no traceback ("bug in gxo" = exit 70
-fails these tests).  2,000 examples per target, derandomised so CI is repeatable.
+fails these tests).  1,000 examples per target, derandomised so CI is repeatable.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from gxo.compiler.cli import main
 from gxo.compiler.pipeline import check_source
 
-FUZZ = settings(max_examples=2000, derandomize=True, deadline=None,
+FUZZ = settings(max_examples=1000, derandomize=True, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 KEYS = ["name", "schemaVersion", "vars", "workloads", "lifecycle", "policy", "process", "module",

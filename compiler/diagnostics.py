@@ -119,9 +119,10 @@ CODES: dict[str, CodeInfo] = {
         "PASSWORD`) set the literal `unsafe_sql: true` on the workload."),
     # what this release runs
     "not-implemented": CodeInfo("support", ERROR,
-        "a module, lifecycle policy or security_context key that this release's runtime cannot run",
-        "Use a module and a policy that run in this release (docs/modules/index.md), drop the "
-        "security_context key, or wait for the release that brings it: gxo never runs it another way."),
+        "a module, lifecycle policy or security_context that this release's runtime cannot run",
+        "Use a module and a policy that run in this release (docs/modules/index.md), move the work that "
+        "needs a security_context into an exec child or a module a sandboxed worker can run "
+        "(docs/security.md), or wait for the release that brings it: gxo never runs it another way."),
 }
 
 

@@ -67,17 +67,14 @@ class Events:
         return EventLogger(self, workload)
 
 
-class EventLogger:
-    """The logger a module gets: its records are ``Log`` events bound to the workload."""
+class LevelLogger:
+    """The logger interface modules use (``debug``/``info``/``warning``/``error``), on top of
+    one ``_log(level, msg, attrs)`` that a subclass gives."""
 
-    __slots__ = ("_events", "_workload")
-
-    def __init__(self, events: Events, workload: str) -> None:
-        self._events = events
-        self._workload = workload
+    __slots__ = ()
 
     def _log(self, level: str, msg: str, attrs: dict[str, Any]) -> None:
-        self._events.emit("Log", workload=self._workload, level=level, message=msg, **attrs)
+        raise NotImplementedError
 
     def debug(self, msg: str, **attrs: Any) -> None:
         self._log("DEBUG", msg, attrs)
@@ -90,3 +87,16 @@ class EventLogger:
 
     def error(self, msg: str, **attrs: Any) -> None:
         self._log("ERROR", msg, attrs)
+
+
+class EventLogger(LevelLogger):
+    """The logger a module gets: its records are ``Log`` events bound to the workload."""
+
+    __slots__ = ("_events", "_workload")
+
+    def __init__(self, events: Events, workload: str) -> None:
+        self._events = events
+        self._workload = workload
+
+    def _log(self, level: str, msg: str, attrs: dict[str, Any]) -> None:
+        self._events.emit("Log", workload=self._workload, level=level, message=msg, **attrs)

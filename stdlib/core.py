@@ -255,6 +255,39 @@ async def _end_leftovers(proc) -> None:
     await _kill_group(proc, 0)
 
 
+async def start_child(argv: list[str], pass_fds: tuple[int, ...], *, stdin: object, cwd: str,
+                      env: dict[str, str] | None = None) -> object:
+    """Start ``argv`` as the leader of a new session, its stdout and stderr piped, and tell
+    proctrack.  Raises OSError (it cannot start) or ValueError (a NUL byte in an argument).
+
+    The start is shielded: cancelled half-way, asyncio would kill the child alone and then wait
+    for its pipes, which a grandchild in its group (``sleep 60 &``) keeps open.  A cancellation
+    during the start lets it finish, then stops the whole group."""
+    import asyncio
+
+    from gxo.runtime import proctrack
+
+    proctrack.spawning(1)  # until proctrack.started: not an orphan to stop (proctrack)
+    starting = asyncio.ensure_future(asyncio.create_subprocess_exec(
+        *argv, pass_fds=pass_fds, stdin=stdin, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd=cwd, env=env, start_new_session=True))
+    try:
+        try:
+            proc = await asyncio.shield(starting)
+        except asyncio.CancelledError:
+            try:
+                started = await starting
+            except Exception:  # noqa: BLE001 - it did not start: nothing to stop
+                raise asyncio.CancelledError from None
+            proctrack.started(started.pid)
+            await _kill_group(started, 0)
+            raise
+    finally:
+        proctrack.spawning(-1)
+    proctrack.started(proc.pid)
+    return proc
+
+
 class Exec:
     """``exec``: run a program without a shell, in the workspace, capturing its output."""
 
@@ -327,76 +360,33 @@ class Exec:
             await proctrack.guarded()
 
         # The sandbox (docs/security.md): a launcher applies it and execs
-        limits = None
         try:
-            if box.resources:
-                from gxo.runtime.sandbox.limits import LimitError, Limits
-
-                try:
-                    limits = Limits.make(dict(box.resources), ctx.workload)
-                except LimitError as exc:
-                    raise sandbox.SandboxError(str(exc)) from None
-            if box.user is not None:
-                uid = sandbox.resolve_user(box.user)[0]
-                if uid != os.geteuid():
-                    sandbox.grant(ctx.workspace.path, uid)
-                    if cwd != ctx.workspace.path:
-                        sandbox.grant(cwd, uid)
-            launch = sandbox.launch(program, args, box, cwd=cwd, limits=limits,
-                                    binds=(ctx.workspace.path, cwd, ctx.plan_dir))
+            launch = sandbox.prepare(program, args, box, label=ctx.workload, workspace=ctx.workspace.path,
+                                     cwd=cwd, binds=(ctx.workspace.path, cwd, ctx.plan_dir))
         except sandbox.SandboxError as exc:
-            if limits is not None:
-                limits.close()
             message = f"cannot start {command}: {exc}"
             raise ModuleError(message, summary=_exec_summary("", message, -1)) from None
-
-        # The start is shielded: cancelled half-way, asyncio would kill the child alone and then
-        # wait for its pipes, which a grandchild in its group (`sleep 60 &`) keeps open.  A
-        # cancellation during the start lets it finish, then stops the whole group.
-        proctrack.spawning(1)  # until proctrack.started: not an orphan to stop (proctrack)
-        starting = asyncio.ensure_future(asyncio.create_subprocess_exec(
-            *launch.argv,
-            pass_fds=launch.pass_fds,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-        ))
         try:
-            return await self._run(ctx, command, starting, box, limits, stdout_records, ok_codes)
+            return await self._run(ctx, command, launch, cwd, env, stdout_records, ok_codes)
         finally:
-            if limits is not None:
-                limits.close()
+            launch.finish()
 
-    async def _run(self, ctx, command, starting, box, limits, stdout_records, ok_codes):
+    async def _run(self, ctx, command, launch, cwd, env, stdout_records, ok_codes):
         import asyncio
 
-        from gxo.runtime import proctrack, sandbox
+        from gxo.runtime import sandbox
         from gxo.runtime.module import ModuleError
 
         try:
-            try:
-                proc = await asyncio.shield(starting)
-            except asyncio.CancelledError:
-                try:
-                    started = await starting
-                except Exception:  # noqa: BLE001 - it did not start: nothing to stop
-                    raise asyncio.CancelledError from None
-                proctrack.started(started.pid)
-                await _kill_group(started, 0)
-                raise
+            proc = await start_child(launch.argv, launch.pass_fds, stdin=asyncio.subprocess.DEVNULL,
+                                     cwd=cwd, env=env)
         except OSError as exc:
             message = f"cannot start {command}: {exc.strerror or exc}"
             raise ModuleError(message, summary=_exec_summary("", message, -1)) from None
         except ValueError as exc:  # a NUL byte in an argument or the environment
             message = f"cannot start {command}: {exc} (an argument or variable holds a NUL character)"
             raise ModuleError(message, summary=_exec_summary("", message, -1)) from None
-        finally:
-            proctrack.spawning(-1)
-        proctrack.started(proc.pid)
-        ctx.logger.debug("started", command=command, pid=proc.pid, sandbox=box.describe(limits))
+        ctx.logger.debug("started", command=command, pid=proc.pid, sandbox=launch.describe())
 
         async def talk():
             if stdout_records:
@@ -407,26 +397,13 @@ class Exec:
                 return b"", err
             return await proc.communicate()
 
-        limit_hit = None
         try:
-            if limits is None:
-                out, err = await talk()
-            else:  # a limit reached (a fork bomb at pids_max, an OOM kill) stops the whole child
-                talking = asyncio.ensure_future(talk())
-                watching = asyncio.ensure_future(limits.watch())
-                try:
-                    await asyncio.wait((talking, watching), return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    watching.cancel()
-                    if not talking.done():
-                        talking.cancel()
-                if watching.done() and not watching.cancelled() and not talking.done():
-                    limit_hit = watching.result()
-                    limits.kill()
-                    await _kill_group(proc, 0)
-                    out, err = b"", b""
-                else:
-                    out, err = talking.result()
+            # a limit reached (a fork bomb at pids_max, an OOM kill) stops the whole child
+            talked, limit_hit = await launch.within_limits(talk())
+            if limit_hit:
+                await _kill_group(proc, 0)
+                talked = (b"", b"")
+            out, err = talked
         except asyncio.CancelledError:
             grace = getattr(ctx, "stop_timeout", None)
             await _kill_group(proc, EXEC_KILL_GRACE_S if grace is None else grace)
@@ -437,28 +414,14 @@ class Exec:
         await _end_leftovers(proc)
         rc = proc.returncode
         assert rc is not None
-        if limits is not None:
-            limit_hit = limit_hit or limits.hit()
-        signame = ""
-        if rc < 0:  # killed by a signal: report it as a shell does, 128 + N
-            import signal
-
-            try:
-                signame = signal.Signals(-rc).name
-            except ValueError:
-                signame = f"signal {-rc}"
-            rc = 128 - rc
+        limit_hit = limit_hit or launch.finish()
+        # killed by a signal: reported as a shell does, 128 + N
+        detail = sandbox.killed_by(rc, proc.pid, launch.sandbox) if rc < 0 else f"exited with code {rc}"
+        rc = 128 - rc if rc < 0 else rc
         summary = _exec_summary(_output_text(out), _output_text(err), rc)
         if limit_hit:  # fails whatever the exit code: the child was cut short by its sandbox
             raise ModuleError(f"command {command} stopped: {limit_hit}", summary=summary)
         if rc not in ok_codes:
-            detail = f"killed by {signame}" if signame else f"exited with code {rc}"
-            if signame == "SIGSYS":
-                name = sandbox.denied_syscall(proc.pid)
-                what = f"syscall {name} denied" if name and not name.startswith("syscall ") else (
-                    f"{name} denied" if name else "a syscall denied")
-                profile = box.label if box.label.startswith("profile ") else f"the profile {box.label}"
-                detail += f" ({what} by seccomp {profile})"
             last = summary["stderr"].strip().splitlines()[-1:] if summary["stderr"] else []
             # redact before cutting: a cut through an encoded secret would leak its first half
             tail = f": {ctx.redact(last[0])[:500]}" if last else ""

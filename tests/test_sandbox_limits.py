@@ -11,6 +11,7 @@ where this machine cannot give a controller; failed instead under ``GXO_TEST_SER
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -53,6 +54,27 @@ def _start(lim, code: str) -> subprocess.Popen:
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+@contextlib.contextmanager
+def _limits(resources: dict[str, int], label: str):
+    """Limits made for the test, and a ``start(code)`` of a Python child in them; the limits
+    are closed and the children killed whatever the test did."""
+    lim = _make(resources, label)
+    children: list[subprocess.Popen] = []
+
+    def start(code: str) -> subprocess.Popen:
+        children.append(_start(lim, code))
+        return children[-1]
+
+    try:
+        yield lim, start
+    finally:
+        lim.close()
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+
+
 def _alive(pid: int) -> bool:
     """A process that runs (a zombie waits only for its parent to reap it)."""
     try:
@@ -89,12 +111,10 @@ FORK_BOMB = """
 
 
 def test_a_fork_bomb_stops_at_pids_max_and_is_reported() -> None:
-    lim = _make({"pids_max": 20}, "bomb")
-    child = None
-    try:
+    with _limits({"pids_max": 20}, "bomb") as (lim, start):
         assert lim.hit() is None
         t0 = time.monotonic()
-        child = _start(lim, FORK_BOMB)
+        child = start(FORK_BOMB)
         assert asyncio.run(_watch(lim, 10)) == "pids limit 20 reached"
         assert time.monotonic() - t0 < 5
         assert lim.hit() == "pids limit 20 reached"
@@ -105,18 +125,11 @@ def test_a_fork_bomb_stops_at_pids_max_and_is_reported() -> None:
         _closed_clean(lim, members)
         assert child.wait(timeout=5) == -signal.SIGKILL
         assert lim.hit() == "pids limit 20 reached"  # kept past close
-    finally:
-        lim.close()
-        if child is not None and child.poll() is None:
-            child.kill()
-            child.wait()
 
 
 def test_memory_past_the_limit_is_oom_killed_and_reported() -> None:
-    lim = _make({"memory_bytes": 64 << 20}, "oom")
-    child = None
-    try:
-        child = _start(lim, """
+    with _limits({"memory_bytes": 64 << 20}, "oom") as (lim, start):
+        child = start("""
             import time
             data = b"x" * (200 << 20)
             print("survived", len(data), flush=True)
@@ -129,17 +142,10 @@ def test_memory_past_the_limit_is_oom_killed_and_reported() -> None:
         applied = lim.applied()
         assert applied["memory_bytes"] == 64 << 20 and applied["cgroups"]["memory"] in ("v1", "v2")
         _closed_clean(lim, {child.pid})
-    finally:
-        lim.close()
-        if child is not None and child.poll() is None:
-            child.kill()
-            child.wait()
 
 
 def test_cpu_values_are_written_and_throttle_a_busy_loop() -> None:
-    lim = _make({"cpu_quota_us": 20000, "cpu_period_us": 100000, "cpu_weight": 50}, "cpu")
-    child = None
-    try:
+    with _limits({"cpu_quota_us": 20000, "cpu_period_us": 100000, "cpu_weight": 50}, "cpu") as (lim, start):
         (d,) = lim.join
         version = lim.applied()["cgroups"]["cpu"]
         if version == "v2":
@@ -151,7 +157,7 @@ def test_cpu_values_are_written_and_throttle_a_busy_loop() -> None:
             assert Path(d, "cpu.shares").read_text().strip() == "512"  # 50 * 1024 / 100
         assert lim.describe() == (f"cpu 20000/100000 us (cgroup {version} cpu), cpu weight 50 (cgroup {version} cpu"
                                   + (", cpu.shares 512)" if version == "v1" else ")"))
-        child = _start(lim, """
+        child = start("""
             import time
             end = time.monotonic() + 0.6
             while time.monotonic() < end:
@@ -162,23 +168,16 @@ def test_cpu_values_are_written_and_throttle_a_busy_loop() -> None:
         assert int(stat["nr_throttled"]) > 0, stat  # 20 % of one CPU: a 0.6 s busy loop waits
         assert lim.hit() is None
         _closed_clean(lim, {child.pid})
-    finally:
-        lim.close()
-        if child is not None and child.poll() is None:
-            child.kill()
-            child.wait()
 
 
 def test_all_limits_in_one_go_and_close_kills_what_is_left() -> None:
     resources = {"memory_bytes": 64 << 20, "pids_max": 20, "cpu_quota_us": 50000, "cpu_weight": 100}
-    lim = _make(resources, "all of them/1")
-    child = None
-    try:
+    with _limits(resources, "all of them/1") as (lim, start):
         assert all(os.path.basename(d).startswith(f"gxo-{os.getpid()}-all_of_them_1-") for d in lim.join)
         applied = lim.applied()
         assert {k: applied[k] for k in resources} == resources and applied["cpu_period_us"] == 100000
         assert set(applied["cgroups"]) == {"memory", "pids", "cpu"}
-        child = _start(lim, """
+        child = start("""
             import subprocess, time
             subprocess.Popen(["sleep", "611"], start_new_session=True)
             time.sleep(612)
@@ -188,11 +187,6 @@ def test_all_limits_in_one_go_and_close_kills_what_is_left() -> None:
         lim.kill()
         assert lim.pids() == set()
         _closed_clean(lim, members)
-    finally:
-        lim.close()
-        if child is not None and child.poll() is None:
-            child.kill()
-            child.wait()
 
 
 OWNER = """

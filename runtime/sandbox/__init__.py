@@ -128,10 +128,84 @@ class Launch:
     argv: list[str]
     pass_fds: tuple[int, ...]
     sandbox: Sandbox
+    #: the child's cgroup limits (gxo.runtime.sandbox.limits.Limits), owned by this launch
+    limits: Any = None
+
+    def describe(self) -> str:
+        return self.sandbox.describe(self.limits)
+
+    async def within_limits(self, awaitable: Any) -> tuple[Any, str | None]:
+        """Await ``awaitable`` (the child's work) unless the child reaches a limit first
+        (``pids_max``, an OOM kill): then everything in its cgroups is killed, the work is
+        cancelled and the reason returned.  ``(result, None)`` or ``(None, reason)``."""
+        if self.limits is None:
+            return await awaitable, None
+        import asyncio
+
+        work = asyncio.ensure_future(awaitable)
+        watching = asyncio.ensure_future(self.limits.watch())
+        try:
+            await asyncio.wait((work, watching), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watching.cancel()
+            if not work.done():
+                work.cancel()
+        if work.done() and not work.cancelled():
+            return work.result(), None
+        self.limits.kill()
+        return None, watching.result()
 
     def finish(self) -> str | None:
         """Clean up after the child (idempotent); the limit it ran into, in words, or None."""
-        return None
+        if self.limits is None:
+            return None
+        hit = self.limits.hit()  # read before the cgroups go (kept after)
+        self.limits.close()
+        return hit
+
+
+def prepare(program: str, args: list[str], sandbox: Sandbox, *, label: str, workspace: str,
+            cwd: str, binds: tuple[str, ...]) -> Launch:
+    """Everything a child needs before it starts: its cgroup limits (named after ``label``),
+    the workspace (and ``cwd``) opened to its ``user``, and the launcher's argv
+    (:func:`launch`).  Raises :class:`SandboxError`, having removed what it made."""
+    limits = None
+    try:
+        if sandbox.resources:
+            from gxo.runtime.sandbox.limits import LimitError, Limits
+
+            try:
+                limits = Limits.make(dict(sandbox.resources), label)
+            except LimitError as exc:
+                raise SandboxError(str(exc)) from None
+        if sandbox.user is not None:
+            uid = resolve_user(sandbox.user)[0]
+            if uid != os.geteuid():
+                for path in dict.fromkeys((workspace, cwd)):
+                    grant(path, uid)
+        return launch(program, args, sandbox, cwd=cwd, binds=binds, limits=limits)
+    except BaseException:
+        if limits is not None:
+            limits.close()
+        raise
+
+
+def killed_by(returncode: int, pid: int, sandbox: Sandbox) -> str:
+    """``killed by SIGTERM`` for a child that ended by signal ``-returncode``; for SIGSYS (a
+    seccomp KILL action) also which syscall, when the kernel's audit record says it."""
+    import signal
+
+    try:
+        signame = signal.Signals(-returncode).name
+    except ValueError:
+        return f"killed by signal {-returncode}"
+    if signame != "SIGSYS":
+        return f"killed by {signame}"
+    name = denied_syscall(pid)
+    what = f"syscall {name} denied" if name and not name.startswith("syscall ") else (
+        f"{name} denied" if name else "a syscall denied")
+    profile = sandbox.label if sandbox.label.startswith("profile ") else f"the profile {sandbox.label}"
+    return f"killed by SIGSYS ({what} by seccomp {profile})"
 
 
 #: the baseline of every exec child without a security_context
@@ -343,7 +417,7 @@ def launch(program: str, args: list[str], sandbox: Sandbox, *, cwd: str | None =
     if probe:
         argv.append("--probe")
     argv += ["--", program, program, *args]
-    return Launch(argv, pass_fds, sandbox)
+    return Launch(argv, pass_fds, sandbox, limits)
 
 
 def _status_field(name: str) -> str | None:

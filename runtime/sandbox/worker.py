@@ -30,6 +30,8 @@ import os
 import sys
 from typing import Any
 
+from gxo.runtime.events import LevelLogger
+
 #: the largest frame either side accepts (a summary is a JSON value: 64 MiB is far beyond one)
 MAX_FRAME = 64 << 20
 #: the stderr kept from a worker that failed, for its error's last line
@@ -179,21 +181,9 @@ def _died(module_name: str, rc: int, pid: int, box: Any, stderr: bytes, limit: s
     """Why a worker ended without its answer, in one line."""
     what = f"the sandboxed worker of module {module_name}"
     if rc < 0:
-        import signal
+        from gxo.runtime.sandbox import killed_by
 
-        try:
-            signame = signal.Signals(-rc).name
-        except ValueError:
-            signame = f"signal {-rc}"
-        detail = f"{what} was killed by {signame}"
-        if signame == "SIGSYS":
-            from gxo.runtime.sandbox import denied_syscall
-
-            name = denied_syscall(pid)
-            denied = f"syscall {name} denied" if name and not name.startswith("syscall ") else (
-                f"{name} denied" if name else "a syscall denied")
-            profile = box.label if box.label.startswith("profile ") else f"the profile {box.label}"
-            detail += f" ({denied} by seccomp {profile})"
+        detail = f"{what} was {killed_by(rc, pid, box)}"
     else:
         detail = f"{what} exited with code {rc} without an answer"
     if limit:
@@ -211,65 +201,29 @@ async def perform_in_worker(ctx: Any, module_name: str, params: dict[str, Any], 
 
     from gxo.runtime import proctrack, sandbox as sb
     from gxo.runtime.module import ModuleError, SecurityError, ValidationError
-    from gxo.stdlib.core import _end_leftovers, _kill_group
+    from gxo.stdlib.core import _end_leftovers, _kill_group, start_child
 
     request = _request(ctx, module_name, params)
     argv = worker_argv()
     if not proctrack.guard_ready():
         await proctrack.guarded()
-    # the sandbox as exec's child gets it (gxo.stdlib.core.Exec): cgroup limits, the workspace
-    # opened to another user, and what the interpreter needs kept visible across the mounts
-    limits = None
+    # the sandbox as exec's child gets it (gxo.stdlib.core.Exec), and what the interpreter
+    # needs kept visible across the mounts
     try:
-        if sandbox.resources:
-            from gxo.runtime.sandbox.limits import LimitError, Limits
-
-            try:
-                limits = Limits.make(dict(sandbox.resources), ctx.workload)
-            except LimitError as exc:
-                raise sb.SandboxError(str(exc)) from None
-        if sandbox.user is not None:
-            uid = sb.resolve_user(sandbox.user)[0]
-            if uid != os.geteuid():
-                sb.grant(ctx.workspace.path, uid)
-        launch = sb.launch(argv[0], argv[1:], sandbox, cwd=ctx.workspace.path, limits=limits,
-                           binds=(ctx.workspace.path, ctx.plan_dir, *_python_dirs()))
+        launch = sb.prepare(argv[0], argv[1:], sandbox, label=ctx.workload, workspace=ctx.workspace.path,
+                            cwd=ctx.workspace.path, binds=(ctx.workspace.path, ctx.plan_dir, *_python_dirs()))
     except sb.SandboxError as exc:
-        if limits is not None:
-            limits.close()
         raise ModuleError(f"cannot start the sandboxed worker of module {module_name}: {exc}") from None
 
-    finished = False  # launch.finish() is called once, after the worker exited, on every path
     try:
-        proctrack.spawning(1)
-        starting = asyncio.ensure_future(asyncio.create_subprocess_exec(
-            *launch.argv,
-            pass_fds=launch.pass_fds,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=ctx.workspace.path,
-            start_new_session=True,
-        ))
         try:
-            try:
-                proc = await asyncio.shield(starting)
-            except asyncio.CancelledError:  # as exec: let the start finish, then stop the group
-                try:
-                    started = await starting
-                except Exception:  # noqa: BLE001 - it did not start: nothing to stop
-                    raise asyncio.CancelledError from None
-                proctrack.started(started.pid)
-                await _kill_group(started, 0)
-                raise
+            proc = await start_child(launch.argv, launch.pass_fds, stdin=asyncio.subprocess.PIPE,
+                                     cwd=ctx.workspace.path)
         except OSError as exc:
             raise ModuleError(f"cannot start the sandboxed worker of module {module_name}: "
                               f"{exc.strerror or exc}") from None
-        finally:
-            proctrack.spawning(-1)
-        proctrack.started(proc.pid)
         ctx.logger.debug("sandboxed worker started", module=module_name, pid=proc.pid,
-                         sandbox=f"{sandbox.describe(limits)} (worker process)")
+                         sandbox=f"{launch.describe()} (worker process)")
 
         async def send() -> None:
             try:
@@ -303,22 +257,10 @@ async def perform_in_worker(ctx: Any, module_name: str, params: dict[str, Any], 
         stderr = asyncio.ensure_future(tail_of_stderr())
         try:
             try:
-                if limits is None:
-                    msg = await answer()
-                else:  # a limit reached (pids, an OOM kill) stops the worker at once, as an exec child
-                    answering = asyncio.ensure_future(answer())
-                    watching = asyncio.ensure_future(limits.watch())
-                    try:
-                        await asyncio.wait((answering, watching), return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        watching.cancel()
-                        if not answering.done():
-                            answering.cancel()
-                    if not answering.done() or answering.cancelled():
-                        limits.kill()
-                        raise ModuleError(f"the sandboxed worker of module {module_name} stopped: "
-                                          f"{watching.result()}")
-                    msg = answering.result()
+                # a limit reached (pids, an OOM kill) stops the worker at once, as an exec child
+                msg, limit = await launch.within_limits(answer())
+                if limit:
+                    raise ModuleError(f"the sandboxed worker of module {module_name} stopped: {limit}")
             except _Broken as exc:  # killed below, as on every failure
                 raise ModuleError(f"the sandboxed worker of module {module_name} broke the protocol: "
                                   f"{exc}") from None
@@ -336,8 +278,7 @@ async def perform_in_worker(ctx: Any, module_name: str, params: dict[str, Any], 
             for task in (sender, stderr):
                 task.cancel()
             raise
-        finished = True
-        limit = launch.finish() or (limits.hit() if limits is not None else None)
+        limit = launch.finish()
         if msg is None:
             raise ModuleError(ctx.redact(_died(module_name, proc.returncode, proc.pid, sandbox, err, limit)))
         if "result" in msg:
@@ -354,17 +295,16 @@ async def perform_in_worker(ctx: Any, module_name: str, params: dict[str, Any], 
             message += f" ({limit})"
         raise kind(message, summary=error.get("summary"))
     finally:
-        if not finished:
-            launch.finish()
-        if limits is not None:
-            limits.close()
+        launch.finish()
 
 
 # --------------------------------------------------------------------------- worker side
 
 
-class _Logger:
+class _Logger(LevelLogger):
     """The module's logger in the worker: each record is a frame to the parent."""
+
+    __slots__ = ("_send",)
 
     def __init__(self, send: Any) -> None:
         self._send = send
@@ -374,18 +314,6 @@ class _Logger:
             self._send({"log": [level, str(msg), attrs]})
         except (TypeError, ValueError):  # an attribute that is not JSON: its text form
             self._send({"log": [level, str(msg), {k: str(v) for k, v in attrs.items()}]})
-
-    def debug(self, msg: str, **attrs: Any) -> None:
-        self._log("DEBUG", msg, attrs)
-
-    def info(self, msg: str, **attrs: Any) -> None:
-        self._log("INFO", msg, attrs)
-
-    def warning(self, msg: str, **attrs: Any) -> None:
-        self._log("WARN", msg, attrs)
-
-    def error(self, msg: str, **attrs: Any) -> None:
-        self._log("ERROR", msg, attrs)
 
 
 class _Workspace:

@@ -146,4 +146,21 @@ def _sandbox_fields(w: Any, sc: dict[str, Any]) -> list[str]:
     if path not in (None, "default") and not (isinstance(pinned, dict) and isinstance(pinned.get("profile"), dict)):
         return [f"workload '{w.name}': security_context.seccomp_profile_path {path!r} has no profile embedded "
                 "in the plan (build it with gxoc build)"]
+    from gxo.runtime.sandbox import NAMESPACES
+
+    where = f"workload '{w.name}': security_context"
+    ns = sc.get("namespaces")
+    if ns is not None and not (isinstance(ns, dict) and all(k in NAMESPACES and isinstance(v, bool)
+                                                            for k, v in ns.items())):
+        return [f"{where}.namespaces {ns!r} is not a map of {', '.join(NAMESPACES)} to booleans"]
+    res = sc.get("resources")
+    if res is not None and not isinstance(res, dict):
+        return [f"{where}.resources {res!r} is not a map"]  # its keys and values: limits.refusals
+    user = sc.get("user")
+    if user is not None and not (isinstance(user, str) and user):
+        return [f"{where}.user {user!r} is not a user name or uid"]
+    ro, root = sc.get("read_only_paths"), sc.get("root_filesystem")
+    for value in ([*ro] if isinstance(ro, list) else [ro]) + [root]:
+        if value is not None and not (isinstance(value, str) and value.startswith("/") and "/../" not in value + "/"):
+            return [f"{where}: {value!r} is not an absolute path (read_only_paths, root_filesystem)"]
     return []

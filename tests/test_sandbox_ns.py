@@ -359,3 +359,25 @@ def test_limit_cgroups_go_when_gxo_is_stopped(tmp_path: Path) -> None:
     assert proc.wait(timeout=30) == 143
     assert not _leftovers(tag)
     assert _limit_dirs() <= before
+
+
+def test_a_hand_made_plan_with_a_wrong_sandbox_value_is_refused() -> None:
+    """A plan written by hand (or by another tool) whose sandbox values gxoc would have refused
+    is refused before the run: a limit, a namespace or a path is never left out quietly."""
+    from types import SimpleNamespace
+
+    from gxo.runtime.sandbox import refusals, sandbox_of
+    from gxo.runtime.support import _sandbox_fields
+
+    def fields(sc: dict) -> list[str]:
+        return _sandbox_fields(SimpleNamespace(name="w", seccomp_profile=None), sc)
+
+    assert fields({"namespaces": {"net": "yes"}}) == [
+        "workload 'w': security_context.namespaces {'net': 'yes'} is not a map of user, mount, pid, ipc, uts, "
+        "net to booleans"]
+    assert fields({"read_only_paths": ["etc"]}) == [
+        "workload 'w': security_context: 'etc' is not an absolute path (read_only_paths, root_filesystem)"]
+    assert fields({"user": 65534}) == ["workload 'w': security_context.user 65534 is not a user name or uid"]
+    assert fields({"namespaces": {"net": True}, "read_only_paths": ["/etc"], "user": "nobody"}) == []
+    problems = refusals([("w", sandbox_of({"resources": {"pids_max": "20"}}))])
+    assert problems == ["workload 'w': security_context.resources.pids_max must be a positive integer, got '20'"]

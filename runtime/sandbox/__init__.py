@@ -225,7 +225,8 @@ def sandbox_of(security_context: Any, seccomp_profile: Any = None) -> Sandbox:
     ns = sc.get("namespaces")
     namespaces = frozenset(k for k in NAMESPACES if isinstance(ns, dict) and ns.get(k) is True)
     res = sc.get("resources")
-    resources = tuple(sorted((k, v) for k, v in res.items() if isinstance(v, int))) if isinstance(res, dict) else ()
+    # every value as written: a wrong one is a refusal (limits.refusals), never a limit left out
+    resources = tuple(sorted(res.items(), key=lambda kv: str(kv[0]))) if isinstance(res, dict) else ()
     user = sc.get("user")
     ro = sc.get("read_only_paths")
     rest = {"namespaces": namespaces, "resources": resources,

@@ -6,12 +6,14 @@ live view.  Baselines in the same run, same interpreter: ``python -c pass``, ``p
 "import asyncio"`` (the kernel's floor) and ``python -c "import asyncio, click"`` (the CLI's).
 Goal: GXO <= 100 ms.  ``--profile`` then prints the slowest imports of one run (``python -X
 importtime``), which is how to see what start-up costs; ``--gxo PATH`` times another install's
-``gxo`` script (a base install without the compiler extra).
+``gxo`` script (a base install without the compiler extra); ``--instructions`` adds the
+instructions each command executes (valgrind), which do not move with the machine's load.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -43,17 +45,36 @@ def script(name: str) -> str:
     return str(path)
 
 
-def median_ms(argv: list[str], env: dict[str, str], runs: int = RUNS) -> float:
-    for _ in range(2):  # warm the page cache and __pycache__
-        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    times = []
+def median_ms(commands: list[list[str]], env: dict[str, str], runs: int = RUNS) -> list[float]:
+    """The median wall time of each command, the commands taking turns (a change in the
+    machine's load hits all of them alike)."""
+    for argv in commands:
+        for _ in range(2):  # warm the page cache and __pycache__
+            subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    times: list[list[float]] = [[] for _ in commands]
     for _ in range(runs):
-        t0 = time.perf_counter()
-        proc = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
-        times.append((time.perf_counter() - t0) * 1000)
-        if proc.returncode != 0:
-            sys.exit(f"coldstart: {' '.join(argv)} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
-    return statistics.median(times)
+        for i, argv in enumerate(commands):
+            t0 = time.perf_counter()
+            proc = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+            times[i].append((time.perf_counter() - t0) * 1000)
+            if proc.returncode != 0:
+                sys.exit(f"coldstart: {' '.join(argv)} exited {proc.returncode}: {proc.stderr.decode()[-500:]}")
+    return [statistics.median(t) for t in times]
+
+
+def instructions(argv: list[str], env: dict[str, str]) -> float | None:
+    """Instructions one run of ``argv`` executes (valgrind's callgrind, this process only), in
+    millions: a figure that does not move with the machine's load.  None without valgrind."""
+    if shutil.which("valgrind") is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="gxo-coldstart-ir-") as tmp:
+        out = os.path.join(tmp, "callgrind.out")
+        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv], env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        for line in Path(out).read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                return int(line.split()[1]) / 1e6
+    return None
 
 
 def profile(plan: str, env: dict[str, str], top: int = 15) -> None:
@@ -87,10 +108,13 @@ def main() -> None:
         plan = str(Path(tmp, "coldstart.gxp"))
         subprocess.run([script("gxoc"), "build", "--no-native", str(src), "-o", plan], env=env, check=True,
                        stdout=subprocess.DEVNULL)
-        gxo_ms = median_ms([script("gxo"), "exec", plan], env)
-        pass_ms = median_ms([sys.executable, "-c", "pass"], env)
-        asyncio_ms = median_ms([sys.executable, "-c", "import asyncio"], env)
-        click_ms = median_ms([sys.executable, "-c", "import asyncio, click"], env)
+        commands = {
+            "gxo exec": [script("gxo"), "exec", plan],
+            "python -c pass": [sys.executable, "-c", "pass"],
+            "python -c 'import asyncio'": [sys.executable, "-c", "import asyncio"],
+            "python -c 'import asyncio, click'": [sys.executable, "-c", "import asyncio, click"],
+        }
+        gxo_ms, pass_ms, asyncio_ms, click_ms = median_ms(list(commands.values()), env)
         print(f"cold start of `gxo exec` on a one-task plan, median of {RUNS} (Python {sys.version.split()[0]})")
         print(f"  gxo  gxo exec                        {gxo_ms:7.1f} ms")
         print(f"  base python -c pass                  {pass_ms:7.1f} ms")
@@ -100,6 +124,15 @@ def main() -> None:
         print(f"  ratio gxo / python {gxo_ms / pass_ms:.1f}x, gxo / asyncio {gxo_ms / asyncio_ms:.1f}x"
               f" (gxo's own start-up past asyncio: {gxo_ms - asyncio_ms:.1f} ms)")
         print(f"  goal <= {GOAL_MS:g} ms: {'ok' if gxo_ms <= GOAL_MS else 'MISSED'}")
+        if "--instructions" in sys.argv[1:]:
+            counts = {name: instructions(argv, env) for name, argv in commands.items()}
+            if None in counts.values():
+                print("  --instructions: valgrind not found")
+            else:
+                base = counts["python -c 'import asyncio'"]
+                print("  instructions (callgrind, one run each; the same on a busy machine):")
+                for name, n in counts.items():
+                    print(f"    {name:36} {n:8.1f} M  ({n / base:.2f}x import asyncio)")
         if "--profile" in sys.argv[1:]:
             profile(plan, env)
 

@@ -22,8 +22,9 @@ import operator
 import os
 import random
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from msgspec import Struct, field
 
 from gxo.runtime._records_cy import RecordFn
 from gxo.runtime.events import Events
@@ -43,8 +44,7 @@ def default_concurrency() -> int:
     return max(8, 4 * (os.cpu_count() or 1))
 
 
-@dataclass(slots=True)
-class Result:
+class Result(Struct):
     """The outcome of one workload."""
 
     name: str
@@ -65,8 +65,7 @@ class Result:
         return self.ended - self.started
 
 
-@dataclass(repr=False)
-class Report:
+class Report(Struct):
     name: str
     run_id: str
     results: dict[str, Result]
@@ -124,8 +123,7 @@ class ExprContext:
         return datetime.datetime.now(datetime.timezone.utc)
 
 
-@dataclass
-class RunOptions:
+class RunOptions(Struct):
     vars: dict[str, Any] = field(default_factory=dict)  # --var / --vars-file overrides
     dry_run: bool = False
     max_concurrency: int | None = None
@@ -1119,8 +1117,7 @@ def _success_value(summary: Any, looped: bool) -> Any:
     return summary
 
 
-@dataclass
-class _FailedItem:
+class _FailedItem(Struct):
     """A loop item that failed: its module's summary as far as it got."""
 
     summary: Any

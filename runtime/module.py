@@ -16,8 +16,9 @@ from __future__ import annotations
 import importlib
 import inspect
 from functools import lru_cache
-from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Protocol
+
+from msgspec import Struct, field
 
 
 class GxoError(Exception):
@@ -61,8 +62,7 @@ def _no_connections() -> Any:
     raise ModuleError("no connection manager in this context (connection:* modules run inside a gxo run)")
 
 
-@dataclass
-class Context:
+class Context(Struct):
     """What one execution of a module sees."""
 
     workload: str  # the workload's name

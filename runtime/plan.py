@@ -219,14 +219,19 @@ class Plan(IR, kw_only=True, dict=True):
                 dependents[source].append(target)
         for w in self.workloads:
             d = w.__dict__
-            d["deps"] = tuple(sorted(deps[w.name]))
-            d["dependents"] = tuple(sorted(dependents[w.name]))
+            d["deps"] = _sorted_tuple(deps[w.name])
+            d["dependents"] = _sorted_tuple(dependents[w.name])
         self.__dict__["_by_name"] = {w.name: w for w in self.workloads}
 
     def workload(self, name: str) -> Workload:
         """The workload named ``name`` (KeyError when there is none)."""
         by_name: dict[str, Workload] = self.__dict__["_by_name"]
         return by_name[name]
+
+
+def _sorted_tuple(names: list[str]) -> tuple[str, ...]:
+    # most workloads have no or one edge each way: no sort for those
+    return (names[0],) if len(names) == 1 else tuple(sorted(names)) if names else ()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,10 +28,10 @@ import struct
 import types
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from msgspec import Struct, field
 
 from gxo.runtime.limits import MAX_KEY_FILE_BYTES, MAX_PLAN_BYTES, MAX_PLAN_MEMBER_BYTES, MAX_PLAN_MEMBERS, MAX_PLAN_TOTAL_BYTES
 from gxo.runtime.module import GxoError
@@ -63,8 +63,7 @@ class PlanRefused(GxoError):
     exit_code = EXIT_REFUSED
 
 
-@dataclass
-class VerifiedPlan:
+class VerifiedPlan(Struct):
     """A plan whose every member has been checked; nothing of it has run yet."""
 
     path: str
@@ -78,8 +77,7 @@ class VerifiedPlan:
     digest: str = ""  # sha256 of the manifest member: the plan's identity (a run resumes only with it)
 
 
-@dataclass
-class LoadedPlan:
+class LoadedPlan(Struct):
     plan: Plan
     functions: dict[str, Callable[..., Any]]
     plan_dir: str  # the folder that holds the .gxp (._gxo.plan_dir)

@@ -10,8 +10,9 @@ import asyncio
 import os
 import signal
 import sys
-from dataclasses import dataclass, field
 from typing import IO, Any, Callable
+
+from msgspec import Struct, field
 
 from gxo.runtime.events import Events
 from gxo.runtime.kernel import Kernel, Report, RunOptions
@@ -21,8 +22,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 EXIT_TIMEOUT, EXIT_SIGINT, EXIT_SIGTERM = 124, 130, 143
 
 
-@dataclass
-class Outputs:
+class Outputs(Struct):
     """Where a run reports: ``json`` events, or plain lines / a live view, then the recap."""
 
     json: bool = False

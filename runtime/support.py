@@ -75,6 +75,14 @@ def unsupported(plan: Any) -> list[str]:
     kernel imports them anyway).  It catches a plan built by an older compiler or by hand.
     """
     problems: list[str] = []
+    runs: dict[str, bool] = {}  # module -> module_runs(module), asked once per module
+
+    def module_ok(name: str) -> bool:
+        ok = runs.get(name)
+        if ok is None:
+            ok = runs[name] = module_runs(name)
+        return ok
+
     for w in plan.workloads:
         policy = w.lifecycle.policy
         if policy not in RUNNABLE_POLICIES:
@@ -90,13 +98,13 @@ def unsupported(plan: Any) -> list[str]:
             if why is not None:
                 problems.append(f"workload '{w.name}': security_context on module '{w.module}' is not "
                                 f"implemented ({why})")
-        if not module_runs(w.module):
+        if not module_ok(w.module):
             problems.append(f"workload '{w.name}': module '{w.module}' is not implemented")
         if w.module == "stream:pipeline" and isinstance(w.params, dict):
             steps = w.params.get("steps")
             for i, step in enumerate(steps if isinstance(steps, list) else ()):
                 uses = step.get("uses") if isinstance(step, dict) else None
-                if isinstance(uses, str) and not module_runs(uses):
+                if isinstance(uses, str) and not module_ok(uses):
                     problems.append(f"workload '{w.name}': steps[{i}] module '{uses}' is not implemented")
     return problems
 

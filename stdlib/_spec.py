@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Literal
+
+from msgspec import Struct, field
+from msgspec.structs import replace
 
 #: Lifecycle names.  A module's ``lifecycles`` governs ``supervise`` and the ``event_driven``
 #: *source* role only: every run-to-completion module may run under ``run_once``,
@@ -17,8 +19,7 @@ LIFECYCLES = ("run_once", "supervise", "event_driven", "scheduled")
 StreamInput = Literal["none", "optional", "required", "one", "two_or_more"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ModuleSpec:
+class ModuleSpec(Struct, frozen=True, kw_only=True):
     name: str  # "namespace:action", or a bare name such as "exec"
     layer: str  # "L1".."L6", or "X" for modules outside the layer model (test:*, stream:*)
     description: str  # one line

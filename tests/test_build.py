@@ -7,7 +7,6 @@ real registry.  Everything builds with ``--no-native`` except the native tests.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
@@ -18,6 +17,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
+
 from golden_util import GOLDEN, run_gxoc
 from gxo.compiler.lower import lower, parse_duration
 from gxo.compiler.pipeline import check_source
@@ -27,10 +28,11 @@ HELLO = GOLDEN / "plans" / "hello" / "playbook.yaml"
 STREAM = GOLDEN / "plans" / "stream-join" / "playbook.yaml"
 
 _IMPL = (
-    "import dataclasses, sys\n"
+    "import sys\n"
+    "from msgspec.structs import replace\n"
     "from gxo.stdlib import registry\n"
     "r = registry()\n"
-    "for k, v in list(r.items()): r[k] = dataclasses.replace(v, implemented=True)\n"
+    "for k, v in list(r.items()): r[k] = replace(v, implemented=True)\n"
     "from gxo.compiler.cli import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
@@ -42,7 +44,7 @@ def implemented(monkeypatch: pytest.MonkeyPatch) -> None:
 
     reg = registry()
     for name, spec in list(reg.items()):
-        monkeypatch.setitem(reg, name, dataclasses.replace(spec, implemented=True))
+        monkeypatch.setitem(reg, name, replace(spec, implemented=True))
 
 
 def copy_playbook(src: Path, folder: Path) -> Path:

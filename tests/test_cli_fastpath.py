@@ -122,3 +122,28 @@ def test_gxo_exec_does_not_import_click(tmp_path):
     assert "Error: Invalid value for --var: 'x' is not a var of this playbook" in bad.stderr
     assert "Try 'gxo exec --help' for help." in bad.stderr
     assert "unsigned plan" not in bad.stderr  # nothing printed before the usage error
+
+
+def test_gxo_exec_start_up_imports_what_it_runs_with(tmp_path):
+    """The ``gxo`` process's records are msgspec Structs, and msgspec is imported without
+    ``typing_extensions`` (bench/coldstart.py: together about 10 ms of every start); exec of an
+    ``exec`` task then still runs, and a later import of typing_extensions still works."""
+    playbook = tmp_path / "one.yaml"
+    playbook.write_text('name: one\nschemaVersion: "1.0.0"\nworkloads:\n  - name: a\n    lifecycle: {policy: run_once}\n'
+                        '    process: {module: exec, params: {command: "true"}}\n')
+    plan = tmp_path / "one.gxp"
+    gxoc = str(Path(sys.executable).parent / "gxoc")
+    subprocess.run([gxoc, "build", "--no-native", str(playbook), "-o", str(plan)], capture_output=True, check=True)
+    code = ("import sys, atexit\n"
+            "def report():\n"
+            "    seen = sorted({'dataclasses', 'typing_extensions', 'click'} & set(sys.modules))\n"
+            "    import typing_extensions\n"
+            "    print('IMPORTED', ','.join(seen) or '-', file=sys.stderr)\n"
+            "atexit.register(report)\n"
+            "from gxo.runtime.cli import main\n"
+            "sys.argv = ['gxo', 'exec', '--no-state', sys.argv[1]]\n"
+            "sys.exit(main())\n")
+    out = subprocess.run([sys.executable, "-c", code, str(plan)], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "ok       a" in out.stdout
+    assert out.stderr.strip().splitlines()[-1] == "IMPORTED -"

@@ -270,6 +270,9 @@ def test_remove_read_only_unprivileged(tmp_path):
     (pkg / "__init__.py").write_text("")
     for mod in (module_py, workspace_py):
         shutil.copy(mod.__file__, pkg / os.path.basename(mod.__file__))
+    import msgspec  # module.py's records (the same interpreter version, so its build loads)
+
+    shutil.copytree(os.path.dirname(msgspec.__file__), tmp_path / "pkg" / "msgspec")
     base = tmp_path / "nobody-root"
     base.mkdir()
     os.chown(base, 65534, 65534)

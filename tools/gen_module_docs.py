@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from dataclasses import replace
 import json
 import re
 import sys
 from pathlib import Path
 from typing import Any
+
+from msgspec.structs import replace
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "docs" / "modules"

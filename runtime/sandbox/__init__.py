@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
 from typing import Any
+
+from msgspec import Struct
 
 from gxo.runtime.sandbox.profiles import BASELINE, builtin
 
@@ -24,8 +25,7 @@ LAUNCHER_NAME = "gxo-sandbox-exec"
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-@dataclass(frozen=True)
-class Sandbox:
+class Sandbox(Struct, frozen=True):
     """What one workload's children get: a profile (``None``: unconfined) and no_new_privs."""
 
     label: str  # "default", "default-minimal", "unconfined" or "profile <path> (sha256 ...)"
@@ -78,8 +78,7 @@ class Sandbox:
         return Layout(tuple(n for n in NAMESPACES if n in ns), private_tmp)
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(Struct, frozen=True):
     namespaces: tuple[str, ...]  # those made, in NAMESPACES order
     private_tmp: bool  # a fresh /tmp holding only the binds (workspace, plan folder, program)
 
@@ -120,8 +119,7 @@ def resolve_user(user: str) -> tuple[int, int, tuple[int, ...]]:
     return entry.pw_uid, entry.pw_gid, groups
 
 
-@dataclass
-class Launch:
+class Launch(Struct):
     """How to start one sandboxed child: spawn ``argv`` with ``pass_fds``, then call
     :meth:`finish` once it has exited (on every path: it removes what was made for it)."""
 

@@ -380,12 +380,14 @@ class SqliteStore:
 
     def _workload_row(self, run_id: str, name: str, status: str, reason: str | None, register_key: str | None,
                       register_value: Any, started: float | None, ended: float | None) -> tuple[Any, ...]:
-        why = None if reason is None else self._dumps(reason, f"the reason of {name}")
-        value = None
+        # most rows (a workload that ended with no reason and no register) have nothing to encode
+        why = value = None
+        if reason is not None:
+            why = self._seal_text(self._dumps(reason, f"the reason of {name}"), ("workloads", run_id, name, "reason"))
         if register_key is not None:
-            value = self._dumps(register_value, f"the register of {name}")
-        return (run_id, name, status, self._seal_text(why, ("workloads", run_id, name, "reason")),
-                register_key, self._seal_text(value, ("workloads", run_id, name, "register_value")), started, ended)
+            value = self._seal_text(self._dumps(register_value, f"the register of {name}"),
+                                    ("workloads", run_id, name, "register_value"))
+        return (run_id, name, status, why, register_key, value, started, ended)
 
     def commit_workload(self, run_id: str, name: str, status: str, reason: str | None,
                         register_key: str | None, register_value: Any, started: float | None,

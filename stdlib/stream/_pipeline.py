@@ -365,9 +365,9 @@ class _Run:
         return overlay
 
     def _sub_context(self, extras: dict):
-        import dataclasses
+        from msgspec.structs import replace
 
-        return dataclasses.replace(self.ctx, extras=extras)
+        return replace(self.ctx, extras=extras)
 
     def _fail(self, step, exc) -> Exception:
         from gxo.runtime.module import ModuleError

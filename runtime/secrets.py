@@ -343,7 +343,7 @@ def _keyword_pattern(keywords: Iterable[str]) -> re.Pattern[str]:
         re.IGNORECASE)
 
 
-_DEFAULT_PATTERN = _keyword_pattern(DEFAULT_KEYWORDS)
+_default_pattern: re.Pattern[str] | None = None  # made at the first redaction that needs it (1 ms)
 
 
 def _keyword_sub(m: re.Match[str]) -> str:
@@ -357,17 +357,22 @@ def redact_keywords(text: str, keywords: Iterable[str] | None = None) -> str:
     characters after it becomes ``[REDACTED]``: ``password=hunter2`` → ``password=[REDACTED]``.
     In a URL's query the value of a parameter named after a keyword is replaced alone:
     ``GET /v1?token=abc&page=2: 401`` → ``GET /v1?token=[REDACTED]&page=2: 401``."""
+    global _default_pattern
     if not isinstance(text, str):
         return text
     if keywords is None:
         kws: Iterable[str] = DEFAULT_KEYWORDS
-        pattern = _DEFAULT_PATTERN
     else:
         kws = tuple(keywords)
         if not kws:
             return text
-        pattern = _keyword_pattern(kws)
     lower = text.lower()
     if not any(k.lower() in lower for k in kws):
         return text
+    if keywords is None:
+        pattern = _default_pattern
+        if pattern is None:
+            pattern = _default_pattern = _keyword_pattern(DEFAULT_KEYWORDS)
+    else:
+        pattern = _keyword_pattern(kws)
     return pattern.sub(_keyword_sub, text)

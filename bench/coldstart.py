@@ -103,6 +103,7 @@ def main() -> None:
     drop = ("PYTHONPROFILEIMPORTTIME", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
     env = {k: v for k, v in os.environ.items() if k not in drop}
     with tempfile.TemporaryDirectory(prefix="gxo-coldstart-") as tmp:
+        env["XDG_STATE_HOME"] = os.path.join(tmp, "state")  # a fresh run history, never the user's
         src = Path(tmp, "coldstart.yaml")
         src.write_text(PLAYBOOK, "utf-8")
         plan = str(Path(tmp, "coldstart.gxp"))

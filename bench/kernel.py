@@ -184,6 +184,8 @@ def whole_process() -> None:
     drop = ("PYTHONPROFILEIMPORTTIME", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED")
     env = {k: v for k, v in os.environ.items() if k not in drop}
     with tempfile.TemporaryDirectory(prefix="gxo-kernel-bench-") as tmp:
+        # the run history in the work folder: a fresh one each time, never the user's
+        env["XDG_STATE_HOME"] = os.path.join(tmp, "state")
         plans = {}
         for n in (1, *WHOLE_NS):
             plans[n] = Path(tmp, f"chain{n}.gxp")

@@ -171,7 +171,30 @@ EXEC_OPTIONS: dict[str, tuple[str, str]] = {
     "--state-key-file": ("state_key_file", "value"),
     "--resume": ("resume", "value"),
     "--no-state": ("no_state", "flag"),
+    "--keep-runs": ("keep_runs", "value"),
 }
+
+#: how many ended runs of a plan its history keeps when neither ``--keep-runs`` nor
+#: ``GXO_KEEP_RUNS`` says (docs/state.md#retention)
+DEFAULT_KEEP_RUNS = 100
+KEEP_RUNS_ENV = "GXO_KEEP_RUNS"
+
+
+def keep_runs_of(p: dict[str, Any]) -> int | None:
+    """How many ended runs of the plan to keep after this one (None: all), from ``--keep-runs``,
+    else ``GXO_KEEP_RUNS``, else ``DEFAULT_KEEP_RUNS``; ``UsageProblem`` for anything but a whole
+    number of 1 or more or ``all``."""
+    value, hint = p.get("keep_runs"), "--keep-runs"
+    if value is None:
+        value, hint = os.environ.get(KEEP_RUNS_ENV), KEEP_RUNS_ENV
+        if not value:
+            return DEFAULT_KEEP_RUNS
+    value = value.strip()
+    if value == "all":
+        return None
+    if value.isascii() and value.isdigit() and 0 < int(value) <= 10**9:
+        return int(value)
+    raise UsageProblem(f"{value!r}: give a number of runs (1 or more) or 'all'", hint)
 
 
 def exec_defaults() -> dict[str, Any]:
@@ -337,7 +360,24 @@ def exec_plan(p: dict[str, Any]) -> int:
     finally:
         resume_collector()  # (done already unless the run was refused before it started)
         if store is not None:
+            prune_history(store, loaded.plan.name, p)
             store.close()
+
+
+def prune_history(store: Any, plan_name: str, p: dict[str, Any]) -> None:
+    """After a run: keep the plan's newest ``keep_runs_of(p)`` ended runs, remove the older ones
+    (docs/state.md#retention).  A failure is a warning: the run's own record is committed."""
+    if not getattr(store, "began", False):
+        return  # refused before it started: nothing was added
+    keep = p["keep"] if "keep" in p else keep_runs_of(p)
+    if keep is None:
+        return
+    from gxo.runtime.store import StoreError
+
+    try:
+        store.prune_runs(plan_name, keep=keep)
+    except StoreError as exc:
+        print(f"gxo: warning: the run history was not pruned: {exc}", file=sys.stderr)
 
 
 def open_run_store(loaded: Any, p: dict[str, Any]) -> tuple[Any, str | None, list[str]]:
@@ -345,10 +385,11 @@ def open_run_store(loaded: Any, p: dict[str, Any]) -> tuple[Any, str | None, lis
     notes to print (an interrupted run that could be resumed).  Raises ``RefusedState`` or
     ``UsageProblem`` before anything runs."""
     if p["no_state"]:
-        if p["resume"] or p["state_dir"] or p["state_key_file"]:
-            raise UsageProblem("--no-state keeps no run history: it cannot be used with --resume, --state-dir "
-                               "or --state-key-file", "--no-state")
+        if p["resume"] or p["state_dir"] or p["state_key_file"] or p["keep_runs"]:
+            raise UsageProblem("--no-state keeps no run history: it cannot be used with --resume, --state-dir, "
+                               "--state-key-file or --keep-runs", "--no-state")
         return None, None, []
+    p["keep"] = keep_runs_of(p)  # checked before anything runs
     from gxo.runtime.durable import plan_digest
     from gxo.runtime.store import StoreError, open_store, resolve_key
 

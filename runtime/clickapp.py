@@ -97,13 +97,16 @@ def cli() -> None:
 @click.option("--resume", metavar="last|RUN_ID",
               help="Continue an interrupted run of this plan without re-running what it finished.")
 @click.option("--no-state", is_flag=True, help="Keep no run history (the run cannot be resumed).")
+@click.option("--keep-runs", metavar="N|all",
+              help="After the run, keep the plan's N newest ended runs in its history (default: $GXO_KEEP_RUNS, "
+                   "else 100).")
 def exec_cmd(plan_path, var_pairs, vars_files, dry_run, as_json, max_concurrency, run_timeout, allow_paths, verbose,
-             trusted_keys, require_native, state_dir, state_key_file, resume, no_state) -> None:
+             trusted_keys, require_native, state_dir, state_key_file, resume, no_state, keep_runs) -> None:
     """Verify and run a frozen plan."""
     params = dict(plan_path=plan_path, var_pairs=var_pairs, vars_files=vars_files, dry_run=dry_run, as_json=as_json,
                   max_concurrency=max_concurrency, run_timeout=run_timeout, allow_paths=allow_paths, verbose=verbose,
                   trusted_keys=trusted_keys, require_native=require_native, state_dir=state_dir,
-                  state_key_file=state_key_file, resume=resume, no_state=no_state)
+                  state_key_file=state_key_file, resume=resume, no_state=no_state, keep_runs=keep_runs)
     with _reported():
         sys.exit(exec_plan(params))
 
@@ -379,6 +382,70 @@ def runs_show_cmd(ctx: click.Context, run_id: str, state_dir: str | None, key_fi
                + [[r["name"], r["status"], _took(r["duration"]), r["reason"] or ""] for r in rows])
     else:
         click.echo("no workload finished")
+
+
+def _age(text: str) -> float:
+    """``--older-than``: a duration (``12h``, ``90m``, ``1h30m``) or a number of days (``30d``)."""
+    from gxo.runtime.durations import parse_duration
+
+    days = text[:-1]
+    if text.endswith("d") and days.isascii() and days.isdigit():
+        return int(days) * 86400.0
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give a duration such as 30d, 12h or 90m", param_hint="--older-than") \
+            from None
+
+
+@runs_cmd.command("prune")
+@click.option("--keep", metavar="N", type=click.IntRange(min=0),
+              help="Keep each plan's N newest ended runs, remove the older ones.")
+@click.option("--older-than", metavar="DURATION",
+              help="Remove the ended runs that ended more than DURATION ago (30s, 12h, 30d).")
+@click.option("--plan", "plan_name", metavar="NAME", help="Only the runs of this plan (default: every plan).")
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@click.option("--vacuum", is_flag=True, help="Then give the space back to the file system (rewrites each database).")
+@_state_options
+@click.pass_context
+def runs_prune_cmd(ctx: click.Context, keep: int | None, older_than: str | None, plan_name: str | None,
+                   dry_run: bool, vacuum: bool, state_dir: str | None, key_file: str | None) -> None:
+    """Remove old runs from the run history.
+
+    A run that has not ended (running, or interrupted and so resumable) is never removed; `gxo
+    exec` itself keeps each plan's 100 newest ended runs (--keep-runs, $GXO_KEEP_RUNS)."""
+    parent = ctx.obj or {}
+    state_dir = state_dir or parent.get("state_dir")
+    key_file = key_file or parent.get("key_file")
+    if keep is None and older_than is None:
+        raise click.UsageError("say what to remove: --keep N, --older-than DURATION, or both")
+    before = None
+    if older_than is not None:
+        before = time.time() - _age(older_than)
+    with _store_errors():
+        directory, opened, problems = _open_each(state_dir, key_file)
+        removed = 0
+        try:
+            for path, store in opened:
+                plans = sorted({r.plan_name for r in store.list_runs()})
+                for name in plans:
+                    if plan_name is not None and name != plan_name:
+                        continue
+                    gone = store.prune_runs(name, keep=keep, ended_before=before, dry_run=dry_run)
+                    removed += len(gone)
+                    for run_id in gone:
+                        click.echo(f"{'would remove' if dry_run else 'removed'} run {run_id} of plan {name}")
+                if vacuum and not dry_run:
+                    store.vacuum()
+        finally:
+            for _, store in opened:
+                store.close()
+    word = "would be removed" if dry_run else "removed"
+    click.echo(f"{removed} run{'s' if removed != 1 else ''} {word} in {directory}")
+    if problems:
+        for line in problems:
+            click.echo(f"gxo: {line}", err=True)
+        sys.exit(EXIT_REFUSED)
 
 
 @cli.group("state")

@@ -201,6 +201,64 @@ def test_operator_state_schedule_restarts(opener: Opener) -> None:
     assert s.last_fire(PLAN, "backup") == 1700000000.25  # last fires outlive runs
 
 
+def test_prune_keeps_the_newest_ended_runs_and_every_unended_one(opener: Opener) -> None:
+    s = opener()
+    for i in range(1, 6):  # r1..r5 end, oldest first
+        run = f"r{i}"
+        s.begin_run(run, PLAN, DIGEST, float(i * 10))
+        s.commit_workload(run, "w", "Completed", None, "out", {"i": i}, float(i * 10), float(i * 10 + 1))
+        s.save_operator_state(run, "agg", {"cells": {"held": i}})
+        s.set_restarts(run, "svc", i, 1.0)
+        s.end_run(run, "COMPLETED", float(i * 10 + 2), 0)
+    s.begin_run("other", "another plan", DIGEST, 1.0)
+    s.end_run("other", "COMPLETED", 2.0, 0)
+    s.set_last_fire(PLAN, "backup", 5.0)
+    s.close()
+    s = opener()
+    s.begin_run("r0", PLAN, DIGEST, 0.5)  # the oldest run never ended: interrupted once closed
+    s.close()
+    s = opener()
+    assert s.prune_runs(PLAN, keep=2, dry_run=True) == ["r1", "r2", "r3"]
+    assert [r.run_id for r in s.list_runs() if r.plan_name == PLAN] == ["r5", "r4", "r3", "r2", "r1", "r0"]
+    assert s.prune_runs(PLAN, keep=2) == ["r1", "r2", "r3"]
+    runs = [r.run_id for r in s.list_runs()]
+    assert [r for r in runs if r != "other"] == ["r5", "r4", "r0"]  # r0 has no end: never removed
+    if "other" not in runs:  # the SQLite backend keeps one plan per database: the other plan is its own file
+        assert isinstance(s, SqliteStore)
+    for gone in ("r1", "r2", "r3"):
+        with pytest.raises(UnknownRun):
+            s.load_run(gone)
+        assert s.load_operator_state(gone, "agg") is None
+        assert s.restarts(gone, "svc") is None
+    assert s.load_run("r4").registers == {"out": {"i": 4}}
+    assert s.load_operator_state("r5", "agg") == {"cells": {"held": 5}}
+    assert s.restarts("r5", "svc") == (5, 1.0)
+    assert s.last_fire(PLAN, "backup") == 5.0  # the schedule belongs to the plan, not to a run
+    assert s.prune_runs(PLAN, keep=2) == []
+    assert s.prune_runs(PLAN, ended_before=52.0) == ["r4"]  # r4 ended at 42, r5 at 52
+    assert s.prune_runs(PLAN, keep=0) == ["r5"]
+    assert [r.run_id for r in s.list_runs() if r.plan_name == PLAN] == ["r0"]
+
+
+def test_prune_then_vacuum_gives_the_space_back(tmp_path: Path) -> None:
+    s = open_store(PLAN, str(tmp_path / "state"), None)
+    big = "x" * 2_000_000
+    for i in range(3):
+        s.begin_run(f"r{i}", PLAN, DIGEST, float(i))
+        s.commit_workload(f"r{i}", "w", "Completed", None, "out", {"stdout": big}, float(i), float(i))
+        s.end_run(f"r{i}", "COMPLETED", float(i), 0)
+    s.close()
+    s = open_store(PLAN, str(tmp_path / "state"), None)
+    path = s.path
+    assert os.path.getsize(path) > 5_000_000
+    assert s.prune_runs(PLAN, keep=1) == ["r0", "r1"]
+    s.vacuum()
+    assert os.path.getsize(path) < 3_000_000
+    assert s.integrity_check() == "ok"
+    assert s.load_run("r2").registers["out"]["stdout"] == big
+    s.close()
+
+
 def test_store_holds_only_what_the_tracker_redacted(opener: Opener, tmp_path: Path) -> None:
     """The contract of ``base``: the kernel passes redacted values, so a secret never reaches the
     store (nor the disk, sealed or not)."""
@@ -464,7 +522,8 @@ def test_public_api_and_docs() -> None:
         assert getattr(store, name) is not None, name
     doc = (Path(__file__).resolve().parents[1] / "docs" / "state.md").read_text("utf-8")
     for name in ("begin_run", "commit_workload", "end_run", "load_run", "latest_run", "interrupted_run",
-                 "list_runs", "save_operator_state", "set_last_fire", "set_restarts", "gxo runs show",
+                 "list_runs", "prune_runs", "vacuum", "save_operator_state", "set_last_fire", "set_restarts",
+                 "gxo runs show", "gxo runs prune", "--keep-runs", "GXO_KEEP_RUNS",
                  "gxo state rekey --new-key-file", "GXO_STATE_KEY", "--state-key-file", "--state-dir"):
         assert name in doc, name
     with pytest.raises(AttributeError):

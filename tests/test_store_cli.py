@@ -146,3 +146,103 @@ def test_unreadable_database_named(state: Path) -> None:
     code, out, err = gxo(["runs", "--state-dir", str(state)])
     assert code == 3 and "deploy" in out  # the others are still listed
     assert str(broken) in err and len(err.splitlines()) == 1
+
+
+# -- retention ----------------------------------------------------------------------------------
+
+ONE = 'name: kept\nschemaVersion: "1.0.0"\nworkloads:\n  - name: a\n    lifecycle: {policy: run_once}\n' \
+      '    process: {module: control:identity}\n'
+
+
+@pytest.fixture
+def plan(tmp_path: Path) -> str:
+    (tmp_path / "kept.yaml").write_text(ONE)
+    out = str(tmp_path / "kept.gxp")
+    gxoc = str(Path(sys.executable).with_name("gxoc"))
+    subprocess.run([gxoc, "build", "--no-native", str(tmp_path / "kept.yaml"), "-o", out], check=True,
+                   capture_output=True)
+    return out
+
+
+def _ids(state: Path) -> list[str]:
+    code, out, err = gxo(["runs", "--json", "--state-dir", str(state)])
+    assert code == 0, err
+    return [r["id"] for r in json.loads(out)]
+
+
+def test_exec_keeps_the_newest_runs(plan: str, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    made = []
+    for _ in range(4):
+        assert gxo(["exec", plan, "--state-dir", str(state), "--keep-runs", "2"])[0] == 0
+        made.append(_ids(state)[0])
+    assert _ids(state) == [made[3], made[2]]
+    # GXO_KEEP_RUNS when the option is not given; the option wins over it
+    for _ in range(2):
+        assert gxo(["exec", plan, "--state-dir", str(state)], env={"GXO_KEEP_RUNS": "3"})[0] == 0
+    assert len(_ids(state)) == 3
+    assert gxo(["exec", plan, "--state-dir", str(state), "--keep-runs=1"], env={"GXO_KEEP_RUNS": "3"})[0] == 0
+    assert len(_ids(state)) == 1
+    # the default (100) and `all` keep these few runs
+    for env in ({}, {"GXO_KEEP_RUNS": "all"}):
+        assert gxo(["exec", plan, "--state-dir", str(state)], env=env)[0] == 0
+    assert len(_ids(state)) == 3
+
+
+def test_exec_never_prunes_an_interrupted_run(plan: str, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    s = open_store("kept", str(state), None)
+    s.begin_run("20200101-000000-000000", "kept", "d0", 1_577_836_800.0)
+    s.close()  # no end: interrupted, so resumable
+    for _ in range(2):
+        assert gxo(["exec", plan, "--state-dir", str(state), "--keep-runs", "1"])[0] == 0
+    ids = _ids(state)
+    assert len(ids) == 2 and ids[-1] == "20200101-000000-000000"
+
+
+@pytest.mark.parametrize("args, env, hint", [
+    (["--keep-runs", "0"], {}, "--keep-runs: '0'"),
+    (["--keep-runs", "-3"], {}, "--keep-runs"),
+    (["--keep-runs", "some"], {}, "--keep-runs: 'some'"),
+    ([], {"GXO_KEEP_RUNS": "ten"}, "GXO_KEEP_RUNS: 'ten'"),
+    (["--no-state", "--keep-runs", "3"], {}, "--no-state"),
+])
+def test_keep_runs_bad_values(plan: str, tmp_path: Path, args: list[str], env: dict[str, str], hint: str) -> None:
+    state = tmp_path / "state"
+    code, out, err = gxo(["exec", plan, "--state-dir", str(state), *args] if "--no-state" not in args
+                         else ["exec", plan, *args], env=env)
+    assert code == 2
+    assert f"Invalid value for {hint}" in err
+    assert out == "" and not state.exists()  # refused before anything ran
+
+
+def test_runs_prune(plan: str, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    _history(state)  # deploy (ended long ago), nightly backup (interrupted)
+    for _ in range(3):
+        assert gxo(["exec", plan, "--state-dir", str(state)])[0] == 0
+    ids = _ids(state)
+    kept = [i for i in ids if i not in ("20261206-070000-aaaaaa", "20261206-080000-bbbbbb")]
+    code, out, _ = gxo(["runs", "prune", "--keep", "1", "--dry-run", "--state-dir", str(state)])
+    assert code == 0
+    assert f"would remove run {kept[2]} of plan kept" in out and f"would remove run {kept[1]} of plan kept" in out
+    assert out.splitlines()[-1] == f"2 runs would be removed in {state}"
+    assert _ids(state) == ids
+    code, out, _ = gxo(["runs", "prune", "--keep", "1", "--plan", "kept", "--state-dir", str(state)])
+    assert code == 0 and out.splitlines()[-1] == f"2 runs removed in {state}"
+    assert _ids(state) == [kept[0], "20261206-080000-bbbbbb", "20261206-070000-aaaaaa"]
+    # --older-than: deploy's run ended in 2025, the one left of `kept` just now; the interrupted run stays
+    code, out, _ = gxo(["runs", "prune", "--older-than", "30d", "--vacuum", "--state-dir", str(state)])
+    assert code == 0 and out.splitlines() == ["removed run 20261206-070000-aaaaaa of plan deploy",
+                                              f"1 run removed in {state}"]
+    assert _ids(state) == [kept[0], "20261206-080000-bbbbbb"]
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "say what to remove"),
+    (["--older-than", "3w"], "Invalid value for --older-than: '3w'"),
+    (["--keep", "-1"], "Invalid value for '--keep'"),
+])
+def test_runs_prune_usage(tmp_path: Path, args: list[str], message: str) -> None:
+    code, _, err = gxo(["runs", "prune", "--state-dir", str(tmp_path), *args])
+    assert code == 2 and message in err

@@ -219,6 +219,15 @@ class RunStore(Protocol):
         """Every run, newest first."""
         ...
 
+    def prune_runs(self, plan_name: str, keep: int | None = None, ended_before: float | None = None,
+                   *, dry_run: bool = False) -> list[str]:
+        """Remove ended runs of ``plan_name`` with everything recorded for them (workloads,
+        operator states, restart counters), in one transaction: those past the newest ``keep``
+        ended runs, and those that ended before ``ended_before``.  A run that has not ended
+        (running, or interrupted and so resumable) is never removed, and neither is the plan's
+        schedule.  Returns the ids removed (or, with ``dry_run``, that would be), oldest first."""
+        ...
+
     def save_operator_state(self, run_id: str, workload: str, snapshot: Any) -> None:
         """Keep ``OperatorState.snapshot()`` of ``workload`` (replaces the previous one)."""
         ...

@@ -152,6 +152,26 @@ class MemoryStore:
         runs.sort(key=lambda s: -s.started)  # stable: equal starts stay newest first
         return runs
 
+    def prune_runs(self, plan_name: str, keep: int | None = None, ended_before: float | None = None,
+                   *, dry_run: bool = False) -> list[str]:
+        d = self.data
+        with d.lock:
+            ended = [(run[2], i, run_id, run[3]) for i, (run_id, run) in enumerate(d.runs.items())
+                     if run[0] == plan_name and run[3] is not None]
+            ended.sort(reverse=True)  # newest first, as list_runs orders them
+            gone = [run_id for n, (_s, _i, run_id, end) in enumerate(ended)
+                    if (keep is not None and n >= keep) or (ended_before is not None and end < ended_before)]
+            gone.reverse()
+            if not dry_run:
+                drop = set(gone)
+                for run_id in gone:
+                    del d.runs[run_id]
+                    d.workloads.pop(run_id, None)
+                for table in (d.operator_states, d.restarts):
+                    for key in [k for k in table if k[0] in drop]:
+                        del table[key]
+        return gone
+
     # -- operator state, schedules, restarts ------------------------------------------------------
 
     def save_operator_state(self, run_id: str, workload: str, snapshot: Any) -> None:

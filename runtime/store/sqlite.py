@@ -473,6 +473,31 @@ class SqliteStore:
         return self._locked("list runs", lambda: [
             _summary(row) for row in self._conn.execute(_SUMMARY + " ORDER BY r.started DESC, r.rowid DESC")])
 
+    def prune_runs(self, plan_name: str, keep: int | None = None, ended_before: float | None = None,
+                   *, dry_run: bool = False) -> list[str]:
+        def go() -> list[str]:
+            with self._transaction() as db:
+                rows = db.execute("SELECT run_id, ended FROM runs WHERE plan_name=? AND ended IS NOT NULL "
+                                  "ORDER BY started DESC, rowid DESC", (plan_name,)).fetchall()
+                gone = [str(run_id) for n, (run_id, end) in enumerate(rows)
+                        if (keep is not None and n >= keep) or (ended_before is not None and end < ended_before)]
+                gone.reverse()
+                if gone and not dry_run:
+                    ids = [(run_id,) for run_id in gone]
+                    for table in ("workloads", "operator_state", "restarts", "runs"):
+                        db.executemany(f"DELETE FROM {table} WHERE run_id=?", ids)  # noqa: S608 - fixed names
+            return gone
+
+        return self._locked("prune runs", go)
+
+    def vacuum(self) -> None:
+        """Give the space of removed runs back to the file system (SQLite's ``VACUUM``: the
+        database is rewritten, which needs as much free space as it takes)."""
+        def go() -> None:
+            self._conn.execute("VACUUM")
+
+        self._locked("vacuum", go)
+
     # -- operator state, schedules, restarts ------------------------------------------------------
 
     def save_operator_state(self, run_id: str, workload: str, snapshot: Any) -> None:
@@ -587,6 +612,11 @@ class SqliteStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def began(self) -> bool:
+        """Whether a run was begun through this store."""
+        return self._began
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r}{', sealed' if self.sealed else ''})"

@@ -14,7 +14,8 @@ a CI log) of a written ``.gxp`` chain of N = 2,000 and 10,000 no-op workloads, m
 kernel, the run and its output lines.  Baseline: a ``python -c`` process running the bare
 asyncio + semaphore chain of N steps, minus the same of 1 step.  Min of 5 runs each; CPU is the
 child's user + system time (the figure to trust on a busy machine), peak RSS its max RSS.
-Goal: <= 25 us per workload.  ``--quick`` skips the in-process lines.
+Goal: <= 25 us per workload.  ``--quick`` skips the in-process lines; ``--instructions`` adds
+the instructions per workload at N = 10,000 (valgrind), which do not move with the machine's load.
 """
 
 from __future__ import annotations
@@ -205,6 +206,34 @@ def whole_process() -> None:
             print(f"  N={n:<6} gxo exec {gw:6.1f} us/wl wall {gc:6.1f} us/wl CPU, peak RSS {g[2] / 1024:5.1f} MB"
                   f" ({size:.1f} MB plan)   bare asyncio+semaphore {bw:5.1f} us/wl wall {bc:5.1f} us/wl CPU"
                   f"   (goal: <= {WHOLE_GOAL_US:g} us/wl: {'ok' if gc <= WHOLE_GOAL_US else 'MISSED'} by CPU)")
+        if "--instructions" in sys.argv[1:]:
+            n = WHOLE_NS[-1]
+            g1, gn = instructions([gxo, "exec", str(plans[1])], env), instructions([gxo, "exec", str(plans[n])], env)
+            b1 = instructions([sys.executable, "-c", BARE_SCRIPT, "1"], env)
+            bn = instructions([sys.executable, "-c", BARE_SCRIPT, str(n)], env)
+            if None in (g1, gn, b1, bn):
+                print("  --instructions: valgrind not found")
+            else:
+                gi, bi = (gn - g1) / n, (bn - b1) / n  # type: ignore[operator]
+                print(f"  N={n:<6} by instructions (callgrind, one run each; the same on a busy machine): gxo exec "
+                      f"{gi / 1e3:6.1f} k/wl, bare asyncio+semaphore {bi / 1e3:5.1f} k/wl ({gi / bi:.1f}x)")
+
+
+def instructions(argv: list[str], env: dict[str, str]) -> float | None:
+    """Instructions one run of ``argv`` executes (valgrind's callgrind, that process only), or
+    None without valgrind."""
+    import shutil
+
+    if shutil.which("valgrind") is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="gxo-kernel-ir-") as tmp:
+        out = os.path.join(tmp, "callgrind.out")
+        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv], env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        for line in Path(out).read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                return float(line.split()[1])
+    return None
 
 
 def main() -> None:

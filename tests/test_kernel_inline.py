@@ -163,3 +163,12 @@ def test_the_lazy_context_is_the_workloads_own() -> None:
 def test_a_builtin_declaration_is_worked_out_once() -> None:
     assert spec_of("control:identity") is spec_of("control:identity")
     assert spec_of("control:identity").implemented
+
+
+def test_report_repr_stays_short() -> None:
+    """asyncio formats the run task and its result (the report) when the run ends; the report's
+    repr must not write every workload's result (it cost 9 % of a 10,000-workload run)."""
+    from gxo.runtime.kernel import Report, Result
+
+    report = Report("big", "20261207-000000-abcdef", {f"w{i}": Result(f"w{i}") for i in range(10_000)}, 1.0)
+    assert repr(report) == "<Report big run 20261207-000000-abcdef: 10000 workload(s)>"

@@ -533,11 +533,15 @@ def grant(path: str, uid: int) -> None:
                            f"{exc.strerror or exc}; the file system must support ACLs") from None
 
 
-def denied_syscall(pid: int, max_records: int = 50000) -> str | None:
+def denied_syscall(pid: int, max_records: int = 50000, wait: float = 0.25) -> str | None:
     """The syscall whose seccomp KILL action ended process ``pid``, from the kernel's audit
     record (``type=1326 ... pid=<pid> ... syscall=<nr>`` in ``/dev/kmsg``), as a name; None when
-    the log cannot be read (it needs CAP_SYSLOG) or holds no such record.  A failure path only."""
+    the log cannot be read (it needs CAP_SYSLOG) or holds no such record.  The kernel's audit
+    thread writes the record after the process is gone, later still on a busy machine: when it
+    is not there yet, new records are awaited for up to ``wait`` seconds.  A failure path only."""
     import re
+    import select
+    import time
 
     try:
         fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
@@ -545,12 +549,16 @@ def denied_syscall(pid: int, max_records: int = 50000) -> str | None:
         return None
     found: int | None = None
     want = re.compile(rb"type=1326 .*\bpid=%d\b.*\bsyscall=(\d+)" % pid)
+    deadline = time.monotonic() + wait
     try:
         for _ in range(max_records):
             try:
                 record = os.read(fd, 8192)
-            except BlockingIOError:
-                break
+            except BlockingIOError:  # every record read: wait for the next one, a while
+                left = deadline - time.monotonic()
+                if found is not None or left <= 0 or not select.select([fd], [], [], left)[0]:
+                    break
+                continue
             except OSError:  # EPIPE: a record was overwritten while reading; go on
                 continue
             if not record:

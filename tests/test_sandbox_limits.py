@@ -314,7 +314,8 @@ def test_v2_is_taken_where_the_parent_delegates_the_controller(tmp_path: Path,
                                    "cgroup v1 memory hierarchy is mounted")]
 
     lim = limits.Limits({"memory_bytes": 1 << 20, "cpu_period_us": 50000, "cpu_weight": 300, "pids_max": 5})
-    assert lim._files(limits._Place("memory", 2, "v2", "")) == [("memory.max", "1048576"), ("memory.swap.max", "0")]
+    assert lim._files(limits._Place("memory", 2, "v2", "")) == [("memory.max", "1048576"), ("memory.swap.max", "0"),
+                                                                 ("memory.oom.group", "1")]
     assert lim._files(limits._Place("cpu", 2, "v2", "")) == [("cpu.max", "max 50000"), ("cpu.weight", "300")]
     assert lim._files(limits._Place("cpu", 1, "", "")) == [("cpu.cfs_period_us", "50000"), ("cpu.shares", "3072")]
     assert lim._files(limits._Place("pids", 2, "v2", "")) == [("pids.max", "5")]

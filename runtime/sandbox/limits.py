@@ -3,7 +3,8 @@
 Each limit goes into a cgroup made for the child, which the launcher joins before it execs the
 program (``gxo-sandbox-exec --cgroup DIR``, once per directory of :attr:`Limits.join`):
 
-- ``memory_bytes`` (memory): v2 ``memory.max`` and ``memory.swap.max`` = 0; v1
+- ``memory_bytes`` (memory): v2 ``memory.max``, ``memory.swap.max`` = 0 and
+  ``memory.oom.group`` = 1 (an OOM kill ends every process of the child); v1
   ``memory.limit_in_bytes`` and ``memory.memsw.limit_in_bytes`` (each where it exists);
 - ``pids_max`` (pids): ``pids.max`` on both;
 - ``cpu_quota_us``, ``cpu_period_us`` (cpu; the period defaults to 100000 with a quota): v2
@@ -269,8 +270,9 @@ class Limits:
             self._by[p.controller] = (cg, p)
             for file, value in self._files(p):
                 path = os.path.join(cg.path, file)
-                if file in ("memory.swap.max", "memory.memsw.limit_in_bytes") and not os.path.exists(path):
-                    continue  # no swap accounting: nothing to limit
+                if file in ("memory.swap.max", "memory.memsw.limit_in_bytes", "memory.oom.group") \
+                        and not os.path.exists(path):
+                    continue  # no swap accounting: nothing to limit; memory.oom.group is Linux >= 4.19
                 try:
                     cgroups._write(path, value)
                 except OSError as exc:
@@ -281,7 +283,9 @@ class Limits:
         out: list[tuple[str, str]] = []
         if p.controller == "memory":
             n = str(r["memory_bytes"])
-            out = ([("memory.max", n), ("memory.swap.max", "0")] if p.version == 2
+            # v2: an OOM kill takes the whole cgroup (memory.oom.group), as systemd's
+            # OOMPolicy=stop: no half of a workload left running without the process it lost
+            out = ([("memory.max", n), ("memory.swap.max", "0"), ("memory.oom.group", "1")] if p.version == 2
                    else [("memory.limit_in_bytes", n), ("memory.memsw.limit_in_bytes", n)])
         elif p.controller == "pids":
             out = [("pids.max", str(r["pids_max"]))]

@@ -487,8 +487,9 @@ def import_msgspec() -> None:
     """Import msgspec (the plan's records) with ``typing_extensions`` hidden, in the ``gxo``
     process only.  msgspec imports it, when it is installed, for two names that Python 3.11's
     ``typing`` has as well (``get_type_hints`` with extras, ``Required``/``NotRequired``), and
-    the plan's records use neither; importing it costs ``inspect`` and about 8 ms of every
-    start (bench/coldstart.py).  A process that already has it keeps it."""
+    the plan's records use neither; importing it costs about 2 ms of every start
+    (bench/coldstart.py --profile).  A process that already has it keeps it, and a later
+    import of it works as ever."""
     if "msgspec" in sys.modules or "typing_extensions" in sys.modules:
         return
     sys.modules["typing_extensions"] = None  # type: ignore[assignment]  # an import of it fails

@@ -63,17 +63,18 @@ def median_ms(commands: list[list[str]], env: dict[str, str], runs: int = RUNS) 
 
 
 def instructions(argv: list[str], env: dict[str, str]) -> float | None:
-    """Instructions one run of ``argv`` executes (valgrind's callgrind, this process only), in
-    millions: a figure that does not move with the machine's load.  None without valgrind."""
+    """Instructions one run of ``argv`` executes (valgrind's callgrind, that process only): a
+    figure that does not move with the machine's load.  None without valgrind.  bench/kernel.py
+    uses it too."""
     if shutil.which("valgrind") is None:
         return None
-    with tempfile.TemporaryDirectory(prefix="gxo-coldstart-ir-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gxo-bench-ir-") as tmp:
         out = os.path.join(tmp, "callgrind.out")
         subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv], env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         for line in Path(out).read_text().splitlines():
             if line.startswith(("summary:", "totals:")):
-                return int(line.split()[1]) / 1e6
+                return float(line.split()[1])
     return None
 
 
@@ -133,7 +134,7 @@ def main() -> None:
                 base = counts["python -c 'import asyncio'"]
                 print("  instructions (callgrind, one run each; the same on a busy machine):")
                 for name, n in counts.items():
-                    print(f"    {name:36} {n:8.1f} M  ({n / base:.2f}x import asyncio)")
+                    print(f"    {name:36} {n / 1e6:8.1f} M  ({n / base:.2f}x import asyncio)")
         if "--profile" in sys.argv[1:]:
             profile(plan, env)
 

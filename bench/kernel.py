@@ -34,6 +34,9 @@ from gxo.runtime.plan import Edge, Lifecycle, Plan, Source, SourceSpan, Workload
 from gxo.runtime.secrets import Tracker
 from gxo.runtime.state import StateStore
 
+sys.path.insert(0, str(Path(__file__).parent))
+from coldstart import instructions  # noqa: E402  (bench/coldstart.py, next to this file)
+
 N = 10_000
 SPAN = SourceSpan(path="bench.yaml", line=1, col=1, end_line=1, end_col=2)
 
@@ -218,22 +221,6 @@ def whole_process() -> None:
                 print(f"  N={n:<6} by instructions (callgrind, one run each; the same on a busy machine): gxo exec "
                       f"{gi / 1e3:6.1f} k/wl, bare asyncio+semaphore {bi / 1e3:5.1f} k/wl ({gi / bi:.1f}x)")
 
-
-def instructions(argv: list[str], env: dict[str, str]) -> float | None:
-    """Instructions one run of ``argv`` executes (valgrind's callgrind, that process only), or
-    None without valgrind."""
-    import shutil
-
-    if shutil.which("valgrind") is None:
-        return None
-    with tempfile.TemporaryDirectory(prefix="gxo-kernel-ir-") as tmp:
-        out = os.path.join(tmp, "callgrind.out")
-        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv], env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-        for line in Path(out).read_text().splitlines():
-            if line.startswith(("summary:", "totals:")):
-                return float(line.split()[1])
-    return None
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from gxo.compiler.diagnostics import Diagnostics, Span
 from gxo.compiler.loader import MapNode, ScalarNode, SeqNode, load_playbook, walk_path
 from gxo.compiler.model import Playbook
 from gxo.runtime.sandbox.profiles import ProfileError, normalize
+from gxo.runtime.support import plain_absolute
 
 #: a profile larger than this is refused (Docker's default profile is about 20 kB)
 MAX_PROFILE_BYTES = 1 << 20
@@ -38,7 +39,7 @@ def check_paths(pb: Playbook, diags: Diagnostics) -> None:
             if not isinstance(node, ScalarNode) or not isinstance(node.value, str) or not node.value:
                 continue
             text = node.value
-            if not text.startswith("/") or "/../" in text + "/" or "{{" in text:
+            if not plain_absolute(text) or "{{" in text:
                 diags.add("invalid-value", f"'{text}' must be an absolute path of the machine that runs the plan, "
                           "without '..' or a template", node.span,
                           help="write it as /srv/data: the sandbox mounts it as written")

@@ -43,7 +43,7 @@ else:
 from gxo.runtime._state_cy import deep_copy as _deep_copy
 
 __all__ = ["RecordFn", "aggregate_batch", "copy_batch", "error_text", "field_records", "filter_batch",
-           "fn_int", "line_records", "line_values", "map_batch", "map_values"]
+           "fn_int", "line_values", "map_batch", "map_values"]
 
 # how a RecordFn calls its function
 _PLAIN = 0  # fn(record)
@@ -206,6 +206,58 @@ def copy_batch(record: Any, n: cython.Py_ssize_t) -> list:
 _NO_FIELDS: dict = {}  # what a value that is not a map offers data:aggregate: no fields
 
 
+@cython.cfunc
+@cython.inline
+def _fields_of(record: Any) -> dict:
+    """data:aggregate's view of a record: itself; a map of another type read as a plain one;
+    not a map: no fields."""
+    if type(record) is dict:
+        return record
+    return dict(record) if isinstance(record, dict) else _NO_FIELDS
+
+
+@cython.cfunc
+@cython.inline
+def _is_number(v: Any) -> cython.bint:
+    """An int or a float (not a bool), the exact types first."""
+    t = type(v)
+    return t is int or t is float or (not isinstance(v, bool) and isinstance(v, (int, float)))
+
+
+@cython.cfunc
+def _numbers(record: Any, rec: dict, sources: tuple, nums: list, errors: Any, pos: cython.Py_ssize_t,
+             producer: str, bad_number: Any) -> cython.bint:
+    """The values of ``sources`` in ``rec`` into ``nums``; False (reported to ``errors`` at
+    ``pos``) at the first that is not a number."""
+    j: cython.Py_ssize_t
+    for j in range(len(sources)):
+        src = sources[j]
+        v = rec.get(src)
+        if not _is_number(v):
+            errors.report(pos, producer, bad_number(record, src))
+            return False
+        nums[j] = v
+    return True
+
+
+@cython.cfunc
+def _add(g: list, nums: list, minmax: cython.bint) -> cython.int:  # a C result: -1 on an exception
+    """One more record's ``nums`` into the group ``g`` (its count is the caller's)."""
+    sums: list = g[2]
+    mins: list = g[3]
+    maxs: list = g[4]
+    j: cython.Py_ssize_t
+    for j in range(len(nums)):
+        v = nums[j]
+        sums[j] = sums[j] + v
+        if minmax:
+            if v < mins[j]:
+                mins[j] = v
+            if v > maxs[j]:
+                maxs[j] = v
+    return 0
+
+
 def aggregate_batch(batch: list, base: cython.Py_ssize_t, producer: str, errors: Any,
                     fields: tuple, sources: tuple, groups: dict, limit: cython.Py_ssize_t,
                     ready: list, as_text: Any, bad_number: Any, minmax: cython.bint = True) -> None:
@@ -229,38 +281,17 @@ def aggregate_batch(batch: list, base: cython.Py_ssize_t, producer: str, errors:
         return
     n: cython.Py_ssize_t = len(batch)
     nf: cython.Py_ssize_t = len(fields)
-    ns: cython.Py_ssize_t = len(sources)
     i: cython.Py_ssize_t
     j: cython.Py_ssize_t
-    nums: list = [None] * ns  # the record's numbers, reused from record to record
+    nums: list = [None] * len(sources)  # the record's numbers, reused from record to record
     g: list
-    sums: list
-    mins: list
-    maxs: list
     rec: dict
     for i in range(n):
         record = batch[i]
-        if type(record) is dict:
-            rec = record
-        else:  # a map of another type (read as a plain one), or not a map (no fields)
-            rec = dict(record) if isinstance(record, dict) else _NO_FIELDS
-        ok: cython.bint = True
-        for j in range(ns):
-            src = sources[j]
-            v = rec.get(src)
-            t = type(v)
-            if t is not int and t is not float and (
-                    isinstance(v, bool) or not isinstance(v, (int, float))):
-                errors.report(base + i, producer, bad_number(record, src))
-                ok = False
-                break
-            nums[j] = v
-        if not ok:
+        rec = _fields_of(record)
+        if not _numbers(record, rec, sources, nums, errors, base + i, producer, bad_number):
             continue
-        if nf == 0:
-            values = ()
-            key = ()
-        elif nf == 1:
+        if nf == 1:
             v = rec.get(fields[0])
             values = (v,)
             t = type(v)
@@ -289,18 +320,7 @@ def aggregate_batch(batch: list, base: cython.Py_ssize_t, producer: str, errors:
         else:
             g = found
             g[1] = g[1] + 1
-            if ns:
-                sums = g[2]
-                mins = g[3]
-                maxs = g[4]
-                for j in range(ns):
-                    v = nums[j]
-                    sums[j] = sums[j] + v
-                    if minmax:
-                        if v < mins[j]:
-                            mins[j] = v
-                        if v > maxs[j]:
-                            maxs[j] = v
+            _add(g, nums, minmax)
         if limit > 0 and g[1] >= limit:
             del groups[key]
             ready.append(g)
@@ -313,34 +333,13 @@ def _aggregate_ungrouped(batch: list, base: cython.Py_ssize_t, producer: str, er
     """``aggregate_batch`` without group fields: one group, under the key ``()``, whose count
     is kept in a C integer through the batch (no key built or looked up per record)."""
     n: cython.Py_ssize_t = len(batch)
-    ns: cython.Py_ssize_t = len(sources)
     i: cython.Py_ssize_t
-    j: cython.Py_ssize_t
-    nums: list = [None] * ns
-    sums: list
-    mins: list
-    maxs: list
-    rec: dict
+    nums: list = [None] * len(sources)
     g: Any = groups.get(())
     count: cython.Py_ssize_t = 0 if g is None else g[1]
     for i in range(n):
         record = batch[i]
-        if type(record) is dict:
-            rec = record
-        else:
-            rec = dict(record) if isinstance(record, dict) else _NO_FIELDS
-        ok: cython.bint = True
-        for j in range(ns):
-            src = sources[j]
-            v = rec.get(src)
-            t = type(v)
-            if t is not int and t is not float and (
-                    isinstance(v, bool) or not isinstance(v, (int, float))):
-                errors.report(base + i, producer, bad_number(record, src))
-                ok = False
-                break
-            nums[j] = v
-        if not ok:
+        if not _numbers(record, _fields_of(record), sources, nums, errors, base + i, producer, bad_number):
             continue
         if g is None:
             g = [(), 1, list(nums), list(nums), list(nums)]
@@ -348,18 +347,7 @@ def _aggregate_ungrouped(batch: list, base: cython.Py_ssize_t, producer: str, er
             count = 1
         else:
             count += 1
-            if ns:
-                sums = g[2]
-                mins = g[3]
-                maxs = g[4]
-                for j in range(ns):
-                    v = nums[j]
-                    sums[j] = sums[j] + v
-                    if minmax:
-                        if v < mins[j]:
-                            mins[j] = v
-                        if v > maxs[j]:
-                            maxs[j] = v
+            _add(g, nums, minmax)
         if limit > 0 and count >= limit:
             g[1] = count
             del groups[()]
@@ -377,20 +365,13 @@ def _sum_ungrouped(batch: list, base: cython.Py_ssize_t, producer: str, errors: 
     count and the sum are carried in local variables through the batch (no list per record)."""
     n: cython.Py_ssize_t = len(batch)
     i: cython.Py_ssize_t
-    rec: dict
     g: Any = groups.get(())
     count: cython.Py_ssize_t = 0 if g is None else g[1]
     total: Any = None if g is None else g[2][0]
     for i in range(n):
         record = batch[i]
-        if type(record) is dict:
-            rec = record
-        else:
-            rec = dict(record) if isinstance(record, dict) else _NO_FIELDS
-        v = rec.get(src)
-        t = type(v)
-        if t is not int and t is not float and (
-                isinstance(v, bool) or not isinstance(v, (int, float))):
+        v = _fields_of(record).get(src)
+        if not _is_number(v):
             errors.report(base + i, producer, bad_number(record, src))
             continue
         if g is None:
@@ -406,20 +387,9 @@ def _sum_ungrouped(batch: list, base: cython.Py_ssize_t, producer: str, errors: 
         g[2][0] = total
 
 
-def line_records(text: str, skip_empty: cython.bint) -> list:
-    """``data:parse`` text_lines: one ``{"line": line}`` record per line of ``text``
-    (``str.splitlines``); with ``skip_empty``, none for the empty lines."""
-    out: list = []
-    line: str
-    for line in text.splitlines():
-        if skip_empty and not line:
-            continue
-        out.append({"line": line})
-    return out
-
-
 def line_values(text: str, skip_empty: cython.bint) -> list:
-    """The lines of ``text`` (``str.splitlines``): the values of ``line_records``'s records."""
+    """``data:parse`` text_lines: the lines of ``text`` (``str.splitlines``), the values of its
+    records ``{"line": line}``; with ``skip_empty``, without the empty lines."""
     lines: list = text.splitlines()
     if not skip_empty:
         return lines

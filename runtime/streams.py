@@ -551,11 +551,7 @@ class StreamOutput:
         h = self._handoff
         if h is not None and h.takes_fields and await h.deliver(values, field):
             return
-        batch = _records_cy.field_records(field, values)
-        if h is not None and h.attached and await h.deliver(batch):
-            return
-        if not target.offer(batch):
-            await target.send(batch)
+        await self._send(_records_cy.field_records(field, values))
 
     async def flush(self) -> None:
         """Send the records collected so far (the kernel flushes after ``perform`` too)."""

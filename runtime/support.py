@@ -61,6 +61,12 @@ def worker_refusal(spec: Any, param_keys: Any = (), security_keys: Any = ()) -> 
     return None
 
 
+def plain_absolute(path: str) -> bool:
+    """A sandbox path as the launcher mounts it (read_only_paths, root_filesystem): absolute,
+    without a ``..`` component (``gxoc check`` and the runtime's check of a plan agree)."""
+    return path.startswith("/") and "/../" not in path + "/"
+
+
 def module_runs(name: str) -> bool:
     """Whether the code of module ``name`` ships in this release (imports its namespace)."""
     from gxo.runtime.module import load_module_class
@@ -168,7 +174,9 @@ def _sandbox_fields(w: Any, sc: dict[str, Any]) -> list[str]:
     if user is not None and not (isinstance(user, str) and user):
         return [f"{where}.user {user!r} is not a user name or uid"]
     ro, root = sc.get("read_only_paths"), sc.get("root_filesystem")
-    for value in ([*ro] if isinstance(ro, list) else [ro]) + [root]:
-        if value is not None and not (isinstance(value, str) and value.startswith("/") and "/../" not in value + "/"):
+    if ro is not None and not isinstance(ro, list):
+        return [f"{where}.read_only_paths {ro!r} is not a list of absolute paths"]
+    for value in [*(ro or ()), root]:
+        if value is not None and not (isinstance(value, str) and plain_absolute(value)):
             return [f"{where}: {value!r} is not an absolute path (read_only_paths, root_filesystem)"]
     return []

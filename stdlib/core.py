@@ -415,13 +415,14 @@ class Exec:
         rc = proc.returncode
         assert rc is not None
         limit_hit = limit_hit or launch.finish()
-        # killed by a signal: reported as a shell does, 128 + N
-        detail = sandbox.killed_by(rc, proc.pid, launch.sandbox) if rc < 0 else f"exited with code {rc}"
-        rc = 128 - rc if rc < 0 else rc
+        signal_rc = rc
+        rc = 128 - rc if rc < 0 else rc  # killed by a signal: reported as a shell does, 128 + N
         summary = _exec_summary(_output_text(out), _output_text(err), rc)
         if limit_hit:  # fails whatever the exit code: the child was cut short by its sandbox
             raise ModuleError(f"command {command} stopped: {limit_hit}", summary=summary)
         if rc not in ok_codes:
+            detail = sandbox.killed_by(signal_rc, proc.pid, launch.sandbox) if signal_rc < 0 else \
+                f"exited with code {rc}"
             last = summary["stderr"].strip().splitlines()[-1:] if summary["stderr"] else []
             # redact before cutting: a cut through an encoded secret would leak its first half
             tail = f": {ctx.redact(last[0])[:500]}" if last else ""

@@ -377,6 +377,8 @@ def test_a_hand_made_plan_with_a_wrong_sandbox_value_is_refused() -> None:
         "net to booleans"]
     assert fields({"read_only_paths": ["etc"]}) == [
         "workload 'w': security_context: 'etc' is not an absolute path (read_only_paths, root_filesystem)"]
+    assert fields({"read_only_paths": "/etc"}) == [  # one path, not a list: never read as none
+        "workload 'w': security_context.read_only_paths '/etc' is not a list of absolute paths"]
     assert fields({"user": 65534}) == ["workload 'w': security_context.user 65534 is not a user name or uid"]
     assert fields({"namespaces": {"net": True}, "read_only_paths": ["/etc"], "user": "nobody"}) == []
     problems = refusals([("w", sandbox_of({"resources": {"pids_max": "20"}}))])

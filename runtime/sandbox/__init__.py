@@ -83,12 +83,19 @@ class Layout(Struct, frozen=True):
     private_tmp: bool  # a fresh /tmp holding only the binds (workspace, plan folder, program)
 
 
+_admin: bool | None = None  # _privileged(), read once: gxo never changes its own capabilities
+
+
 def _privileged() -> bool:
-    """Whether gxo holds CAP_SYS_ADMIN (namespaces without a user namespace of their own)."""
-    try:
-        return bool(int(_status_field("CapEff") or "0", 16) & (1 << 21))
-    except ValueError:
-        return False
+    """Whether gxo holds CAP_SYS_ADMIN (namespaces without a user namespace of their own, a
+    seccomp filter without no_new_privs)."""
+    global _admin
+    if _admin is None:
+        try:
+            _admin = bool(int(_status_field("CapEff") or "0", 16) & (1 << 21))
+        except ValueError:
+            _admin = False
+    return _admin
 
 
 def _same_user(user: str) -> bool:
@@ -451,15 +458,9 @@ def refusals(sandboxes: list[tuple[str, Sandbox]]) -> list[str]:
     if needs_filter and _status_field("Seccomp") is None:
         return ["this kernel has no seccomp (no Seccomp line in /proc/self/status): the exec sandbox "
                 "cannot be applied"]
-    admin: bool | None = None
     for name, sb in needs_filter:
         if not sb.no_new_privs:
-            if admin is None:
-                try:
-                    admin = bool(int(_status_field("CapEff") or "0", 16) & (1 << 21))
-                except ValueError:
-                    admin = False
-            if not admin:
+            if not _privileged():
                 problems.append(f"workload '{name}': a seccomp filter without no_new_privileges needs "
                                 "CAP_SYS_ADMIN, which gxo does not hold")
                 continue

@@ -170,8 +170,10 @@ def _check(resources: Mapping[str, int]) -> dict[str, int]:
     return out
 
 
-def _needs(res: Mapping[str, int]) -> set[str]:
-    return {CONTROLLER_OF[k] for k in res}
+def _plan_for(res: Mapping[str, int]) -> tuple[dict[str, _Place], list[tuple[str, str]]]:
+    """``_plan`` for the checked limits ``res``."""
+    return _plan({CONTROLLER_OF[k] for k in res}, cpu_quota="cpu_quota_us" in res or "cpu_period_us" in res,
+                 cpu_weight="cpu_weight" in res)
 
 
 def refusals(resources: Mapping[str, int]) -> list[str]:
@@ -183,8 +185,7 @@ def refusals(resources: Mapping[str, int]) -> list[str]:
         return [str(exc)]
     if not res:
         return []
-    _places, problems = _plan(_needs(res), cpu_quota="cpu_quota_us" in res or "cpu_period_us" in res,
-                              cpu_weight="cpu_weight" in res)
+    _places, problems = _plan_for(res)
     return [_phrase(res, c, why) for c, why in problems]
 
 
@@ -219,8 +220,7 @@ class Limits:
         self = cls(res)
         if not res:
             return self
-        places, problems = _plan(_needs(res), cpu_quota="cpu_quota_us" in res or "cpu_period_us" in res,
-                                 cpu_weight="cpu_weight" in res)
+        places, problems = _plan_for(res)
         if problems:
             raise LimitError(
                 f"cannot apply security_context.resources here: {'; '.join(_phrase(res, c, w) for c, w in problems)}. "

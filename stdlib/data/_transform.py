@@ -57,24 +57,26 @@ class Map:
         positions: dict = {}
         counts = [0, 0]  # records in, out
 
-        async def process(producer, batch) -> None:
+        def position(producer, n) -> int:
+            """Where a batch of ``n`` records of ``producer`` starts in its stream."""
             base = positions.get(producer, 0)
-            positions[producer] = base + len(batch)
-            result = map_batch(fn, batch, base, producer, errors, _as_record)
-            counts[0] += len(batch)
+            positions[producer] = base + n
+            return base
+
+        async def send(n, result) -> None:
+            counts[0] += n
             counts[1] += len(result)
             if result:
                 await out.send_batch(result)
 
+        async def process(producer, batch) -> None:
+            base = position(producer, len(batch))
+            await send(len(batch), map_batch(fn, batch, base, producer, errors, _as_record))
+
         async def process_fields(producer, field, values) -> None:
             # the records {field: value} of a producer that hands them over as their values
-            base = positions.get(producer, 0)
-            positions[producer] = base + len(values)
-            result = map_values(fn, field, values, base, producer, errors, _as_record)
-            counts[0] += len(values)
-            counts[1] += len(result)
-            if result:
-                await out.send_batch(result)
+            base = position(producer, len(values))
+            await send(len(values), map_values(fn, field, values, base, producer, errors, _as_record))
 
         await inputs.each(process, process_fields)
         return {"records_in": counts[0], "records_out": counts[1]}

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from gxo.runtime.events import Events
 from gxo.runtime.kernel import Kernel, RunOptions
-from gxo.runtime.plan import Edge, Lifecycle, Plan, Source, SourceSpan, Workload
+from gxo.runtime.plan import Edge, Lifecycle, Plan, Source, SourceSpan, Workload, lean
 from gxo.runtime.secrets import Tracker
 from gxo.runtime.state import StateStore
 
@@ -139,7 +139,7 @@ def write_gxp(path: Path, n: int) -> None:
     from gxo.runtime.planfile import sha256_hex
 
     code = render_plan_code([], header="bench chain\n")
-    plan = make_plan("chain", n, plan_code_sha256=sha256_hex(code.encode("utf-8")))
+    plan = lean(make_plan("chain", n, plan_code_sha256=sha256_hex(code.encode("utf-8"))))
     write(str(path), members_of(BuiltPlan(plan, code, [], "")))
 
 

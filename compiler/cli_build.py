@@ -216,11 +216,12 @@ def load_any(path: str, trusted_keys: tuple[str, ...] = ()) -> Plan:
 
 @cli.command()
 @click.argument("plan_path", metavar="PLAN.gxp")
-@click.option("--json", "as_json", is_flag=True, help="Print manifest.json itself.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the manifest with every field, defaults included (manifest.json leaves them out).")
 @click.option("--trusted-key", "trusted", multiple=True, metavar="PUB", help="Also check the signature against this key.")
 def show(plan_path: str, as_json: bool, trusted: tuple[str, ...]) -> None:
     """Verify a plan and print what it holds."""
-    from gxo.runtime.plan import canonical_json
+    from gxo.runtime.plan import canonical_json, to_data
     from gxo.runtime.planfile import PlanRefused, open_plan
 
     if not os.path.exists(plan_path):
@@ -232,7 +233,7 @@ def show(plan_path: str, as_json: bool, trusted: tuple[str, ...]) -> None:
         sys.exit(EXIT_REFUSED)
     p = v.plan
     if as_json:
-        click.echo(canonical_json(p, pretty=True), nl=False)
+        click.echo(canonical_json(to_data(p), pretty=True), nl=False)
         return
     now = time.time()
     sig = "unsigned"

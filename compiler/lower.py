@@ -425,7 +425,7 @@ class _Lowerer:
             allowed_paths=_allowed_paths(wp),
             plan_code_sha256="",
         )
-        return plan, items
+        return P.lean(plan), items
 
 
 def _allowed_paths(policy: Any) -> tuple[str, ...]:

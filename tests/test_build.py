@@ -7,6 +7,8 @@ real registry.  Everything builds with ``--no-native`` except the native tests.
 
 from __future__ import annotations
 
+import json
+
 import os
 import re
 import shutil
@@ -124,7 +126,14 @@ def test_build_show_and_default_output(tmp_path: Path, implemented: None) -> Non
     code, out, _ = run_gxoc(["show", "playbook.gxp"], tmp_path)
     assert code == 0 and "plan 'hello'" in out and "say: exec (run_once)" in out and "unsigned" in out
     code, out, _ = run_gxoc(["show", "--json", "playbook.gxp"], tmp_path)
-    assert code == 0 and out == zipfile.ZipFile(tmp_path / "playbook.gxp").read("manifest.json").decode()
+    member = json.loads(zipfile.ZipFile(tmp_path / "playbook.gxp").read("manifest.json"))
+    shown = json.loads(out)
+    assert code == 0 and "retry" in member["workloads"][0] and "timeout" not in member["workloads"][0]
+    # every field, the defaults the member leaves out included; the rest as the member has it
+    assert shown["workloads"][0]["timeout"] is None and shown["workloads"][0]["retry"]["attempts"] == 1
+    assert shown["workloads"][0]["lifecycle"]["stop_timeout"] == 10.0
+    assert {k: v for k, v in shown.items() if k != "workloads"} == {k: v for k, v in member.items() if k != "workloads"}
+    assert [w["name"] for w in shown["workloads"]] == [w["name"] for w in member["workloads"]]
 
 
 def test_show_refused_plan_exits_3(tmp_path: Path) -> None:

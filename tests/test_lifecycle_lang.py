@@ -373,11 +373,15 @@ def test_event_source_is_a_stream_channel() -> None:
 def test_ir_round_trip_and_older_manifests_decode() -> None:
     plan = lowered(ALL)
     assert P.decode_plan(P.encode_manifest(plan)) == plan
-    # a manifest written before these keys existed decodes to their defaults
+    # a key that holds its default is not written (format 3), and decodes to its default
     data = msgspec.json.decode(P.encode_manifest(plan))
+    defaults = {f.name: f.default for f in msgspec.structs.fields(P.Lifecycle)}
+    written = [(w["name"], key, value) for w in data["workloads"] for key, value in w["lifecycle"].items()]
+    assert ("on_line", "concurrency", 3) in written and ("srv", "policy", "supervise") in written
+    assert not [(name, key) for name, key, value in written if value == defaults[key]]
     for w in data["workloads"]:
         for key in ("healthy_after", "interval", "stop_timeout", "timezone", "overlap", "misfire", "concurrency"):
-            del w["lifecycle"][key]
+            w["lifecycle"].pop(key, None)
     old = P.decode_plan(msgspec.json.encode(data))
     srv = old.workload("srv_tuned").lifecycle
     assert (srv.healthy_after, srv.interval, srv.stop_timeout) == (10.0, None, 10.0)

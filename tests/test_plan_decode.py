@@ -83,3 +83,44 @@ def test_the_ir_module_needs_no_dataclass_machinery() -> None:
     code = "import sys, gxo.runtime.plan; assert 'dataclasses' not in sys.modules, 'dataclasses imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_lean_leaves_out_what_holds_its_default() -> None:
+    """Format 3: a field equal to its default is not written (``lean``, which the compiler
+    applies), and the text decodes to the same plan and encodes back to the same bytes."""
+    from gxo.runtime.plan import Retry, lean
+
+    one = float("1.0")  # equal to Retry.delay's default, but not that object
+    plan = chain(2)
+    w0 = plan.workloads[0]
+    fields = {f: getattr(w0, f) for f in w0.__struct_fields__ if f not in ("retry", "lifecycle")}
+    w0 = Workload(**fields, retry=Retry(delay=one, attempts=3),
+                  lifecycle=Lifecycle(policy="run_once", stop_timeout=float("10.0"), concurrency=9))
+    plan = Plan(**{f: getattr(plan, f) for f in plan.__struct_fields__ if f != "workloads"},
+                workloads=(w0, plan.workloads[1]))
+    assert b'"delay"' in encode_manifest(plan)  # msgspec tells a default by identity only
+    lean_plan = lean(plan)
+    assert lean_plan == plan
+    raw = encode_manifest(lean_plan)
+    first = raw[raw.index(b'"workloads"'):raw.index(b'"name": "w1"')]
+    assert b'"delay"' not in first and b'"stop_timeout"' not in first and b'"loop_var"' not in first
+    assert b'"attempts": 3' in first and b'"concurrency": 9' in first
+    assert b'"format": "gxo-plan"' in raw and b'"format_version": 3' in raw  # the plan's own fields: all
+    decoded = decode_plan(raw)
+    assert decoded == plan and encode_manifest(decoded) == raw
+    assert lean(lean_plan) is lean_plan  # nothing left to change: the same object
+    assert decoded.workloads[1].deps == ("w0",)  # the plan made again still derives its deps
+
+
+def test_lean_keeps_a_value_of_another_type() -> None:
+    """``1`` is not the default ``1.0``, nor ``0`` the default ``False``: kept as written."""
+    from gxo.runtime.plan import Retry, lean
+
+    assert lean(Retry(attempts=1, delay=1)).delay == 1 and type(lean(Retry(delay=1)).delay) is int
+    assert b'"delay"' in encode_manifest_of(lean(Retry(delay=1)))
+
+
+def encode_manifest_of(record: object) -> bytes:
+    import msgspec
+
+    return msgspec.json.encode(record)

@@ -240,6 +240,12 @@ def test_non_canonical_manifest_is_refused(plan: Path, tmp_path: Path) -> None:
     members[F.MANIFEST] = canonical_json(json.loads(members[F.MANIFEST])).encode()  # compact, not pretty
     with pytest.raises(PlanRefused, match="'manifest.json': not in canonical form"):
         load_plan(str(rewrite(plan, tmp_path / "x.gxp", members)))
+    # a default written out where the canonical text leaves it out (format 3)
+    data = json.loads(read_members(plan)[F.MANIFEST])
+    data["workloads"][0]["needs"] = []
+    members[F.MANIFEST] = F.canonical_bytes(data)
+    with pytest.raises(PlanRefused, match="'manifest.json': not in canonical form"):
+        load_plan(str(rewrite(plan, tmp_path / "y.gxp", members)))
 
 
 def test_unknown_manifest_field_and_version_are_refused(plan: Path, tmp_path: Path) -> None:

@@ -113,6 +113,8 @@ def tainted_sites(pb: Any, an: Any) -> dict[int, frozenset[str]]:
         if ref.kind == "register":
             owner = an.by_register.get(ref.name)
             return owner is not None and owner.name in t_work
+        if ref.kind == "root":  # the whole state holds every var and register
+            return bool(t_vars or t_work)
         if w is None:
             return False
         if ref.kind == "loop":
@@ -327,6 +329,26 @@ class _Lowerer:
         out.discard(w.name)
         return tuple(sorted(n for n in out if n in self.an.by_name))
 
+    def register_reads(self, w: MWorkload) -> tuple[str, ...] | None:
+        """The fields of ``w``'s register that the plan's expressions read (the first segment
+        after the register's name), sorted; None when it may be read whole or deeper than the
+        fields can tell (a path that stops at the register, ``{{ . }}``, a looped or
+        long-running workload, whose register holds more than one summary).  The runtime
+        leaves a module's derived summary fields (exec's ``stdout_lines``) out of a register
+        that no expression reads them from."""
+        if w.register is None or w.is_looped or w.policy != "run_once":
+            return None
+        fields: set[str] = set()
+        for refs in self.an.refs.values():
+            for ref in refs:
+                if ref.kind == "root":
+                    return None
+                if ref.kind == "register" and ref.name == w.register:
+                    if len(ref.path) < 2 or not isinstance(ref.path[1], str):
+                        return None
+                    fields.add(ref.path[1])
+        return tuple(sorted(fields))
+
     def workload(self, w: MWorkload, level: dict[str, int]) -> P.Workload:
         when_id, disabled = None, False
         when_node = w.node.get("when")
@@ -362,6 +384,7 @@ class _Lowerer:
             retry=self.retry(w),
             timeout=parse_duration(timeout) if isinstance(timeout, str) else None,
             register=w.register,
+            register_reads=self.register_reads(w),
             ignore_errors=to_plain(w.node.get("ignore_errors")) is True,
             on_failure=tuple(dict.fromkeys(n for n, _ in w.on_failure)),
             failure_watch=self.failure_watch(w),

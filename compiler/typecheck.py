@@ -28,7 +28,7 @@ class Ref:
     name: str  # first path segment
     path: tuple[str | int, ...]  # the whole path
     span: Span
-    kind: str  # register, var, gxo, loop, record, step
+    kind: str  # register, var, gxo, loop, record, step; root: the whole state (name "", path ())
 
 
 @dataclass
@@ -265,6 +265,8 @@ class Checker:
         if not path:
             if self.scope.record is not None:
                 return self.scope.record
+            # the whole state (``{{ . }}``): it reads every register and var, whole
+            self.result.refs.append(Ref("", (), self.span(e), "root"))
             return T.MapT(tuple((k, v[0]) for k, v in self.scope.names.items()), open=self.scope.open)
         first = path[0]
         first_start = starts[0] if starts else e.start

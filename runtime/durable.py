@@ -10,6 +10,13 @@ SIGKILL at any point therefore loses no workload whose effects a later workload 
 and a resumed run re-runs only what had not committed: a workload killed half-way runs again (at
 least once, like any job runner), a committed one never.
 
+A commit is written on the store's writer thread (``Recorder.flush_behind``) while the run goes
+on, and waited for (``Recorder.flush``) before a workload with effects starts and at the end of
+the run.  What may start before it is durable has no effects: a pure module (``ModuleSpec.pure``:
+the ``data:*`` transforms), whose work a resumed run simply does again.  SQLite writes and syncs
+without Python's lock, so a large register (a million lines of a program's output) is committed
+on the other core while the records flow.  Commits keep their order: one writer.
+
 Values are stored as the state holds them: registers are redacted before they are stored, so a
 secret never reaches the database, sealed or not (``gxo.runtime.store``).
 """
@@ -64,7 +71,7 @@ class Recorder:
     scheduler: the recorder keeps the error, stops committing and calls ``on_error(message)``,
     and the kernel stops the run (nothing more starts whose end could not be recorded)."""
 
-    __slots__ = ("store", "run_id", "pending", "error", "on_error")
+    __slots__ = ("store", "run_id", "pending", "error", "on_error", "_writer", "_behind")
 
     def __init__(self, store: Any, run_id: str, on_error: Callable[[str], None] | None = None) -> None:
         self.store = store
@@ -72,17 +79,65 @@ class Recorder:
         self.pending: list[tuple[Any, ...]] = []
         self.error: str | None = None
         self.on_error = on_error
+        self._writer: Any = None  # a one-thread executor, made by the first flush_behind
+        self._behind: Any = None  # the future of the last commit handed to it
 
     def ended(self, name: str, status: str, reason: str | None, register: str | None, value: Any,
               started: float | None, ended: float | None) -> None:
         self.pending.append((name, status, reason, register, value, started, ended))
 
     def flush(self) -> None:
+        """Commit what is pending; everything that ended is durable when this returns."""
+        self.wait()
         if self.pending and self.error is None:
             rows, self.pending = self.pending, []
-            try:
-                self.store.commit_workloads(self.run_id, rows)
-            except Exception as exc:  # noqa: BLE001 - reported, and the run stops
-                self.error = f"the run history could not be written: {exc}"
-                if self.on_error is not None:
-                    self.on_error(self.error)
+            self._commit(rows, self.on_error)
+
+    def flush_behind(self) -> None:
+        """Hand what is pending to the writer thread and return at once (the caller starts only
+        work without effects before ``flush`` or ``wait``).  Must be called from the event
+        loop's thread: a failure is reported to ``on_error`` there."""
+        if not self.pending or self.error is not None:
+            return
+        import asyncio
+
+        rows, self.pending = self.pending, []
+        loop = asyncio.get_running_loop()
+        report = self.on_error
+
+        def in_loop(message: str) -> None:
+            if report is not None:
+                try:
+                    loop.call_soon_threadsafe(report, message)
+                except RuntimeError:  # the loop is closed: the run's end reads ``error``
+                    pass
+
+        if self._writer is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gxo-store")
+        self._behind = self._writer.submit(self._commit, rows, in_loop)
+
+    def wait(self) -> None:
+        """Return once every commit handed to the writer thread is done (the writer runs them
+        in order: the last one's end is all of theirs)."""
+        behind, self._behind = self._behind, None
+        if behind is not None:
+            behind.result()
+
+    def close(self) -> None:
+        """Wait for the writer thread's commits and let the thread go."""
+        self.wait()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+
+    def _commit(self, rows: list[tuple[Any, ...]], report: Callable[[str], None] | None) -> None:
+        if self.error is not None:  # an earlier commit failed: the run is stopping
+            return
+        try:
+            self.store.commit_workloads(self.run_id, rows)
+        except Exception as exc:  # noqa: BLE001 - reported, and the run stops
+            self.error = f"the run history could not be written: {exc}"
+            if report is not None:
+                report(self.error)

@@ -27,7 +27,7 @@ from typing import Any, Callable
 from msgspec import Struct, field
 
 from gxo.runtime._records_cy import RecordFn
-from gxo.runtime.events import Events
+from gxo.runtime.events import EVERY, Events
 from gxo.runtime.exprlib import EvalError, text, truthy
 from gxo.runtime.module import Context, GxoError, ModuleError, load_module_class
 from gxo.runtime.guard import WORKLOAD, Overrun, in_thread
@@ -201,6 +201,9 @@ class Kernel:
         self.limit = asyncio.Semaphore(options.max_concurrency or plan.max_concurrency or default_concurrency())
         self.tasks: dict[str, asyncio.Task] = {}
         self.cleanups: list[Callable[[], Any]] = []
+        self.unread: dict[str, frozenset[str]] = {}  # workload -> Context.unread (_unread_of)
+        self.lean_registers: dict[str, str] = {}  # register -> module: kept without derived fields
+        self.pure: dict[str, bool] = {}  # module -> whether it has no effects (_pure)
         self.halted_by: str | None = None
         #: why the run is being stopped from outside (a signal, the run's deadline), set by the
         #: driver before it cancels the run: the reason given to the workloads it cancels
@@ -385,7 +388,10 @@ class Kernel:
         """Commit what is pending; a run that reached its end gets it (a run stopped from outside
         stays interrupted, so that ``--resume`` can continue it)."""
         rec = self.react.rec
-        rec.flush()
+        try:
+            rec.flush()
+        finally:
+            rec.close()
         if rec.error is not None:
             return
         graceful = self.react.lc is not None and self.react.lc.stopped_by is not None
@@ -471,7 +477,10 @@ class Kernel:
                     stack.extend(reversed(self._finish(w, SKIPPED, "not needed")))
                 else:
                     if react.rec is not None:
-                        react.rec.flush()  # what ended before (inline workloads) is durable first
+                        if self._pure(w):  # no effects: its start need not wait for the commit
+                            react.rec.flush_behind()
+                        else:  # what ended before (inline workloads, the last task) is durable first
+                            react.rec.flush()
                     self.tasks[name] = asyncio.get_running_loop().create_task(self._run_task(w), name=name)
                 continue
             cls, plain = entry
@@ -645,7 +654,9 @@ class Kernel:
             else:
                 newly = self._succeed(w, summary)
         if self.react.rec is not None:
-            self.react.rec.flush()  # its effects happened: its end is durable before anything else starts
+            # its effects happened: its end is committed, and durable before anything with
+            # effects starts (_dispatch waits for it; a pure module need not)
+            self.react.rec.flush_behind()
         if newly:
             self._dispatch(newly)
 
@@ -837,12 +848,14 @@ class Kernel:
         return summary
 
     def _context(self, w: Workload, index: int | None, workspace: Any = None) -> Context:
+        unread = self._unread_of(w)
         return Context(
             workload=w.name,
             run_id=self.report.run_id,
             logger=self.events.logger(w.name),
             workspace=self._workspace_of(w, workspace),
-            state=functools.partial(self.state.get_all, w.state_access),
+            state=functools.partial(self._state_view, w.state_access),
+            unread=unread,
             dry_run=self.opts.dry_run,
             plan_dir=self.opts.plan_dir,
             loop_index=index,
@@ -852,6 +865,54 @@ class Kernel:
             connections=self._connections,
             sandbox=_sandbox_of(w) if w.security_context is not None else None,
         )
+
+    def _pure(self, w: Workload) -> bool:
+        """Whether ``w``'s module has no effects outside the run (``ModuleSpec.pure``, or
+        inline): its start need not wait for the durable commit of what ended before."""
+        pure = self.pure.get(w.module)
+        if pure is None:
+            from gxo.stdlib._spec import spec_of
+
+            try:
+                spec = spec_of(w.module)
+            except Exception:  # noqa: BLE001 - an unknown module fails where it is run, not here
+                spec = None
+            pure = self.pure[w.module] = spec is not None and (spec.pure or spec.inline)
+        return pure
+
+    def _unread_of(self, w: Workload) -> frozenset[str]:
+        """``Context.unread`` of ``w``: its module's derived summary fields that no expression
+        reads from its register and no sink takes (all of them are computed when a sink takes
+        every event, as ``--json`` does).  A register left without them is noted, so that the
+        state a module reads (``ctx.state()``) has them all the same."""
+        unread = self.unread.get(w.name)
+        if unread is None:
+            unread = frozenset()
+            if (w.register is None or w.register_reads is not None) and self.events.wanted is not EVERY:
+                from gxo.runtime.module import load_module_class
+
+                try:
+                    derived = getattr(load_module_class(w.module), "derived_fields", None) or {}
+                except Exception:  # noqa: BLE001 - an unknown module fails where it is run, not here
+                    derived = {}
+                unread = frozenset(f for f in derived if f not in (w.register_reads or ()))
+            self.unread[w.name] = unread
+            if unread and w.register is not None:
+                self.lean_registers[w.register] = w.module
+        return unread
+
+    def _state_view(self, access: str) -> dict[str, Any]:
+        """``ctx.state()``: the state, and where a register was kept without its derived
+        fields, those fields computed into the view."""
+        from gxo.runtime.durable import restored_register
+
+        view = self.state.get_all(access)
+        if not self.lean_registers:
+            return view
+        for key, module in self.lean_registers.items():
+            if isinstance(view.get(key), dict):
+                view[key] = restored_register(module, dict(view[key]))
+        return view
 
     def _connections(self) -> Any:
         """The run's connection manager (gxo.runtime.connections), made on first use; closed

@@ -86,6 +86,10 @@ class Context(Struct):
     #: baseline (no_new_privs and the default seccomp profile)
     sandbox: Any = None
     extras: dict[str, Any] = field(default_factory=dict)
+    #: the module's derived summary fields (``Module.derived_fields``) that nothing reads: no
+    #: expression of the plan (``Workload.register_reads``) and no sink that takes every event
+    #: (``--json``).  A module may leave them out of its summary (exec: ``stdout_lines``).
+    unread: frozenset[str] = frozenset()
 
 
 class Module:
@@ -93,7 +97,8 @@ class Module:
 
     name: ClassVar[str] = ""
     #: summary fields that are a function of another field, ``{field: (source, function)}``:
-    #: the durable run history does not store them, a resumed run computes them again
+    #: the durable run history does not store them, a resumed run computes them again, and a
+    #: module may leave out those its context lists as ``unread`` (``ctx.state()`` fills them in)
     derived_fields: ClassVar[dict[str, tuple[str, Callable[[Any], Any]]]] = {}
     #: optional ``secrets_in(params) -> list[str]`` (a staticmethod): the secret parts of the
     #: rendered params (a DSN's password) that the kernel tracks, before it shows or uses them,

@@ -139,6 +139,10 @@ class Workload(IR, kw_only=True, dict=True):
     retry: Retry = field(default_factory=Retry)
     timeout: float | None = None  # seconds; None = none
     register: str | None = None
+    #: the fields of the register that the plan's expressions read, sorted; None: it may be
+    #: read whole.  A module's derived summary fields (exec's stdout_lines) that no expression
+    #: reads are not computed (unless a sink takes every event: --json)
+    register_reads: tuple[str, ...] | None = None
     ignore_errors: bool = False
     on_failure: tuple[str, ...] = ()  # run_once workloads that run only when this one fails for good
     failure_watch: tuple[str, ...] = ()  # deps whose failure this one waits for (its when reads it), sorted

@@ -46,6 +46,9 @@ class ModuleSpec(Struct, frozen=True, kw_only=True):
     #: params that must be literal (not templated), e.g. template:render's template
     literal_params: tuple[str, ...] = ()
     inline: bool = False  # pure, non-blocking, bounded: run inside the scheduler step
+    #: no effects outside the run (records in, records out: the data:* transforms): its start
+    #: need not wait for the durable commit of what ended before (gxo.runtime.durable)
+    pure: bool = False
     implemented: bool = False  # False: declared only; `gxoc build` refuses it (not-implemented)
     #: ``summary_from_params``: the summary *is* the params map (control:identity)
     summary_from_params: bool = False

@@ -59,7 +59,9 @@ EXEC = ModuleSpec(
             "stdout": s.string("Standard output as text, trailing newlines removed; empty with "
                                "`stdout_records: true` (the lines went to the stream)."),
             "stdout_lines": s.string_list("Standard output split into lines ([] with "
-                                          "`stdout_records: true`)."),
+                                          "`stdout_records: true`); computed only when the "
+                                          "playbook reads it, the register whole, or the run "
+                                          "writes every event (`--json`)."),
             "command": s.string("Dry run only: the command that would have run."),
             "args": s.string_list("Dry run only: the arguments it would have been given."),
         },
@@ -164,9 +166,13 @@ def _output_text(data: bytes) -> str:
         return str(view[:end], "utf-8", "replace")
 
 
-def _exec_summary(stdout: str, stderr: str, exit_code: int) -> dict:
+def _exec_summary(stdout: str, stderr: str, exit_code: int, lines: bool = True) -> dict:
+    """exec's summary; ``lines=False`` leaves ``stdout_lines`` out (nothing reads it: a million
+    lines of output are a million strings, about 60 MB)."""
     stdout = stdout.rstrip("\n")
     stderr = stderr.rstrip("\n")
+    if not lines:
+        return {"stdout": stdout, "stderr": stderr, "exit_code": exit_code}
     return {"stdout": stdout, "stderr": stderr, "stdout_lines": output_lines(stdout), "exit_code": exit_code}
 
 
@@ -417,7 +423,8 @@ class Exec:
         limit_hit = limit_hit or launch.finish()
         signal_rc = rc
         rc = 128 - rc if rc < 0 else rc  # killed by a signal: reported as a shell does, 128 + N
-        summary = _exec_summary(_output_text(out), _output_text(err), rc)
+        summary = _exec_summary(_output_text(out), _output_text(err), rc,
+                                "stdout_lines" not in getattr(ctx, "unread", ()))
         if limit_hit:  # fails whatever the exit code: the child was cut short by its sandbox
             raise ModuleError(f"command {command} stopped: {limit_hit}", summary=summary)
         if rc not in ok_codes:

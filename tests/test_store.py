@@ -539,3 +539,21 @@ def test_odd_text_round_trips(opener: Opener) -> None:
     s.commit_workload("r1", "w", "Failed", odd, "rw", {"stdout": odd, odd: [1e308, -0.0, 2**70]}, 1.0, 2.0)
     run = s.load_run("r1")
     assert run.reasons["w"] == odd and run.registers["rw"] == {"stdout": odd, odd: [1e308, -0.0, 2**70]}
+
+
+def test_non_finite_floats_and_large_text_round_trip(opener: Opener) -> None:
+    """NaN and the infinities come back as they went in (msgspec, which writes a large text
+    faster, would write them as null: such a value is written by json), and so does a register
+    of a million lines."""
+    import math
+
+    s = opener()
+    s.begin_run("r1", PLAN, DIGEST, 1.0)
+    big = "\n".join(str(i) for i in range(1_000_000))
+    s.commit_workloads("r1", [("w", "Completed", None, "rw", {"v": [float("nan"), float("inf"), -float("inf")]},
+                               1.0, 2.0),
+                              ("x", "Completed", None, "rx", {"stdout": big, "exit_code": 0, "error": None}, 1.0, 2.0)])
+    run = s.load_run("r1")
+    nan, inf, ninf = run.registers["rw"]["v"]
+    assert math.isnan(nan) and inf == float("inf") and ninf == -float("inf")
+    assert run.registers["rx"] == {"stdout": big, "exit_code": 0, "error": None}

@@ -14,6 +14,7 @@ def _count(what: str) -> dict:
 GENERATE_FROM_LIST = ModuleSpec(
     name="data:generate_from_list",
     layer="L4",
+    pure=True,
     description="Producer: emit one record per list item (maps as they are, other values as "
     "{item: value}).",
     params_schema=s.params(
@@ -34,6 +35,7 @@ PARSE_FORMATS = ("json", "yaml", "csv", "text_lines", "regex", "logfmt")
 PARSE = ModuleSpec(
     name="data:parse",
     layer="L4",
+    pure=True,
     description="Producer: parse a text blob into records (json, yaml, csv, text_lines, regex, "
     "logfmt).",
     params_schema=s.params(
@@ -101,6 +103,7 @@ PARSE = ModuleSpec(
 MAP = ModuleSpec(
     name="data:map",
     layer="L4",
+    pure=True,
     description="Transform each record with a template that renders a JSON object.",
     params_schema=s.params(
         {
@@ -125,6 +128,7 @@ MAP = ModuleSpec(
 FILTER = ModuleSpec(
     name="data:filter",
     layer="L4",
+    pure=True,
     description="Forward, unchanged, the records whose condition is truthy.",
     params_schema=s.params(
         {
@@ -147,6 +151,7 @@ FILTER = ModuleSpec(
 JOIN = ModuleSpec(
     name="data:join",
     layer="L4",
+    pure=True,
     description="Hash-join two or more streams on a key (inner, left, right, outer).",
     params_schema=s.params(
         {
@@ -230,6 +235,7 @@ JOIN = ModuleSpec(
 AGGREGATE = ModuleSpec(
     name="data:aggregate",
     layer="L4",
+    pure=True,
     description="Group records and aggregate them over tumbling windows (by time or count) or "
     "the whole stream.",
     params_schema=s.params(
@@ -287,6 +293,7 @@ AGGREGATE = ModuleSpec(
 FORMAT = ModuleSpec(
     name="data:format",
     layer="L4",
+    pure=True,
     description="Sink: serialise a whole stream to one string (json, yaml, csv, text, "
     "html_table).",
     params_schema=s.params(

@@ -28,7 +28,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jinja2
 from gxo.compiler.expr import ast
@@ -57,6 +57,9 @@ class CodegenItem:
     #: a data:map template: when its text is JSON-shaped, build the record directly (no text
     #: round trip, design.md section 10); other templates render as usual
     json_record: bool = False
+    #: ``json_column`` of that template (its one field's name), or "": the function returns
+    #: the field's value alone (``Expression.column``)
+    column: str = ""
     #: computed from a secret (the taint map): the root names it reads that carry one; each
     #: template action reading a secret or one of them is passed to ``c.taint`` (tracked for
     #: redaction) before it is used.  None: not tainted.
@@ -718,36 +721,14 @@ class _Fn:
 
     # -- entry --------------------------------------------------------------------------------
 
-    def json_record(self, tree: ast.Template) -> str | None:
+    def json_record(self, tree: ast.Template, column: str = "") -> str | None:
         """Python source that builds the JSON object a template's text spells, with each action's
         value in place (native where an action is a whole JSON value, text inside a string), or
-        None when the text is not JSON-shaped with actions only in value positions."""
-        if tree.single is not None or not all(isinstance(p, (ast.Text, ast.Action)) for p in tree.parts):
+        None when the text is not JSON-shaped with actions only in value positions.  With
+        ``column`` (``json_column``), the source of that one field's value alone."""
+        shape = record_shape(tree)
+        if shape is None:
             return None
-        out: list[str] = []
-        in_str = esc = False
-        for i, part in enumerate(tree.parts):
-            if isinstance(part, ast.Action):
-                mark = f"\u0001{i}\u0001"
-                out.append(mark if in_str else f'"{mark}"')
-                continue
-            for ch in part.text:
-                if in_str:
-                    if esc:
-                        esc = False
-                    elif ch == "\\":
-                        esc = True
-                    elif ch == '"':
-                        in_str = False
-                elif ch == '"':
-                    in_str = True
-                out.append(ch)
-        try:
-            shape = json.loads("".join(out), strict=False)  # the marks are control characters
-        except (ValueError, RecursionError):
-            return None
-        if not isinstance(shape, dict) or _nests_deeper(shape, MAX_DEPTH):
-            return None  # too deep for generated source: the text round trip builds it
         marker = re.compile("\u0001([0-9]+)\u0001")
 
         def build(v: object) -> str | None:
@@ -785,6 +766,8 @@ class _Fn:
                 return _const(v)
             return None
 
+        if column:
+            return build(shape[column])
         return build(shape)
 
     def function(self, item: CodegenItem) -> list[str]:
@@ -796,7 +779,7 @@ class _Fn:
             self.emit(f"return {v.src}")
         elif isinstance(tree, ast.Template):
             self.reassigned = _reassigned(tree.parts, set())
-            record = self.json_record(tree) if item.json_record else None
+            record = self.json_record(tree, item.column) if item.json_record else None
             if record is not None:
                 self.emit(f"return {record}")
             elif item.native and not item.as_text and tree.single is not None:
@@ -822,6 +805,60 @@ class _Fn:
                 lines.append(f"        {call}")
         lines.append("    raise")
         return lines
+
+
+def record_shape(tree: ast.Template) -> Any:
+    """The JSON object a template's text spells, each action standing as a mark (its part's
+    index between two U+0001), or None when the text is not a JSON object with actions only
+    where values are (``_Fn.json_record`` builds the record from it)."""
+    if tree.single is not None or not all(isinstance(p, (ast.Text, ast.Action)) for p in tree.parts):
+        return None
+    out: list[str] = []
+    in_str = esc = False
+    for i, part in enumerate(tree.parts):
+        if isinstance(part, ast.Action):
+            mark = f"\u0001{i}\u0001"
+            out.append(mark if in_str else f'"{mark}"')
+            continue
+        for ch in part.text:
+            if in_str:
+                if esc:
+                    esc = False
+                elif ch == "\\":
+                    esc = True
+                elif ch == '"':
+                    in_str = False
+            elif ch == '"':
+                in_str = True
+            out.append(ch)
+    try:
+        shape = json.loads("".join(out), strict=False)  # the marks are control characters
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(shape, dict) or _nests_deeper(shape, MAX_DEPTH):
+        return None  # too deep for generated source: the text round trip builds it
+    return shape
+
+
+def json_column(tree: ast.Template) -> str:
+    """The field of a data:map template whose text spells a record of exactly one field with a
+    constant name (``{"n": {{ int .line }}}``), else "": its function can return that field's
+    value alone, and the records go on as one field's values (``Expression.column``)."""
+    shape = record_shape(tree)
+    if not isinstance(shape, dict) or len(shape) != 1:
+        return ""
+    (key,) = shape
+    return key if "\u0001" not in key and not _computed_keys(shape[key]) else ""
+
+
+def _computed_keys(v: object) -> bool:
+    """Whether a key inside ``v`` is computed (``json_record`` leaves such a record to the text
+    round trip)."""
+    if isinstance(v, dict):
+        return any("\u0001" in k or _computed_keys(x) for k, x in v.items())
+    if isinstance(v, list):
+        return any(_computed_keys(x) for x in v)
+    return False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from gxo.compiler import types as T
-from gxo.compiler.codegen import CodegenItem
+from gxo.compiler.codegen import CodegenItem, json_column
 from gxo.compiler.expr import ast
 from gxo.compiler.loader import MapNode, ScalarNode, SeqNode, YNode, to_plain
 from gxo.compiler.model import ExprSite
@@ -225,20 +225,25 @@ class _Lowerer:
             as_text = self.as_text(site, w)
             span = self.span(site.node)
             text = site.node.value if isinstance(site.node.value, str) else ""
-            exprs.append(P.Expression(
-                id=eid, workload=w.name if w is not None else "", where=site.where, mode=site.mode,
-                native=native, as_text=as_text, per_record=site.per_record, secret=id(site.node) in self.tainted,
-                span=span, text=text,
-            ))
             owner = f" of '{w.name}'" if w is not None else ""
             module = site.step.uses if site.step is not None else (w.module if w is not None else "")
             json_record = module == "data:map" and site.param_path == ("template",)
+            # a data:map workload's per-record template of one field: its function returns the
+            # value, and the records go on as that field's values (Expression.column)
+            column = json_column(tree) if json_record and site.step is None and site.per_record \
+                and w is not None and w.stream_inputs and isinstance(tree, ast.Template) else ""
+            exprs.append(P.Expression(
+                id=eid, workload=w.name if w is not None else "", where=site.where, mode=site.mode,
+                native=native, as_text=as_text, per_record=site.per_record, secret=id(site.node) in self.tainted,
+                span=span, text=text, column=column,
+            ))
             # record expressions (per record, or a pipeline step's) are not tracked per record
             taint = self.tainted.get(id(site.node)) if not site.per_record and site.step is None else None
             # evaluated per record, or per item of the workload's loop (its params): native
             hot = site.per_record or (w is not None and w.is_looped and site.param_path is not None)
             items.append(CodegenItem(id=eid, tree=tree, native=native, as_text=as_text,
-                                     source=f"{span} {site.where}{owner}", json_record=json_record, taint=taint, hot=hot,
+                                     source=f"{span} {site.where}{owner}", json_record=json_record, column=column,
+                                     taint=taint, hot=hot,
                                      site=f"{w.name if w is not None else ''} {site.where}"))
         return exprs, items
 

@@ -43,7 +43,7 @@ else:
 from gxo.runtime._state_cy import deep_copy as _deep_copy
 
 __all__ = ["RecordFn", "aggregate_batch", "copy_batch", "error_text", "field_records", "filter_batch",
-           "fn_int", "line_values", "map_batch", "map_values"]
+           "filter_values", "fn_int", "line_values", "map_batch", "map_values", "sum_values"]
 
 # how a RecordFn calls its function
 _PLAIN = 0  # fn(record)
@@ -60,12 +60,20 @@ class RecordFn:
     _ctx: object
     _scope: object
     _mode: cython.int
+    _column: str
 
-    def __init__(self, fn: Any, ctx: Any, scope: Any = None) -> None:
+    def __init__(self, fn: Any, ctx: Any, scope: Any = None, column: str = "") -> None:
         self._fn = fn
         self._ctx = ctx
         self._scope = scope
         self._mode = _BOUND if scope is None else _OVER_SCOPE
+        self._column = column
+
+    @property
+    def column(self) -> str:
+        """The field of the record ``{column: value}`` whose value alone ``fn`` returns (a
+        data:map template of one field: ``Expression.column``), or ""."""
+        return self._column
 
     @staticmethod
     def plain(fn: Any) -> "RecordFn":
@@ -77,7 +85,9 @@ class RecordFn:
         return r
 
     def __call__(self, record: Any) -> Any:
-        return _apply(self, record)
+        """The template's value for ``record``: with a column, the record ``{column: value}``."""
+        value = _apply(self, record)
+        return {self._column: value} if self._column else value
 
     # Params are deep-copied for workloads that read state; the function and the run's
     # expression context are shared, never copied.
@@ -113,15 +123,17 @@ def map_batch(f: RecordFn, batch: list, base: cython.Py_ssize_t, producer: str, 
               as_record: Any) -> list:
     """``f`` applied to every record of ``batch``: the values that are dicts as they are, any
     other value through ``as_record``; a record whose call raises is reported to ``errors``
-    at position ``base + i`` and left out."""
+    at position ``base + i`` and left out.  With ``f.column``, the values as ``f`` gives them
+    (the records ``{column: value}``, not built)."""
     result: list = []
     n: cython.Py_ssize_t = len(batch)
     i: cython.Py_ssize_t = 0
+    raw: cython.bint = len(f._column) != 0
     while i < n:
         try:
             while i < n:
                 value = _apply(f, batch[i])
-                if type(value) is not dict:
+                if not raw and type(value) is not dict:
                     value = as_record(value)
                 result.append(value)
                 i += 1
@@ -142,6 +154,7 @@ def map_values(f: RecordFn, field: str, values: list, base: cython.Py_ssize_t, p
     result: list = []
     n: cython.Py_ssize_t = len(values)
     i: cython.Py_ssize_t = 0
+    raw: cython.bint = len(f._column) != 0
     scope: dict = {field: None}
     free: cython.Py_ssize_t = _refs(scope)  # held by this function alone
     while i < n:
@@ -149,7 +162,7 @@ def map_values(f: RecordFn, field: str, values: list, base: cython.Py_ssize_t, p
             while i < n:
                 scope[field] = values[i]
                 value = _apply(f, scope)
-                if type(value) is not dict:
+                if not raw and type(value) is not dict:
                     value = as_record(value)
                 result.append(value)
                 i += 1
@@ -162,6 +175,35 @@ def map_values(f: RecordFn, field: str, values: list, base: cython.Py_ssize_t, p
             scope = {field: None}  # the exception's frames may hold the old one
             free = _refs(scope)
     return result
+
+
+def filter_values(f: RecordFn, field: str, values: list, base: cython.Py_ssize_t, producer: str,
+                  errors: Any) -> list:
+    """``filter_batch`` over the records ``{field: value}`` of ``values``, without building
+    them: the values of the records kept.  ``f`` sees each value in a scope map that is reused
+    as ``map_values`` reuses it (a new one after a call that kept or changed it)."""
+    kept: list = []
+    n: cython.Py_ssize_t = len(values)
+    i: cython.Py_ssize_t = 0
+    scope: dict = {field: None}
+    free: cython.Py_ssize_t = _refs(scope)  # held by this function alone
+    while i < n:
+        try:
+            while i < n:
+                v = values[i]
+                scope[field] = v
+                if _apply(f, scope):
+                    kept.append(v)
+                i += 1
+                if _refs(scope) != free or len(scope) != 1:
+                    scope = {field: None}  # kept or changed by the call: a new one
+                    free = _refs(scope)
+        except Exception as exc:  # noqa: BLE001 - a record error: the record is dropped
+            errors.report(base + i, producer, error_text(exc))
+            i += 1
+            scope = {field: None}  # the exception's frames may hold the old one
+            free = _refs(scope)
+    return kept
 
 
 def field_records(field: str, values: list) -> list:
@@ -373,6 +415,34 @@ def _sum_ungrouped(batch: list, base: cython.Py_ssize_t, producer: str, errors: 
         v = _fields_of(record).get(src)
         if not _is_number(v):
             errors.report(base + i, producer, bad_number(record, src))
+            continue
+        if g is None:
+            g = [(), 1, [v], [v], [v]]
+            groups[()] = g
+            count = 1
+            total = v
+        else:
+            count += 1
+            total = total + v
+    if g is not None:
+        g[1] = count
+        g[2][0] = total
+
+
+def sum_values(values: list, base: cython.Py_ssize_t, producer: str, errors: Any, field: str,
+               groups: dict, bad_number: Any) -> None:
+    """``aggregate_batch``'s ``_sum_ungrouped`` over the records ``{field: value}`` of
+    ``values`` whose ``field`` is the one source field, without building them (a record is
+    built only to word the error of a value that is not a number)."""
+    n: cython.Py_ssize_t = len(values)
+    i: cython.Py_ssize_t
+    g: Any = groups.get(())
+    count: cython.Py_ssize_t = 0 if g is None else g[1]
+    total: Any = None if g is None else g[2][0]
+    for i in range(n):
+        v = values[i]
+        if not _is_number(v):
+            errors.report(base + i, producer, bad_number({field: v}, field))
             continue
         if g is None:
             g = [(), 1, [v], [v], [v]]

@@ -255,7 +255,9 @@ class Kernel:
             # record's fields at the top (join keys: over the state)
             # the compiled function itself, no text conversion: the module takes the value as it
             # is (a data:map template builds its record directly)
-            return RecordFn(self.fns[eid], self.ectx, scope if self.record_exprs[eid] else None)
+            # (a template of one field returns the field's value: the RecordFn names the field)
+            return RecordFn(self.fns[eid], self.ectx, scope if self.record_exprs[eid] else None,
+                            self.exprs[eid].column)
         if eid in self.deferred:
             # a per-result condition (http:request success_when): the module calls it with the
             # result's fields laid over the state
@@ -270,7 +272,10 @@ class Kernel:
 
     def call_now(self, eid: str, scope: Any) -> Any:
         value = self.fns[eid](scope, self.ectx)
-        if self.exprs[eid].as_text and not isinstance(value, str):
+        e = self.exprs[eid]
+        if e.column:  # a one-field record template called once, not per record: the record
+            value = {e.column: value}
+        if e.as_text and not isinstance(value, str):
             value = text(value)
         return value
 

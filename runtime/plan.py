@@ -27,7 +27,8 @@ version  change
          concurrency)
 3        a field that holds its default is left out (a no-op workload is ``name``, ``index``,
          ``module``, ``module_version``, ``lifecycle: {"policy": ...}``, ``params``,
-         ``retry: {}`` and ``span``); the decoder fills it in
+         ``retry: {}`` and ``span``); the decoder fills it in; ``Workload.register_reads``;
+         ``Expression.column``
 =======  ==========================================================
 """
 
@@ -81,6 +82,9 @@ class Expression(IR, kw_only=True):
     secret: bool  # tainted: its value depends on a secret (directly, through vars, registers, functions)
     span: SourceSpan
     text: str = ""  # the expression's source text, for messages, `gxoc show` and `gxoc diff`
+    #: a data:map template that spells a record of one field (``{"n": {{ int .line }}}``): its
+    #: function returns that field's value, and the kernel's ``RecordFn`` says which field
+    column: str = ""
 
 
 class Backoff(IR, kw_only=True):

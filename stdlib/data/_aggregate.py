@@ -14,7 +14,7 @@ class Aggregate:
     async def perform(self, ctx, params):
         import asyncio
 
-        from gxo.runtime._records_cy import aggregate_batch
+        from gxo.runtime._records_cy import aggregate_batch, field_records, sum_values
         from gxo.runtime.exprlib import text
         from gxo.runtime.module import ValidationError
         from gxo.runtime.opstate import operator_state_of
@@ -110,8 +110,21 @@ class Aggregate:
                 stats["groups_emitted"] += len(ready)
                 await out.send_batch([result(g) for g in ready])
 
+        # the records {field: value} handed over as their values (a data:map of one field):
+        # a whole-stream sum of that field reads the values; anything else gets the records
+        one_sum = not fields and len(sources) == 1 and limit == 0 and not minmax
+
+        async def process_fields(producer, field, values) -> None:
+            if not (one_sum and field == sources[0]):
+                await process(producer, field_records(field, values))
+                return
+            base = positions.get(producer, 0)
+            positions[producer] = base + len(values)
+            stats["records_in"] += len(values)
+            sum_values(values, base, producer, errors, field, groups, bad_number)
+
         async def read() -> None:
-            await inputs.each(process)
+            await inputs.each(process, process_fields)
 
         if window is None:
             await read()

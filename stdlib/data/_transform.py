@@ -56,6 +56,9 @@ class Map:
 
         positions: dict = {}
         counts = [0, 0]  # records in, out
+        # a template of one field gives that field's values: the records {column: value} go on
+        # as those values (StreamOutput.send_field: built only for a consumer that needs them)
+        column = fn.column
 
         def position(producer, n) -> int:
             """Where a batch of ``n`` records of ``producer`` starts in its stream."""
@@ -67,7 +70,10 @@ class Map:
             counts[0] += n
             counts[1] += len(result)
             if result:
-                await out.send_batch(result)
+                if column:
+                    await out.send_field(column, result)
+                else:
+                    await out.send_batch(result)
 
         async def process(producer, batch) -> None:
             base = position(producer, len(batch))
@@ -88,7 +94,7 @@ class Filter:
     name = "data:filter"
 
     async def perform(self, ctx, params):
-        from gxo.runtime._records_cy import RecordFn, filter_batch
+        from gxo.runtime._records_cy import RecordFn, filter_batch, filter_values
         from gxo.runtime.exprlib import truthy
         from gxo.runtime.module import ValidationError
         from gxo.runtime.streams import errors_of, output_of
@@ -121,5 +127,16 @@ class Filter:
             if kept:
                 await out.send_batch(kept)
 
-        await inputs.each(process)
+        async def process_fields(producer, field, values) -> None:
+            # the records {field: value} of a producer that hands them over as their values:
+            # the kept ones go on the same way
+            base = positions.get(producer, 0)
+            positions[producer] = base + len(values)
+            kept = filter_values(fn, field, values, base, producer, errors)
+            counts[0] += len(values)
+            counts[1] += len(kept)
+            if kept:
+                await out.send_field(field, kept)
+
+        await inputs.each(process, process_fields)
         return {"records_in": counts[0], "records_out": counts[1]}

@@ -405,28 +405,12 @@ def _sum_ungrouped(batch: list, base: cython.Py_ssize_t, producer: str, errors: 
                    groups: dict, bad_number: Any):  # an object result: exceptions propagate
     """``_aggregate_ungrouped`` with one source field, no count window and no min or max: the
     count and the sum are carried in local variables through the batch (no list per record)."""
+    values: list = []
     n: cython.Py_ssize_t = len(batch)
     i: cython.Py_ssize_t
-    g: Any = groups.get(())
-    count: cython.Py_ssize_t = 0 if g is None else g[1]
-    total: Any = None if g is None else g[2][0]
     for i in range(n):
-        record = batch[i]
-        v = _fields_of(record).get(src)
-        if not _is_number(v):
-            errors.report(base + i, producer, bad_number(record, src))
-            continue
-        if g is None:
-            g = [(), 1, [v], [v], [v]]
-            groups[()] = g
-            count = 1
-            total = v
-        else:
-            count += 1
-            total = total + v
-    if g is not None:
-        g[1] = count
-        g[2][0] = total
+        values.append(_fields_of(batch[i]).get(src))
+    _sum_into(values, batch, base, producer, errors, src, groups, bad_number)
 
 
 def sum_values(values: list, base: cython.Py_ssize_t, producer: str, errors: Any, field: str,
@@ -434,6 +418,15 @@ def sum_values(values: list, base: cython.Py_ssize_t, producer: str, errors: Any
     """``aggregate_batch``'s ``_sum_ungrouped`` over the records ``{field: value}`` of
     ``values`` whose ``field`` is the one source field, without building them (a record is
     built only to word the error of a value that is not a number)."""
+    _sum_into(values, None, base, producer, errors, field, groups, bad_number)
+
+
+@cython.cfunc
+def _sum_into(values: list, records: Any, base: cython.Py_ssize_t, producer: str, errors: Any, src: str,
+              groups: dict, bad_number: Any):  # an object result: exceptions propagate
+    """Count and add ``values`` (the ``src`` values of ``records``, or of the records
+    ``{src: value}`` when None) into the one group ``()`` of ``groups``; a value that is not a
+    number is reported at its position."""
     n: cython.Py_ssize_t = len(values)
     i: cython.Py_ssize_t
     g: Any = groups.get(())
@@ -442,7 +435,7 @@ def sum_values(values: list, base: cython.Py_ssize_t, producer: str, errors: Any
     for i in range(n):
         v = values[i]
         if not _is_number(v):
-            errors.report(base + i, producer, bad_number({field: v}, field))
+            errors.report(base + i, producer, bad_number({src: v} if records is None else records[i], src))
             continue
         if g is None:
             g = [(), 1, [v], [v], [v]]

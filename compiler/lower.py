@@ -168,6 +168,9 @@ class _Lowerer:
         self.ids: dict[int, str] = {}  # id(ScalarNode) -> expression id
         self.sites: list[tuple[ExprSite, MWorkload | None]] = []
         self.tainted = tainted_sites(self.pb, self.an)  # id(node) -> tainted names it reads
+        #: register -> the fields the plan's expressions read of it (None: read whole), made by
+        #: the first ``register_reads``
+        self.register_fields: dict[str | None, set[str] | None] | None = None
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -343,16 +346,26 @@ class _Lowerer:
         that no expression reads them from."""
         if w.register is None or w.is_looped or w.policy != "run_once":
             return None
-        fields: set[str] = set()
-        for refs in self.an.refs.values():
-            for ref in refs:
-                if ref.kind == "root":
-                    return None
-                if ref.kind == "register" and ref.name == w.register:
-                    if len(ref.path) < 2 or not isinstance(ref.path[1], str):
-                        return None
-                    fields.add(ref.path[1])
-        return tuple(sorted(fields))
+        reads = self.register_fields
+        if reads is None:  # once per plan: every register's fields read, None where read whole
+            reads = self.register_fields = {}
+            whole = any(ref.kind == "root" for refs in self.an.refs.values() for ref in refs)
+            for refs in self.an.refs.values():
+                for ref in refs:
+                    if ref.kind != "register":
+                        continue
+                    if whole or len(ref.path) < 2 or not isinstance(ref.path[1], str):
+                        reads[ref.name] = None
+                    else:
+                        fields = reads.setdefault(ref.name, set())
+                        if fields is not None:
+                            fields.add(ref.path[1])
+            if whole:
+                reads[None] = None  # every register, read or not
+        if None in reads:
+            return None
+        fields = reads.get(w.register, set())
+        return None if fields is None else tuple(sorted(fields))
 
     def workload(self, w: MWorkload, level: dict[str, int]) -> P.Workload:
         when_id, disabled = None, False

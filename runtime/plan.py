@@ -259,15 +259,26 @@ def lean(obj: Any) -> Any:
         return obj
     changed = False
     values: dict[str, Any] = {}
-    for f in msgspec.structs.fields(obj):
-        old = getattr(obj, f.name)
+    for name, default in _defaults(type(obj)):
+        old = getattr(obj, name)
         new = lean(old)
-        default = f.default
         if default is not msgspec.NODEFAULT and new is not default and type(new) is type(default) and new == default:
             new = default
         changed = changed or new is not old
-        values[f.name] = new
+        values[name] = new
     return type(obj)(**values) if changed else obj
+
+
+_DEFAULTS: dict[type, tuple[tuple[str, Any], ...]] = {}
+
+
+def _defaults(cls: type) -> tuple[tuple[str, Any], ...]:
+    """(name, default) of each field of the record type ``cls``: ``msgspec.structs.fields``
+    (which reflects over the type hints: slow), once per type."""
+    out = _DEFAULTS.get(cls)
+    if out is None:
+        out = _DEFAULTS[cls] = tuple((f.name, f.default) for f in msgspec.structs.fields(cls))
+    return out
 
 
 def _sorted_tuple(names: list[str]) -> tuple[str, ...]:

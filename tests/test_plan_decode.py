@@ -124,3 +124,23 @@ def encode_manifest_of(record: object) -> bytes:
     import msgspec
 
     return msgspec.json.encode(record)
+
+
+def test_lean_reflects_once_per_record_type(monkeypatch) -> None:
+    """``lean`` looks up each record type's fields once (``msgspec.structs.fields`` reflects over
+    type hints: per object, it cost 1.6 s of a 1,000-workload build)."""
+    import msgspec
+
+    from gxo.runtime import plan as P
+
+    calls: list[type] = []
+    real = msgspec.structs.fields
+
+    def counting(cls):
+        calls.append(cls)
+        return real(cls)
+
+    monkeypatch.setattr(msgspec.structs, "fields", counting)
+    monkeypatch.setattr(P, "_DEFAULTS", {})
+    P.lean(chain(N))
+    assert len(calls) == len(set(calls)) <= 8

@@ -68,6 +68,22 @@ def test_flush_behind_returns_at_once_and_keeps_the_order(tmp_path: Path) -> Non
     store.close()
 
 
+def test_a_small_commit_is_made_at_once_without_a_thread(tmp_path: Path) -> None:
+    store = GatedStore(str(tmp_path / "s.db"))
+    store.begin_run("r1", "p", "digest", 1.0)
+
+    async def main() -> None:
+        rec = Recorder(store, "r1")
+        rec.ended("a", "Completed", None, "a", {"stdout": "x" * 1000, "exit_code": 0}, 1.0, 2.0)
+        rec.flush_behind()
+        assert list(store.done) == ["a"] and rec._writer is None  # committed, here
+        rec.close()
+
+    asyncio.run(main())
+    assert store.threads == {threading.main_thread().name}
+    store.close()
+
+
 def test_a_failed_commit_behind_is_reported_in_the_loop(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path / "s.db"))
     store.begin_run("r1", "p", "digest", 1.0)
@@ -75,7 +91,7 @@ def test_a_failed_commit_behind_is_reported_in_the_loop(tmp_path: Path) -> None:
 
     async def main() -> None:
         rec = Recorder(store, "wrong-run", lambda msg: seen.append((threading.current_thread().name, msg)))
-        rec.ended("a", "Completed", None, None, None, 1.0, 2.0)
+        rec.ended("a", "Completed", None, "a", "x" * 100_000, 1.0, 2.0)  # large: written behind
         rec.flush_behind()
         rec.wait()
         await asyncio.sleep(0)  # the report was handed to the loop's thread

@@ -12,10 +12,11 @@ least once, like any job runner), a committed one never.
 
 A commit that holds a large register (``LARGE``) is written on the store's writer thread
 (``Recorder.flush_behind``) while the run goes on, and waited for (``Recorder.flush``) before a
-workload with effects starts and at the end of the run; a small one is made at once.  What may start before it is durable has no effects: a pure module (``ModuleSpec.pure``:
-the ``data:*`` transforms), whose work a resumed run simply does again.  SQLite writes and syncs
-without Python's lock, so a large register (a million lines of a program's output) is committed
-on the other core while the records flow.  Commits keep their order: one writer.
+workload with effects starts and at the end of the run; a small one is made at once.  What may
+start before it is durable has no effects: a pure module (``ModuleSpec.pure``: the ``data:*``
+transforms), whose work a resumed run simply does again.  SQLite writes and syncs without
+Python's lock, so a large register (a million lines of a program's output) is committed on the
+other core while the records flow.  Commits keep their order: one writer.
 
 Values are stored as the state holds them: registers are redacted before they are stored, so a
 secret never reaches the database, sealed or not (``gxo.runtime.store``).

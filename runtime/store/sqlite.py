@@ -143,8 +143,9 @@ def _msgspec_encode(value: Any) -> bytes:
 
 
 def _finite(value: Any) -> bool:
-    """Whether ``value`` holds no NaN or infinity (msgspec writes those as null, json as NaN
-    and Infinity, which it reads back) and no deeper nesting than a store value should have."""
+    """Whether msgspec may write ``value``: plain JSON types only, no NaN or infinity (msgspec
+    writes those as null, json as NaN and Infinity, which it reads back), at most a million
+    items (beyond, json writes it and words any error)."""
     stack = [value]
     seen = 0
     while stack:

@@ -557,3 +557,41 @@ def test_non_finite_floats_and_large_text_round_trip(opener: Opener) -> None:
     nan, inf, ninf = run.registers["rw"]["v"]
     assert math.isnan(nan) and inf == float("inf") and ninf == -float("inf")
     assert run.registers["rx"] == {"stdout": big, "exit_code": 0, "error": None}
+
+
+def test_large_texts_of_a_register_round_trip(opener: Opener) -> None:
+    """A register's large texts are set into its JSON by SQLite (``json_set``, where the
+    store is not sealed): every character comes back, as it does through the other paths (a
+    non-ASCII text, a key that is no plain name)."""
+    odd = "".join(chr(c) for c in range(128)) * 600  # every ASCII character: quotes, \\, controls
+    wide = "caf\u00e9 \U0001f600\n" * 8000  # not ASCII
+    s = opener()
+    s.begin_run("r1", PLAN, DIGEST, 1.0)
+    values = {
+        "w1": {"stdout": odd, "stderr": "", "n": 1.5, "items": [1, None, True]},
+        "w2": {"stdout": wide, "exit_code": 0},
+        "w3": {"a.b": odd, "c": odd},
+        "w4": odd,
+    }
+    s.commit_workloads("r1", [(k, "Completed", None, f"r{k}", v, 1.0, 2.0) for k, v in values.items()])
+    s.commit_workload("r1", "w5", "Completed", None, "rw5", {"stdout": odd}, 1.0, 2.0)
+    run = s.load_run("r1")
+    for k, v in values.items():
+        assert run.registers[f"r{k}"] == v, k
+    assert run.registers["rw5"] == {"stdout": odd}
+    assert list(run.registers["rw1"]) == ["stdout", "stderr", "n", "items"]  # the order of the keys
+
+
+def test_sqlite_sets_a_large_text_into_the_json_itself(tmp_path: Path) -> None:
+    """Where the store is clear, SQLite escapes a large text (``json_set``), not Python, whose
+    lock a commit on the writer thread would hold meanwhile; a small register is not touched."""
+    s = SqliteStore(str(tmp_path / "x.db"))
+    statements: list[str] = []
+    s._conn.set_trace_callback(statements.append)
+    s.begin_run("r1", PLAN, DIGEST, 1.0)
+    s.commit_workloads("r1", [("big", "Completed", None, "rb", {"stdout": "7\n" * 40_000, "exit_code": 0}, 1.0, 2.0),
+                              ("small", "Completed", None, "rs", {"stdout": "7"}, 1.0, 2.0)])
+    assert [q for q in statements if "json_set" in q and "'big'" in q]
+    assert not [q for q in statements if "json_set" in q and "'small'" in q]
+    assert s.load_run("r1").registers["rb"] == {"stdout": "7\n" * 40_000, "exit_code": 0}
+    s.close()

@@ -170,6 +170,33 @@ def _finite(value: Any) -> bool:
 
 _INF = float("inf")
 
+#: a text of a register at least this long is set into its JSON by SQLite (``_Texts``)
+LARGE_TEXT = 1 << 16
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class _Texts:
+    """A register's JSON with ``null`` where its large texts go, and those texts by key."""
+
+    __slots__ = ("json", "texts")
+
+    def __init__(self, json_text: str, texts: dict[str, str]) -> None:
+        self.json = json_text
+        self.texts = texts
+
+
+def _large_texts(value: Any) -> dict[str, str] | None:
+    """The large texts at the top level of a register map, by key, where SQLite can write them
+    as they are (ASCII: nothing for a lone surrogate to trip on; a plain key for its JSON
+    path); None when there is none or the rest is not plain JSON (``_finite``)."""
+    if type(value) is not dict:
+        return None
+    texts = {k: v for k, v in value.items()
+             if type(v) is str and len(v) >= LARGE_TEXT and v.isascii() and type(k) is str and _PLAIN_KEY.fullmatch(k)}
+    if not texts or not _finite({k: v for k, v in value.items() if k not in texts}):
+        return None
+    return texts
+
 
 class SqliteStore:
     """A ``RunStore`` in one SQLite database (see the module docstring)."""
@@ -426,9 +453,30 @@ class SqliteStore:
         if reason is not None:
             why = self._seal_text(self._dumps(reason, f"the reason of {name}"), ("workloads", run_id, name, "reason"))
         if register_key is not None:
-            value = self._seal_text(self._dumps(register_value, f"the register of {name}"),
-                                    ("workloads", run_id, name, "register_value"))
+            texts = None if self.sealed else _large_texts(register_value)
+            if texts:  # SQLite writes the large texts into the JSON itself (_Texts)
+                value = _Texts(_msgspec_encode({k: None if k in texts else v for k, v in register_value.items()})
+                               .decode("utf-8"), texts)
+            else:
+                value = self._seal_text(self._dumps(register_value, f"the register of {name}"),
+                                        ("workloads", run_id, name, "register_value"))
         return (run_id, name, status, why, register_key, value, started, ended)
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+        """Insert (or replace) encoded workload rows (``_workload_row``); a register with
+        large texts has them set into its JSON by SQLite (``json_set``): escaping a million
+        lines of output there takes no Python lock, while the run goes on in another thread."""
+        plain = [row for row in rows if not isinstance(row[5], _Texts)]
+        if plain:
+            db.executemany(_COMMIT, plain)
+        for row in rows:
+            texts = row[5]
+            if isinstance(texts, _Texts):
+                args: list[Any] = []
+                for key, text in texts.texts.items():
+                    args += [f'$."{key}"', text]
+                db.execute(_COMMIT_TEXTS.format(", ?" * len(args)), (*row[:5], texts.json, *args, *row[6:]))
 
     def commit_workload(self, run_id: str, name: str, status: str, reason: str | None,
                         register_key: str | None, register_value: Any, started: float | None,
@@ -437,7 +485,7 @@ class SqliteStore:
 
         def go() -> None:
             try:  # one statement: atomic and durable on its own (autocommit)
-                self._conn.execute(_COMMIT, row)
+                self._insert(self._conn, [row])
             except sqlite3.IntegrityError:
                 raise UnknownRun(run_id, self.path) from None
 
@@ -451,7 +499,7 @@ class SqliteStore:
         def go() -> None:
             try:
                 with self._transaction() as db:
-                    db.executemany(_COMMIT, encoded)
+                    self._insert(db, encoded)
             except sqlite3.IntegrityError:
                 raise UnknownRun(run_id, self.path) from None
 
@@ -665,6 +713,9 @@ class SqliteStore:
 
 _COMMIT = ("INSERT OR REPLACE INTO workloads (run_id, name, status, reason, register_key, register_value, started, "
            "ended) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+#: _COMMIT for a register whose large texts SQLite sets into its JSON: json_set(?, path, text, ...)
+_COMMIT_TEXTS = ("INSERT OR REPLACE INTO workloads (run_id, name, status, reason, register_key, register_value, "
+                 "started, ended) VALUES (?, ?, ?, ?, ?, json_set(?{}), ?, ?)")
 _SUMMARY = ("SELECT r.run_id, r.plan_name, r.started, r.ended, r.status, r.failures, r.resumed_from, r.owner, "
             "(SELECT count(*) FROM workloads w WHERE w.run_id=r.run_id AND w.status='Failed') FROM runs r")
 

@@ -24,7 +24,6 @@ secret never reaches the database, sealed or not (``gxo.runtime.store``).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -36,7 +35,9 @@ def plan_digest(plan: Any) -> str:
     """The identity of a plan's content: a resumed run must have the same."""
     from gxo.runtime.plan import encode_manifest
 
-    return hashlib.sha256(encode_manifest(plan)).hexdigest()
+    from gxo.runtime.planfile import sha256_hex
+
+    return sha256_hex(encode_manifest(plan))
 
 
 def _derived(module: str) -> dict[str, tuple[str, Callable[[Any], Any]]]:

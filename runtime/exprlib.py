@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import math
 import os
@@ -993,7 +992,9 @@ def fn_b64dec(s: object) -> str:
 
 
 def fn_sha256(s: object) -> str:
-    return hashlib.sha256(_need_str("sha256", "S", s).encode("utf-8")).hexdigest()
+    from gxo.runtime.planfile import sha256_hex
+
+    return sha256_hex(_need_str("sha256", "S", s).encode("utf-8"))
 
 
 def fn_dict(*args: object) -> dict[str, object]:

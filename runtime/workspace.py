@@ -26,7 +26,6 @@ import errno
 import fcntl
 import os
 import re
-import secrets
 import shutil
 import stat
 import time
@@ -252,7 +251,7 @@ class Workspace:
         else:
             base = _ensure_root(root or default_root())
         for _ in range(16):
-            name = secrets.token_hex(16)
+            name = os.urandom(16).hex()
             path = os.path.join(base, name)
             lock_path = path + _LOCK_SUFFIX
             if os.path.lexists(path) or os.path.lexists(lock_path):
@@ -349,7 +348,7 @@ class AllowedView:
 
 def _make_locked_tmp(base: str) -> tuple[int, str]:
     for _ in range(16):
-        tmp = os.path.join(base, _TMP_PREFIX + secrets.token_hex(8))
+        tmp = os.path.join(base, _TMP_PREFIX + os.urandom(8).hex())
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
                          0o600)

@@ -395,3 +395,25 @@ def test_plan_reader_does_not_import_zipfile(plan: Path) -> None:
             "assert not {'zipfile', 'bz2', 'lzma'} & set(sys.modules), sorted(sys.modules)\n")
     proc = subprocess.run(check=False, args=[sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_sha256_hex_small_and_large() -> None:
+    """Small data through the interpreter's built-in SHA-256, large through OpenSSL's: the same
+    digests as hashlib's."""
+    import hashlib
+
+    for data in (b"", b"abc", os.urandom(1000), os.urandom((1 << 20) - 1), os.urandom((1 << 20) + 7)):
+        assert F.sha256_hex(data) == hashlib.sha256(data).hexdigest()
+
+
+def test_the_native_shards_folder_is_private_and_removed(tmp_path: Path, monkeypatch) -> None:
+    """Shards are copied for loading into a new 0700 folder of $TMPDIR (``_private_dir``,
+    without tempfile), which ``_remove_dir`` removes with what it holds."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    path = F._private_dir("gxo-native-")
+    assert os.path.dirname(path) == str(tmp_path) and os.path.basename(path).startswith("gxo-native-")
+    assert os.stat(path).st_mode & 0o777 == 0o700
+    assert F._private_dir("gxo-native-") != path
+    Path(path, "x.so").write_bytes(b"x")
+    F._remove_dir(path)
+    assert not os.path.exists(path)

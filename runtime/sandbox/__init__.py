@@ -304,12 +304,11 @@ def _program(key: str, profile: dict[str, Any]) -> bytes:
     """The compiled filter of ``profile``: from the per-user cache (keyed by the profile, the
     machine's architecture and the files that build filters), else compiled by libseccomp and cached.  A warm
     run then never imports pyseccomp (its import runs ldconfig: tens of milliseconds)."""
-    import hashlib
-
+    from gxo.runtime.planfile import sha256_hex
     from gxo.runtime.sandbox import bpf
 
     version = _version()
-    digest = hashlib.sha256(f"{key}\0{os.uname().machine}\0{version}".encode()).hexdigest()
+    digest = sha256_hex(f"{key}\0{os.uname().machine}\0{version}".encode())
     cache = _cache_dir()
     if cache is not None:
         try:

@@ -21,7 +21,6 @@ error becomes a ``StoreError`` naming the file.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -102,7 +101,9 @@ def default_state_dir(environ: Mapping[str, str] | None = None) -> str:
 def database_path(state_dir: str, plan_name: str) -> str:
     """The database of the plan named ``plan_name`` under ``state_dir``."""
     safe = _UNSAFE.sub("_", plan_name).strip("._")[:64] or "plan"
-    digest = hashlib.sha256(plan_name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    from gxo.runtime.planfile import sha256_hex
+
+    digest = sha256_hex(plan_name.encode("utf-8", "surrogatepass"))[:12]
     return os.path.join(state_dir, f"{safe}-{digest}{DB_SUFFIX}")
 
 

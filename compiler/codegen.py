@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
 import re
 from collections.abc import Sequence
@@ -33,9 +32,8 @@ from typing import Any, NamedTuple
 import jinja2
 from gxo.compiler.expr import ast
 from gxo.compiler.expr.functions import FUNCTIONS as SIGNATURES
-from gxo.compiler.expr.parser import MAX_DEPTH
+from gxo.compiler.records import record_shape
 from gxo.runtime.limits import MAX_INT_BITS, MAX_TEXT_CHARS
-from gxo.runtime.limits import nests_deeper as _nests_deeper
 from gxo.compiler.types import BOOL, FLOAT, INT, STR
 from gxo.runtime import exprlib
 
@@ -805,60 +803,6 @@ class _Fn:
                 lines.append(f"        {call}")
         lines.append("    raise")
         return lines
-
-
-def record_shape(tree: ast.Template) -> Any:
-    """The JSON object a template's text spells, each action standing as a mark (its part's
-    index between two U+0001), or None when the text is not a JSON object with actions only
-    where values are (``_Fn.json_record`` builds the record from it)."""
-    if tree.single is not None or not all(isinstance(p, (ast.Text, ast.Action)) for p in tree.parts):
-        return None
-    out: list[str] = []
-    in_str = esc = False
-    for i, part in enumerate(tree.parts):
-        if isinstance(part, ast.Action):
-            mark = f"\u0001{i}\u0001"
-            out.append(mark if in_str else f'"{mark}"')
-            continue
-        for ch in part.text:
-            if in_str:
-                if esc:
-                    esc = False
-                elif ch == "\\":
-                    esc = True
-                elif ch == '"':
-                    in_str = False
-            elif ch == '"':
-                in_str = True
-            out.append(ch)
-    try:
-        shape = json.loads("".join(out), strict=False)  # the marks are control characters
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(shape, dict) or _nests_deeper(shape, MAX_DEPTH):
-        return None  # too deep for generated source: the text round trip builds it
-    return shape
-
-
-def json_column(tree: ast.Template) -> str:
-    """The field of a data:map template whose text spells a record of exactly one field with a
-    constant name (``{"n": {{ int .line }}}``), else "": its function can return that field's
-    value alone, and the records go on as one field's values (``Expression.column``)."""
-    shape = record_shape(tree)
-    if not isinstance(shape, dict) or len(shape) != 1:
-        return ""
-    (key,) = shape
-    return key if "\u0001" not in key and not _computed_keys(shape[key]) else ""
-
-
-def _computed_keys(v: object) -> bool:
-    """Whether a key inside ``v`` is computed (``json_record`` leaves such a record to the text
-    round trip)."""
-    if isinstance(v, dict):
-        return any("\u0001" in k or _computed_keys(x) for k, x in v.items())
-    if isinstance(v, list):
-        return any(_computed_keys(x) for x in v)
-    return False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from gxo.compiler import types as T
-from gxo.compiler.codegen import CodegenItem, json_column
+from gxo.compiler.codegen import CodegenItem
+from gxo.compiler.records import json_column
 from gxo.compiler.expr import ast
 from gxo.compiler.loader import MapNode, ScalarNode, SeqNode, YNode, to_plain
 from gxo.compiler.model import ExprSite

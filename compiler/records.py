@@ -134,35 +134,22 @@ def _item_record(v: object) -> T.Type:
     return T.MapT((("item", T.of_value(v)),))
 
 
-_PLACEHOLDER = "\u0000{}\u0000"
-
-
-def template_record_type(tree: ast.Template, text: str) -> T.Type:
-    """The record type a ``data:map`` template builds when its text is JSON-shaped.
-
-    Each action becomes a placeholder; if the text then parses as a JSON object, its keys are
-    the record's fields (a field that is exactly one action gets ``any``; literal values their
-    own type).  Any other template yields an open record."""
-    if tree.single is not None:
-        return T.MapT((), open=True)
-    pieces: list[str] = []
-    for i, part in enumerate(tree.parts):
-        if isinstance(part, ast.Text):
-            pieces.append(part.text)
-        elif isinstance(part, ast.Action):
-            pieces.append(_PLACEHOLDER.format(i))
-        else:
-            return T.MapT((), open=True)
-    # an action outside a JSON string becomes a quoted placeholder, inside one a bare one
+def record_shape(tree: ast.Template) -> dict | None:
+    """The JSON object a ``data:map`` template's text spells, each action standing as a mark
+    (its part's index between two U+0001: quoted outside a JSON string, bare inside one), or
+    None when the text is not a JSON object with actions only where values are.  The record
+    type (``template_record_type``) and the generated code (``codegen``'s ``json_record``,
+    ``json_column``) read the template through it."""
+    if tree.single is not None or not all(isinstance(p, (ast.Text, ast.Action)) for p in tree.parts):
+        return None
     out: list[str] = []
     in_str = esc = False
-    for piece in pieces:
-        m = re.fullmatch("\u0000([0-9]+)\u0000", piece)
-        if m:
-            mark = f"\u0001{m.group(1)}\u0001"
+    for i, part in enumerate(tree.parts):
+        if isinstance(part, ast.Action):
+            mark = f"\u0001{i}\u0001"
             out.append(mark if in_str else f'"{mark}"')
             continue
-        for ch in piece:
+        for ch in part.text:
             if in_str:
                 if esc:
                     esc = False
@@ -173,12 +160,44 @@ def template_record_type(tree: ast.Template, text: str) -> T.Type:
             elif ch == '"':
                 in_str = True
             out.append(ch)
-    candidate = "".join(out)
     try:
-        value = json.loads(candidate, strict=False)  # placeholders are control characters
+        shape = json.loads("".join(out), strict=False)  # the marks are control characters
     except (ValueError, RecursionError):
-        return T.MapT((), open=True)
-    if not isinstance(value, dict) or nests_deeper(value, MAX_DEPTH):
+        return None
+    if not isinstance(shape, dict) or nests_deeper(shape, MAX_DEPTH):
+        return None  # too deep for generated source: the text round trip builds it
+    return shape
+
+
+def json_column(tree: ast.Template) -> str:
+    """The field of a data:map template whose text spells a record of exactly one field with a
+    constant name (``{"n": {{ int .line }}}``), else "": its function can return that field's
+    value alone, and the records go on as one field's values (``Expression.column``)."""
+    shape = record_shape(tree)
+    if shape is None or len(shape) != 1:
+        return ""
+    (key,) = shape
+    return key if "\u0001" not in key and not _computed_keys(shape[key]) else ""
+
+
+def _computed_keys(v: object) -> bool:
+    """Whether a key inside ``v`` is computed (the generated code leaves such a record to the
+    text round trip)."""
+    if isinstance(v, dict):
+        return any("\u0001" in k or _computed_keys(x) for k, x in v.items())
+    if isinstance(v, list):
+        return any(_computed_keys(x) for x in v)
+    return False
+
+
+def template_record_type(tree: ast.Template, text: str) -> T.Type:
+    """The record type a ``data:map`` template builds when its text is JSON-shaped.
+
+    Each action becomes a mark (``record_shape``); if the text then parses as a JSON object, its
+    keys are the record's fields (a field that is exactly one action gets ``any``; literal
+    values their own type).  Any other template yields an open record."""
+    value = record_shape(tree)
+    if value is None:
         return T.MapT((), open=True)
     fields = []
     for k, v in value.items():

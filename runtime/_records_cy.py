@@ -151,30 +151,7 @@ def map_values(f: RecordFn, field: str, values: list, base: cython.Py_ssize_t, p
     it was: the result does not contain it, nothing stored it).  A call that kept it, raised
     or changed it leaves it to its holder, and the next value gets a new map.  The values,
     the records out, the positions of the record errors are those of ``map_batch``."""
-    result: list = []
-    n: cython.Py_ssize_t = len(values)
-    i: cython.Py_ssize_t = 0
-    raw: cython.bint = len(f._column) != 0
-    scope: dict = {field: None}
-    free: cython.Py_ssize_t = _refs(scope)  # held by this function alone
-    while i < n:
-        try:
-            while i < n:
-                scope[field] = values[i]
-                value = _apply(f, scope)
-                if not raw and type(value) is not dict:
-                    value = as_record(value)
-                result.append(value)
-                i += 1
-                if _refs(scope) != free or len(scope) != 1:
-                    scope = {field: None}  # kept or changed by the call: a new one
-                    free = _refs(scope)
-        except Exception as exc:  # noqa: BLE001 - a record error, not a failure
-            errors.report(base + i, producer, error_text(exc))
-            i += 1
-            scope = {field: None}  # the exception's frames may hold the old one
-            free = _refs(scope)
-    return result
+    return _over_values(f, field, values, base, producer, errors, as_record, False, len(f._column) != 0)
 
 
 def filter_values(f: RecordFn, field: str, values: list, base: cython.Py_ssize_t, producer: str,
@@ -182,7 +159,17 @@ def filter_values(f: RecordFn, field: str, values: list, base: cython.Py_ssize_t
     """``filter_batch`` over the records ``{field: value}`` of ``values``, without building
     them: the values of the records kept.  ``f`` sees each value in a scope map that is reused
     as ``map_values`` reuses it (a new one after a call that kept or changed it)."""
-    kept: list = []
+    return _over_values(f, field, values, base, producer, errors, None, True, False)
+
+
+@cython.cfunc
+def _over_values(f: RecordFn, field: str, values: list, base: cython.Py_ssize_t, producer: str,
+                 errors: Any, as_record: Any, keep: cython.bint, raw: cython.bint) -> list:
+    """``f`` over the records ``{field: value}`` of ``values`` in one reused scope map
+    (``map_values``): with ``keep``, the values whose result is truthy; else the results, each
+    through ``as_record`` unless it is a dict or ``raw``.  A call that raises is a record error
+    at ``base + i``."""
+    out: list = []
     n: cython.Py_ssize_t = len(values)
     i: cython.Py_ssize_t = 0
     scope: dict = {field: None}
@@ -192,18 +179,25 @@ def filter_values(f: RecordFn, field: str, values: list, base: cython.Py_ssize_t
             while i < n:
                 v = values[i]
                 scope[field] = v
-                if _apply(f, scope):
-                    kept.append(v)
+                value = _apply(f, scope)
+                if keep:
+                    if value:
+                        out.append(v)
+                else:
+                    if not raw and type(value) is not dict:
+                        value = as_record(value)
+                    out.append(value)
+                value = None  # the result no longer holds the scope: its count is back
                 i += 1
                 if _refs(scope) != free or len(scope) != 1:
                     scope = {field: None}  # kept or changed by the call: a new one
                     free = _refs(scope)
-        except Exception as exc:  # noqa: BLE001 - a record error: the record is dropped
+        except Exception as exc:  # noqa: BLE001 - a record error: the record is left out
             errors.report(base + i, producer, error_text(exc))
             i += 1
             scope = {field: None}  # the exception's frames may hold the old one
             free = _refs(scope)
-    return kept
+    return out
 
 
 def field_records(field: str, values: list) -> list:

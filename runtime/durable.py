@@ -27,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from gxo.runtime.support import sha256_hex
+
 #: the statuses a resumed run does not run again
 FINISHED = ("Completed", "Skipped")
 
@@ -34,8 +36,6 @@ FINISHED = ("Completed", "Skipped")
 def plan_digest(plan: Any) -> str:
     """The identity of a plan's content: a resumed run must have the same."""
     from gxo.runtime.plan import encode_manifest
-
-    from gxo.runtime.planfile import sha256_hex
 
     return sha256_hex(encode_manifest(plan))
 

@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from gxo.runtime.limits import MAX_FORMAT_WIDTH, MAX_INT_BITS, MAX_LIST_ITEMS, MAX_TEXT_CHARS, LimitExceeded, load_json
+from gxo.runtime.support import sha256_hex
 
 __all__ = [
     "CONTEXT_FUNCTIONS",
@@ -992,8 +993,6 @@ def fn_b64dec(s: object) -> str:
 
 
 def fn_sha256(s: object) -> str:
-    from gxo.runtime.planfile import sha256_hex
-
     return sha256_hex(_need_str("sha256", "S", s).encode("utf-8"))
 
 

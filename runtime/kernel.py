@@ -272,10 +272,7 @@ class Kernel:
 
     def call_now(self, eid: str, scope: Any) -> Any:
         value = self.fns[eid](scope, self.ectx)
-        e = self.exprs[eid]
-        if e.column:  # a one-field record template called once, not per record: the record
-            value = {e.column: value}
-        if e.as_text and not isinstance(value, str):
+        if self.exprs[eid].as_text and not isinstance(value, str):
             value = text(value)
         return value
 

@@ -16,7 +16,6 @@ signature is checked.  This module never imports the compiler or its dependencie
 from __future__ import annotations
 
 import base64
-import functools
 import importlib.machinery
 import importlib.util
 import marshal
@@ -36,6 +35,7 @@ from msgspec import Struct, field
 from gxo.runtime.limits import MAX_KEY_FILE_BYTES, MAX_PLAN_BYTES, MAX_PLAN_MEMBER_BYTES, MAX_PLAN_MEMBERS, MAX_PLAN_TOTAL_BYTES
 from gxo.runtime.module import GxoError
 from gxo.runtime.plan import Plan, PlanFormatError, canonical_json, decode_plan, encode_manifest
+from gxo.runtime.support import sha256_hex
 
 MANIFEST = "manifest.json"
 PLAN_CODE = "plan_code.py"
@@ -97,35 +97,6 @@ def platform_tag() -> str:
     suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
     tag = suffix.removeprefix(".")
     return tag.rsplit(".", 1)[0]
-
-
-def sha256_hex(data: bytes) -> str:
-    """The SHA-256 of ``data`` in hex.  Small data goes through the interpreter's built-in
-    SHA-256, large data through hashlib's OpenSSL one (faster on long input, but importing
-    hashlib loads OpenSSL: about 3 ms of every start)."""
-    if len(data) < _SMALL_HASH:
-        builtin = _builtin_sha256()
-        if builtin is not None:
-            return builtin(data).hexdigest()  # type: ignore[no-any-return]
-    import hashlib
-
-    return hashlib.sha256(data).hexdigest()
-
-
-#: below this many bytes, sha256_hex uses the built-in SHA-256 (a few ms at most)
-_SMALL_HASH = 1 << 20
-
-
-@functools.lru_cache(maxsize=1)
-def _builtin_sha256() -> Any:
-    """The interpreter's own SHA-256 constructor (``_sha2`` from 3.12, ``_sha256`` before),
-    which hashlib falls back on without OpenSSL; None where there is neither."""
-    for name, attr in (("_sha2", "sha256"), ("_sha256", "sha256")):
-        try:
-            return getattr(importlib.import_module(name), attr)
-        except (ImportError, AttributeError):
-            continue
-    return None
 
 
 def canonical_bytes(obj: Any) -> bytes:

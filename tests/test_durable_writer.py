@@ -14,10 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from gxo.compiler.emit import build_plan
-from gxo.compiler.pipeline import check_source
 from gxo.runtime.durable import Recorder
 from gxo.runtime.store.sqlite import SqliteStore
+from kernel_util import build, run
 
 
 class GatedStore(SqliteStore):
@@ -130,21 +129,7 @@ workloads:
 
 
 def test_a_pure_workload_starts_before_the_commit_an_effect_waits_for_it(tmp_path: Path) -> None:
-    from gxo.runtime.events import Events
-    from gxo.runtime.kernel import Kernel, RunOptions
-    from gxo.runtime.run import make_secrets
-    from gxo.runtime.state import StateStore
-    from gxo.runtime.workspace import Workspace
-
-    result = check_source(textwrap.dedent(PLAYBOOK).encode(), "pb.yaml")
-    assert not [d for d in result.diags.items if d.severity == "error"], result.diags.items
-    built = build_plan(result)
-    namespace: dict[str, Any] = {"__name__": "gxo_plan_code"}
-    exec(compile(built.code, "plan/plan_code.py", "exec"), namespace)  # noqa: S102 - the generated code
     store = GatedStore(str(tmp_path / "s.db"), held="make")
-    secrets, tracker = make_secrets()
-    events = Events(built.plan.name, tracker.redact_value)
-    ws = Workspace.create()
     started: dict[str, float] = {}
 
     def note(event: dict[str, Any]) -> None:
@@ -154,19 +139,12 @@ def test_a_pure_workload_starts_before_the_commit_an_effect_waits_for_it(tmp_pat
                 threading.Timer(0.2, store.gate.set).start()
 
     note.types = frozenset({"WorkloadStatusChanged"})  # type: ignore[attr-defined]
-    events.add(note)
-    try:
-        kernel = Kernel(built.plan, dict(namespace["FUNCTIONS"]), state=StateStore(), workspace=ws,
-                        secrets=secrets, tracker=tracker, events=events,
-                        options=RunOptions(store=store, plan_digest="digest"))
-        report = asyncio.run(kernel.run())
-    finally:
-        ws.remove()
+    kernel, report = run(build(textwrap.dedent(PLAYBOOK)), note, store=store, plan_digest="digest")
     assert not report.failed, [(n, r.status, r.reason) for n, r in kernel.results.items()]
     # count (data:parse, pure) started while make's commit was held; after (exec) only after it
     assert started["count"] < store.done["make"]
     assert started["after"] >= store.done["make"] and started["after"] >= store.done["sink"]
-    run = store.load_run(kernel.run_id)
-    assert run.status == "Completed" and set(run.workloads) == {"make", "count", "sink", "after"}
-    assert run.workloads["make"].register_value["stdout"].endswith("19999\n20000")
+    done = store.load_run(kernel.run_id)
+    assert done.status == "Completed" and set(done.workloads) == {"make", "count", "sink", "after"}
+    assert done.workloads["make"].register_value["stdout"].endswith("19999\n20000")
     store.close()

@@ -8,7 +8,6 @@ record errors and results are those of the record path.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import textwrap
@@ -17,9 +16,12 @@ from typing import Any
 
 import pytest
 
-from gxo.compiler.codegen import json_column
 from gxo.compiler.expr.parser import parse_template
+from gxo.compiler.records import json_column
 from gxo.runtime import _records_cy as R
+from kernel_util import build as build_text
+from kernel_util import functions
+from kernel_util import run as run_kernel
 
 
 @pytest.mark.parametrize(("text", "column"), [
@@ -53,14 +55,7 @@ VALUES = [*range(1, 2001)]
 
 
 def build(workloads: str) -> Any:
-    from gxo.compiler.emit import build_plan
-    from gxo.compiler.pipeline import check_source
-
-    text = HEAD + textwrap.indent(textwrap.dedent(workloads), "  ")
-    result = check_source(text.encode(), "pb.yaml")
-    errors = [d.message for d in result.diags.items if d.severity == "error"]
-    assert not errors, errors
-    return build_plan(result)
+    return build_text(HEAD + textwrap.indent(textwrap.dedent(workloads), "  "))
 
 
 def test_the_column_is_in_the_plan_and_its_function_returns_the_value() -> None:
@@ -76,34 +71,14 @@ def test_the_column_is_in_the_plan_and_its_function_returns_the_value() -> None:
 """)
     by_workload = {e.workload: e for e in built.plan.expressions if e.where == "params.template"}
     assert by_workload["nums"].column == "n" and by_workload["pair"].column == ""
-    namespace: dict[str, Any] = {"__name__": "gxo_plan_code"}
-    exec(compile(built.code, "plan/plan_code.py", "exec"), namespace)  # noqa: S102 - the generated code
-    fns = dict(namespace["FUNCTIONS"])
+    fns = functions(built)
     assert fns[by_workload["nums"].id]({"line": "7"}, None) == 7
     assert fns[by_workload["pair"].id]({"line": "7"}, None) == {"n": 7, "m": 1}
 
 
 def run(workloads: str) -> tuple[Any, Any, list[dict[str, Any]]]:
-    from gxo.runtime.events import Events
-    from gxo.runtime.kernel import Kernel, RunOptions
-    from gxo.runtime.secrets import EnvProvider, Tracker
-    from gxo.runtime.state import StateStore
-    from gxo.runtime.workspace import Workspace
-
-    built = build(workloads)
-    namespace: dict[str, Any] = {"__name__": "gxo_plan_code"}
-    exec(compile(built.code, "plan/plan_code.py", "exec"), namespace)  # noqa: S102 - the generated code
-    tracker = Tracker()
     seen: list[dict[str, Any]] = []
-    events = Events("col", tracker.redact_value)
-    events.add(seen.append)
-    ws = Workspace.create()
-    try:
-        kernel = Kernel(built.plan, dict(namespace["FUNCTIONS"]), state=StateStore(), workspace=ws,
-                        secrets=EnvProvider({}), tracker=tracker, events=events, options=RunOptions())
-        report = asyncio.run(kernel.run())
-    finally:
-        ws.remove()
+    kernel, report = run_kernel(build(workloads), seen.append)
     return kernel, report, seen
 
 

@@ -11,14 +11,13 @@ takes every event (``--json``) or a module's ``ctx.state()`` still gets the fiel
 
 from __future__ import annotations
 
-import asyncio
 import textwrap
 from typing import Any
 
 import pytest
 
-from gxo.compiler.emit import build_plan
-from gxo.compiler.pipeline import check_source
+from kernel_util import build
+from kernel_util import run as run_kernel
 
 HEAD = 'name: rr\nschemaVersion: "1.0.0"\nworkloads:\n'
 
@@ -31,10 +30,7 @@ SAY = """\
 
 
 def plan_of(workloads: str) -> Any:
-    result = check_source((HEAD + textwrap.indent(textwrap.dedent(workloads), "  ")).encode(), "pb.yaml")
-    errors = [d.message for d in result.diags.items if d.severity == "error"]
-    assert not errors, errors
-    return build_plan(result)
+    return build(HEAD + textwrap.indent(textwrap.dedent(workloads), "  "))
 
 
 def reads(workloads: str, name: str = "say") -> tuple[str, ...] | None:
@@ -91,26 +87,7 @@ class _Typed:
 
 
 def run(workloads: str, sink: Any) -> Any:
-    from gxo.runtime.events import Events
-    from gxo.runtime.kernel import Kernel, RunOptions
-    from gxo.runtime.run import make_secrets
-    from gxo.runtime.state import StateStore
-    from gxo.runtime.workspace import Workspace
-
-    built = plan_of(workloads)
-    namespace: dict[str, Any] = {"__name__": "gxo_plan_code"}
-    exec(compile(built.code, "plan/plan_code.py", "exec"), namespace)  # noqa: S102 - the generated code
-    functions = dict(namespace["FUNCTIONS"])
-    secrets, tracker = make_secrets()
-    events = Events(built.plan.name, tracker.redact_value)
-    events.add(sink)
-    ws = Workspace.create()
-    try:
-        kernel = Kernel(built.plan, functions, state=StateStore(), workspace=ws, secrets=secrets,
-                        tracker=tracker, events=events, options=RunOptions())
-        report = asyncio.run(kernel.run())
-    finally:
-        ws.remove()
+    kernel, report = run_kernel(plan_of(workloads), sink)
     assert not report.failed, [(n, r.status, r.reason) for n, r in kernel.results.items()]
     return kernel
 

@@ -572,6 +572,8 @@ def test_large_texts_of_a_register_round_trip(opener: Opener) -> None:
         "w2": {"stdout": wide, "exit_code": 0},
         "w3": {"a.b": odd, "c": odd},
         "w4": odd,
+        # the rest of a register with a large text: a child's undecodable bytes, a big integer
+        "w6": {"stdout": odd, "stderr": "caf\udcff", "n": 2**70},
     }
     s.commit_workloads("r1", [(k, "Completed", None, f"r{k}", v, 1.0, 2.0) for k, v in values.items()])
     s.commit_workload("r1", "w5", "Completed", None, "rw5", {"stdout": odd}, 1.0, 2.0)

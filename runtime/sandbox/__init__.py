@@ -304,7 +304,7 @@ def _program(key: str, profile: dict[str, Any]) -> bytes:
     """The compiled filter of ``profile``: from the per-user cache (keyed by the profile, the
     machine's architecture and the files that build filters), else compiled by libseccomp and cached.  A warm
     run then never imports pyseccomp (its import runs ldconfig: tens of milliseconds)."""
-    from gxo.runtime.planfile import sha256_hex
+    from gxo.runtime.support import sha256_hex
     from gxo.runtime.sandbox import bpf
 
     version = _version()

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from gxo.runtime.store import _owner
+from gxo.runtime.support import sha256_hex
 from gxo.runtime.store.base import (
     INTERRUPTED,
     RESUMED,
@@ -101,8 +102,6 @@ def default_state_dir(environ: Mapping[str, str] | None = None) -> str:
 def database_path(state_dir: str, plan_name: str) -> str:
     """The database of the plan named ``plan_name`` under ``state_dir``."""
     safe = _UNSAFE.sub("_", plan_name).strip("._")[:64] or "plan"
-    from gxo.runtime.planfile import sha256_hex
-
     digest = sha256_hex(plan_name.encode("utf-8", "surrogatepass"))[:12]
     return os.path.join(state_dir, f"{safe}-{digest}{DB_SUFFIX}")
 
@@ -189,11 +188,12 @@ class _Texts:
 def _large_texts(value: Any) -> dict[str, str] | None:
     """The large texts at the top level of a register map, by key, where SQLite can write them
     as they are (ASCII: nothing for a lone surrogate to trip on; a plain key for its JSON
-    path); None when there is none or the rest is not plain JSON (``_finite``)."""
+    path); None when there is none or the rest holds what JSON cannot spell (NaN, infinity:
+    ``_finite``; the rest is written by ``_dumps``, a lone surrogate included)."""
     if type(value) is not dict:
         return None
-    texts = {k: v for k, v in value.items()
-             if type(v) is str and len(v) >= LARGE_TEXT and v.isascii() and type(k) is str and _PLAIN_KEY.fullmatch(k)}
+    texts = {k: v for k, v in value.items() if type(v) is str and len(v) >= LARGE_TEXT and v.isascii()
+             and type(k) is str and _PLAIN_KEY.fullmatch(k)}
     if not texts or not _finite({k: v for k, v in value.items() if k not in texts}):
         return None
     return texts
@@ -456,8 +456,8 @@ class SqliteStore:
         if register_key is not None:
             texts = None if self.sealed else _large_texts(register_value)
             if texts:  # SQLite writes the large texts into the JSON itself (_Texts)
-                value = _Texts(_msgspec_encode({k: None if k in texts else v for k, v in register_value.items()})
-                               .decode("utf-8"), texts)
+                rest = {k: None if k in texts else v for k, v in register_value.items()}
+                value = _Texts(self._dumps(rest, f"the register of {name}"), texts)
             else:
                 value = self._seal_text(self._dumps(register_value, f"the register of {name}"),
                                         ("workloads", run_id, name, "register_value"))

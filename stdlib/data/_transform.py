@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gxo.stdlib.data._common import _is_record, _one_input
+from gxo.stdlib.data._common import Tally, _is_record, _one_input
 
 
 def _as_record(value):
@@ -54,38 +54,22 @@ class Map:
                 raise ValidationError(f"parameter 'template': {exc}") from None
             fn = RecordFn.plain(lambda _record: deep_copy(constant))
 
-        positions: dict = {}
-        counts = [0, 0]  # records in, out
+        tally = Tally(out)
         # a template of one field gives that field's values: the records {column: value} go on
         # as those values (StreamOutput.send_field: built only for a consumer that needs them)
         column = fn.column
 
-        def position(producer, n) -> int:
-            """Where a batch of ``n`` records of ``producer`` starts in its stream."""
-            base = positions.get(producer, 0)
-            positions[producer] = base + n
-            return base
-
-        async def send(n, result) -> None:
-            counts[0] += n
-            counts[1] += len(result)
-            if result:
-                if column:
-                    await out.send_field(column, result)
-                else:
-                    await out.send_batch(result)
-
         async def process(producer, batch) -> None:
-            base = position(producer, len(batch))
-            await send(len(batch), map_batch(fn, batch, base, producer, errors, _as_record))
+            base = tally.start(producer, len(batch))
+            await tally.send(len(batch), map_batch(fn, batch, base, producer, errors, _as_record), column)
 
         async def process_fields(producer, field, values) -> None:
             # the records {field: value} of a producer that hands them over as their values
-            base = position(producer, len(values))
-            await send(len(values), map_values(fn, field, values, base, producer, errors, _as_record))
+            base = tally.start(producer, len(values))
+            await tally.send(len(values), map_values(fn, field, values, base, producer, errors, _as_record), column)
 
         await inputs.each(process, process_fields)
-        return {"records_in": counts[0], "records_out": counts[1]}
+        return tally.summary()
 
 
 class Filter:
@@ -105,38 +89,23 @@ class Filter:
         inputs = _one_input(ctx, "data:filter")
         out = output_of(ctx)
         errors = errors_of(ctx)
-        positions: dict = {}
-        n_in = n_out = 0
+        tally = Tally(out)
         if not callable(condition):
             keep_all = truthy(condition)
             async for _producer, batch in inputs:
-                n_in += len(batch)
-                if keep_all:
-                    n_out += len(batch)
-                    await out.send_batch(batch)
-            return {"records_in": n_in, "records_out": n_out}
+                await tally.send(len(batch), batch if keep_all else [])
+            return tally.summary()
         fn = RecordFn.plain(condition)
-        counts = [0, 0]  # records in, out
 
         async def process(producer, batch) -> None:
-            base = positions.get(producer, 0)
-            positions[producer] = base + len(batch)
-            kept = filter_batch(fn, batch, base, producer, errors)
-            counts[0] += len(batch)
-            counts[1] += len(kept)
-            if kept:
-                await out.send_batch(kept)
+            base = tally.start(producer, len(batch))
+            await tally.send(len(batch), filter_batch(fn, batch, base, producer, errors))
 
         async def process_fields(producer, field, values) -> None:
             # the records {field: value} of a producer that hands them over as their values:
             # the kept ones go on the same way
-            base = positions.get(producer, 0)
-            positions[producer] = base + len(values)
-            kept = filter_values(fn, field, values, base, producer, errors)
-            counts[0] += len(values)
-            counts[1] += len(kept)
-            if kept:
-                await out.send_field(field, kept)
+            base = tally.start(producer, len(values))
+            await tally.send(len(values), filter_values(fn, field, values, base, producer, errors), field)
 
         await inputs.each(process, process_fields)
-        return {"records_in": counts[0], "records_out": counts[1]}
+        return tally.summary()
